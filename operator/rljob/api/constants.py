@@ -1,0 +1,93 @@
+"""Every fact that more than one module needs: the API identity, label keys, ports, paths, names.
+
+The trainer imports this module too (it runs in the pods), so it must stay import-light.
+"""
+from __future__ import annotations
+
+GROUP = "rljob.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "RLTrainingJob"
+LIST_KIND = "RLTrainingJobList"
+PLURAL = "rltrainingjobs"
+SINGULAR = "rltrainingjob"
+SHORT_NAMES = ("rlj", "rltj")
+CATEGORIES = ("all", "rljob")
+CRD_NAME = f"{PLURAL}.{GROUP}"
+
+APP_NAME = "rljob"
+MANAGED_BY = "rljob-operator"
+FIELD_MANAGER = "rljob-operator"
+
+# Labels. app.kubernetes.io/* for tools that know the recommended labels; rljob.dev/* for selectors.
+LABEL_APP_NAME = "app.kubernetes.io/name"
+LABEL_APP_INSTANCE = "app.kubernetes.io/instance"
+LABEL_APP_COMPONENT = "app.kubernetes.io/component"
+LABEL_APP_PART_OF = "app.kubernetes.io/part-of"
+LABEL_APP_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_JOB = f"{GROUP}/job"
+LABEL_ROLE = f"{GROUP}/role"
+LABEL_EXPERIMENT = f"{GROUP}/experiment"
+LABEL_ATTEMPT = f"{GROUP}/attempt"
+
+ROLE_HEAD = "head"
+ROLE_WORKER = "worker"
+COMPONENT_NETWORK = "network"
+COMPONENT_RBAC = "rbac"
+COMPONENT_STORAGE = "storage"
+
+# Ray ports, fixed so that Services and NetworkPolicies can name them.
+PORT_GCS = 6379
+PORT_DASHBOARD = 8265
+PORT_CLIENT = 10001
+PORT_RAY_METRICS = 8080
+PORT_METRICS = 9400  # the driver's Prometheus endpoint: training progress
+PORT_NODE_MANAGER = 6380
+PORT_OBJECT_MANAGER = 6381
+PORT_NAMES = {
+    PORT_GCS: "gcs",
+    PORT_DASHBOARD: "dashboard",
+    PORT_CLIENT: "client",
+    PORT_RAY_METRICS: "ray-metrics",
+    PORT_METRICS: "metrics",
+}
+
+# Paths inside the pods.
+CHECKPOINT_MOUNT = "/rljob/checkpoints"
+SOURCE_MOUNT = "/rljob/source"
+TMP_MOUNT = "/tmp"
+SHM_MOUNT = "/dev/shm"
+CONTAINER_HOME = "/tmp/home"
+
+CONTAINER_NAME_HEAD = "ray-head"
+CONTAINER_NAME_WORKER = "ray-worker"
+
+# Environment variables the operator sets in pods and the trainer reads.
+ENV_JOB_NAME = "RLJOB_NAME"
+ENV_NAMESPACE = "RLJOB_NAMESPACE"
+ENV_JOB_SPEC = "RLJOB_SPEC"
+ENV_ATTEMPT = "RLJOB_ATTEMPT"
+ENV_HEAD_ADDRESS = "RLJOB_HEAD_ADDRESS"
+ENV_EXPECTED_WORKERS = "RLJOB_EXPECTED_WORKERS"
+ENV_COORDINATION_DEADLINE = "RLJOB_COORDINATION_DEADLINE"
+ENV_CHECKPOINT_DIR = "RLJOB_CHECKPOINT_DIR"
+ENV_SOURCE_DIR = "RLJOB_SOURCE_DIR"
+ENV_METRICS_PORT = "RLJOB_METRICS_PORT"
+ENV_CPU = "RLJOB_CPU"
+ENV_MEMORY = "RLJOB_MEMORY"
+ENV_GPUS = "RLJOB_GPUS"
+ENV_SHM_BYTES = "RLJOB_SHM_BYTES"
+
+# Operator configuration (environment of the operator Deployment).
+ENV_DEFAULT_IMAGE = "RLJOB_DEFAULT_IMAGE"
+ENV_OPERATOR_NAMESPACE = "RLJOB_OPERATOR_NAMESPACE"
+DEFAULT_IMAGE = "rljob/runtime:0.1.0-cpu"
+
+GPU_RESOURCE = "nvidia.com/gpu"
+
+# Every child name is "<job>-<suffix>"; the longest derived name is a worker pod,
+# "<job>-workers-<ordinal>", whose StatefulSet revision label must stay within 63 characters.
+MAX_JOB_NAME_LENGTH = 40
+
+# Exit code the driver uses for a configuration error: retrying cannot help.
+EXIT_CONFIG_ERROR = 2

@@ -1,0 +1,230 @@
+"""Generates the CustomResourceDefinition from the pydantic models.
+
+Pydantic emits JSON Schema with $refs, nullable anyOfs and `additionalProperties: false`; the API
+server wants a structural OpenAPI v3 schema: everything inlined, every node typed, no nulls. This
+module does that translation and attaches each model's `rules` as x-kubernetes-validations.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from . import models
+from .base import Model, Rule
+from .constants import (
+    API_VERSION,
+    CATEGORIES,
+    CRD_NAME,
+    GROUP,
+    KIND,
+    LIST_KIND,
+    MAX_JOB_NAME_LENGTH,
+    PLURAL,
+    SHORT_NAMES,
+    SINGULAR,
+    VERSION,
+)
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Where the job is in its life."},
+    {"name": "Workers", "type": "string", "jsonPath": ".status.workers", "description": "Ready/desired worker pods."},
+    {"name": "Iteration", "type": "integer", "jsonPath": ".status.progress.iteration", "description": "Training iterations done."},
+    {"name": "Reward", "type": "number", "jsonPath": ".status.progress.episodeReturnMean", "description": "Mean episode return."},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1, "description": "Why the job is in this phase."},
+    {"name": "Experiment", "type": "string", "jsonPath": ".spec.experiment", "priority": 1},
+    {"name": "Started", "type": "date", "jsonPath": ".status.startTime", "priority": 1},
+]
+
+ROOT_RULES: tuple[Rule, ...] = (
+    Rule(
+        cel=f"self.metadata.name.size() <= {MAX_JOB_NAME_LENGTH}",
+        message=f"metadata.name must be at most {MAX_JOB_NAME_LENGTH} characters so that every child name stays valid",
+        check=lambda m: True,  # checked by models.ObjectMeta
+    ),
+    Rule(
+        cel=f"self.metadata.name.matches('{models.NAME_PATTERN}')",
+        message="metadata.name must be a DNS-1035 label (lowercase letters, digits, '-', starting with a letter): Service names derive from it",
+        check=lambda m: True,
+    ),
+)
+
+
+def _model_classes(root: type[BaseModel]) -> dict[str, type[Model]]:
+    """Maps JSON-schema titles to classes so each $def can find its rules."""
+    found: dict[str, type[Model]] = {}
+
+    def visit(cls: type[BaseModel]) -> None:
+        if cls.__name__ in found:
+            return
+        found[cls.__name__] = cls  # type: ignore[assignment]
+        for field in cls.model_fields.values():
+            for arg in _walk_types(field.annotation):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    visit(arg)
+
+    visit(root)
+    return found
+
+
+def _walk_types(tp: Any) -> list[Any]:
+    out = [tp]
+    for arg in getattr(tp, "__args__", ()) or ():
+        out.extend(_walk_types(arg))
+    return out
+
+
+class _Converter:
+    def __init__(self, schema: dict[str, Any], classes: dict[str, type[Model]]) -> None:
+        self.defs = schema.get("$defs", {})
+        self.classes = classes
+
+    def convert(self, node: dict[str, Any]) -> dict[str, Any]:
+        node = dict(node)
+        description = node.pop("description", None)
+        default = node.pop("default", None)
+        if "$ref" in node:
+            name = node.pop("$ref").split("/")[-1]
+            out = self.convert(self.defs[name])
+            out.update({k: v for k, v in node.items() if k not in ("title",)})
+        elif "allOf" in node and len(node["allOf"]) == 1:
+            out = self.convert(node["allOf"][0])
+        elif "anyOf" in node and not node.get("x-kubernetes-int-or-string"):
+            branches = [b for b in node["anyOf"] if b.get("type") != "null"]
+            if len(branches) != 1:
+                raise ValueError(f"cannot express a union in a structural schema: {node}")
+            out = self.convert(branches[0])
+        else:
+            out = self._plain(node)
+        if description:
+            out["description"] = " ".join(description.split())
+        if default is not None:
+            out["default"] = default
+        return _ordered(out)
+
+    def _plain(self, node: dict[str, Any]) -> dict[str, Any]:
+        title = node.get("title")
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in ("title", "additionalProperties", "properties", "required", "items", "const", "$defs"):
+                continue
+            out[key] = value
+        if "const" in node:
+            out["enum"] = [node["const"]]
+            out.setdefault("type", "string")
+        if "enum" in out:
+            out.setdefault("type", "string")
+        if node.get("type") == "object" and "properties" in node:
+            out["properties"] = {}
+            cls = self.classes.get(title or "")
+            for prop, sub in node["properties"].items():
+                converted = self.convert(sub)
+                if cls is not None:
+                    field = _field_by_alias(cls, prop)
+                    if field is not None and field.default_factory is not None and converted.get("type") == "object":
+                        factory_value = field.default_factory()  # type: ignore[call-arg]
+                        if isinstance(factory_value, BaseModel):
+                            converted["default"] = {}
+                out["properties"][prop] = converted
+            if node.get("required"):
+                out["required"] = list(node["required"])
+            if cls is not None and cls.rules:
+                out["x-kubernetes-validations"] = [r.crd() for r in cls.rules]
+            if cls is not None and cls.__doc__ and "description" not in node:
+                out["description"] = " ".join(cls.__doc__.split())
+        elif node.get("type") == "object" and isinstance(node.get("additionalProperties"), dict):
+            out["additionalProperties"] = self.convert(node["additionalProperties"])
+        elif node.get("type") == "object" and not node.get("x-kubernetes-preserve-unknown-fields"):
+            out["x-kubernetes-preserve-unknown-fields"] = True
+        if node.get("type") == "array":
+            out["items"] = self.convert(node.get("items", {}))
+        return out
+
+
+_FIRST = ("type", "description", "default")
+
+
+def _ordered(node: dict[str, Any]) -> dict[str, Any]:
+    """type and description first: the generated YAML is read by people too."""
+    return {**{k: node[k] for k in _FIRST if k in node}, **{k: v for k, v in node.items() if k not in _FIRST}}
+
+
+def _field_by_alias(cls: type[BaseModel], alias: str) -> Any:
+    for name, field in cls.model_fields.items():
+        if (field.alias or name) == alias:
+            return field
+    return None
+
+
+def _section(cls: type[Model]) -> dict[str, Any]:
+    schema = cls.model_json_schema(by_alias=True, mode="validation")
+    classes = _model_classes(cls)
+    return _Converter(schema, classes).convert(schema)
+
+
+def openapi_schema() -> dict[str, Any]:
+    spec = _section(models.JobSpec)
+    status = _section(models.JobStatus)
+    conditions = status["properties"]["conditions"]
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    return {
+        "type": "object",
+        "description": " ".join((models.RLTrainingJob.__doc__ or "").split()),
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string", "description": "rljob.dev/v1alpha1"},
+            "kind": {"type": "string", "description": "RLTrainingJob"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+        "x-kubernetes-validations": [r.crd() for r in ROOT_RULES],
+    }
+
+
+def crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": CRD_NAME,
+            "labels": {"app.kubernetes.io/name": "rljob", "app.kubernetes.io/part-of": "rljob"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "listKind": LIST_KIND,
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": list(SHORT_NAMES),
+                "categories": list(CATEGORIES),
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {"openAPIV3Schema": openapi_schema()},
+                }
+            ],
+        },
+    }
+
+
+def crd_yaml() -> str:
+    header = f"# Generated by `rljob crd` from rljob.api.models ({API_VERSION}). Do not edit by hand.\n"
+    return header + yaml.dump(crd(), Dumper=_NoAliasDumper, sort_keys=False, width=120)
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    """Writes repeated sub-schemas in full: anchors are legal YAML but unreadable in a CRD."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True

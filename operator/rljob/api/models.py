@@ -1,0 +1,395 @@
+"""The RLTrainingJob API: spec and status as pydantic models, the single source of truth.
+
+The CRD (crds/rltrainingjobs.rljob.dev.yaml) is generated from these classes by `rljob crd`; every
+description, default, bound and cross-field rule below reaches `kubectl explain` and the API server.
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator
+
+from .base import Model, Rule
+from .constants import API_VERSION, KIND, MAX_JOB_NAME_LENGTH
+from .quantity import QUANTITY_PATTERN, parse_quantity
+
+RECIPES = ("pong", "cartpole")
+PHASES = ("Pending", "Initializing", "Running", "Succeeded", "Failed", "Suspended")
+TERMINAL_PHASES = ("Succeeded", "Failed")
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+
+
+def _quantity_text(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError("must be a quantity such as 2, 500m, 8Gi")
+    text = str(value)
+    if parse_quantity(text) <= 0:
+        raise ValueError(f"{text} must be greater than zero")
+    return text
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity_text),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "x-kubernetes-int-or-string": True,
+            "pattern": QUANTITY_PATTERN,
+        }
+    ),
+]
+
+PreservedObject = Annotated[
+    dict[str, Any],
+    WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
+]
+
+
+def _lt(a: str, b: str) -> bool:
+    return parse_quantity(a) < parse_quantity(b)
+
+
+class Toleration(Model):
+    """A Kubernetes toleration, as in a pod spec."""
+
+    key: str | None = Field(None, max_length=316, description="Taint key the toleration applies to; empty with operator Exists matches all keys.")
+    operator: Literal["Exists", "Equal"] = Field("Equal", description="Exists matches any value; Equal matches `value`.")
+    value: str | None = Field(None, max_length=63, description="Taint value to match when operator is Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to match; empty matches all effects."
+    )
+    toleration_seconds: int | None = Field(
+        None, ge=0, description="For NoExecute: how long the pod stays bound after the taint appears."
+    )
+
+
+class LocalObjectReference(Model):
+    """A reference to an object in the job's namespace."""
+
+    name: str = Field(..., min_length=1, max_length=253, description="Name of the referenced object.")
+
+
+class EnvVar(Model):
+    """An environment variable for the driver and the Ray processes (head and workers)."""
+
+    name: str = Field(..., min_length=1, max_length=256, pattern=ENV_NAME_PATTERN, description="Variable name.")
+    value: str | None = Field(None, max_length=32768, description="Literal value.")
+    value_from: PreservedObject | None = Field(
+        None, description="A Kubernetes EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef, ...)."
+    )
+
+    rules = (
+        Rule(
+            cel="!self.name.startsWith('RLJOB_')",
+            message="names starting with RLJOB_ are reserved for the operator",
+            check=lambda m: not m.name.startswith("RLJOB_"),
+            field_path=".name",
+        ),
+        Rule(
+            cel="!(has(self.value) && has(self.valueFrom))",
+            message="set value or valueFrom, not both",
+            check=lambda m: not (m.value is not None and m.value_from is not None),
+        ),
+    )
+
+
+_NODE_FIELDS_DOC = "Scheduling and size of the {role} pod{s}."
+
+
+class HeadSpec(Model):
+    """The Ray head pod: it runs the GCS and the training driver (and the learner, on its GPUs)."""
+
+    gpus: int = Field(0, ge=0, le=16, description="NVIDIA GPUs for the head (nvidia.com/gpu limit); the learner trains on them. 0 trains on the CPU.")
+    cpu: Quantity = Field("2", description="CPU for the pod, as request and limit (Guaranteed QoS); Ray is told the same number.")
+    memory: Quantity = Field("8Gi", description="Memory for the pod, as request and limit. /dev/shm counts against it.")
+    shm_size: Quantity = Field("2Gi", description="Size of /dev/shm (memory-backed); Ray's object store is sized inside it. Must be less than memory.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pod must match.")
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Taints the pod tolerates, e.g. a GPU node pool's.")
+    affinity: PreservedObject | None = Field(None, description="A Kubernetes Affinity (node, pod and anti-affinity), as in a pod spec.")
+
+    rules = (
+        Rule(
+            cel="quantity(string(self.shmSize)).isLessThan(quantity(string(self.memory)))",
+            message="shmSize must be less than memory: /dev/shm is charged to the pod's memory",
+            check=lambda m: _lt(m.shm_size, m.memory),
+            field_path=".shmSize",
+        ),
+    )
+
+
+class WorkersSpec(HeadSpec):
+    """The Ray worker pods (a StatefulSet): they run the environment runners that collect experience."""
+
+    replicas: int = Field(2, ge=0, le=512, description="Number of worker pods. Each joins the head's Ray cluster; 0 runs everything on the head.")
+    cpu: Quantity = Field("2", description="CPU for each worker pod, as request and limit; one environment runner per CPU by default.")
+    memory: Quantity = Field("4Gi", description="Memory for each worker pod, as request and limit.")
+    shm_size: Quantity = Field("1Gi", description="Size of /dev/shm in each worker pod. Must be less than memory.")
+
+
+class Entrypoint(Model):
+    """What the head runs once the Ray cluster is up: a built-in recipe, or your own script."""
+
+    recipe: Literal[RECIPES] | None = Field(  # type: ignore[valid-type]
+        None, description="A built-in recipe: pong (Ray RLlib APPO on Atari Pong), cartpole (a quick smoke test)."
+    )
+    script: str | None = Field(
+        None, min_length=1, max_length=1024,
+        description="Path of a Python script to run instead of a recipe, relative to the source directory (spec.source) or absolute in the image.",
+    )
+    args: list[Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=list, max_length=256,
+        description="Arguments for the recipe (e.g. --num-env-runners 8) or the script.",
+    )
+
+    rules = (
+        Rule(
+            cel="has(self.recipe) != has(self.script)",
+            message="set exactly one of recipe or script",
+            check=lambda m: (m.recipe is None) != (m.script is None),
+        ),
+    )
+
+
+class StopSpec(Model):
+    """When a recipe stops training with success; the first criterion reached wins."""
+
+    episode_return_mean: float | None = Field(None, ge=-1e9, le=1e9, description="Stop when the mean episode return reaches this (Pong: 18 is near-perfect play).")
+    env_steps: int | None = Field(None, ge=1, description="Stop after this many environment steps sampled.")
+    iterations: int | None = Field(None, ge=1, le=10_000_000, description="Stop after this many training iterations.")
+
+
+class SourceSpec(Model):
+    """Where the script's directory comes from."""
+
+    config_map: LocalObjectReference | None = Field(
+        None, description="A ConfigMap whose keys are the files of the script directory; mounted read-only at /rljob/source."
+    )
+
+
+class CheckpointSpec(Model):
+    """Where checkpoints (and TensorBoard files) go: a PersistentVolumeClaim mounted at /rljob/checkpoints on the head."""
+
+    claim_name: str | None = Field(None, max_length=253, description="An existing PersistentVolumeClaim to use. It outlives the job.")
+    size: Quantity | None = Field(None, description="Create a claim of this size, owned by the job (deleted with it).")
+    storage_class_name: str | None = Field(None, max_length=253, description="Storage class for the created claim; the cluster default when empty.")
+    every_iterations: int = Field(10, ge=1, le=1_000_000, description="Save a checkpoint every N training iterations, and always at the end.")
+    keep: int = Field(3, ge=1, le=1000, description="How many recent checkpoints to keep.")
+
+    rules = (
+        Rule(
+            cel="!(has(self.claimName) && has(self.size))",
+            message="set claimName (use an existing claim) or size (create one), not both",
+            check=lambda m: not (m.claim_name and m.size),
+        ),
+        Rule(
+            cel="!has(self.storageClassName) || has(self.size)",
+            message="storageClassName applies only to a claim the operator creates (size)",
+            check=lambda m: m.storage_class_name is None or m.size is not None,
+            field_path=".storageClassName",
+        ),
+    )
+
+
+class PortSpec(Model):
+    """A destination port."""
+
+    port: int = Field(..., ge=1, le=65535, description="Port number.")
+    protocol: Literal["TCP", "UDP", "SCTP"] = Field("TCP", description="Protocol.")
+
+
+def _check_cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a CIDR such as 10.0.0.0/8 ({exc})") from None
+    return value
+
+
+Cidr = Annotated[str, Field(max_length=64), BeforeValidator(lambda v: _check_cidr(str(v)) if isinstance(v, str) else v)]
+
+
+class EgressRule(Model):
+    """Traffic the job's pods may send outside the job: a CIDR and optional ports."""
+
+    cidr: Cidr = Field(..., description="Destination network, e.g. 10.20.0.0/16 for an internal package mirror.")
+    except_: list[Cidr] = Field(default_factory=list, alias="except", max_length=32, description="Networks inside cidr to exclude.")
+    ports: list[PortSpec] = Field(default_factory=list, max_length=32, description="Allowed ports; all ports when empty.")
+
+    rules = (
+        Rule(cel="isCIDR(self.cidr)", message="cidr must be a CIDR such as 10.0.0.0/8", check=lambda m: True, field_path=".cidr"),
+        Rule(
+            cel="self.except.all(e, isCIDR(e))",
+            message="every except entry must be a CIDR",
+            check=lambda m: True,
+            field_path=".except",
+        ),
+    )
+
+
+class NetworkSpec(Model):
+    """The job's private network (NetworkPolicies): its pods talk to each other and to DNS, nothing else by default."""
+
+    isolation: bool = Field(True, description="Create NetworkPolicies that deny traffic other than within the job, DNS, and the operator's scrapes.")
+    allow_internet_egress: bool = Field(False, description="Allow egress to any address (needed by pipPackages unless egress lists a package mirror).")
+    egress: list[EgressRule] = Field(default_factory=list, max_length=64, description="Extra destinations the job may reach.")
+
+
+class JobSpec(Model):
+    """The desired state of an RLTrainingJob: what to train, on which Ray cluster, under which limits."""
+
+    experiment: str = Field(
+        "default", min_length=1, max_length=63, pattern=LABEL_VALUE_PATTERN,
+        description="Groups related runs; becomes the rljob.dev/experiment label (kubectl get rltj -l rljob.dev/experiment=NAME).",
+    )
+    image: str = Field("", max_length=512, description="Ray runtime image for head and workers; the operator's default when empty.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field("IfNotPresent", description="Image pull policy for every pod.")
+    image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list, max_length=16, description="Secrets for pulling the image.")
+    entrypoint: Entrypoint = Field(..., description="What the driver runs: a built-in recipe or a script.")
+    stop: StopSpec | None = Field(None, description="Success criteria for a recipe (a script decides for itself).")
+    source: SourceSpec | None = Field(None, description="Where the script directory comes from.")
+    pip_packages: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=100,
+        description="Extra pip requirements installed in every pod before Ray starts; needs network.allowInternetEgress or an egress rule to a mirror.",
+    )
+    env: list[EnvVar] = Field(default_factory=list, max_length=128, description="Environment for the driver and every Ray process.")
+    head: HeadSpec = Field(default_factory=HeadSpec, description="The head pod: Ray GCS, the driver and the learner.")
+    workers: WorkersSpec = Field(default_factory=WorkersSpec, description="The worker pods: environment runners.")
+    cluster_coordination_timeout_seconds: int = Field(
+        900, ge=1, le=7 * 86400,
+        description="The head and every worker must be ready within this many seconds of an attempt's start, else the job fails with ClusterCoordinationTimeout.",
+    )
+    max_run_duration_seconds: int | None = Field(
+        None, ge=1, le=365 * 86400,
+        description="Cut the job off this many seconds after it started (all attempts together): Failed/DeadlineExceeded. Unlimited when empty.",
+    )
+    backoff_limit: int = Field(0, ge=0, le=100, description="How many times a failed head (driver) is retried; each new attempt resumes from the latest checkpoint.")
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=0, le=365 * 86400, description="Delete the job (and its kept head pod) this many seconds after it finished. Kept forever when empty."
+    )
+    suspend: bool = Field(False, description="true removes the pods and keeps the job (Suspended); false again starts a new attempt from the latest checkpoint.")
+    checkpoint: CheckpointSpec | None = Field(None, description="Persistent checkpoints. Without it they go to an emptyDir and a new attempt starts from scratch.")
+    network: NetworkSpec = Field(default_factory=NetworkSpec, description="Network isolation of the job's pods.")
+
+    rules = (
+        Rule(
+            cel="!has(self.entrypoint.script) || !self.entrypoint.script.startsWith('/') || !has(self.source)",
+            message="with source set, entrypoint.script is a path inside the source directory and must be relative",
+            check=lambda m: not (m.entrypoint.script and m.entrypoint.script.startswith("/") and m.source),
+            field_path=".entrypoint.script",
+        ),
+        Rule(
+            cel="!has(self.stop) || has(self.entrypoint.recipe)",
+            message="stop applies to built-in recipes; a script decides when it is done",
+            check=lambda m: m.stop is None or m.entrypoint.recipe is not None,
+            field_path=".stop",
+        ),
+        Rule(
+            cel="size(self.pipPackages) == 0 || !self.network.isolation || self.network.allowInternetEgress || size(self.network.egress) > 0",
+            message="pipPackages need network egress: set network.allowInternetEgress, or an egress rule to your package mirror",
+            check=lambda m: not m.pip_packages or not m.network.isolation or m.network.allow_internet_egress or bool(m.network.egress),
+            field_path=".pipPackages",
+        ),
+        Rule(
+            cel="!has(self.source) || has(self.entrypoint.script)",
+            message="source is only used by a script entrypoint",
+            check=lambda m: m.source is None or m.entrypoint.script is not None,
+            field_path=".source",
+        ),
+    )
+
+
+class ObjectMeta(Model):
+    """The parts of metadata rljob reads; the rest is kept as it is."""
+
+    model_config = {**Model.model_config, "extra": "allow"}
+
+    name: str = Field(..., min_length=1, description="Job name.")
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    uid: str | None = None
+    generation: int | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        import re
+
+        if len(value) > MAX_JOB_NAME_LENGTH:
+            raise ValueError(
+                f"must be at most {MAX_JOB_NAME_LENGTH} characters so that every child name stays valid (got {len(value)})"
+            )
+        if not re.match(NAME_PATTERN, value):
+            raise ValueError("must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter")
+        return value
+
+
+class Condition(Model):
+    """A Kubernetes-style condition."""
+
+    type: str = Field(..., description="ClusterReady, Running, Complete, Failed or Suspended.")
+    status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
+    reason: str = Field(..., description="A CamelCase word for machines.")
+    message: str = Field("", description="A sentence for people.")
+    last_transition_time: str = Field(..., description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(None, description="The spec generation this condition was computed from.")
+
+
+class Progress(Model):
+    """Training progress as the driver reports it after every iteration; the operator never writes it."""
+
+    model_config = {**Model.model_config, "extra": "ignore"}
+
+    attempt: int | None = Field(None, description="The attempt that reported this.")
+    iteration: int | None = Field(None, description="Training iterations completed (across attempts: resumed runs continue counting).")
+    episode_return_mean: float | None = Field(None, description="Mean return of recent episodes (Pong: -21 to 21).")
+    env_steps: int | None = Field(None, description="Environment steps sampled in total.")
+    env_steps_per_second: float | None = Field(None, description="Sampling throughput over the last iteration.")
+    time_total_seconds: float | None = Field(None, description="Training time in total, all attempts.")
+    last_checkpoint: str | None = Field(None, description="Path of the latest checkpoint on the checkpoint volume.")
+    update_time: str | None = Field(None, description="When the driver reported this (RFC 3339).")
+
+
+class JobStatus(Model):
+    """The observed state of an RLTrainingJob."""
+
+    model_config = {**Model.model_config, "extra": "ignore"}
+
+    phase: Literal[PHASES] | None = Field(None, description="Pending, Initializing, Running, Succeeded, Failed or Suspended.")  # type: ignore[valid-type]
+    reason: str | None = Field(None, description="Why the job is in this phase (e.g. ClusterCoordinationTimeout).")
+    message: str | None = Field(None, description="Details for people.")
+    observed_generation: int | None = Field(None, description="The spec generation the operator last acted on.")
+    conditions: list[Condition] = Field(default_factory=list, description="ClusterReady, Running, Complete, Failed, Suspended.")
+    attempts: int | None = Field(None, description="The current attempt, from 1; a failed head with backoff left starts the next.")
+    head_pod: str | None = Field(None, description="Name of the current attempt's head pod (kubectl logs it).")
+    workers: str | None = Field(None, description="Ready/desired worker pods, e.g. 3/4.")
+    ready_workers: int | None = Field(None, description="Worker pods ready.")
+    start_time: str | None = Field(None, description="When the job (or its resumption) started; maxRunDurationSeconds counts from here.")
+    attempt_start_time: str | None = Field(None, description="When the current attempt started; clusterCoordinationTimeoutSeconds counts from here.")
+    cluster_ready_time: str | None = Field(None, description="When the whole Ray cluster was last ready.")
+    completion_time: str | None = Field(None, description="When the job finished; ttlSecondsAfterFinished counts from here.")
+    last_exit_code: int | None = Field(None, description="Exit code of the last finished driver.")
+    driver_log_tail: str | None = Field(None, description="The end of the last finished driver's log, kept after its pod is gone.")
+    progress: Progress | None = Field(None, description="Training progress reported by the driver.")
+
+
+class RLTrainingJob(Model):
+    """RLTrainingJob runs Ray RLlib reinforcement-learning training on a Ray cluster the operator builds for it."""
+
+    api_version: Literal[API_VERSION] = Field(..., description="rljob.dev/v1alpha1")  # type: ignore[valid-type]
+    kind: Literal[KIND] = Field(..., description="RLTrainingJob")  # type: ignore[valid-type]
+    metadata: ObjectMeta
+    spec: JobSpec
+    status: JobStatus | None = None
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace or "default"

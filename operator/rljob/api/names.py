@@ -1,0 +1,31 @@
+"""Deterministic child names: the operator finds what it created by name, so restarts make no duplicates."""
+from __future__ import annotations
+
+
+def head_pod(job: str, attempt: int) -> str:
+    return f"{job}-head-{attempt}"
+
+
+def head_service(job: str) -> str:
+    return f"{job}-head"
+
+
+def workers(job: str) -> str:
+    """The worker StatefulSet and its headless Service share this name."""
+    return f"{job}-workers"
+
+
+def service_account(job: str) -> str:
+    return f"{job}-driver"
+
+
+def progress_role(job: str) -> str:
+    return f"{job}-progress-reporter"
+
+
+def checkpoint_claim(job: str) -> str:
+    return f"{job}-checkpoints"
+
+
+def network_policy(job: str, purpose: str) -> str:
+    return f"{job}-{purpose}"

@@ -1,0 +1,51 @@
+"""The `rljob` command: the only place that wires subcommands to modules.
+
+Each subcommand module exposes `register(subparsers)`, which adds its parser and sets `func` to a
+callable taking the parsed args and returning an exit code. Modules are imported lazily by name so
+that `rljob run` does not import the operator's dependencies, and the operator image (which lacks
+ray and torch) can still run `rljob operator`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .. import __version__
+
+# Subcommand modules under rljob.cli, in the order `rljob --help` lists them.
+COMMANDS = ("run", "render", "crd", "operator", "pod", "submit", "jobs", "dev")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rljob",
+        description="Run Ray RLlib reinforcement-learning training as Kubernetes RLTrainingJobs, or on this machine.",
+    )
+    parser.add_argument("--version", action="version", version=f"rljob {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith(f"{__name__}.{name}"):
+                continue  # not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
