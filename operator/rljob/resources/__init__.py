@@ -1,0 +1,45 @@
+"""Pure builders: RLTrainingJob → Kubernetes objects (plain dicts). No I/O; the operator and
+`rljob render` call the same functions.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..api.models import RLTrainingJob
+from .context import ApiServerEndpoint, BuildContext
+from .head import head_pod
+from .network import network_policies
+from .rbac import progress_role, progress_role_binding, service_account
+from .services import head_service
+from .storage import checkpoint_claim
+from .workers import workers_service, workers_statefulset
+
+__all__ = [
+    "ApiServerEndpoint",
+    "BuildContext",
+    "build",
+    "head_pod",
+    "static_children",
+    "workers_statefulset",
+]
+
+
+def static_children(job: RLTrainingJob, ctx: BuildContext) -> list[dict[str, Any]]:
+    """Children that live as long as the job, whatever the attempt: identity, network, storage, Services."""
+    out = [service_account(job), progress_role(job), progress_role_binding(job)]
+    claim = checkpoint_claim(job)
+    if claim:
+        out.append(claim)
+    out.extend(network_policies(job, ctx))
+    out.append(head_service(job))
+    out.append(workers_service(job))
+    return out
+
+
+def build(job: RLTrainingJob, ctx: BuildContext, attempt: int = 1, coordination_deadline: str = "") -> list[dict[str, Any]]:
+    """Every child of one attempt, in creation order (identity and network before the pods that use them)."""
+    return [
+        *static_children(job, ctx),
+        workers_statefulset(job, ctx),
+        head_pod(job, ctx, attempt, coordination_deadline),
+    ]

@@ -1,0 +1,49 @@
+"""Labels, ownerReferences and metadata shared by every child: added in this one place."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..api import constants as c
+from ..api.models import RLTrainingJob
+
+
+def selector_labels(job: RLTrainingJob) -> dict[str, str]:
+    """The labels that find all of a job's children (and NetworkPolicies select its pods by)."""
+    return {c.LABEL_JOB: job.name}
+
+
+def labels(job: RLTrainingJob, component: str, **extra: str) -> dict[str, str]:
+    out = {
+        c.LABEL_APP_NAME: c.APP_NAME,
+        c.LABEL_APP_INSTANCE: job.name,
+        c.LABEL_APP_COMPONENT: component,
+        c.LABEL_APP_PART_OF: c.APP_NAME,
+        c.LABEL_APP_MANAGED_BY: c.MANAGED_BY,
+        c.LABEL_JOB: job.name,
+        c.LABEL_EXPERIMENT: job.spec.experiment,
+    }
+    out.update(extra)
+    return out
+
+
+def owner_reference(job: RLTrainingJob) -> dict[str, Any]:
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": c.KIND,
+        "name": job.name,
+        "uid": job.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def object_meta(job: RLTrainingJob, name: str, component: str, **extra_labels: str) -> dict[str, Any]:
+    """Metadata for a child. Without a uid (`rljob render` of a file) there is no owner to reference yet."""
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": job.namespace,
+        "labels": labels(job, component, **extra_labels),
+    }
+    if job.metadata.uid:
+        meta["ownerReferences"] = [owner_reference(job)]
+    return meta
