@@ -365,6 +365,7 @@ class JobStatus(Model):
     observed_generation: int | None = Field(None, description="The spec generation the operator last acted on.")
     conditions: list[Condition] = Field(default_factory=list, description="ClusterReady, Running, Complete, Failed, Suspended.")
     attempts: int | None = Field(None, description="The current attempt, from 1; a failed head with backoff left starts the next.")
+    failed_attempts: int | None = Field(None, description="Attempts whose driver failed; the job fails when this exceeds backoffLimit.")
     head_pod: str | None = Field(None, description="Name of the current attempt's head pod (kubectl logs it).")
     workers: str | None = Field(None, description="Ready/desired worker pods, e.g. 3/4.")
     ready_workers: int | None = Field(None, description="Worker pods ready.")

@@ -1,0 +1,57 @@
+"""`rljob operator`: runs the controller (kopf) against the current kubeconfig or in-cluster config."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from ..api import constants as c
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("operator", help="run the RLTrainingJob operator", description=(
+        "Run the operator: watch RLTrainingJobs and build their Ray clusters. Uses the in-cluster service "
+        "account when run in a pod, else $KUBECONFIG or ~/.kube/config."))
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)")
+    scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
+                       help="watch only this namespace (repeatable; glob patterns allowed)")
+    p.add_argument("--default-image", default=os.environ.get(c.ENV_DEFAULT_IMAGE, c.DEFAULT_IMAGE),
+                   help=f"runtime image for jobs that name none (env {c.ENV_DEFAULT_IMAGE}; default %(default)s)")
+    p.add_argument("--operator-namespace", default=os.environ.get(c.ENV_OPERATOR_NAMESPACE, "rljob-system"),
+                   help="namespace the operator runs in: job NetworkPolicies admit scrapes from it (default %(default)s)")
+    p.add_argument("--metrics-port", type=int, default=int(os.environ.get("RLJOB_METRICS_PORT", "8080")),
+                   help="Prometheus metrics port, 0 to disable (default %(default)s)")
+    p.add_argument("--health-port", type=int, default=8081, help="liveness endpoint port, 0 to disable (default %(default)s)")
+    p.add_argument("--peering", default=None, metavar="NAME",
+                   help="kopf peering name for several replicas (one is active); without it the operator runs standalone")
+    p.add_argument("--concurrency", type=int, default=16, help="jobs reconciled at once (default %(default)s)")
+    p.add_argument("--log-level", default=os.environ.get("RLJOB_LOG_LEVEL", "info"),
+                   choices=["debug", "info", "warning", "error"], help="(default %(default)s)")
+    p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    import kopf
+
+    from ..controller import handlers
+
+    handlers.CONFIG.default_image = args.default_image
+    handlers.CONFIG.operator_namespace = args.operator_namespace
+    handlers.CONFIG.concurrency = args.concurrency
+    handlers.CONFIG.metrics_port = args.metrics_port or None
+    liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or None,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        liveness_endpoint=liveness,
+    )
+    return 0

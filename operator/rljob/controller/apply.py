@@ -1,0 +1,92 @@
+"""Carries out a Decision with API calls, and nothing else: every choice was made in phases.step."""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from .. import resources
+from ..api import constants as c
+from ..api import names
+from ..api.models import RLTrainingJob
+from . import conditions as cond
+from .kube import Kube, error_text, object_path
+from .phases import Decision
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL_LINES = 40
+LOG_TAIL_CHARS = 4000
+
+
+async def apply(
+    kube: Kube, ctx: resources.BuildContext, job: RLTrainingJob, body: dict[str, Any], decision: Decision
+) -> dict[str, Any] | None:
+    """Returns the job's new body when its status was patched (fresher than the watch), else None."""
+    ns = job.namespace
+    status = dict(decision.status) if decision.status is not None else None
+    problems: list[str] = []
+
+    if decision.ensure_children:
+        children = [*resources.static_children(job, ctx), resources.workers_statefulset(job, ctx)]
+        for obj in children:
+            problems += await _create(kube, obj)
+    if decision.create_head is not None:
+        current = {**(body.get("status") or {}), **(status or {})}
+        pod = resources.head_pod(job, ctx, decision.create_head, _coordination_deadline(job, current))
+        problems += await _create(kube, pod)
+    for pod_name in decision.delete_pods:
+        await kube.delete("v1", "Pod", ns, pod_name)
+    if decision.delete_workers:
+        await kube.delete("apps/v1", "StatefulSet", ns, names.workers(job.name))
+    if decision.scale_workers is not None:
+        await kube.merge_patch(object_path("apps/v1", "StatefulSet", ns, names.workers(job.name)),
+                               {"spec": {"replicas": decision.scale_workers}})
+    if decision.capture_log:
+        tail = await kube.pod_log_tail(ns, decision.capture_log, LOG_TAIL_LINES)
+        if tail:
+            status = status if status is not None else {}
+            status["driverLogTail"] = tail[-LOG_TAIL_CHARS:]
+
+    if problems:
+        # Stay where we are, say why, and retry: a quota or an admission policy may change.
+        status = status if status is not None else {}
+        status["reason"] = "CreateFailed"
+        status["message"] = "; ".join(problems)[:2000]
+        await kube.event(body, "Warning", "CreateFailed", status["message"])
+
+    new_body = None
+    if status is not None:
+        new_body = await kube.patch_job_status(ns, job.name, status)
+    for event in decision.events:
+        await kube.event(new_body or body, event.type, event.reason, event.message)
+    if decision.delete_job:
+        await kube.delete(c.API_VERSION, c.KIND, ns, job.name))
+    if problems:
+        raise ChildCreationFailed(status["message"])  # type: ignore[index]
+    return new_body
+
+
+class ChildCreationFailed(Exception):
+    """Children could not be created; the reconciler retries with backoff."""
+
+
+async def _create(kube: Kube, obj: dict[str, Any]) -> list[str]:
+    try:
+        _, created = await kube.create(obj)
+        if created:
+            log.info("created %s %s/%s", obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+        return []
+    except ApiException as exc:
+        if exc.status in (400, 403, 422):  # admission, quota, validation: report, do not crash
+            return [f"cannot create {obj['kind']} {obj['metadata']['name']}: {error_text(exc)}"]
+        raise
+
+
+def _coordination_deadline(job: RLTrainingJob, status: dict[str, Any]) -> str:
+    started = cond.parse_timestamp(status.get("attemptStartTime"))
+    if started is None:
+        return ""
+    return cond.timestamp(started + timedelta(seconds=job.spec.cluster_coordination_timeout_seconds))

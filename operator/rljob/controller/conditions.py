@@ -1,0 +1,56 @@
+"""Kubernetes-style conditions: set one, keep lastTransitionTime unless its status changes."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+CLUSTER_READY = "ClusterReady"
+RUNNING = "Running"
+COMPLETE = "Complete"
+FAILED = "Failed"
+SUSPENDED = "Suspended"
+ALL = (CLUSTER_READY, RUNNING, COMPLETE, FAILED, SUSPENDED)
+
+
+def timestamp(now: datetime) -> str:
+    return now.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_timestamp(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    type_: str,
+    status: bool | str,
+    reason: str,
+    message: str,
+    now: datetime,
+    generation: int | None,
+) -> list[dict[str, Any]]:
+    """Returns a new list: `conditions` with `type_` set. Order of types is kept stable for readers."""
+    value = status if isinstance(status, str) else ("True" if status else "False")
+    existing = {cond["type"]: cond for cond in conditions}
+    old = existing.get(type_)
+    transition = old["lastTransitionTime"] if old and old.get("status") == value else timestamp(now)
+    existing[type_] = {
+        "type": type_,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": transition,
+        "observedGeneration": generation,
+    }
+    ordered = [existing[t] for t in ALL if t in existing]
+    ordered += [cond for t, cond in existing.items() if t not in ALL]
+    return ordered
+
+
+def get(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:
+    for cond in conditions:
+        if cond.get("type") == type_:
+            return cond
+    return None

@@ -1,0 +1,141 @@
+"""Thin kopf handlers: kopf watches and indexes; the Reconciler decides and acts.
+
+Only watch-only handlers (on.event, index) are used: they add no finalizer and write nothing to the
+job, so deleting a job never needs the operator, and the job's annotations stay clean. kopf starts
+the on.event handlers only after every index has been filled from its initial listing, so the first
+reconcile of a job already sees all of its pods (no duplicate head after an operator restart).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from .. import resources
+from ..api import constants as c
+from . import observe
+from .kube import Kube
+from .reconciler import Reconciler
+
+log = logging.getLogger(__name__)
+MANAGED = {c.LABEL_APP_MANAGED_BY: c.MANAGED_BY}
+
+
+@dataclass
+class OperatorConfig:
+    default_image: str = c.DEFAULT_IMAGE
+    operator_namespace: str = "rljob-system"
+    concurrency: int = 16
+    metrics_port: int | None = None
+
+
+CONFIG = OperatorConfig()
+_state: dict[str, Any] = {}
+
+
+def reconciler() -> Reconciler:
+    return _state["reconciler"]
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.posting.enabled = False  # we post our own, meaningful events
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    settings.persistence.finalizer = f"{c.GROUP}/unused-finalizer"  # never added: no handler needs one
+    kube = Kube()
+    ctx = resources.BuildContext(
+        default_image=CONFIG.default_image,
+        operator_namespace=CONFIG.operator_namespace,
+        api_server=await discover_api_server(kube),
+    )
+    on_reconciled = None
+    if CONFIG.metrics_port:
+        from . import metrics
+
+        metrics.serve(CONFIG.metrics_port)
+        on_reconciled = metrics.observe_reconcile
+    rec = Reconciler(kube, ctx, concurrency=CONFIG.concurrency, on_reconciled=on_reconciled)
+    rec.start()
+    _state["reconciler"] = rec
+    log.info("rljob operator started: default image %s, API server endpoints %s",
+             ctx.default_image, [f"{e.cidr}:{e.port}" for e in ctx.api_server] or "unknown (ports 443/6443 allowed)")
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    rec = _state.pop("reconciler", None)
+    if rec is not None:
+        await rec.stop()
+        rec.kube.close()
+
+
+@kopf.index("", "v1", "pods", labels=MANAGED)
+def rljob_pods(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+    key = observe.job_key(body)
+    return {key: observe.observe_pod(body)} if key else None
+
+
+@kopf.index("apps", "v1", "statefulsets", labels=MANAGED)
+def rljob_workers(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+    key = observe.job_key(body)
+    return {key: observe.observe_workers(body)} if key else None
+
+
+def _bind_indices(rljob_pods: kopf.Index, rljob_workers: kopf.Index) -> Reconciler:
+    rec = reconciler()
+    rec.pods = rljob_pods  # live views, updated by kopf as events arrive
+    rec.workers = rljob_workers
+    return rec
+
+
+@kopf.on.event("", "v1", "pods", labels=MANAGED)
+def pod_event(body: kopf.Body, rljob_pods: kopf.Index, rljob_workers: kopf.Index, **_: Any) -> None:
+    key = observe.job_key(body)
+    if key:
+        _bind_indices(rljob_pods, rljob_workers).enqueue(key)
+
+
+@kopf.on.event("apps", "v1", "statefulsets", labels=MANAGED)
+def workers_event(body: kopf.Body, rljob_pods: kopf.Index, rljob_workers: kopf.Index, **_: Any) -> None:
+    key = observe.job_key(body)
+    if key:
+        _bind_indices(rljob_pods, rljob_workers).enqueue(key)
+
+
+@kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
+def job_event(event: kopf.RawEvent, rljob_pods: kopf.Index, rljob_workers: kopf.Index, **_: Any) -> None:
+    rec = _bind_indices(rljob_pods, rljob_workers)
+    obj = event["object"]
+    meta = obj.get("metadata", {})
+    key = (meta.get("namespace", ""), meta.get("name", ""))
+    if event.get("type") == "DELETED":
+        rec.remove_job(key)
+        from . import metrics
+
+        metrics.forget_job(key)
+    else:
+        rec.upsert_job(obj)
+
+
+async def discover_api_server(kube: Kube) -> tuple[resources.ApiServerEndpoint, ...]:
+    """The `kubernetes` Service's endpoints, so the driver's egress policy can name them exactly."""
+    try:
+        data = await kube.request(
+            "GET", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+            query=[("labelSelector", "kubernetes.io/service-name=kubernetes")],
+        )
+    except Exception as exc:
+        log.info("cannot read the API server's endpoints (%s); allowing ports 443/6443 for the driver", exc)
+        return ()
+    out = []
+    for item in data.get("items", []):
+        ports = [p.get("port") for p in item.get("ports") or [] if p.get("port")]
+        for ep in item.get("endpoints") or []:
+            for address in ep.get("addresses") or []:
+                suffix = "/128" if ":" in address else "/32"
+                out += [resources.ApiServerEndpoint(cidr=address + suffix, port=int(port)) for port in ports]
+    return tuple(out)

@@ -1,0 +1,131 @@
+"""What the operator sees of a job's children, reduced to the facts the phase machine needs.
+
+These functions turn raw pod and StatefulSet bodies into small frozen records; they are used by the
+kopf indexers, so the records must be cheap and hashable-free of live references.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..api import constants as c
+
+
+@dataclass(frozen=True)
+class PodObservation:
+    name: str
+    role: str
+    attempt: int | None
+    phase: str  # Pending, Running, Succeeded, Failed, Unknown
+    ready: bool = False
+    deleting: bool = False
+    exit_code: int | None = None
+    reason: str | None = None  # the container's terminated reason, or Unschedulable
+    message: str | None = None
+    resource_version: int = 0
+
+
+@dataclass(frozen=True)
+class WorkersObservation:
+    exists: bool = False
+    replicas: int = 0
+    ready: int = 0
+    deleting: bool = False
+    resource_version: int = 0
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything the phase machine may look at besides the job itself."""
+
+    pods: tuple[PodObservation, ...] = ()
+    workers: WorkersObservation = field(default_factory=WorkersObservation)
+
+    def head(self, attempt: int) -> PodObservation | None:
+        for pod in self.pods:
+            if pod.role == c.ROLE_HEAD and pod.attempt == attempt:
+                return pod
+        return None
+
+    def live_heads(self) -> list[PodObservation]:
+        """Head pods still holding resources (any attempt), e.g. to delete on a timeout."""
+        return [p for p in self.pods if p.role == c.ROLE_HEAD and p.phase not in ("Succeeded", "Failed") and not p.deleting]
+
+    def worker_pods(self) -> list[PodObservation]:
+        return [p for p in self.pods if p.role == c.ROLE_WORKER]
+
+    def scheduling_problems(self) -> list[str]:
+        """Why pods are not scheduled, for the coordination-timeout message."""
+        out = []
+        for pod in self.pods:
+            if pod.reason == "Unschedulable" and not pod.deleting:
+                out.append(f"{pod.name}: {pod.message or 'unschedulable'}")
+        return out
+
+
+def _rv(meta: Mapping[str, Any]) -> int:
+    try:
+        return int(meta.get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def observe_pod(body: Mapping[str, Any]) -> PodObservation:
+    meta = body.get("metadata", {}) or {}
+    labels = meta.get("labels", {}) or {}
+    status = body.get("status", {}) or {}
+    conditions = {cond.get("type"): cond for cond in status.get("conditions", []) or []}
+    ready = (conditions.get("Ready") or {}).get("status") == "True"
+    exit_code = reason = message = None
+    for cs in status.get("containerStatuses", []) or []:
+        terminated = (cs.get("state") or {}).get("terminated")
+        if terminated:
+            exit_code = terminated.get("exitCode")
+            reason = terminated.get("reason")
+            message = terminated.get("message")
+    scheduled = conditions.get("PodScheduled") or {}
+    if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+        reason, message = "Unschedulable", scheduled.get("message")
+    if status.get("phase") == "Failed" and reason is None:
+        reason, message = status.get("reason"), status.get("message")  # e.g. Evicted
+    attempt_label = labels.get(c.LABEL_ATTEMPT)
+    return PodObservation(
+        name=meta.get("name", ""),
+        role=labels.get(c.LABEL_ROLE, ""),
+        attempt=int(attempt_label) if attempt_label and attempt_label.isdigit() else None,
+        phase=status.get("phase") or "Pending",
+        ready=ready,
+        deleting=bool(meta.get("deletionTimestamp")),
+        exit_code=exit_code,
+        reason=reason,
+        message=(message or "")[:500] or None,
+        resource_version=_rv(meta),
+    )
+
+
+def observe_workers(body: Mapping[str, Any]) -> WorkersObservation:
+    meta = body.get("metadata", {}) or {}
+    status = body.get("status", {}) or {}
+    return WorkersObservation(
+        exists=True,
+        replicas=int((body.get("spec") or {}).get("replicas") or 0),
+        ready=int(status.get("readyReplicas") or 0),
+        deleting=bool(meta.get("deletionTimestamp")),
+        resource_version=_rv(meta),
+    )
+
+
+def job_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(namespace, job) for a child, from its rljob.dev/job label."""
+    meta = body.get("metadata", {}) or {}
+    job = (meta.get("labels") or {}).get(c.LABEL_JOB)
+    return (meta.get("namespace", ""), job) if job else None
+
+
+def merge(pods: Iterable[PodObservation], workers: Iterable[WorkersObservation]) -> Observed:
+    live_workers = [w for w in workers if w.exists]
+    return Observed(
+        pods=tuple(sorted(pods, key=lambda p: p.name)),
+        workers=max(live_workers, key=lambda w: w.resource_version) if live_workers else WorkersObservation(),
+    )

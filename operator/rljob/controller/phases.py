@@ -1,0 +1,341 @@
+"""The phase machine: a pure function of (job, observed children, now) → Decision.
+
+    phase          observation                                   → next phase    reason / event
+    ─────────────  ────────────────────────────────────────────  ─────────────  ─────────────────────────────
+    (new)          spec.suspend                                  Suspended      Suspended
+    (new)          -                                             Pending        Accepted (children created)
+    any active     spec.suspend                                  Suspended      Suspended (pods deleted)
+    any active     now > startTime + maxRunDurationSeconds       Failed         DeadlineExceeded (pods deleted)
+    Pending/Init   now > attemptStartTime + coordination timeout Failed         ClusterCoordinationTimeout
+    Pending        head pod of this attempt exists               Initializing   ClusterStarting
+    Init/Running   head pod Succeeded                            Succeeded      DriverSucceeded (workers deleted)
+    Init/Running   head pod Failed/gone, exit code 2             Failed         DriverFailed (config error: no retry)
+    Init/Running   head pod Failed/gone, failures < backoffLimit Pending        AttemptFailed (next attempt)
+    Init/Running   head pod Failed/gone, no backoff left         Failed         BackoffLimitExceeded
+    Initializing   head ready and all workers ready              Running        ClusterReady
+    Running        workers not all ready                         Running        ClusterReady=False (Degraded)
+    Suspended      spec.suspend false                            Pending        Resumed (new attempt)
+    Succeeded/Failed  ttlSecondsAfterFinished elapsed            (deleted)      -
+
+Time-based rules read timestamps from status, never in-memory timers, so they hold across
+operator restarts. Status values are absolute (attempts = N+1, not "increment"), so applying a
+decision twice is harmless.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..api import constants as c
+from ..api.models import RLTrainingJob
+from . import conditions as cond
+from .observe import Observed, PodObservation
+
+PENDING, INITIALIZING, RUNNING = "Pending", "Initializing", "Running"
+SUCCEEDED, FAILED, SUSPENDED = "Succeeded", "Failed", "Suspended"
+ACTIVE = (PENDING, INITIALIZING, RUNNING)
+
+# How often to look again while waiting on something that has no event (a deadline ahead).
+POLL_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Decision:
+    """What to do; the handlers apply it and nothing else."""
+
+    status: dict[str, Any] | None = None  # merge patch of status (never touches status.progress)
+    ensure_children: bool = False  # static children + worker StatefulSet (create if missing)
+    create_head: int | None = None  # attempt whose head pod to create
+    delete_pods: list[str] = field(default_factory=list)
+    delete_workers: bool = False
+    scale_workers: int | None = None
+    capture_log: str | None = None  # a finished head pod whose log tail to keep in status
+    delete_job: bool = False
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+
+
+def step(job: RLTrainingJob, observed: Observed, now: datetime) -> Decision:
+    status = job.status.model_dump(by_alias=True, exclude_none=True, mode="json") if job.status else {}
+    status.pop("progress", None)
+    phase = status.get("phase")
+    machine = _Machine(job, observed, now, status)
+    if phase is None:
+        return machine.new()
+    if phase in (SUCCEEDED, FAILED):
+        return machine.finished()
+    if phase == SUSPENDED:
+        return machine.suspended()
+    return machine.active()
+
+
+class _Machine:
+    def __init__(self, job: RLTrainingJob, observed: Observed, now: datetime, status: dict[str, Any]) -> None:
+        self.job, self.spec, self.obs, self.now, self.old = job, job.spec, observed, now, status
+        self.generation = job.metadata.generation
+        self.status: dict[str, Any] = dict(status)
+        self.decision = Decision()
+
+    # ── transitions ────────────────────────────────────────────────────────────────────────────
+
+    def new(self) -> Decision:
+        if self.spec.suspend:
+            return self._suspend("Suspended", "created suspended: set spec.suspend to false to start")
+        self._start_attempt(attempt=1, failures=0, fresh_start=True)
+        self._phase(PENDING, "Accepted", "creating the Ray cluster")
+        self._event("Normal", "Accepted", f"creating head pod and {self.spec.workers.replicas} worker(s)")
+        return self._done()
+
+    def suspended(self) -> Decision:
+        if self.spec.suspend:
+            self._remove_pods()
+            self._observe_workers()
+            return self._done()
+        attempt = int(self.old.get("attempts") or 0) + 1
+        self._start_attempt(attempt=attempt, failures=int(self.old.get("failedAttempts") or 0), fresh_start=True)
+        self._phase(PENDING, "Resumed", f"resuming with attempt {attempt}")
+        self.status["conditions"] = self._set(cond.SUSPENDED, False, "Resumed", "spec.suspend is false")
+        self._event("Normal", "Resumed", f"starting attempt {attempt} from the latest checkpoint")
+        return self._done()
+
+    def active(self) -> Decision:
+        phase = self.old["phase"]
+        attempt = int(self.old.get("attempts") or 1)
+        head = self.obs.head(attempt)
+        self._observe_workers()
+        if self.spec.suspend:
+            return self._suspend("Suspended", "spec.suspend is true: pods removed, the job is kept")
+        if self._deadline_exceeded():
+            return self.decision
+        if phase in (INITIALIZING, RUNNING) or (head is not None and head.phase in ("Succeeded", "Failed")):
+            if head is not None and head.phase == "Succeeded":
+                return self._succeed(head)
+            if head is None or head.phase == "Failed" or head.deleting:
+                return self._attempt_failed(attempt, head)
+        if phase in (PENDING, INITIALIZING) and self._coordination_timed_out(attempt, head):
+            return self.decision
+        if phase == PENDING:
+            if head is None:
+                self.decision.ensure_children = True
+                self.decision.create_head = attempt
+                self.decision.requeue_after = 2.0
+                return self._done()
+            self._phase(INITIALIZING, "ClusterStarting", f"waiting for head pod {head.name} and {self.spec.workers.replicas} worker(s)")
+            self._event("Normal", "ClusterStarting", f"head pod {head.name} created; waiting for the Ray cluster")
+        self._ensure_workers()
+        ready = head is not None and head.ready and self._workers_ready()
+        if self.old["phase"] != RUNNING and self.status.get("phase") != RUNNING and ready:
+            self.status["clusterReadyTime"] = cond.timestamp(self.now)
+            self._phase(RUNNING, "ClusterReady", f"Ray cluster ready: head and {self.spec.workers.replicas} worker(s); training")
+            self.status["conditions"] = self._set(cond.CLUSTER_READY, True, "ClusterReady", "head and all workers are ready")
+            self.status["conditions"] = self._set(cond.RUNNING, True, "DriverRunning", "the driver is training")
+            self._event("Normal", "ClusterReady", f"head and {self.spec.workers.replicas} worker(s) ready; training")
+        elif self.old["phase"] == RUNNING:
+            self._track_cluster_health(ready)
+        return self._done()
+
+    def finished(self) -> Decision:
+        """Terminal: keep the record, release what still holds resources, honour the TTL."""
+        if self.obs.workers.exists and not self.obs.workers.deleting:
+            self.decision.delete_workers = True
+        if self.old.get("reason") in ("DeadlineExceeded", "ClusterCoordinationTimeout"):
+            self.decision.delete_pods = [p.name for p in self.obs.live_heads()]
+        ttl = self.spec.ttl_seconds_after_finished
+        finished_at = cond.parse_timestamp(self.old.get("completionTime"))
+        if ttl is not None and finished_at is not None:
+            remaining = (finished_at + timedelta(seconds=ttl) - self.now).total_seconds()
+            if remaining <= 0:
+                self.decision.delete_job = True
+            else:
+                self.decision.requeue_after = remaining
+        return self._done()
+
+    # ── pieces ─────────────────────────────────────────────────────────────────────────────────
+
+    def _start_attempt(self, attempt: int, failures: int, fresh_start: bool) -> None:
+        stamp = cond.timestamp(self.now)
+        if fresh_start:
+            self.status["startTime"] = stamp
+            self.status.pop("completionTime", None)
+        self.status.update(attempts=attempt, failedAttempts=failures, attemptStartTime=stamp, headPod=None)
+        self.status["conditions"] = self._set(cond.CLUSTER_READY, False, "Starting", "the Ray cluster is being created")
+        self.decision.ensure_children = True
+        self.decision.create_head = attempt
+        self.decision.requeue_after = 2.0
+
+    def _observe_workers(self) -> None:
+        desired = self.spec.workers.replicas
+        ready = self.obs.workers.ready if self.obs.workers.exists else 0
+        self.status["readyWorkers"] = ready
+        self.status["workers"] = f"{ready}/{desired}"
+
+    def _workers_ready(self) -> bool:
+        desired = self.spec.workers.replicas
+        return desired == 0 or (self.obs.workers.exists and self.obs.workers.ready >= desired)
+
+    def _ensure_workers(self) -> None:
+        w = self.obs.workers
+        if not w.exists or w.deleting:
+            self.decision.ensure_children = True
+            self.decision.requeue_after = 2.0
+        elif w.replicas != self.spec.workers.replicas:
+            self.decision.scale_workers = self.spec.workers.replicas
+            self._event("Normal", "WorkersScaled", f"workers scaled from {w.replicas} to {self.spec.workers.replicas}")
+
+    def _track_cluster_health(self, ready: bool) -> None:
+        current = cond.get(self.old.get("conditions", []), cond.CLUSTER_READY)
+        was_ready = bool(current and current.get("status") == "True")
+        if ready and not was_ready:
+            self.status["clusterReadyTime"] = cond.timestamp(self.now)
+            self.status["conditions"] = self._set(cond.CLUSTER_READY, True, "ClusterReady", "head and all workers are ready")
+            self._event("Normal", "ClusterRecovered", "all workers are ready again")
+        elif not ready and was_ready:
+            msg = f"{self.status['workers']} workers ready; the StatefulSet is replacing the others"
+            self.status["conditions"] = self._set(cond.CLUSTER_READY, False, "WorkersNotReady", msg)
+            self._event("Warning", "ClusterDegraded", msg)
+
+    def _deadline_exceeded(self) -> bool:
+        limit = self.spec.max_run_duration_seconds
+        started = cond.parse_timestamp(self.old.get("startTime"))
+        if limit is None or started is None:
+            return False
+        remaining = (started + timedelta(seconds=limit) - self.now).total_seconds()
+        if remaining > 0:
+            self._requeue(remaining)
+            return False
+        self._fail("DeadlineExceeded", f"the job ran longer than maxRunDurationSeconds ({limit}s): stopped")
+        self._remove_pods()
+        return True
+
+    def _coordination_timed_out(self, attempt: int, head: PodObservation | None) -> bool:
+        limit = self.spec.cluster_coordination_timeout_seconds
+        started = cond.parse_timestamp(self.old.get("attemptStartTime"))
+        if started is None:
+            return False
+        remaining = (started + timedelta(seconds=limit) - self.now).total_seconds()
+        if remaining > 0:
+            self._requeue(remaining)
+            return False
+        missing = []
+        if head is None or not head.ready:
+            missing.append(f"head pod {head.name if head else '(not created)'} not ready")
+        if not self._workers_ready():
+            missing.append(f"{self.status.get('workers', '0/' + str(self.spec.workers.replicas))} workers ready")
+        problems = self.obs.scheduling_problems()
+        detail = "; ".join(missing + problems[:3])
+        self._fail("ClusterCoordinationTimeout", f"the Ray cluster was not up within {limit}s: {detail}")
+        self._remove_pods()
+        return True
+
+    def _succeed(self, head: PodObservation) -> Decision:
+        self._terminal(SUCCEEDED, "DriverSucceeded", f"the driver in {head.name} finished successfully", head)
+        self.status["conditions"] = self._set(cond.COMPLETE, True, "DriverSucceeded", "training finished")
+        self._event("Normal", "Succeeded", f"training finished (head pod {head.name} exited 0)")
+        return self._done()
+
+    def _attempt_failed(self, attempt: int, head: PodObservation | None) -> Decision:
+        failures = int(self.old.get("failedAttempts") or 0) + 1
+        what = _describe_failure(attempt, head)
+        if head is not None and head.exit_code == c.EXIT_CONFIG_ERROR:
+            self._terminal(FAILED, "DriverFailed", f"{what}: a configuration error, not retried", head)
+            self.status["failedAttempts"] = failures
+            self.status["conditions"] = self._set(cond.FAILED, True, "DriverFailed", self.status["message"])
+            self._event("Warning", "DriverFailed", self.status["message"])
+            return self._done()
+        if failures > self.spec.backoff_limit:
+            msg = f"{what}; backoffLimit {self.spec.backoff_limit} reached"
+            self._terminal(FAILED, "BackoffLimitExceeded", msg, head)
+            self.status["failedAttempts"] = failures
+            self.status["conditions"] = self._set(cond.FAILED, True, "BackoffLimitExceeded", msg)
+            self._event("Warning", "BackoffLimitExceeded", msg)
+            return self._done()
+        if head is not None and head.phase == "Failed":
+            self.decision.capture_log = head.name
+        if head is not None and head.phase not in ("Succeeded", "Failed"):
+            self.decision.delete_pods.append(head.name)
+        if head is not None and head.exit_code is not None:
+            self.status["lastExitCode"] = head.exit_code
+        self._start_attempt(attempt=attempt + 1, failures=failures, fresh_start=False)
+        self._phase(PENDING, "AttemptFailed", f"{what}; starting attempt {attempt + 1} of {self.spec.backoff_limit + 1}")
+        self.status["conditions"] = self._set(cond.RUNNING, False, "AttemptFailed", what)
+        self._event("Warning", "AttemptFailed", f"{what}; starting attempt {attempt + 1} from the latest checkpoint")
+        return self._done()
+
+    def _terminal(self, phase: str, reason: str, message: str, head: PodObservation | None) -> None:
+        self._phase(phase, reason, message)
+        self.status["completionTime"] = cond.timestamp(self.now)
+        if head is not None:
+            if head.exit_code is not None:
+                self.status["lastExitCode"] = head.exit_code
+            if head.phase in ("Succeeded", "Failed"):
+                self.decision.capture_log = head.name
+        self.status["conditions"] = self._set(cond.RUNNING, False, reason, message)
+        self.status["conditions"] = self._set(cond.CLUSTER_READY, False, reason, "the Ray cluster was released")
+        self.decision.delete_workers = self.obs.workers.exists
+        ttl = self.spec.ttl_seconds_after_finished
+        if ttl is not None:
+            self.decision.requeue_after = max(float(ttl), 0.5)
+
+    def _fail(self, reason: str, message: str) -> None:
+        self._terminal(FAILED, reason, message, None)
+        self.status["conditions"] = self._set(cond.FAILED, True, reason, message)
+        self._event("Warning", reason, message)
+
+    def _suspend(self, reason: str, message: str) -> Decision:
+        self._phase(SUSPENDED, reason, message)
+        self.status["conditions"] = self._set(cond.SUSPENDED, True, reason, message)
+        self.status["conditions"] = self._set(cond.RUNNING, False, reason, message)
+        self.status["conditions"] = self._set(cond.CLUSTER_READY, False, reason, "pods removed while suspended")
+        self._observe_workers()
+        self._remove_pods()
+        self._event("Normal", "Suspended", message)
+        return self._done()
+
+    def _remove_pods(self) -> None:
+        self.decision.delete_pods = [p.name for p in self.obs.live_heads()]
+        if self.obs.workers.exists and not self.obs.workers.deleting:
+            self.decision.delete_workers = True
+
+    def _phase(self, phase: str, reason: str, message: str) -> None:
+        self.status.update(phase=phase, reason=reason, message=message)
+        attempt = self.status.get("attempts")
+        if attempt and phase != SUSPENDED:
+            from ..api import names
+
+            self.status["headPod"] = names.head_pod(self.job.name, int(attempt))
+
+    def _set(self, type_: str, value: bool, reason: str, message: str) -> list[dict[str, Any]]:
+        return cond.set_condition(self.status.get("conditions", []), type_, value, reason, message, self.now, self.generation)
+
+    def _event(self, type_: str, reason: str, message: str) -> None:
+        self.decision.events.append(Event(type_, reason, message))
+
+    def _requeue(self, seconds: float) -> None:
+        seconds = max(0.5, min(seconds, POLL_SECONDS))
+        current = self.decision.requeue_after
+        self.decision.requeue_after = seconds if current is None else min(current, seconds)
+
+    def _done(self) -> Decision:
+        self.status["observedGeneration"] = self.generation
+        if self.status != self.old:
+            self.decision.status = {k: self.status.get(k) for k in set(self.status) | set(self.old)}
+        return self.decision
+
+
+def _describe_failure(attempt: int, head: PodObservation | None) -> str:
+    if head is None:
+        return f"attempt {attempt}: the head pod disappeared"
+    if head.deleting and head.phase not in ("Succeeded", "Failed"):
+        return f"attempt {attempt}: the head pod {head.name} was deleted"
+    detail = f"exit code {head.exit_code}" if head.exit_code is not None else (head.reason or "failed")
+    if head.reason and head.exit_code is not None:
+        detail += f", {head.reason}"
+    return f"attempt {attempt}: the driver in {head.name} failed ({detail})"

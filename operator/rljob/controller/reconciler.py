@@ -1,0 +1,179 @@
+"""A keyed work queue in the manner of controller-runtime: events enqueue a job's key, a pool of
+workers reconciles keys, one at a time per key, and a key that changes while it is being
+reconciled runs again afterwards. Requeues with a delay carry the time-based rules.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from .. import resources
+from ..api import constants as c
+from ..api.manifest import ManifestError, parse_job
+from . import conditions as cond
+from . import observe
+from .apply import ChildCreationFailed, apply
+from .kube import Kube, error_text
+from .phases import step
+
+log = logging.getLogger(__name__)
+Key = tuple[str, str]
+
+MAX_BACKOFF_SECONDS = 60.0
+
+
+def _rv(body: Mapping[str, Any]) -> int:
+    try:
+        return int((body.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: Kube,
+        ctx: resources.BuildContext,
+        concurrency: int = 16,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        on_reconciled: Callable[[Key, dict[str, Any] | None, float, bool], None] | None = None,
+    ) -> None:
+        self.kube, self.ctx, self.concurrency, self.clock = kube, ctx, concurrency, clock
+        self.jobs: dict[Key, dict[str, Any]] = {}
+        self.pods: Mapping[Key, Iterable[observe.PodObservation]] = {}
+        self.workers: Mapping[Key, Iterable[observe.WorkersObservation]] = {}
+        self.on_reconciled = on_reconciled
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._queued: set[Key] = set()
+        self._active: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._failures: dict[Key, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ── feeding ────────────────────────────────────────────────────────────────────────────────
+
+    def upsert_job(self, body: Mapping[str, Any]) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        old = self.jobs.get(key)
+        if old is None or _rv(body) >= _rv(old):
+            self.jobs[key] = dict(body)
+        self.enqueue(key)
+
+    def remove_job(self, key: Key) -> None:
+        self.jobs.pop(key, None)
+        timer = self._timers.pop(key, None)
+        if timer:
+            timer.cancel()
+
+    def enqueue(self, key: Key, delay: float = 0.0) -> None:
+        if delay > 0:
+            loop = asyncio.get_running_loop()
+            existing = self._timers.get(key)
+            due = loop.time() + delay
+            if existing and existing.when() <= due:
+                return
+            if existing:
+                existing.cancel()
+            self._timers[key] = loop.call_at(due, self._fire, key)
+            return
+        if key in self._active:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    def _fire(self, key: Key) -> None:
+        self._timers.pop(key, None)
+        self.enqueue(key)
+
+    # ── running ────────────────────────────────────────────────────────────────────────────────
+
+    def start(self) -> None:
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._worker(i), name=f"rljob-reconciler-{i}") for i in range(self.concurrency)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _worker(self, _: int) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            self._active.add(key)
+            try:
+                await self._reconcile_safely(key)
+            finally:
+                self._active.discard(key)
+                if key in self._dirty:
+                    self._dirty.discard(key)
+                    self.enqueue(key)
+
+    async def _reconcile_safely(self, key: Key) -> None:
+        started = time.monotonic()
+        body, failed = None, False
+        try:
+            body = await self.reconcile(key)
+            self._failures.pop(key, None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failed = True
+            n = self._failures[key] = self._failures.get(key, 0) + 1
+            delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2**n)
+            level = logging.INFO if isinstance(exc, ChildCreationFailed) else logging.WARNING
+            log.log(level, "reconcile %s/%s failed (retry in %.0fs): %s", *key, delay, error_text(exc),
+                    exc_info=not isinstance(exc, ChildCreationFailed))
+            if key in self.jobs:
+                self.enqueue(key, delay)
+        if self.on_reconciled:
+            self.on_reconciled(key, body if body is not None else self.jobs.get(key), time.monotonic() - started, failed)
+
+    async def reconcile(self, key: Key) -> dict[str, Any] | None:
+        body = self.jobs.get(key)
+        if body is None:
+            return None
+        try:
+            job = parse_job(body, f"{c.KIND} {key[0]}/{key[1]}")
+        except ManifestError as exc:
+            return await self._invalid(key, body, exc)
+        observed = observe.merge(self.pods.get(key, ()), self.workers.get(key, ()))
+        decision = step(job, observed, self.clock())
+        new_body = await apply(self.kube, self.ctx, job, body, decision)
+        if new_body is not None and key in self.jobs:
+            self.upsert_job_quietly(new_body)
+        if decision.requeue_after is not None and key in self.jobs:
+            self.enqueue(key, decision.requeue_after)
+        return new_body or body
+
+    def upsert_job_quietly(self, body: Mapping[str, Any]) -> None:
+        """Our own write is newer than the watch: keep it, but it is not a reason to reconcile again."""
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        old = self.jobs.get(key)
+        if old is None or _rv(body) >= _rv(old):
+            self.jobs[key] = dict(body)
+
+    async def _invalid(self, key: Key, body: dict[str, Any], exc: ManifestError) -> dict[str, Any] | None:
+        """The API server's schema normally rejects these first; this catches rules it cannot express."""
+        status = body.get("status") or {}
+        message = "; ".join(exc.problems)[:2000]
+        if status.get("phase") == "Failed" and status.get("message") == message:
+            return body
+        now = self.clock()
+        generation = (body.get("metadata") or {}).get("generation")
+        conditions = cond.set_condition(status.get("conditions") or [], cond.FAILED, True, "ValidationFailed", message, now, generation)
+        patch = {
+            "phase": "Failed", "reason": "ValidationFailed", "message": message, "conditions": conditions,
+            "observedGeneration": generation, "completionTime": cond.timestamp(now),
+        }
+        new_body = await self.kube.patch_job_status(key[0], key[1], patch)
+        await self.kube.event(new_body, "Warning", "ValidationFailed", message)
+        self.upsert_job_quietly(new_body)
+        return new_body
