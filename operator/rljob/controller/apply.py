@@ -63,7 +63,7 @@ async def apply(
     for event in decision.events:
         await kube.event(new_body or body, event.type, event.reason, event.message)
     if decision.delete_job:
-        await kube.delete(c.API_VERSION, c.KIND, ns, job.name))
+        await kube.delete(c.API_VERSION, c.KIND, ns, job.name)
     if problems:
         raise ChildCreationFailed(status["message"])  # type: ignore[index]
     return new_body
