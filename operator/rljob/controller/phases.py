@@ -114,14 +114,14 @@ class _Machine:
         if self.spec.suspend:
             return self._suspend("Suspended", "spec.suspend is true: pods removed, the job is kept")
         if self._deadline_exceeded():
-            return self.decision
+            return self._done()
         if phase in (INITIALIZING, RUNNING) or (head is not None and head.phase in ("Succeeded", "Failed")):
             if head is not None and head.phase == "Succeeded":
                 return self._succeed(head)
             if head is None or head.phase == "Failed" or head.deleting:
                 return self._attempt_failed(attempt, head)
         if phase in (PENDING, INITIALIZING) and self._coordination_timed_out(attempt, head):
-            return self.decision
+            return self._done()
         if phase == PENDING:
             if head is None:
                 self.decision.ensure_children = True

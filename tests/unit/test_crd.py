@@ -1,0 +1,72 @@
+"""The committed CRD is exactly what the generator prints, and it is a structural schema."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tests.jobs import ROOT
+
+from rljob.api import constants as c
+from rljob.api.crd import crd, crd_yaml
+
+CRD_FILE = ROOT / "crds" / f"{c.CRD_NAME}.yaml"
+
+
+def test_committed_crd_is_up_to_date() -> None:
+    assert CRD_FILE.read_text() == crd_yaml(), "crds/ is stale: run `rljob crd > crds/rltrainingjobs.rljob.dev.yaml`"
+
+
+def test_chart_carries_the_same_crd() -> None:
+    chart_copy = ROOT / "charts" / "rljob" / "crds" / CRD_FILE.name
+    if chart_copy.exists():  # the chart is optional for issue 2 but must never drift once present
+        assert chart_copy.read_text() == CRD_FILE.read_text()
+
+
+def _walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    if isinstance(node, dict):
+        out.append((path, node))
+        for key, sub in (node.get("properties") or {}).items():
+            out += _walk(sub, f"{path}.{key}")
+        if isinstance(node.get("items"), dict):
+            out += _walk(node["items"], f"{path}[]")
+        if isinstance(node.get("additionalProperties"), dict):
+            out += _walk(node["additionalProperties"], f"{path}{{}}")
+    return out
+
+
+def test_schema_is_structural_and_documented() -> None:
+    schema = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for path, node in _walk(schema["properties"]["spec"], "spec"):
+        assert "$ref" not in node and "$defs" not in node and "title" not in node, path
+        assert node.get("additionalProperties") is not False, path
+        assert "type" in node or node.get("x-kubernetes-int-or-string"), f"{path} has no type"
+        if path != "spec" and not path.endswith("[]") and not path.endswith("{}"):
+            assert node.get("description"), f"{path} has no description (kubectl explain would be empty)"
+
+
+def test_defaults_and_rules_reach_the_crd() -> None:
+    spec = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["properties"]["head"]["default"] == {}
+    assert spec["properties"]["workers"]["properties"]["replicas"]["default"] == 2
+    assert spec["properties"]["workers"]["properties"]["replicas"]["minimum"] == 0
+    rules = [r["rule"] for r in spec["properties"]["entrypoint"]["x-kubernetes-validations"]]
+    assert "has(self.recipe) != has(self.script)" in rules
+
+
+def test_names_columns_and_status_subresource() -> None:
+    body = crd()
+    assert body["metadata"]["name"] == "rltrainingjobs.rljob.dev"
+    names = body["spec"]["names"]
+    assert set(names["shortNames"]) == {"rlj", "rltj"}
+    version = body["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    columns = {col["name"]: col.get("priority", 0) for col in version["additionalPrinterColumns"]}
+    assert [n for n, p in columns.items() if p == 0] == ["Phase", "Workers", "Iteration", "Reward", "Age"]
+    assert {"Reason", "Experiment", "Started"} <= {n for n, p in columns.items() if p == 1}
+
+
+def test_crd_yaml_parses() -> None:
+    assert yaml.safe_load(crd_yaml())["kind"] == "CustomResourceDefinition"
+    assert Path(CRD_FILE).exists()

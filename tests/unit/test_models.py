@@ -1,0 +1,98 @@
+"""The API model: defaults, bounds and cross-field rules, as a user of `rljob render` meets them."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.jobs import minimal_job
+
+from rljob.api import ManifestError, load_job, parse_job
+from rljob.api.quantity import parse_quantity
+
+
+def test_minimal_job_gets_defaults() -> None:
+    job = parse_job(minimal_job())
+    assert job.spec.experiment == "default"
+    assert job.spec.workers.replicas == 2
+    assert job.spec.head.gpus == 0
+    assert job.spec.network.isolation is True
+    assert job.spec.cluster_coordination_timeout_seconds == 900
+    assert job.spec.max_run_duration_seconds is None
+
+
+def test_wire_form_is_camel_case_and_round_trips() -> None:
+    job = parse_job(minimal_job(head={"shmSize": "1Gi"}, maxRunDurationSeconds=60))
+    wire = job.spec.wire()
+    assert wire["head"]["shmSize"] == "1Gi"
+    assert wire["maxRunDurationSeconds"] == 60
+    assert parse_job({**minimal_job(), "spec": wire}).spec == job.spec
+
+
+@pytest.mark.parametrize("value, expected", [("500m", 0.5), ("2", 2), (4, 4), ("1Gi", 2**30), ("1.5G", 1.5e9), ("1e3", 1000)])
+def test_quantities(value: Any, expected: float) -> None:
+    assert float(parse_quantity(value)) == pytest.approx(expected)
+
+
+INVALID: list[tuple[str, dict[str, Any], str]] = [
+    ("no entrypoint", {"entrypoint": None}, "spec.entrypoint"),
+    ("both recipe and script", {"entrypoint": {"recipe": "pong", "script": "a.py"}}, "exactly one of recipe or script"),
+    ("neither recipe nor script", {"entrypoint": {"args": ["x"]}}, "exactly one of recipe or script"),
+    ("unknown recipe", {"entrypoint": {"recipe": "breakout"}}, "spec.entrypoint.recipe"),
+    ("negative gpus", {"head": {"gpus": -1}}, "spec.head.gpus"),
+    ("absurd gpus", {"head": {"gpus": 1000}}, "spec.head.gpus"),
+    ("negative replicas", {"workers": {"replicas": -2}}, "spec.workers.replicas"),
+    ("bad cpu quantity", {"head": {"cpu": "two"}}, "spec.head.cpu"),
+    ("zero memory", {"workers": {"memory": "0"}}, "spec.workers.memory"),
+    ("shm not below memory", {"head": {"memory": "1Gi", "shmSize": "2Gi"}}, "shmSize must be less than memory"),
+    ("zero coordination timeout", {"clusterCoordinationTimeoutSeconds": 0}, "spec.clusterCoordinationTimeoutSeconds"),
+    ("negative run duration", {"maxRunDurationSeconds": -5}, "spec.maxRunDurationSeconds"),
+    ("string timeout", {"maxRunDurationSeconds": "soon"}, "spec.maxRunDurationSeconds"),
+    ("unknown field", {"heads": {}}, "spec.heads: unknown field"),
+    ("bad cidr", {"network": {"egress": [{"cidr": "10.0.0.0/33"}]}}, "spec.network.egress[0].cidr"),
+    ("pip without egress", {"pipPackages": ["numpy"]}, "pipPackages need network egress"),
+    ("stop with script", {"entrypoint": {"script": "a.py"}, "stop": {"iterations": 3}}, "stop applies to built-in recipes"),
+    ("stop of wrong type", {"stop": {"iterations": "many"}}, "spec.stop.iterations"),
+    ("claim and size", {"checkpoint": {"claimName": "c", "size": "1Gi"}}, "claimName"),
+    ("reserved env", {"env": [{"name": "RLJOB_NAME", "value": "x"}]}, "reserved"),
+    ("bad experiment label", {"experiment": "has space"}, "spec.experiment"),
+    ("bad port", {"network": {"egress": [{"cidr": "10.0.0.0/8", "ports": [{"port": 70000}]}]}}, "port"),
+]
+
+
+@pytest.mark.parametrize("title, spec, expected", INVALID, ids=[t for t, _, _ in INVALID])
+def test_invalid_specs_name_the_field(title: str, spec: dict[str, Any], expected: str) -> None:
+    body = minimal_job()
+    for key, value in spec.items():
+        if value is None:
+            body["spec"].pop(key)
+        else:
+            body["spec"][key] = value
+    with pytest.raises(ManifestError) as info:
+        parse_job(body, "job.yaml")
+    text = "\n".join(info.value.lines())
+    assert expected in text, text
+    assert all(line.startswith("job.yaml: ") for line in info.value.lines())
+
+
+@pytest.mark.parametrize("name, fragment", [("a" * 41, "at most 40"), ("Upper", "DNS-1035"), ("9lives", "DNS-1035")])
+def test_names_must_keep_children_valid(name: str, fragment: str) -> None:
+    with pytest.raises(ManifestError) as info:
+        parse_job(minimal_job(name=name))
+    assert any("metadata.name" in p and fragment in p for p in info.value.problems)
+
+
+def test_load_job_reports_yaml_errors_and_picks_the_job_among_documents() -> None:
+    with pytest.raises(ManifestError, match="not valid YAML"):
+        load_job("spec: [unclosed", "x.yaml")
+    text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: src}\n---\n" + \
+        "apiVersion: rljob.dev/v1alpha1\nkind: RLTrainingJob\nmetadata: {name: j}\nspec: {entrypoint: {recipe: pong}}\n"
+    assert load_job(text).name == "j"
+    with pytest.raises(ManifestError, match="expected apiVersion"):
+        load_job("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n")
+
+
+def test_several_problems_are_all_reported() -> None:
+    body = minimal_job(head={"gpus": -1, "cpu": "x"}, workers={"replicas": -1})
+    with pytest.raises(ManifestError) as info:
+        parse_job(body)
+    assert len(info.value.problems) >= 3

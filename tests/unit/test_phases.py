@@ -1,0 +1,241 @@
+"""Every phase transition as a pure function of (job, observed children, now)."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from tests.jobs import minimal_job
+
+from rljob.api import parse_job
+from rljob.controller.observe import Observed, PodObservation, WorkersObservation, observe_pod, observe_workers
+from rljob.controller.phases import Decision, step
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def ts(seconds: float = 0) -> str:
+    return (T0 + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def job(status: dict[str, Any] | None = None, generation: int = 1, **spec: Any) -> Any:
+    body = minimal_job(**spec)
+    body["metadata"].update(uid="u1", generation=generation)
+    if status is not None:
+        body["status"] = status
+    return parse_job(body)
+
+
+def head(attempt: int = 1, phase: str = "Running", ready: bool = True, **kw: Any) -> PodObservation:
+    return PodObservation(name=f"demo-head-{attempt}", role="head", attempt=attempt, phase=phase, ready=ready, **kw)
+
+
+def workers(ready: int = 2, replicas: int = 2, exists: bool = True) -> WorkersObservation:
+    return WorkersObservation(exists=exists, replicas=replicas, ready=ready)
+
+
+def running_status(**extra: Any) -> dict[str, Any]:
+    return {"phase": "Running", "attempts": 1, "failedAttempts": 0, "startTime": ts(), "attemptStartTime": ts(),
+            "observedGeneration": 1, "workers": "2/2", "readyWorkers": 2, "headPod": "demo-head-1",
+            "conditions": [{"type": "ClusterReady", "status": "True", "reason": "ClusterReady", "message": "",
+                            "lastTransitionTime": ts(), "observedGeneration": 1}], **extra}
+
+
+def merged(d: Decision, old: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = dict(old or {})
+    for k, v in (d.status or {}).items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+def test_new_job_is_accepted_and_creates_everything() -> None:
+    d = step(job(), Observed(), T0)
+    s = merged(d)
+    assert s["phase"] == "Pending" and s["reason"] == "Accepted"
+    assert s["attempts"] == 1 and s["startTime"] == ts() and s["attemptStartTime"] == ts()
+    assert s["observedGeneration"] == 1 and s["headPod"] == "demo-head-1"
+    assert d.ensure_children and d.create_head == 1
+    assert [e.reason for e in d.events] == ["Accepted"]
+
+
+def test_new_suspended_job_creates_nothing() -> None:
+    d = step(job(suspend=True), Observed(), T0)
+    assert merged(d)["phase"] == "Suspended"
+    assert condition(merged(d), "Suspended")["status"] == "True"
+    assert not d.ensure_children and d.create_head is None
+
+
+def test_pending_without_head_keeps_creating_idempotently() -> None:
+    status = {"phase": "Pending", "attempts": 1, "startTime": ts(), "attemptStartTime": ts()}
+    d = step(job(status), Observed(), T0 + timedelta(seconds=3))
+    assert d.create_head == 1 and d.ensure_children
+    assert not d.events
+
+
+def test_pending_with_head_moves_to_initializing_then_running() -> None:
+    status = {"phase": "Pending", "attempts": 1, "startTime": ts(), "attemptStartTime": ts()}
+    d = step(job(status), Observed(pods=(head(phase="Pending", ready=False),), workers=workers(0)), T0)
+    s = merged(d, status)
+    assert s["phase"] == "Initializing" and s["workers"] == "0/2"
+    d2 = step(job(s), Observed(pods=(head(),), workers=workers(2)), T0 + timedelta(seconds=20))
+    s2 = merged(d2, s)
+    assert s2["phase"] == "Running" and s2["reason"] == "ClusterReady" and s2["workers"] == "2/2"
+    assert condition(s2, "ClusterReady")["status"] == "True" and condition(s2, "Running")["status"] == "True"
+    assert s2["clusterReadyTime"] == ts(20)
+    assert [e.reason for e in d2.events] == ["ClusterReady"]
+
+
+def test_zero_workers_needs_only_the_head() -> None:
+    status = {"phase": "Initializing", "attempts": 1, "startTime": ts(), "attemptStartTime": ts()}
+    d = step(job(status, workers={"replicas": 0}), Observed(pods=(head(),), workers=workers(0, 0)), T0)
+    assert merged(d, status)["phase"] == "Running"
+
+
+def test_head_success_succeeds_and_releases_workers() -> None:
+    status = running_status()
+    d = step(job(status), Observed(pods=(head(phase="Succeeded", ready=False, exit_code=0),), workers=workers()), T0 + timedelta(hours=1))
+    s = merged(d, status)
+    assert s["phase"] == "Succeeded" and s["completionTime"] == ts(3600) and s["lastExitCode"] == 0
+    assert condition(s, "Complete")["status"] == "True" and condition(s, "Running")["status"] == "False"
+    assert d.delete_workers and d.capture_log == "demo-head-1" and not d.delete_pods
+
+
+def test_head_failure_with_backoff_left_starts_next_attempt() -> None:
+    status = running_status()
+    failed = head(phase="Failed", ready=False, exit_code=1, reason="Error")
+    d = step(job(status, backoffLimit=2), Observed(pods=(failed,), workers=workers()), T0 + timedelta(minutes=5))
+    s = merged(d, status)
+    assert s["phase"] == "Pending" and s["reason"] == "AttemptFailed"
+    assert s["attempts"] == 2 and s["failedAttempts"] == 1 and s["attemptStartTime"] == ts(300)
+    assert s["startTime"] == ts()  # maxRunDuration counts all attempts
+    assert d.create_head == 2 and d.capture_log == "demo-head-1" and not d.delete_workers
+    assert "exit code 1" in s["message"]
+    # Applying the same observation again with the new status does not start a third attempt.
+    d2 = step(job(s, backoffLimit=2), Observed(pods=(failed,), workers=workers()), T0 + timedelta(minutes=5, seconds=1))
+    assert merged(d2, s)["attempts"] == 2 and d2.create_head == 2
+
+
+def test_head_failure_without_backoff_fails() -> None:
+    status = running_status()
+    d = step(job(status), Observed(pods=(head(phase="Failed", ready=False, exit_code=1),), workers=workers()), T0)
+    s = merged(d, status)
+    assert s["phase"] == "Failed" and s["reason"] == "BackoffLimitExceeded"
+    assert condition(s, "Failed")["status"] == "True" and d.delete_workers
+
+
+def test_config_error_exit_code_is_not_retried() -> None:
+    status = running_status()
+    d = step(job(status, backoffLimit=5), Observed(pods=(head(phase="Failed", ready=False, exit_code=2),)), T0)
+    s = merged(d, status)
+    assert s["phase"] == "Failed" and s["reason"] == "DriverFailed"
+
+
+def test_deleted_head_counts_as_a_failed_attempt() -> None:
+    status = running_status()
+    d = step(job(status, backoffLimit=1), Observed(pods=(), workers=workers()), T0)
+    s = merged(d, status)
+    assert s["attempts"] == 2 and "disappeared" in s["message"]
+    d2 = step(job(status, backoffLimit=1), Observed(pods=(head(deleting=True),), workers=workers()), T0)
+    assert merged(d2, status)["attempts"] == 2 and d2.delete_pods == ["demo-head-1"]
+
+
+def test_coordination_timeout_names_what_is_missing() -> None:
+    status = {"phase": "Initializing", "attempts": 1, "startTime": ts(), "attemptStartTime": ts()}
+    stuck = PodObservation(name="demo-workers-1", role="worker", attempt=None, phase="Pending",
+                           reason="Unschedulable", message="0/4 nodes are available: 4 Insufficient nvidia.com/gpu.")
+    obs = Observed(pods=(head(), stuck), workers=workers(1))
+    early = step(job(status, clusterCoordinationTimeoutSeconds=60), obs, T0 + timedelta(seconds=30))
+    assert merged(early, status)["phase"] == "Initializing" and early.requeue_after == 30
+    d = step(job(status, clusterCoordinationTimeoutSeconds=60), obs, T0 + timedelta(seconds=61))
+    s = merged(d, status)
+    assert s["phase"] == "Failed" and s["reason"] == "ClusterCoordinationTimeout"
+    assert "1/2 workers ready" in s["message"] and "Insufficient nvidia.com/gpu" in s["message"]
+    assert d.delete_pods == ["demo-head-1"] and d.delete_workers
+
+
+def test_max_run_duration_cuts_the_run_off() -> None:
+    status = running_status()
+    d = step(job(status, maxRunDurationSeconds=600), Observed(pods=(head(),), workers=workers()), T0 + timedelta(seconds=601))
+    s = merged(d, status)
+    assert s["phase"] == "Failed" and s["reason"] == "DeadlineExceeded"
+    assert d.delete_pods == ["demo-head-1"] and d.delete_workers
+    before = step(job(status, maxRunDurationSeconds=600), Observed(pods=(head(),), workers=workers()), T0 + timedelta(seconds=590))
+    assert before.requeue_after == 10 and before.status is None
+
+
+def test_lost_worker_degrades_then_recovers_without_leaving_running() -> None:
+    status = running_status(workers="2/2", readyWorkers=2)
+    d = step(job(status), Observed(pods=(head(),), workers=workers(1)), T0)
+    s = merged(d, status)
+    assert s["phase"] == "Running" and s["workers"] == "1/2"
+    assert condition(s, "ClusterReady")["status"] == "False" and [e.reason for e in d.events] == ["ClusterDegraded"]
+    d2 = step(job(s), Observed(pods=(head(),), workers=workers(2)), T0 + timedelta(seconds=5))
+    assert condition(merged(d2, s), "ClusterReady")["status"] == "True"
+
+
+def test_replicas_edit_scales_the_statefulset() -> None:
+    status = running_status()
+    d = step(job(status, workers={"replicas": 5}), Observed(pods=(head(),), workers=workers(2, 2)), T0)
+    assert d.scale_workers == 5
+
+
+def test_missing_statefulset_is_recreated() -> None:
+    d = step(job(running_status()), Observed(pods=(head(),), workers=WorkersObservation()), T0)
+    assert d.ensure_children
+
+
+def test_suspend_and_resume() -> None:
+    status = running_status()
+    d = step(job(status, suspend=True), Observed(pods=(head(),), workers=workers()), T0)
+    s = merged(d, status)
+    assert s["phase"] == "Suspended" and d.delete_pods == ["demo-head-1"] and d.delete_workers
+    assert condition(s, "Suspended")["status"] == "True"
+    d2 = step(job(s, suspend=False), Observed(), T0 + timedelta(minutes=10))
+    s2 = merged(d2, s)
+    assert s2["phase"] == "Pending" and s2["reason"] == "Resumed" and s2["attempts"] == 2
+    assert s2["startTime"] == ts(600) and condition(s2, "Suspended")["status"] == "False"
+    assert d2.create_head == 2
+
+
+def test_ttl_deletes_the_finished_job() -> None:
+    status = {**running_status(), "phase": "Succeeded", "completionTime": ts()}
+    early = step(job(status, ttlSecondsAfterFinished=100), Observed(), T0 + timedelta(seconds=40))
+    assert early.requeue_after == 60 and not early.delete_job
+    late = step(job(status, ttlSecondsAfterFinished=100), Observed(), T0 + timedelta(seconds=100))
+    assert late.delete_job
+    assert not step(job(status), Observed(), T0 + timedelta(days=400)).delete_job
+
+
+def test_finished_job_releases_leftover_workers_only() -> None:
+    status = {**running_status(), "phase": "Succeeded", "completionTime": ts()}
+    d = step(job(status), Observed(pods=(head(phase="Succeeded", ready=False),), workers=workers()), T0)
+    assert d.delete_workers and not d.delete_pods and d.status is None
+
+
+def test_condition_transition_time_is_kept_when_status_unchanged() -> None:
+    status = running_status()
+    d = step(job(status, generation=2), Observed(pods=(head(),), workers=workers()), T0 + timedelta(hours=1))
+    s = merged(d, status)
+    assert condition(s, "ClusterReady")["lastTransitionTime"] == ts()
+    assert s["observedGeneration"] == 2
+
+
+def test_observations_from_raw_bodies() -> None:
+    pod = observe_pod({
+        "metadata": {"name": "demo-head-2", "resourceVersion": "42",
+                     "labels": {"rljob.dev/role": "head", "rljob.dev/attempt": "2", "rljob.dev/job": "demo"}},
+        "status": {"phase": "Failed", "conditions": [{"type": "Ready", "status": "False"}],
+                   "containerStatuses": [{"state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]},
+    })
+    assert (pod.attempt, pod.phase, pod.exit_code, pod.reason, pod.ready) == (2, "Failed", 137, "OOMKilled", False)
+    pending = observe_pod({"metadata": {"name": "w", "labels": {"rljob.dev/role": "worker"}}, "status": {
+        "phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no"}]}})
+    assert pending.reason == "Unschedulable" and Observed(pods=(pending,)).scheduling_problems() == ["w: no"]
+    sts = observe_workers({"metadata": {"name": "x"}, "spec": {"replicas": 3}, "status": {"readyReplicas": 2}})
+    assert (sts.exists, sts.replicas, sts.ready) == (True, 3, 2)

@@ -1,0 +1,207 @@
+"""Pure builders: every child a job becomes, checked field by field where it matters."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from tests.jobs import minimal_job
+
+from rljob import resources
+from rljob.api import constants as c
+from rljob.api import parse_job
+from rljob.resources import ApiServerEndpoint, BuildContext
+
+CTX = BuildContext(default_image="img:1", operator_namespace="ops")
+
+
+def job(**spec: Any) -> Any:
+    body = minimal_job(**spec)
+    body["metadata"]["uid"] = "uid-123"
+    return parse_job(body)
+
+
+def by_kind(objs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for o in objs:
+        out.setdefault(o["kind"], []).append(o)
+    return out
+
+
+def test_every_child_is_owned_labeled_and_named_deterministically() -> None:
+    objs = resources.build(job(), CTX, attempt=3, coordination_deadline="2026-01-01T00:00:00Z")
+    names = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objs)
+    assert names == sorted([
+        "ServiceAccount/demo-driver", "Role/demo-progress-reporter", "RoleBinding/demo-progress-reporter",
+        "NetworkPolicy/demo-default-deny", "NetworkPolicy/demo-allow-intra-job", "NetworkPolicy/demo-allow-dns",
+        "NetworkPolicy/demo-allow-operator", "NetworkPolicy/demo-allow-apiserver",
+        "Service/demo-head", "Service/demo-workers", "StatefulSet/demo-workers", "Pod/demo-head-3",
+    ])
+    for o in objs:
+        meta = o["metadata"]
+        assert meta["namespace"] == "ns1"
+        assert meta["ownerReferences"] == [{
+            "apiVersion": c.API_VERSION, "kind": c.KIND, "name": "demo", "uid": "uid-123",
+            "controller": True, "blockOwnerDeletion": True,
+        }]
+        for key in (c.LABEL_APP_NAME, c.LABEL_APP_INSTANCE, c.LABEL_APP_COMPONENT, c.LABEL_APP_MANAGED_BY, c.LABEL_JOB):
+            assert key in meta["labels"], (o["kind"], key)
+    assert resources.build(job(), CTX, 3, "x") == resources.build(job(), CTX, 3, "x")
+
+
+def test_render_without_uid_has_no_owner_reference() -> None:
+    objs = resources.build(parse_job(minimal_job()), CTX)
+    assert all("ownerReferences" not in o["metadata"] for o in objs)
+
+
+def _assert_restricted(pod_spec: dict[str, Any]) -> None:
+    psc = pod_spec["securityContext"]
+    assert psc["runAsNonRoot"] is True and psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    for ctr in pod_spec["containers"]:
+        sc = ctr["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+    allowed = {"configMap", "emptyDir", "persistentVolumeClaim", "projected", "secret", "downwardAPI"}
+    for vol in pod_spec.get("volumes", []):
+        assert set(vol) - {"name"} <= allowed, vol
+
+
+def test_head_pod() -> None:
+    j = job(head={"gpus": 2, "cpu": "8", "memory": "32Gi", "shmSize": "4Gi"}, workers={"replicas": 3},
+            env=[{"name": "FOO", "value": "bar"}], checkpoint={"size": "5Gi"})
+    pod = resources.head_pod(j, CTX, 2, "2026-01-01T00:10:00Z")
+    spec = pod["spec"]
+    _assert_restricted(spec)
+    assert spec["restartPolicy"] == "Never"
+    assert spec["serviceAccountName"] == "demo-driver" and spec["automountServiceAccountToken"] is True
+    ctr = spec["containers"][0]
+    assert ctr["image"] == "img:1" and ctr["command"] == ["rljob", "pod", "head"]
+    assert ctr["resources"]["limits"] == {"cpu": "8", "memory": "32Gi", c.GPU_RESOURCE: "2"}
+    assert ctr["resources"]["requests"] == ctr["resources"]["limits"]
+    env = {e["name"]: e.get("value") for e in ctr["env"]}
+    assert env[c.ENV_GPUS] == "2" and env[c.ENV_CPU] == "8" and env[c.ENV_SHM_BYTES] == str(4 * 2**30)
+    assert env[c.ENV_EXPECTED_WORKERS] == "3" and env[c.ENV_ATTEMPT] == "2"
+    assert env[c.ENV_COORDINATION_DEADLINE] == "2026-01-01T00:10:00Z"
+    assert env["FOO"] == "bar" and "NVIDIA_VISIBLE_DEVICES" not in env
+    assert json.loads(env[c.ENV_JOB_SPEC])["head"]["gpus"] == 2
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert vols["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "4Gi"}
+    assert vols["checkpoints"]["persistentVolumeClaim"] == {"claimName": "demo-checkpoints"}
+    mounts = {m["mountPath"] for m in ctr["volumeMounts"]}
+    assert {c.SHM_MOUNT, c.CHECKPOINT_MOUNT, c.TMP_MOUNT} <= mounts
+    assert {p["containerPort"] for p in ctr["ports"]} == {c.PORT_GCS, c.PORT_DASHBOARD, c.PORT_CLIENT, c.PORT_METRICS, c.PORT_RAY_METRICS}
+    assert pod["metadata"]["labels"][c.LABEL_ATTEMPT] == "2"
+
+
+def test_cpu_head_hides_gpus_and_job_image_wins() -> None:
+    pod = resources.head_pod(job(image="mine:2"), CTX, 1, "")
+    ctr = pod["spec"]["containers"][0]
+    assert ctr["image"] == "mine:2"
+    assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"} in ctr["env"]
+    assert c.GPU_RESOURCE not in ctr["resources"]["limits"]
+
+
+def test_script_source_is_mounted_read_only() -> None:
+    j = job(entrypoint={"script": "train.py", "args": ["--x", "1"]}, source={"configMap": {"name": "src"}})
+    pod = resources.head_pod(j, CTX, 1, "")
+    assert {"name": "source", "configMap": {"name": "src"}} in pod["spec"]["volumes"]
+    mount = next(m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == "source")
+    assert mount == {"name": "source", "mountPath": c.SOURCE_MOUNT, "readOnly": True}
+
+
+def test_workers_statefulset_and_services() -> None:
+    j = job(workers={"replicas": 4, "cpu": "3", "nodeSelector": {"pool": "cpu"},
+                     "tolerations": [{"key": "spot", "operator": "Exists", "effect": "NoSchedule"}]})
+    sts = resources.workers_statefulset(j, CTX)
+    spec = sts["spec"]
+    assert spec["replicas"] == 4 and spec["podManagementPolicy"] == "Parallel"
+    assert spec["serviceName"] == "demo-workers"
+    tmpl = spec["template"]
+    assert spec["selector"]["matchLabels"].items() <= tmpl["metadata"]["labels"].items()
+    _assert_restricted(tmpl["spec"])
+    assert tmpl["spec"]["automountServiceAccountToken"] is False
+    assert tmpl["spec"]["nodeSelector"] == {"pool": "cpu"}
+    assert tmpl["spec"]["tolerations"] == [{"key": "spot", "operator": "Exists", "effect": "NoSchedule"}]
+    ctr = tmpl["spec"]["containers"][0]
+    assert ctr["command"] == ["rljob", "pod", "worker"]
+    env = {e["name"]: e.get("value") for e in ctr["env"]}
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "void" and env[c.ENV_HEAD_ADDRESS] == "demo-head" and env[c.ENV_CPU] == "3"
+    kinds = by_kind(resources.static_children(j, CTX))
+    svc = {s["metadata"]["name"]: s["spec"] for s in kinds["Service"]}
+    assert svc["demo-workers"]["clusterIP"] == "None"
+    assert {p["name"]: p["port"] for p in svc["demo-head"]["ports"]} == {
+        "gcs": 6379, "dashboard": 8265, "client": 10001, "ray-metrics": 8080, "metrics": 9400}
+    assert svc["demo-head"]["selector"] == {c.LABEL_JOB: "demo", c.LABEL_ROLE: c.ROLE_HEAD}
+
+
+def test_progress_role_is_exactly_this_jobs_status() -> None:
+    kinds = by_kind(resources.static_children(job(), CTX))
+    assert kinds["Role"][0]["rules"] == [{
+        "apiGroups": ["rljob.dev"], "resources": ["rltrainingjobs/status"], "resourceNames": ["demo"], "verbs": ["get", "patch"]}]
+    binding = kinds["RoleBinding"][0]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "demo-driver", "namespace": "ns1"}]
+
+
+def _policies(j: Any, ctx: BuildContext = CTX) -> dict[str, dict[str, Any]]:
+    policies = by_kind(resources.static_children(j, ctx)).get("NetworkPolicy", [])
+    return {p["metadata"]["name"].removeprefix("demo-"): p["spec"] for p in policies}
+
+
+def test_network_policies_isolate_the_job() -> None:
+    pol = _policies(job())
+    own = {"matchLabels": {c.LABEL_JOB: "demo"}}
+    assert pol["default-deny"] == {"podSelector": own, "policyTypes": ["Ingress", "Egress"]}
+    assert pol["allow-intra-job"]["ingress"] == [{"from": [{"podSelector": own}]}]
+    assert pol["allow-intra-job"]["egress"] == [{"to": [{"podSelector": own}]}]
+    assert {p["port"] for p in pol["allow-dns"]["egress"][0]["ports"]} == {53}
+    op = pol["allow-operator"]["ingress"][0]
+    assert op["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}]
+    assert {p["port"] for p in op["ports"]} == {c.PORT_DASHBOARD, c.PORT_METRICS, c.PORT_RAY_METRICS}
+    assert "allow-egress" not in pol
+
+
+def test_egress_allow_list_and_internet_switch() -> None:
+    pol = _policies(job(network={"allowInternetEgress": True, "egress": [
+        {"cidr": "10.20.0.0/16", "except": ["10.20.1.0/24"], "ports": [{"port": 3128}]}]}))
+    egress = pol["allow-egress"]["egress"]
+    assert egress[0]["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}]
+    assert egress[1] == {"to": [{"ipBlock": {"cidr": "10.20.0.0/16", "except": ["10.20.1.0/24"]}}],
+                         "ports": [{"protocol": "TCP", "port": 3128}]}
+
+
+def test_api_server_egress_is_exact_when_known() -> None:
+    ctx = BuildContext(api_server=(ApiServerEndpoint("172.18.0.2/32", 6443),))
+    rule = _policies(job(), ctx)["allow-apiserver"]
+    assert rule["podSelector"]["matchLabels"][c.LABEL_ROLE] == c.ROLE_HEAD
+    assert rule["egress"] == [{"to": [{"ipBlock": {"cidr": "172.18.0.2/32"}}], "ports": [{"protocol": "TCP", "port": 6443}]}]
+
+
+def test_isolation_off_means_no_policies() -> None:
+    assert _policies(job(network={"isolation": False})) == {}
+
+
+@pytest.mark.parametrize("ckpt, expected", [
+    (None, {"emptyDir": {}}),
+    ({"claimName": "mine"}, {"persistentVolumeClaim": {"claimName": "mine"}}),
+])
+def test_checkpoint_volume_without_operator_claim(ckpt: Any, expected: dict[str, Any]) -> None:
+    j = job(checkpoint=ckpt) if ckpt else job()
+    vol = next(v for v in resources.head_pod(j, CTX, 1, "")["spec"]["volumes"] if v["name"] == "checkpoints")
+    assert {k: v for k, v in vol.items() if k != "name"} == expected
+    assert "PersistentVolumeClaim" not in by_kind(resources.static_children(j, CTX))
+
+
+def test_created_claim() -> None:
+    claim = by_kind(resources.static_children(job(checkpoint={"size": "3Gi", "storageClassName": "fast"}), CTX))["PersistentVolumeClaim"][0]
+    assert claim["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "3Gi"}}, "storageClassName": "fast"}
+
+
+def test_longest_name_keeps_every_child_name_valid() -> None:
+    name = "a" * c.MAX_JOB_NAME_LENGTH
+    body = minimal_job(name=name, workers={"replicas": 512})
+    objs = resources.build(parse_job(body), CTX, attempt=100)
+    for o in objs:
+        assert len(o["metadata"]["name"]) <= 63
+    # StatefulSet pods: "<sts>-<ordinal>" and the revision label "<sts>-<10-char hash>" stay within 63.
+    sts = next(o for o in objs if o["kind"] == "StatefulSet")["metadata"]["name"]
+    assert len(f"{sts}-511") <= 63 and len(f"{sts}-abcdefghij") <= 63
