@@ -1,0 +1,45 @@
+# The two commands a new user needs: `make demo` (install everything, train Pong on this machine)
+# and `make test` (everything CI runs). Caches live under ~/.cache/rljob so a fresh clone reuses them.
+SHELL := /bin/bash
+PY := .venv/bin/python
+RLJOB := .venv/bin/rljob
+export RLJOB_CACHE ?= $(HOME)/.cache/rljob
+
+.PHONY: help venv cluster-bins test unit integration lint crd demo dev-cluster e2e-cluster e2e clean
+
+help:
+	@echo "make demo          install everything and train Pong on this machine (CPU, bounded time)"
+	@echo "make test          lint + unit + integration tests (real API server; builds it on first run)"
+	@echo "make dev-cluster   a local control plane with fake nodes and the operator, in the foreground"
+	@echo "make crd           regenerate crds/ and the chart's copy from the API models"
+
+venv:
+	@bash hack/python-env.sh
+
+cluster-bins:
+	@bash hack/cluster-bins.sh
+
+lint: venv
+	$(PY) -m ruff check operator tests benchmarks
+
+crd: venv
+	$(RLJOB) crd > crds/rltrainingjobs.rljob.dev.yaml
+	@if [ -d charts/rljob/crds ]; then cp crds/rltrainingjobs.rljob.dev.yaml charts/rljob/crds/; fi
+
+unit: venv
+	$(PY) -m pytest tests/unit -q
+
+integration: venv cluster-bins
+	$(PY) -m pytest tests/integration -q
+
+test: venv cluster-bins lint
+	$(PY) -m pytest tests/unit tests/integration -q
+
+demo: venv
+	$(RLJOB) run -f examples/pong-local.yaml --max-duration $${DEMO_SECONDS:-600}
+
+dev-cluster: venv cluster-bins
+	$(PY) -m rljob.testing.devcluster
+
+clean:
+	rm -rf .venv .pytest_cache .ruff_cache runs build
