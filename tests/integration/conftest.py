@@ -36,18 +36,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def control_plane(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
     """The session's control plane: etcd, kube-apiserver, controller manager, scheduler and kwok with 3 CPU nodes
     and 1 GPU node (``nvidia.com/gpu: 8``)."""
+    problem = None
     try:
-        bin_dir = find_bin_dir()
-    except MissingBinariesError as e:
-        pytest.fail(str(e), pytrace=False)
-    cp = ControlPlane(tmp_path_factory.mktemp("controlplane"), bin_dir=bin_dir)
-    try:
+        cp = ControlPlane(tmp_path_factory.mktemp("controlplane"), bin_dir=find_bin_dir())
         cp.start()
+    except MissingBinariesError as e:
+        problem = str(e)
     except ControlPlaneError as e:
-        pytest.fail(f"the control plane did not start: {e}", pytrace=False)
+        problem = f"the control plane did not start: {e}"
+    if problem:  # failed outside the except block, so pytest shows the message alone
+        pytest.fail(problem, pytrace=False)
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"\n{format_timings(cp)} (workdir {cp.workdir})")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"\n{format_timings(cp)} (workdir {cp.workdir})")
     try:
         yield cp
     finally:

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import signal
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rljob.testing.controlplane import GPU_RESOURCE, K8S_VERSION, ControlPlane, KubectlError, wait_for
+from rljob.testing.controlplane import (
+    GPU_RESOURCE,
+    K8S_VERSION,
+    ControlPlane,
+    ControlPlaneError,
+    KubectlError,
+    MissingBinariesError,
+    find_bin_dir,
+    wait_for,
+)
 
 RESTRICTED_SECURITY_CONTEXT = {
     "allowPrivilegeEscalation": False,
@@ -96,6 +112,10 @@ def test_set_pod_phase_sticks(control_plane: ControlPlane, namespace: str) -> No
     assert crashed["status"]["phase"] == "Failed"
     terminated = crashed["status"]["containerStatuses"][0]["state"]["terminated"]
     assert (terminated["exitCode"], terminated["reason"]) == (137, "OOMKilled")
+
+    assert control_plane.set_pod_phase(namespace, "done", "Succeeded")["status"]["phase"] == "Succeeded"
+    with pytest.raises(ControlPlaneError, match="already ended"):
+        control_plane.set_pod_phase(namespace, "done", "Failed")
 
 
 def test_set_pod_phase_right_after_binding(control_plane: ControlPlane, namespace: str) -> None:
@@ -219,3 +239,51 @@ def test_components_are_alive(control_plane: ControlPlane) -> None:
         "kube-scheduler",
         "kwok",
     }
+
+
+def test_missing_binaries_tell_how_to_build_them(tmp_path: Path) -> None:
+    with pytest.raises(MissingBinariesError, match="make cluster-bins"):
+        find_bin_dir(tmp_path)
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_dev_cluster_entry_point_stops_everything_on_sigterm(tmp_path: Path) -> None:
+    bin_dir = find_bin_dir()
+    kubeconfig = tmp_path / "kubeconfig"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rljob.testing.controlplane", f"--workdir={tmp_path / 'state'}",
+         f"--kubeconfig={kubeconfig}", f"--bin-dir={bin_dir}", "--cpu-nodes=1", "--gpu-nodes=0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or ()], daemon=True).start()
+    output = []
+    try:
+        deadline = time.monotonic() + 180
+        while not any("export KUBECONFIG=" in line for line in output):
+            assert proc.poll() is None, "".join(output)
+            assert time.monotonic() < deadline, "".join(output)
+            with contextlib.suppress(queue.Empty):
+                output.append(lines.get(timeout=1))
+        assert kubeconfig.exists()
+        children = _children(proc.pid)
+        assert len(children) == 5, children
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert not {pid for pid in children if Path(f"/proc/{pid}").exists()}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -48,7 +48,7 @@ def test_schema_is_structural_and_documented() -> None:
 
 def test_defaults_and_rules_reach_the_crd() -> None:
     spec = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    assert spec["properties"]["head"]["default"] == {}
+    assert spec["properties"]["head"]["default"]["shmSize"] == "2Gi"
     assert spec["properties"]["workers"]["properties"]["replicas"]["default"] == 2
     assert spec["properties"]["workers"]["properties"]["replicas"]["minimum"] == 0
     rules = [r["rule"] for r in spec["properties"]["entrypoint"]["x-kubernetes-validations"]]

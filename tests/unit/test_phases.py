@@ -152,6 +152,8 @@ def test_coordination_timeout_names_what_is_missing() -> None:
     obs = Observed(pods=(head(), stuck), workers=workers(1))
     early = step(job(status, clusterCoordinationTimeoutSeconds=60), obs, T0 + timedelta(seconds=30))
     assert merged(early, status)["phase"] == "Initializing" and early.requeue_after == 30
+    # Timestamps are truncated to the second: the deadline counts from the end of the recorded one.
+    assert merged(step(job(status, clusterCoordinationTimeoutSeconds=60), obs, T0 + timedelta(seconds=60.5)), status)["phase"] == "Initializing"
     d = step(job(status, clusterCoordinationTimeoutSeconds=60), obs, T0 + timedelta(seconds=61))
     s = merged(d, status)
     assert s["phase"] == "Failed" and s["reason"] == "ClusterCoordinationTimeout"
@@ -166,7 +168,7 @@ def test_max_run_duration_cuts_the_run_off() -> None:
     assert s["phase"] == "Failed" and s["reason"] == "DeadlineExceeded"
     assert d.delete_pods == ["demo-head-1"] and d.delete_workers
     before = step(job(status, maxRunDurationSeconds=600), Observed(pods=(head(),), workers=workers()), T0 + timedelta(seconds=590))
-    assert before.requeue_after == 10 and before.status is None
+    assert before.requeue_after == 11 and before.status is None
 
 
 def test_lost_worker_degrades_then_recovers_without_leaving_running() -> None:

@@ -1,8 +1,9 @@
 // Wrapper module that pins the etcd server used by the integration tests
 // (built by hack/cluster-bins.sh). go.etcd.io/etcd/server/v3 has no main
-// package of its own (the `etcd` command lives in the repository root module,
-// which is not published with usable requirements), so main.go calls
-// etcdmain.Main like the upstream command does.
+// package; the upstream `etcd` command is the repository's root module
+// (go.etcd.io/etcd/v3), whose go.mod replaces its sibling modules with local
+// paths, so it cannot be `go install`ed. main.go calls etcdmain.Main instead,
+// which is all the upstream command does.
 module rljob.local/hack/k8s/etcd
 
 go 1.26.0

@@ -126,7 +126,9 @@ class _Converter:
                     if field is not None and field.default_factory is not None and converted.get("type") == "object":
                         factory_value = field.default_factory()  # type: ignore[call-arg]
                         if isinstance(factory_value, BaseModel):
-                            converted["default"] = {}
+                            # The full default, not {}: the API server checks the default against the
+                            # object's own CEL rules, before nested defaults would have filled it in.
+                            converted["default"] = factory_value.model_dump(by_alias=True, exclude_none=True, mode="json")
                 out["properties"][prop] = converted
             if node.get("required"):
                 out["required"] = list(node["required"])

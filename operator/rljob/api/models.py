@@ -222,7 +222,7 @@ class EgressRule(Model):
     rules = (
         Rule(cel="isCIDR(self.cidr)", message="cidr must be a CIDR such as 10.0.0.0/8", check=lambda m: True, field_path=".cidr"),
         Rule(
-            cel="self.except.all(e, isCIDR(e))",
+            cel="!has(self.except) || self.except.all(e, isCIDR(e))",
             message="every except entry must be a CIDR",
             check=lambda m: True,
             field_path=".except",
@@ -288,7 +288,9 @@ class JobSpec(Model):
             field_path=".stop",
         ),
         Rule(
-            cel="size(self.pipPackages) == 0 || !self.network.isolation || self.network.allowInternetEgress || size(self.network.egress) > 0",
+            cel="!has(self.pipPackages) || size(self.pipPackages) == 0 || !has(self.network) || !self.network.isolation"
+            " || (has(self.network.allowInternetEgress) && self.network.allowInternetEgress)"
+            " || (has(self.network.egress) && size(self.network.egress) > 0)",
             message="pipPackages need network egress: set network.allowInternetEgress, or an egress rule to your package mirror",
             check=lambda m: not m.pip_packages or not m.network.isolation or m.network.allow_internet_egress or bool(m.network.egress),
             field_path=".pipPackages",

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
     kopf.run(
         clusterwide=not args.namespace,
-        namespaces=args.namespace or None,
+        namespaces=args.namespace or [],
         standalone=args.peering is None,
         peering_name=args.peering,
         liveness_endpoint=liveness,

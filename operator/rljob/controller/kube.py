@@ -53,22 +53,30 @@ class Kube:
         self.client = api_client
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube")
 
-    async def request(
-        self, method: str, path: str, body: Any = None, content_type: str = "application/json", query: list[tuple[str, str]] | None = None
-    ) -> Any:
-        def call() -> Any:
-            return self.client.call_api(
-                path, method,
-                query_params=query or [],
-                header_params={"Content-Type": content_type, "Accept": "application/json"},
-                body=body,
-                auth_settings=["BearerToken"],
-                response_type="object",
-                _return_http_data_only=True,
-                _preload_content=True,
-            )
+    def _call(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json",
+        query: list[tuple[str, str]] | None = None,
+    ) -> bytes:
+        """One blocking HTTP call; raises ApiException (with the server's message) on a non-2xx answer."""
+        serialized = self.client.param_serialize(
+            method=method, resource_path=path, query_params=query or [],
+            header_params={"Content-Type": content_type, "Accept": "application/json, */*"},
+            body=body, auth_settings=["BearerToken"],
+        )
+        resp = self.client.call_api(*serialized)
+        data = resp.read() or b""
+        if not 200 <= resp.status <= 299:
+            raise ApiException.from_response(http_resp=resp, body=data.decode("utf-8", "replace"), data=None)
+        return data
 
-        return await asyncio.get_running_loop().run_in_executor(self.pool, call)
+    async def request(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json",
+        query: list[tuple[str, str]] | None = None,
+    ) -> Any:
+        """A JSON API call, run in the thread pool."""
+        data = await asyncio.get_running_loop().run_in_executor(
+            self.pool, lambda: self._call(method, path, body, content_type, query))
+        return json.loads(data) if data else None
 
     async def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
         """Creates; (body, True) when created, (None, False) when it already existed."""
@@ -100,14 +108,9 @@ class Kube:
     async def pod_log_tail(self, namespace: str, name: str, lines: int = 40) -> str | None:
         path = object_path("v1", "Pod", namespace, name) + "/log"
         try:
-            def call() -> str:
-                resp = self.client.call_api(
-                    path, "GET", query_params=[("tailLines", str(lines))], auth_settings=["BearerToken"],
-                    _preload_content=False, _return_http_data_only=True,
-                )
-                return resp.data.decode("utf-8", "replace")
-
-            return await asyncio.get_running_loop().run_in_executor(self.pool, call)
+            data = await asyncio.get_running_loop().run_in_executor(
+                self.pool, lambda: self._call("GET", path, query=[("tailLines", str(lines))]))
+            return data.decode("utf-8", "replace")
         except ApiException as exc:
             log.info("no log for %s/%s: %s", namespace, name, exc.reason)
             return None

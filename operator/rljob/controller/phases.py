@@ -38,6 +38,9 @@ ACTIVE = (PENDING, INITIALIZING, RUNNING)
 
 # How often to look again while waiting on something that has no event (a deadline ahead).
 POLL_SECONDS = 30.0
+# Status timestamps have one-second resolution and are truncated: the real start lies within the
+# recorded second, so deadlines count from its end and never fire early.
+TIMESTAMP_RESOLUTION = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -207,7 +210,7 @@ class _Machine:
         started = cond.parse_timestamp(self.old.get("startTime"))
         if limit is None or started is None:
             return False
-        remaining = (started + timedelta(seconds=limit) - self.now).total_seconds()
+        remaining = (started + TIMESTAMP_RESOLUTION + timedelta(seconds=limit) - self.now).total_seconds()
         if remaining > 0:
             self._requeue(remaining)
             return False
@@ -220,7 +223,7 @@ class _Machine:
         started = cond.parse_timestamp(self.old.get("attemptStartTime"))
         if started is None:
             return False
-        remaining = (started + timedelta(seconds=limit) - self.now).total_seconds()
+        remaining = (started + TIMESTAMP_RESOLUTION + timedelta(seconds=limit) - self.now).total_seconds()
         if remaining > 0:
             self._requeue(remaining)
             return False

@@ -394,8 +394,9 @@ class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok with fake nodes, on 127.0.0.1.
 
     ``workdir`` holds everything (certificates, kubeconfigs, etcd data, ``logs/<component>.log``); it is created
-    if needed and should be empty. After :meth:`start`, :attr:`kubeconfig` is an admin (``system:masters``)
-    kubeconfig and :attr:`server` the API server URL.
+    if needed and should be empty. An instance starts once: after :meth:`stop`, make a new one. After
+    :meth:`start`, :attr:`kubeconfig` is an admin (``system:masters``) kubeconfig and :attr:`server` the API
+    server URL.
     """
 
     def __init__(
@@ -436,6 +437,7 @@ class ControlPlane:
         self._components: list[_Component] = []
         self._lock = threading.RLock()
         self._started = False
+        self._used = False
         self._ssl: ssl.SSLContext | None = None
 
     # ---- public API ------------------------------------------------------------------------------------------
@@ -455,8 +457,10 @@ class ControlPlane:
         return self.timings.get("total")
 
     def bin(self, name: str) -> str:
-        """Path of one of the binaries (``kubectl``, ``helm``, ...)."""
-        bin_dir = self.bin_dir or find_bin_dir(self._bin_dir_arg, required=(name,))
+        """Path of one of the binaries (``kubectl``, ``helm``, ...); :class:`MissingBinariesError` if absent."""
+        bin_dir = self.bin_dir or find_bin_dir(self._bin_dir_arg, required=())
+        if not os.access(bin_dir / name, os.X_OK):
+            find_bin_dir(bin_dir, required=(name,))  # raises with the how-to-build message
         return str(bin_dir / name)
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -474,7 +478,9 @@ class ControlPlane:
         with self._lock:
             if self._started:
                 return self
-            self._started = True
+            if self._used:
+                raise ControlPlaneError("a ControlPlane starts only once; make a new one (in a fresh workdir)")
+            self._started = self._used = True
         t0 = time.monotonic()
         with _live_lock:
             _live.add(self)
@@ -587,6 +593,11 @@ class ControlPlane:
             exit_code = 0 if phase == "Succeeded" else 1
         exit_code = int(exit_code)
         pod = self.get_json("pod", name, "-n", namespace)
+        current = pod.get("status", {}).get("phase")
+        if current == phase:
+            return pod
+        if current in ("Succeeded", "Failed"):
+            raise ControlPlaneError(f"pod {namespace}/{name} already ended ({current}); cannot make it {phase}")
         if pod.get("spec", {}).get("nodeName"):
             annotations = {
                 PHASE_ANNOTATION: phase,
@@ -607,13 +618,11 @@ class ControlPlane:
                 "-p", json.dumps({"status": status}),
             )  # fmt: skip
 
-        def done() -> dict[str, Any] | None:
-            p = self.get_json("pod", name, "-n", namespace)
-            return p if p.get("status", {}).get("phase") == phase else None
-
-        return wait_for(done, timeout, description=f"pod {namespace}/{name} to become {phase}")
+        return self.wait_for_pod_phase(namespace, name, phase, timeout)
 
     def wait_for_pod_phase(self, namespace: str, name: str, phase: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait until the pod's ``status.phase`` is ``phase``; returns the pod."""
+
         def check() -> dict[str, Any] | None:
             p = self.get_json("pod", name, "-n", namespace)
             return p if p.get("status", {}).get("phase") == phase else None
@@ -654,6 +663,12 @@ class ControlPlane:
             ],
             ips=[LOCALHOST, "10.96.0.1"],
         )
+        # The aggregation layer's front proxy (request-header authentication), with a CA of its own as kubeadm
+        # does; without it every component logs errors about the missing requestheader CA.
+        front = _PKI(self.pki_dir / "front-proxy")
+        front.make_ca("rljob-test-front-proxy-ca")
+        self.front_proxy_ca = front.ca_crt
+        self.front_proxy_crt, self.front_proxy_key = front.make_cert("front-proxy-client", "front-proxy-client", client=True)
         self.sa_key = pki.key("service-account")
         self.sa_pub = pki.public_key(self.sa_key, "service-account")
         self.kubelet_client_crt, self.kubelet_client_key = pki.make_cert(
@@ -778,6 +793,13 @@ class ControlPlane:
                 "--kubelet-preferred-address-types=InternalIP",
                 f"--kubelet-client-certificate={self.kubelet_client_crt}",
                 f"--kubelet-client-key={self.kubelet_client_key}",
+                f"--requestheader-client-ca-file={self.front_proxy_ca}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={self.front_proxy_crt}",
+                f"--proxy-client-key-file={self.front_proxy_key}",
                 "--profiling=false",
             ],
         )

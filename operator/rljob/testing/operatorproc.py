@@ -1,0 +1,102 @@
+"""Runs `rljob operator` as a subprocess, exactly as production runs it, for tests and `make dev-cluster`."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from .controlplane import _die_with_parent, _free_port, _tail, wait_for
+
+
+def rljob_executable() -> str:
+    """The `rljob` console script of this interpreter's environment (the installed entry point)."""
+    beside = Path(sys.executable).parent / "rljob"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("rljob")
+    if not found:
+        raise FileNotFoundError("the rljob entry point is not installed: run `make venv`")
+    return found
+
+
+class OperatorProcess:
+    def __init__(self, kubeconfig: Path, log_path: Path, extra_args: tuple[str, ...] = ()) -> None:
+        self.kubeconfig, self.log_path, self.extra_args = kubeconfig, log_path, extra_args
+        self.metrics_port = _free_port()
+        self.health_port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        atexit.register(self.stop)
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def start(self, timeout: float = 60.0) -> OperatorProcess:
+        cmd = [
+            rljob_executable(),
+            "operator",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--health-port",
+            str(self.health_port),
+            "--operator-namespace",
+            "rljob-system",
+            *self.extra_args,
+        ]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        log.write(f"\n===== start #{self.starts + 1}: {' '.join(cmd)}\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()),
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        self.starts += 1
+        wait_for(self._healthy, timeout=timeout, interval=0.3, description="the operator's liveness endpoint")
+        return self
+
+    def _healthy(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError(f"the operator exited early:\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: the operator gets no chance to clean up, as when a node dies."""
+        if self.proc and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 60) -> str:
+        return _tail(self.log_path, lines)

@@ -1,0 +1,121 @@
+"""One training iteration's progress, and the shapes it is reported in: JSON line, status patch.
+
+Pure functions from RLlib's result dict to a ProgressRecord, so every sink (stdout, progress.jsonl,
+status.progress, Prometheus, TensorBoard, the display) reports the same numbers.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from ..api.models import Progress
+
+# RLlib (new API stack) result keys.
+KEY_ITERATION = "training_iteration"
+KEY_ENV_STEPS = "num_env_steps_sampled_lifetime"
+KEY_ENV_RUNNERS = "env_runners"
+KEY_RETURN_MEAN = "episode_return_mean"
+KEY_TIME_SINCE_RESTORE = "time_since_restore"
+KEY_TIME_THIS_ITER = "time_this_iter_s"
+
+
+@dataclass(frozen=True)
+class ProgressRecord:
+    """Figures after one iteration; counts (iteration, env steps, time) continue across attempts."""
+
+    iteration: int
+    episode_return_mean: float | None
+    env_steps: int
+    env_steps_per_second: float
+    time_total_s: float
+    checkpoint: str | None = None
+    attempt: int | None = None
+    timestamp: float = 0.0
+
+    def with_checkpoint(self, path: str | None) -> ProgressRecord:
+        return replace(self, checkpoint=path)
+
+    def json_line(self) -> str:
+        """The line the driver prints to stdout and appends to progress.jsonl."""
+        data = asdict(self)
+        data["episode_return_mean"] = _round(self.episode_return_mean, 4)
+        data["env_steps_per_second"] = _round(self.env_steps_per_second, 1)
+        data["time_total_s"] = _round(self.time_total_s, 2)
+        return json.dumps(data, sort_keys=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> ProgressRecord:
+        data = json.loads(line)
+        fields = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _number(value: Any) -> float | None:
+    """RLlib reports nan (or leaves the key out) until an episode has finished."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return None if math.isnan(value) or math.isinf(value) else float(value)
+
+
+def record_from_result(
+    result: dict[str, Any],
+    *,
+    previous_env_steps: int,
+    time_offset_s: float,
+    attempt: int | None,
+    now: float | None = None,
+) -> ProgressRecord:
+    """Builds a record from `Algorithm.train()`'s result.
+
+    `previous_env_steps` is the lifetime count after the previous iteration (or the checkpoint's,
+    for the first iteration of a resumed run) so that steps/s covers exactly this iteration.
+    `time_offset_s` is the training time of earlier attempts: RLlib restarts its clock on restore.
+    """
+    runners = result.get(KEY_ENV_RUNNERS) or {}
+    steps = _number(result.get(KEY_ENV_STEPS))
+    if steps is None:
+        steps = _number(runners.get(KEY_ENV_STEPS))
+    env_steps = int(steps or 0)
+    this_iter = _number(result.get(KEY_TIME_THIS_ITER)) or 0.0
+    rate = (env_steps - previous_env_steps) / this_iter if this_iter > 0 else 0.0
+    since_restore = _number(result.get(KEY_TIME_SINCE_RESTORE)) or 0.0
+    return ProgressRecord(
+        iteration=int(result.get(KEY_ITERATION, 0)),
+        episode_return_mean=_number(runners.get(KEY_RETURN_MEAN)),
+        env_steps=env_steps,
+        env_steps_per_second=max(0.0, rate),
+        time_total_s=time_offset_s + since_restore,
+        attempt=attempt,
+        timestamp=time.time() if now is None else now,
+    )
+
+
+def rfc3339(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def status_patch(record: ProgressRecord) -> dict[str, Any]:
+    """A JSON merge patch for the job's status subresource: only `status.progress`, camelCase.
+
+    Unknown figures are left out rather than sent as null, because null in a merge patch deletes the
+    field: a resumed run that has not finished an episode yet keeps showing the last known return.
+    """
+    progress = Progress(
+        attempt=record.attempt,
+        iteration=record.iteration,
+        episode_return_mean=_round(record.episode_return_mean, 4),
+        env_steps=record.env_steps,
+        env_steps_per_second=_round(record.env_steps_per_second, 1),
+        time_total_seconds=_round(record.time_total_s, 1),
+        last_checkpoint=record.checkpoint,
+        update_time=rfc3339(record.timestamp),
+    )
+    return {"status": {"progress": progress.wire()}}

@@ -1,0 +1,61 @@
+"""Built-in recipes: a name in `entrypoint.recipe` maps to a module here exposing `RECIPE`.
+
+A recipe parses its arguments without importing ray (so validation and unit tests stay fast) and
+builds an RLlib AlgorithmConfig only when the driver asks, sized by the driver's ResourcePlan.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from ...api.models import RECIPES
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+    from ..sizing import ResourcePlan
+
+
+class Recipe(Protocol):
+    """What the driver needs from a recipe."""
+
+    name: str
+    algorithm: str
+
+    def parse_args(self, args: Sequence[str]) -> argparse.Namespace:
+        """Parses `entrypoint.args`; raises ConfigError on a bad argument."""
+        ...
+
+    def preflight(self, options: argparse.Namespace) -> None:
+        """Checks what can be checked without Ray (e.g. the env id has a ROM); raises ConfigError."""
+        ...
+
+    def build_config(self, options: argparse.Namespace, plan: ResourcePlan) -> AlgorithmConfig:
+        """The RLlib config for this run."""
+        ...
+
+
+@dataclass(frozen=True)
+class RecipeRun:
+    """A recipe together with its parsed options: everything the driver needs to build and stop."""
+
+    recipe: Recipe
+    options: argparse.Namespace
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ConfigError(f"spec.entrypoint.recipe: unknown recipe {name!r} (choose from {', '.join(RECIPES)})")
+    module = importlib.import_module(f"{__name__}.{name}")
+    recipe: Recipe = module.RECIPE
+    return recipe
+
+
+def prepare(name: str, args: Sequence[str]) -> RecipeRun:
+    """Parses the recipe's args: the single place both `rljob run` and the pod driver validate them."""
+    recipe = get_recipe(name)
+    return RecipeRun(recipe, recipe.parse_args(args))

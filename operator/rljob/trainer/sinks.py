@@ -1,0 +1,142 @@
+"""Where each iteration's progress goes: stdout, progress.jsonl, status.progress, Prometheus, TensorBoard.
+
+The training loop hands every record to every sink and shields itself from them: a sink that fails
+(full disk, API server down) logs a warning, and training goes on.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from .metrics import ProgressCollector
+from .progress import ProgressRecord
+from .status_reporter import StatusReporter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunHeader:
+    """What a run is about to do, for sinks that show it (the display)."""
+
+    job: str
+    recipe: str
+    algorithm: str
+    env_runners: int
+    stop: str
+    resumed_from: int | None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended: `exit_code` is the process's, `reason` a sentence for people."""
+
+    exit_code: int
+    reason: str
+    last: ProgressRecord | None = None
+    checkpoint: str | None = None
+
+
+class Sink:
+    """Receives the run's header, each record, and the outcome; all no-ops by default."""
+
+    def start(self, header: RunHeader) -> None:
+        return None
+
+    def record(self, record: ProgressRecord) -> None:
+        return None
+
+    def close(self, outcome: Outcome) -> None:
+        return None
+
+
+class JsonLinesSink(Sink):
+    """One JSON object per line: stdout in the pods (kubectl logs), progress.jsonl on disk."""
+
+    def __init__(self, stream: TextIO | None = None, path: Path | None = None) -> None:
+        self.stream = stream
+        self.path = path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+    def record(self, record: ProgressRecord) -> None:
+        line = record.json_line()
+        if self.stream is not None:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        if self.path is not None:
+            with self.path.open("a") as f:
+                f.write(line + "\n")
+
+
+class StatusSink(Sink):
+    def __init__(self, reporter: StatusReporter) -> None:
+        self.reporter = reporter
+
+    def record(self, record: ProgressRecord) -> None:
+        self.reporter.report(record)
+
+
+class MetricsSink(Sink):
+    def __init__(self, collector: ProgressCollector) -> None:
+        self.collector = collector
+
+    def record(self, record: ProgressRecord) -> None:
+        self.collector.update(record)
+
+
+class TensorBoardSink(Sink):
+    """Event files keyed by env steps, the x axis RL curves are compared on."""
+
+    def __init__(self, logdir: Path) -> None:
+        from tensorboardX import SummaryWriter
+
+        logdir.mkdir(parents=True, exist_ok=True)
+        self.writer: Any = SummaryWriter(logdir=str(logdir))
+
+    def record(self, record: ProgressRecord) -> None:
+        step = record.env_steps
+        if record.episode_return_mean is not None:
+            self.writer.add_scalar("rljob/episode_return_mean", record.episode_return_mean, step)
+        self.writer.add_scalar("rljob/env_steps_per_second", record.env_steps_per_second, step)
+        self.writer.add_scalar("rljob/training_iteration", record.iteration, step)
+        self.writer.add_scalar("rljob/time_total_s", record.time_total_s, step)
+        self.writer.flush()
+
+    def close(self, outcome: Outcome) -> None:
+        self.writer.close()
+
+
+class Sinks:
+    """Fans out to sinks; a failing sink is logged (once per kind of failure) and otherwise ignored."""
+
+    def __init__(self, sinks: list[Sink]) -> None:
+        self.sinks = sinks
+        self._warned: set[tuple[str, str]] = set()
+
+    def _each(self, method: str, arg: Any) -> None:
+        for sink in self.sinks:
+            try:
+                getattr(sink, method)(arg)
+            except Exception as exc:
+                key = (type(sink).__name__, type(exc).__name__)
+                if key not in self._warned:
+                    self._warned.add(key)
+                    log.warning("%s.%s failed (%s: %s); training goes on", key[0], method, key[1], exc)
+
+    def start(self, header: RunHeader) -> None:
+        self._each("start", header)
+
+    def record(self, record: ProgressRecord) -> None:
+        self._each("record", record)
+
+    def close(self, outcome: Outcome) -> None:
+        self._each("close", outcome)
+
+
+def stdout_json() -> JsonLinesSink:
+    return JsonLinesSink(stream=sys.stdout)

@@ -1,0 +1,86 @@
+"""How many env runners, learners and object-store bytes a run gets: pure arithmetic on resources.
+
+Kept apart from Ray so that the policy (one env runner per spare CPU, the learner on a GPU when there
+is one, a core left for the learner) is unit-tested and identical in the pods and in `rljob run`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..api.quantity import parse_quantity
+
+# Ray refuses an object store smaller than this.
+MIN_OBJECT_STORE_BYTES = 75 * 1024 * 1024
+# Share of /dev/shm given to Ray's object store: the rest stays for torch and NCCL, which use it too.
+OBJECT_STORE_SHM_FRACTION = 0.7
+
+
+@dataclass(frozen=True)
+class ResourcePlan:
+    """Sizing decisions for one run; `notes` explain any adjustment to the user."""
+
+    num_env_runners: int
+    cpus_per_env_runner: float
+    num_learners: int
+    gpus_per_learner: int
+    notes: tuple[str, ...] = field(default=())
+
+
+def plan_resources(
+    cluster_cpus: float, cluster_gpus: float, requested_env_runners: int | None, aggregators: int = 0
+) -> ResourcePlan:
+    """One env runner per CPU left after the learner (and aggregators); fractional CPUs if asked for more.
+
+    Ray would otherwise leave env runners that do not fit pending forever, and the run would hang
+    instead of running slower; a note says so.
+    """
+    gpus = int(cluster_gpus)
+    num_learners = max(1, gpus)
+    learner_cpus = 0 if gpus else num_learners  # Ray's accounting: a GPU learner asks for 0 CPUs
+    # Physically a GPU learner still needs a core to feed the GPU, so the default keeps one back.
+    default = max(1, math.floor(cluster_cpus) - max(learner_cpus, 1) - aggregators)
+    notes: list[str] = []
+    runners = default if requested_env_runners is None else requested_env_runners
+    spare = max(0.0, cluster_cpus - learner_cpus - aggregators)
+    cpus_each = 1.0
+    if runners > 0 and runners > spare:
+        cpus_each = math.floor(spare / runners * 100) / 100
+        notes.append(
+            f"{runners} env runners share {spare:g} spare CPUs ({cpus_each:g} CPU each); "
+            "they will run, but slower than with one CPU each"
+        )
+    return ResourcePlan(runners, cpus_each, num_learners, 1 if gpus else 0, tuple(notes))
+
+
+def default_aggregators(algorithm: str, cluster_gpus: float) -> int:
+    """APPO/IMPALA on a GPU learner: two aggregator actors build train batches off the learner's process.
+
+    On a CPU learner they would only take cores away from the env runners.
+    """
+    return 2 if cluster_gpus >= 1 and algorithm in ("APPO", "IMPALA") else 0
+
+
+def local_env_runners(replicas: int, worker_cpu: str, head_cpu: str, cores: int) -> tuple[int, str | None]:
+    """Maps the manifest's worker pods onto this machine: replicas x worker CPUs, capped by local cores.
+
+    One core is kept for the learner; the returned note (if any) tells the user about the cap.
+    """
+    if replicas > 0:
+        wanted = replicas * max(1, math.floor(parse_quantity(worker_cpu)))
+        source = f"workers.replicas={replicas} x cpu={worker_cpu}"
+    else:
+        wanted = max(1, math.floor(parse_quantity(head_cpu)) - 1)
+        source = f"head.cpu={head_cpu} minus one for the learner (workers.replicas=0)"
+    cap = max(1, cores - 1)
+    if wanted > cap:
+        return cap, (
+            f"note: the job asks for {wanted} env runners ({source}); this machine has {cores} cores, "
+            f"so {cap} run here (one core is kept for the learner)"
+        )
+    return wanted, None
+
+
+def object_store_bytes(shm_bytes: int) -> int:
+    """Ray's object store lives in /dev/shm, so it must fit there with room to spare."""
+    return max(MIN_OBJECT_STORE_BYTES, int(shm_bytes * OBJECT_STORE_SHM_FRACTION))

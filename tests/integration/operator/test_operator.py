@@ -1,0 +1,419 @@
+"""The operator against a real API server: kube-apiserver + controller manager (garbage collector,
+StatefulSets) + scheduler + kwok nodes, with the operator running as `rljob operator`."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tests.jobs import ROOT, minimal_job
+
+from rljob import resources
+from rljob.api import constants as c
+from rljob.api import load_job_file, parse_job
+from rljob.testing.controlplane import ControlPlane, KubectlError, wait_for
+from rljob.testing.operatorproc import OperatorProcess
+
+CHILD_KINDS = "pods,statefulsets,services,networkpolicies,serviceaccounts,roles,rolebindings,persistentvolumeclaims"
+
+
+def small_job(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    body = minimal_job(
+        name,
+        **{
+            "workers": {"replicas": 2, "cpu": "1", "memory": "2Gi", "shmSize": "512Mi"},
+            "head": {"cpu": "1", "memory": "2Gi", "shmSize": "512Mi"},
+            **spec,
+        },
+    )
+    body["metadata"]["namespace"] = namespace
+    return body
+
+
+def get_job(cp: ControlPlane, ns: str, name: str) -> dict[str, Any]:
+    return cp.get_json("rltj", name, "-n", ns)
+
+
+def status(cp: ControlPlane, ns: str, name: str) -> dict[str, Any]:
+    return get_job(cp, ns, name).get("status") or {}
+
+
+def wait_phase(cp: ControlPlane, ns: str, name: str, phase: str, timeout: float = 60, reason: str | None = None) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        st = status(cp, ns, name)
+        if st.get("phase") == phase and (reason is None or st.get("reason") == reason):
+            return st
+        return None
+
+    try:
+        return wait_for(check, timeout=timeout, interval=0.3, description=f"{ns}/{name} phase {phase} {reason or ''}")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; status now: {json.dumps(status(cp, ns, name), indent=1)}") from None
+
+
+def children(cp: ControlPlane, ns: str, name: str) -> list[dict[str, Any]]:
+    return cp.get_json(CHILD_KINDS, "-n", ns, "-l", f"{c.LABEL_JOB}={name}")["items"]
+
+
+def child_names(cp: ControlPlane, ns: str, name: str) -> set[str]:
+    return {f"{o['kind']}/{o['metadata']['name']}" for o in children(cp, ns, name)}
+
+
+def expected_names(body: dict[str, Any], attempt: int = 1) -> set[str]:
+    """What the operator creates, plus the worker pods the StatefulSet makes (they carry the job label too)."""
+    job = parse_job(body)
+    names = {f"{o['kind']}/{o['metadata']['name']}" for o in resources.build(job, resources.BuildContext(), attempt)}
+    return names | {f"Pod/{job.name}-workers-{i}" for i in range(job.spec.workers.replicas)}
+
+
+def pod_names(cp: ControlPlane, ns: str, name: str) -> set[str]:
+    pods = cp.get_json("pods", "-n", ns, "-l", f"{c.LABEL_JOB}={name}")["items"]
+    return {p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")}
+
+
+def events(cp: ControlPlane, ns: str, name: str) -> list[str]:
+    items = cp.get_json("events", "-n", ns, "--field-selector", f"involvedObject.name={name}")["items"]
+    return [e["reason"] for e in sorted(items, key=lambda e: e.get("lastTimestamp") or "")]
+
+
+def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(cond for cond in st["conditions"] if cond["type"] == type_)
+
+
+def run_to(cp: ControlPlane, ns: str, body: dict[str, Any], phase: str = "Running", timeout: float = 60) -> dict[str, Any]:
+    cp.apply(body)
+    return wait_phase(cp, ns, body["metadata"]["name"], phase, timeout)
+
+
+# ── examples ─────────────────────────────────────────────────────────────────────────────────────────
+
+EXAMPLES = sorted(p for p in (ROOT / "examples").rglob("*.yaml") if "kind: RLTrainingJob" in p.read_text())
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[str(p.relative_to(ROOT / "examples")) for p in EXAMPLES])
+def test_each_example_creates_exactly_its_children(
+    control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str, path: Path
+) -> None:
+    cp = control_plane
+    body = load_job_file(path).model_dump(by_alias=True, exclude_none=True, mode="json")
+    name = body["metadata"]["name"]
+    cp.kubectl("apply", "-n", namespace, "-f", str(path))
+    expected = expected_names({**body, "metadata": {**body["metadata"], "namespace": namespace}})
+    wait_for(lambda: expected <= child_names(cp, namespace, name), timeout=30, description=f"children of {name}")
+    time.sleep(1)
+    assert child_names(cp, namespace, name) == expected
+    uid = get_job(cp, namespace, name)["metadata"]["uid"]
+    for obj in children(cp, namespace, name):
+        owners = obj["metadata"].get("ownerReferences", [])
+        if obj["kind"] == "Pod" and obj["metadata"]["name"].startswith(f"{name}-workers-"):
+            assert owners[0]["kind"] == "StatefulSet"  # worker pods belong to their StatefulSet
+            continue
+        assert [(o["kind"], o["uid"], o["controller"]) for o in owners] == [(c.KIND, uid, True)], obj["metadata"]["name"]
+        labels = obj["metadata"]["labels"]
+        assert labels[c.LABEL_APP_MANAGED_BY] == c.MANAGED_BY and labels[c.LABEL_APP_INSTANCE] == name
+    wide = cp.kubectl("get", "rltj", name, "-n", namespace, "-o", "wide").stdout
+    header = wide.splitlines()[0].split()
+    assert header == ["NAME", "PHASE", "WORKERS", "ITERATION", "REWARD", "AGE", "REASON", "EXPERIMENT", "STARTED"]
+
+
+# ── life cycle ───────────────────────────────────────────────────────────────────────────────────────
+
+
+def test_success_path(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
+    cp = control_plane
+    st = run_to(cp, namespace, small_job("ok", namespace))
+    assert st["workers"] == "2/2" and st["attempts"] == 1 and st["headPod"] == "ok-head-1"
+    assert condition(st, "ClusterReady")["status"] == "True"
+    assert condition(st, "ClusterReady")["observedGeneration"] == 1
+    cp.set_pod_phase(namespace, "ok-head-1", "Succeeded", exit_code=0)
+    st = wait_phase(cp, namespace, "ok", "Succeeded", 30)
+    assert condition(st, "Complete")["status"] == "True" and st["completionTime"]
+    wait_for(
+        lambda: not any(n.startswith("ok-workers-") for n in pod_names(cp, namespace, "ok")), timeout=30, description="workers removed"
+    )
+    assert "StatefulSet/ok-workers" not in child_names(cp, namespace, "ok")
+    assert "Pod/ok-head-1" in child_names(cp, namespace, "ok")  # kept: its log is the run's record
+    wait_for(
+        lambda: {"Accepted", "ClusterStarting", "ClusterReady", "Succeeded"} <= set(events(cp, namespace, "ok")),
+        timeout=10,
+        description="events for every transition",
+    )
+
+
+def test_failed_head_retries_then_exceeds_backoff(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
+    cp = control_plane
+    run_to(cp, namespace, small_job("retry", namespace, backoffLimit=1))
+    cp.set_pod_phase(namespace, "retry-head-1", "Failed", exit_code=1)
+    wait_for(lambda: status(cp, namespace, "retry").get("attempts") == 2, timeout=30, description="attempt 2")
+    st = wait_phase(cp, namespace, "retry", "Running", 30)
+    assert st["failedAttempts"] == 1 and st["headPod"] == "retry-head-2"
+    assert "AttemptFailed" in events(cp, namespace, "retry")
+    cp.set_pod_phase(namespace, "retry-head-2", "Failed", exit_code=1)
+    st = wait_phase(cp, namespace, "retry", "Failed", 30, reason="BackoffLimitExceeded")
+    assert st["lastExitCode"] == 1 and condition(st, "Failed")["status"] == "True"
+    assert pod_names(cp, namespace, "retry") >= {"retry-head-1", "retry-head-2"}
+
+
+def test_config_error_is_not_retried(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
+    cp = control_plane
+    run_to(cp, namespace, small_job("cfg", namespace, backoffLimit=3))
+    cp.set_pod_phase(namespace, "cfg-head-1", "Failed", exit_code=c.EXIT_CONFIG_ERROR)
+    st = wait_phase(cp, namespace, "cfg", "Failed", 30, reason="DriverFailed")
+    assert st["attempts"] == 1
+
+
+def test_unschedulable_workers_time_out(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
+    cp = control_plane
+    body = small_job(
+        "nogpu",
+        namespace,
+        clusterCoordinationTimeoutSeconds=8,
+        workers={"replicas": 2, "gpus": 16, "cpu": "1", "memory": "2Gi", "shmSize": "512Mi"},
+    )
+    started = time.monotonic()
+    cp.apply(body)
+    st = wait_phase(cp, namespace, "nogpu", "Failed", 40, reason="ClusterCoordinationTimeout")
+    elapsed = time.monotonic() - started
+    assert 8 <= elapsed <= 8 + 10, f"timed out after {elapsed:.1f}s for an 8s timeout"
+    assert "0/2 workers ready" in st["message"] and "nvidia.com/gpu" in st["message"]
+    wait_for(lambda: not pod_names(cp, namespace, "nogpu"), timeout=30, description="pods removed")
+
+
+def test_max_run_duration_cuts_off(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
+    cp = control_plane
+    started = time.monotonic()
+    run_to(cp, namespace, small_job("short", namespace, maxRunDurationSeconds=8))
+    wait_phase(cp, namespace, "short", "Failed", 30, reason="DeadlineExceeded")
+    assert time.monotonic() - started <= 8 + 10
+    wait_for(lambda: not pod_names(cp, namespace, "short"), timeout=30, description="pods removed")
+
+
+def test_deleting_the_job_deletes_everything(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
+    cp = control_plane
+    body = small_job("gone", namespace, checkpoint={"size": "1Gi"})  # no provisioner here: the claim stays Pending
+    cp.apply(body)
+    wait_for(lambda: expected_names(body) <= child_names(cp, namespace, "gone"), timeout=30, description="children")
+    cp.kubectl("delete", "rltj", "gone", "-n", namespace, "--wait=true", "--timeout=30s")
+    wait_for(lambda: not children(cp, namespace, "gone"), timeout=60, description="garbage collection")
+
+
+def test_suspend_and_resume(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
+    cp = control_plane
+    run_to(cp, namespace, small_job("nap", namespace))
+    cp.kubectl("patch", "rltj", "nap", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    st = wait_phase(cp, namespace, "nap", "Suspended", 30)
+    assert condition(st, "Suspended")["status"] == "True"
+    wait_for(lambda: not pod_names(cp, namespace, "nap"), timeout=30, description="pods removed while suspended")
+    assert "Service/nap-head" in child_names(cp, namespace, "nap")
+    cp.kubectl("patch", "rltj", "nap", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    st = wait_phase(cp, namespace, "nap", "Running", 40)
+    assert st["attempts"] == 2 and condition(st, "Suspended")["status"] == "False"
+
+
+def test_created_suspended_then_started(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
+    cp = control_plane
+    cp.apply(small_job("later", namespace, suspend=True))
+    wait_phase(cp, namespace, "later", "Suspended", 30)
+    assert not pod_names(cp, namespace, "later")
+    cp.kubectl("patch", "rltj", "later", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    wait_phase(cp, namespace, "later", "Running", 40)
+
+
+def test_worker_scale_follows_spec(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
+    cp = control_plane
+    run_to(cp, namespace, small_job("grow", namespace))
+    cp.kubectl("patch", "rltj", "grow", "-n", namespace, "--type=merge", "-p", '{"spec":{"workers":{"replicas":3}}}')
+    wait_for(lambda: status(cp, namespace, "grow").get("workers") == "3/3", timeout=40, description="3/3 workers")
+
+
+def test_ttl_deletes_finished_job(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
+    cp = control_plane
+    run_to(cp, namespace, small_job("ttl", namespace, ttlSecondsAfterFinished=3))
+    cp.set_pod_phase(namespace, "ttl-head-1", "Succeeded", exit_code=0)
+    wait_phase(cp, namespace, "ttl", "Succeeded", 30)
+    wait_for(lambda: cp.kubectl("get", "rltj", "ttl", "-n", namespace, check=False).returncode != 0, timeout=30, description="TTL deletion")
+
+
+# ── the driver's identity ────────────────────────────────────────────────────────────────────────────
+
+
+def test_progress_reporting_is_scoped_to_its_own_job(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
+    cp = control_plane
+    run_to(cp, namespace, small_job("mine", namespace))
+    run_to(cp, namespace, small_job("theirs", namespace))
+    who = f"system:serviceaccount:{namespace}:mine-driver"
+    progress = {"status": {"progress": {"iteration": 7, "episodeReturnMean": -12.5, "envSteps": 70000}}}
+    cp.kubectl("patch", "rltj", "mine", "-n", namespace, "--as", who, "--subresource=status", "--type=merge", "-p", json.dumps(progress))
+    table = cp.kubectl("get", "rltj", "mine", "-n", namespace).stdout.splitlines()
+    row = dict(zip(table[0].split(), table[1].split(), strict=False))
+    assert row["ITERATION"] == "7" and row["REWARD"] == "-12.5"
+    for args in (["rltj", "theirs", "--subresource=status"], ["rltj", "mine"]):
+        with pytest.raises(KubectlError, match="(?i)forbidden"):
+            cp.kubectl("patch", *args, "-n", namespace, "--as", who, "--type=merge", "-p", json.dumps(progress))
+    # The operator's later status writes keep the driver's progress.
+    cp.kubectl("patch", "rltj", "mine", "-n", namespace, "--type=merge", "-p", '{"spec":{"workers":{"replicas":1}}}')
+    wait_for(lambda: status(cp, namespace, "mine").get("workers") == "1/1", timeout=30, description="rescaled")
+    assert status(cp, namespace, "mine")["progress"]["iteration"] == 7
+
+
+# ── robustness ───────────────────────────────────────────────────────────────────────────────────────
+
+
+def test_operator_killed_at_random_points(control_plane: ControlPlane, operator: OperatorProcess, namespace: str) -> None:
+    """SIGKILL the operator through a job's life: no duplicate children, the same final state."""
+    cp = control_plane
+    rng = random.Random(7)
+    if not operator.alive():
+        operator.start()
+    cp.apply(small_job("chaos", namespace, backoffLimit=1))
+    for _ in range(3):
+        time.sleep(rng.uniform(0.0, 1.5))
+        operator.kill()
+        operator.start()
+    wait_phase(cp, namespace, "chaos", "Running", 60)
+    cp.set_pod_phase(namespace, "chaos-head-1", "Failed", exit_code=1)
+    time.sleep(rng.uniform(0.0, 0.5))
+    operator.kill()
+    operator.start()
+    st = wait_phase(cp, namespace, "chaos", "Running", 60)
+    assert st["attempts"] == 2
+    cp.set_pod_phase(namespace, "chaos-head-2", "Succeeded", exit_code=0)
+    operator.kill()
+    operator.start()
+    st = wait_phase(cp, namespace, "chaos", "Succeeded", 60)
+    assert pod_names(cp, namespace, "chaos") == {"chaos-head-1", "chaos-head-2"}
+    heads = [o for o in children(cp, namespace, "chaos") if o["kind"] == "Pod"]
+    assert len(heads) == 2 and st["attempts"] == 2 and st["failedAttempts"] == 1
+
+
+def test_job_created_while_operator_is_down(control_plane: ControlPlane, operator: OperatorProcess, namespace: str) -> None:
+    cp = control_plane
+    operator.stop()
+    cp.apply(small_job("offline", namespace))
+    operator.start()
+    wait_phase(cp, namespace, "offline", "Running", 60)
+
+
+# ── bad input never reaches the operator ─────────────────────────────────────────────────────────────
+
+
+def _variant(path: str, value: Any) -> dict[str, Any]:
+    body = minimal_job("bad")
+    node = body
+    keys = path.split(".")
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    if value is _DELETE:
+        node.pop(keys[-1], None)
+    else:
+        node[keys[-1]] = value
+    return body
+
+
+_DELETE = object()
+INVALID = [
+    ("spec.entrypoint", _DELETE, "entrypoint"),
+    ("spec.entrypoint", {"recipe": "pong", "script": "x.py"}, "exactly one of recipe or script"),
+    ("spec.entrypoint", {"args": ["a"]}, "exactly one of recipe or script"),
+    ("spec.entrypoint.recipe", "breakout", "spec.entrypoint.recipe"),
+    ("spec.entrypoint.recipe", 7, "spec.entrypoint.recipe"),
+    ("spec.entrypoint.args", "not-a-list", "spec.entrypoint.args"),
+    ("spec.head.gpus", -1, "spec.head.gpus"),
+    ("spec.head.gpus", 1000, "spec.head.gpus"),
+    ("spec.head.gpus", "two", "spec.head.gpus"),
+    ("spec.head.cpu", "lots", "spec.head.cpu"),
+    ("spec.head.memory", "8GB", "spec.head.memory"),
+    ("spec.head.shmSize", "64Gi", "shmSize must be less than memory"),
+    ("spec.workers.replicas", -1, "spec.workers.replicas"),
+    ("spec.workers.replicas", 100000, "spec.workers.replicas"),
+    ("spec.workers.tolerations", [{"operator": "Maybe"}], "spec.workers.tolerations[0].operator"),
+    ("spec.clusterCoordinationTimeoutSeconds", 0, "spec.clusterCoordinationTimeoutSeconds"),
+    ("spec.clusterCoordinationTimeoutSeconds", -30, "spec.clusterCoordinationTimeoutSeconds"),
+    ("spec.maxRunDurationSeconds", 0, "spec.maxRunDurationSeconds"),
+    ("spec.maxRunDurationSeconds", "1h", "spec.maxRunDurationSeconds"),
+    ("spec.backoffLimit", -1, "spec.backoffLimit"),
+    ("spec.ttlSecondsAfterFinished", -5, "spec.ttlSecondsAfterFinished"),
+    ("spec.suspend", "yes", "spec.suspend"),
+    ("spec.experiment", "spaces are bad", "spec.experiment"),
+    ("spec.imagePullPolicy", "Sometimes", "spec.imagePullPolicy"),
+    ("spec.network.egress", [{"cidr": "10.0.0.0/33"}], "spec.network.egress[0].cidr"),
+    ("spec.network.egress", [{"cidr": "not-a-cidr"}], "spec.network.egress[0].cidr"),
+    ("spec.network.egress", [{"cidr": "10.0.0.0/8", "ports": [{"port": 0}]}], "spec.network.egress[0].ports[0].port"),
+    ("spec.pipPackages", ["numpy"], "spec.pipPackages"),
+    ("spec.stop", {"iterations": "many"}, "spec.stop.iterations"),
+    ("spec.checkpoint", {"claimName": "a", "size": "1Gi"}, "claimName"),
+    ("spec.checkpoint", {"everyIterations": 0}, "spec.checkpoint.everyIterations"),
+    ("spec.env", [{"name": "RLJOB_SPEC", "value": "x"}], "spec.env[0].name"),
+    ("spec.bogus", 1, "bogus"),
+    ("spec.head.bogus", 1, "bogus"),
+    ("metadata.name", "a" * 41, "metadata.name"),
+    ("metadata.name", "9lives", "metadata.name"),
+]
+
+
+def test_invalid_manifests_are_rejected_by_the_api_server(
+    control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str
+) -> None:
+    cp = control_plane
+    assert len(INVALID) >= 30
+    failures = []
+    for path, value, fragment in INVALID:
+        body = _variant(path, value)
+        body["metadata"]["namespace"] = namespace
+        result = cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(body), check=False)
+        if result.returncode == 0:
+            failures.append(f"{path}={value!r}: accepted")
+        elif fragment.lower() not in (result.stderr or "").lower():
+            failures.append(f"{path}={value!r}: message lacks {fragment!r}: {result.stderr.strip()}")
+    assert not failures, "\n".join(failures)
+    assert cp.get_json("rltj", "-n", namespace)["items"] == []
+    assert cp.get_json("pods", "-n", namespace)["items"] == []
+    run_to(cp, namespace, small_job("fine", namespace))  # the operator keeps working
+
+
+# ── scale: 50 jobs at once ───────────────────────────────────────────────────────────────────────────
+
+
+def test_fifty_jobs_applied_at_once(
+    control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str, record_property: Any
+) -> None:
+    cp = control_plane
+    n = 50
+    bodies = [
+        small_job(
+            f"many-{i}",
+            namespace,
+            workers={"replicas": 1, "cpu": "100m", "memory": "256Mi", "shmSize": "64Mi"},
+            head={"cpu": "100m", "memory": "256Mi", "shmSize": "64Mi"},
+        )
+        for i in range(n)
+    ]
+    expected = {b["metadata"]["name"]: expected_names(b) for b in bodies}
+    applied = time.monotonic()
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(bodies))
+    done: dict[str, float] = {}
+    deadline = applied + 180
+    while len(done) < n and time.monotonic() < deadline:
+        items = cp.get_json(CHILD_KINDS, "-n", namespace)["items"]
+        seen: dict[str, set[str]] = {}
+        for o in items:
+            job = o["metadata"].get("labels", {}).get(c.LABEL_JOB)
+            if job:
+                seen.setdefault(job, set()).add(f"{o['kind']}/{o['metadata']['name']}")
+        now = time.monotonic()
+        for job, names in expected.items():
+            if job not in done and names <= seen.get(job, set()):
+                done[job] = now - applied
+        time.sleep(0.25)
+    assert len(done) == n, f"only {len(done)}/{n} jobs got all children within 180s"
+    times = sorted(done.values())
+    median, worst = times[n // 2], times[-1]
+    record_property("apply_to_children_median_s", round(median, 2))
+    record_property("apply_to_children_worst_s", round(worst, 2))
+    print(f"\n50 jobs: apply → all children created: median {median:.2f}s, worst {worst:.2f}s")
+    assert worst < 60
