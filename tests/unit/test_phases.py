@@ -153,7 +153,8 @@ def test_coordination_timeout_names_what_is_missing() -> None:
     early = step(job(status, clusterCoordinationTimeoutSeconds=60), obs, T0 + timedelta(seconds=30))
     assert merged(early, status)["phase"] == "Initializing" and early.requeue_after == 30
     # Timestamps are truncated to the second: the deadline counts from the end of the recorded one.
-    assert merged(step(job(status, clusterCoordinationTimeoutSeconds=60), obs, T0 + timedelta(seconds=60.5)), status)["phase"] == "Initializing"
+    almost = step(job(status, clusterCoordinationTimeoutSeconds=60), obs, T0 + timedelta(seconds=60.5))
+    assert merged(almost, status)["phase"] == "Initializing"
     d = step(job(status, clusterCoordinationTimeoutSeconds=60), obs, T0 + timedelta(seconds=61))
     s = merged(d, status)
     assert s["phase"] == "Failed" and s["reason"] == "ClusterCoordinationTimeout"

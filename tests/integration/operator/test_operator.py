@@ -253,7 +253,7 @@ def test_progress_reporting_is_scoped_to_its_own_job(control_plane: ControlPlane
     row = dict(zip(table[0].split(), table[1].split(), strict=False))
     assert row["ITERATION"] == "7" and row["REWARD"] == "-12.5"
     for args in (["rltj", "theirs", "--subresource=status"], ["rltj", "mine"]):
-        with pytest.raises(KubectlError, match="(?i)forbidden"):
+        with pytest.raises(KubectlError, match=r"(?i)forbidden"):
             cp.kubectl("patch", *args, "-n", namespace, "--as", who, "--type=merge", "-p", json.dumps(progress))
     # The operator's later status writes keep the driver's progress.
     cp.kubectl("patch", "rltj", "mine", "-n", namespace, "--type=merge", "-p", '{"spec":{"workers":{"replicas":1}}}')
