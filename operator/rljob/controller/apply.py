@@ -1,6 +1,7 @@
 """Carries out a Decision with API calls, and nothing else: every choice was made in phases.step."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 from typing import Any
@@ -30,9 +31,11 @@ async def apply(
     problems: list[str] = []
 
     if decision.ensure_children:
-        children = [*resources.static_children(job, ctx), resources.workers_statefulset(job, ctx)]
-        for obj in children:
-            problems += await _create(kube, obj)
+        # Independent of each other, so created concurrently; all of them before any pod exists,
+        # so no pod ever runs without its NetworkPolicies or its ServiceAccount.
+        for found in await asyncio.gather(*(_create(kube, obj) for obj in resources.static_children(job, ctx))):
+            problems += found
+        problems += await _create(kube, resources.workers_statefulset(job, ctx))
     if decision.create_head is not None:
         current = {**(body.get("status") or {}), **(status or {})}
         pod = resources.head_pod(job, ctx, decision.create_head, _coordination_deadline(job, current))

@@ -379,41 +379,43 @@ def test_invalid_manifests_are_rejected_by_the_api_server(
 # ── scale: 50 jobs at once ───────────────────────────────────────────────────────────────────────────
 
 
-def test_fifty_jobs_applied_at_once(
-    control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str, record_property: Any
-) -> None:
+def test_fifty_jobs_applied_at_once(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str,
+                                    record_property: Any) -> None:
+    """Latency per job from its creation to its last child's creation, by the API server's clock.
+
+    `kubectl apply` of 50 objects is itself serial (seconds), so the time is measured per job from
+    server timestamps (one-second resolution), not from when the test started applying.
+    """
     cp = control_plane
     n = 50
-    bodies = [
-        small_job(
-            f"many-{i}",
-            namespace,
-            workers={"replicas": 1, "cpu": "100m", "memory": "256Mi", "shmSize": "64Mi"},
-            head={"cpu": "100m", "memory": "256Mi", "shmSize": "64Mi"},
-        )
-        for i in range(n)
-    ]
+    tiny = {"cpu": "100m", "memory": "256Mi", "shmSize": "64Mi"}
+    bodies = [small_job(f"many-{i}", namespace, workers={"replicas": 1, **tiny}, head=tiny) for i in range(n)]
     expected = {b["metadata"]["name"]: expected_names(b) for b in bodies}
-    applied = time.monotonic()
-    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(bodies))
-    done: dict[str, float] = {}
-    deadline = applied + 180
-    while len(done) < n and time.monotonic() < deadline:
-        items = cp.get_json(CHILD_KINDS, "-n", namespace)["items"]
-        seen: dict[str, set[str]] = {}
-        for o in items:
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(bodies), timeout=120)
+
+    def all_created() -> dict[str, list[dict[str, Any]]] | None:
+        by_job: dict[str, list[dict[str, Any]]] = {}
+        for o in cp.get_json(CHILD_KINDS, "-n", namespace)["items"]:
             job = o["metadata"].get("labels", {}).get(c.LABEL_JOB)
             if job:
-                seen.setdefault(job, set()).add(f"{o['kind']}/{o['metadata']['name']}")
-        now = time.monotonic()
-        for job, names in expected.items():
-            if job not in done and names <= seen.get(job, set()):
-                done[job] = now - applied
-        time.sleep(0.25)
-    assert len(done) == n, f"only {len(done)}/{n} jobs got all children within 180s"
-    times = sorted(done.values())
-    median, worst = times[n // 2], times[-1]
-    record_property("apply_to_children_median_s", round(median, 2))
-    record_property("apply_to_children_worst_s", round(worst, 2))
-    print(f"\n50 jobs: apply → all children created: median {median:.2f}s, worst {worst:.2f}s")
-    assert worst < 60
+                by_job.setdefault(job, []).append(o)
+        ok = all(names <= {f"{o['kind']}/{o['metadata']['name']}" for o in by_job.get(job, [])} for job, names in expected.items())
+        return by_job if ok else None
+
+    by_job = wait_for(all_created, timeout=180, interval=1.0, description="children of 50 jobs")
+    created = {j["metadata"]["name"]: _time(j["metadata"]["creationTimestamp"]) for j in cp.get_json("rltj", "-n", namespace)["items"]}
+    def owned(o: dict[str, Any]) -> bool:  # the operator's own children; worker pods are the StatefulSet controller's
+        return any(ref["kind"] == c.KIND for ref in o["metadata"].get("ownerReferences", []))
+
+    latencies = sorted(max(_time(o["metadata"]["creationTimestamp"]) for o in by_job[job] if owned(o)) - created[job] for job in expected)
+    median, worst = latencies[n // 2], latencies[-1]
+    record_property("apply_to_children_median_s", median)
+    record_property("apply_to_children_worst_s", worst)
+    print(f"\n50 jobs: creation → all operator-made children (server clock, 1s resolution): median {median:.0f}s, worst {worst:.0f}s")
+    assert worst <= 5
+
+
+def _time(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
