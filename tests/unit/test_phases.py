@@ -242,3 +242,11 @@ def test_observations_from_raw_bodies() -> None:
     assert pending.reason == "Unschedulable" and Observed(pods=(pending,)).scheduling_problems() == ["w: no"]
     sts = observe_workers({"metadata": {"name": "x"}, "spec": {"replicas": 3}, "status": {"readyReplicas": 2}})
     assert (sts.exists, sts.replicas, sts.ready) == (True, 3, 2)
+
+
+def test_job_gets_its_experiment_label() -> None:
+    d = step(job(experiment="exp-b"), Observed(), T0)
+    assert d.job_labels == {"rljob.dev/experiment": "exp-b"}
+    labelled = minimal_job(experiment="exp-b")
+    labelled["metadata"]["labels"] = {"rljob.dev/experiment": "exp-b"}
+    assert step(parse_job(labelled), Observed(), T0).job_labels is None

@@ -91,3 +91,7 @@ MAX_JOB_NAME_LENGTH = 40
 
 # Exit code the driver uses for a configuration error: retrying cannot help.
 EXIT_CONFIG_ERROR = 2
+
+# `rljob submit` packs a nested or binary source directory into this one ConfigMap key (tar.gz);
+# the driver unpacks it into a writable directory before running the script.
+SOURCE_ARCHIVE_KEY = "rljob-source.tar.gz"

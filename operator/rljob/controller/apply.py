@@ -65,11 +65,18 @@ async def apply(
         new_body = await kube.patch_job_status(ns, job.name, status)
     for event in decision.events:
         await kube.event(new_body or body, event.type, event.reason, event.message)
+    if decision.job_labels:
+        labelled = await kube.merge_patch(object_path(c.API_VERSION, c.KIND, ns, job.name), {"metadata": {"labels": decision.job_labels}})
+        new_body = labelled if new_body is None or _rv(labelled) > _rv(new_body) else new_body
     if decision.delete_job:
         await kube.delete(c.API_VERSION, c.KIND, ns, job.name)
     if problems:
         raise ChildCreationFailed(status["message"])  # type: ignore[index]
     return new_body
+
+
+def _rv(body: dict[str, Any]) -> int:
+    return int(body.get("metadata", {}).get("resourceVersion") or 0)
 
 
 class ChildCreationFailed(Exception):

@@ -62,6 +62,7 @@ class Decision:
     scale_workers: int | None = None
     capture_log: str | None = None  # a finished head pod whose log tail to keep in status
     delete_job: bool = False
+    job_labels: dict[str, str] | None = None  # labels to merge into the job's own metadata
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
 
@@ -72,12 +73,17 @@ def step(job: RLTrainingJob, observed: Observed, now: datetime) -> Decision:
     phase = status.get("phase")
     machine = _Machine(job, observed, now, status)
     if phase is None:
-        return machine.new()
-    if phase in (SUCCEEDED, FAILED):
-        return machine.finished()
-    if phase == SUSPENDED:
-        return machine.suspended()
-    return machine.active()
+        decision = machine.new()
+    elif phase in (SUCCEEDED, FAILED):
+        decision = machine.finished()
+    elif phase == SUSPENDED:
+        decision = machine.suspended()
+    else:
+        decision = machine.active()
+    if job.metadata.labels.get(c.LABEL_EXPERIMENT) != job.spec.experiment and not decision.delete_job:
+        # So that `kubectl get rltj -l rljob.dev/experiment=NAME` finds the job itself, not only its children.
+        decision.job_labels = {c.LABEL_EXPERIMENT: job.spec.experiment}
+    return decision
 
 
 class _Machine:
