@@ -419,3 +419,18 @@ def _time(stamp: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def test_deleting_needs_no_operator(control_plane: ControlPlane, operator: OperatorProcess, namespace: str) -> None:
+    """No finalizer: with the operator down, the garbage collector alone removes the job's children."""
+    cp = control_plane
+    if not operator.alive():
+        operator.start()
+    run_to(cp, namespace, small_job("orphan", namespace))
+    assert not get_job(cp, namespace, "orphan")["metadata"].get("finalizers")
+    operator.stop()
+    try:
+        cp.kubectl("delete", "rltj", "orphan", "-n", namespace, "--wait=true", "--timeout=30s")
+        wait_for(lambda: not children(cp, namespace, "orphan"), timeout=60, description="garbage collection without the operator")
+    finally:
+        operator.start()
