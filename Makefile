@@ -24,6 +24,7 @@ lint: venv
 
 crd: venv
 	$(RLJOB) crd > crds/rltrainingjobs.rljob.dev.yaml
+	$(RLJOB) crd --reference > docs/spec-reference.md
 	@if [ -d charts/rljob/crds ]; then cp crds/rltrainingjobs.rljob.dev.yaml charts/rljob/crds/; fi
 
 unit: venv

@@ -70,3 +70,11 @@ def test_names_columns_and_status_subresource() -> None:
 def test_crd_yaml_parses() -> None:
     assert yaml.safe_load(crd_yaml())["kind"] == "CustomResourceDefinition"
     assert Path(CRD_FILE).exists()
+
+
+def test_spec_reference_is_up_to_date() -> None:
+    from rljob.api.reference import markdown
+
+    doc = ROOT / "docs" / "spec-reference.md"
+    assert doc.read_text() == markdown(), "docs/ is stale: run `make crd`"
+    assert "`spec.workers.replicas`" in doc.read_text()
