@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 
 from ..api import constants as c
 
@@ -25,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--health-port", type=int, default=8081, help="liveness endpoint port, 0 to disable (default %(default)s)")
     p.add_argument("--peering", default=None, metavar="NAME",
                    help="kopf peering name for several replicas (one is active); without it the operator runs standalone")
+    p.add_argument("--peering-priority", type=int, default=None, metavar="N",
+                   help="this replica's priority among peers; the highest is active (default: random, so replicas never tie)")
     p.add_argument("--concurrency", type=int, default=16, help="jobs reconciled at once (default %(default)s)")
     p.add_argument("--log-level", default=os.environ.get("RLJOB_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"], help="(default %(default)s)")
@@ -56,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         namespaces=args.namespace or [],
         standalone=args.peering is None,
         peering_name=args.peering,
+        # kopf pauses every operator that sees a peer of equal priority; random priorities break ties.
+        priority=args.peering_priority if args.peering_priority is not None else random.randint(1, 1_000_000),
         liveness_endpoint=liveness,
     )
     return 0

@@ -33,8 +33,13 @@ async def apply(
     if decision.ensure_children:
         # Independent of each other, so created concurrently; all of them before any pod exists,
         # so no pod ever runs without its NetworkPolicies or its ServiceAccount.
-        for found in await asyncio.gather(*(_create(kube, obj) for obj in resources.static_children(job, ctx))):
+        static = resources.static_children(job, ctx)
+        first = [o for o in static if o["kind"] != "RoleBinding"]
+        for found in await asyncio.gather(*(_create(kube, obj) for obj in first)):
             problems += found
+        # A RoleBinding is checked against its Role (no escalation): bind only once the Role exists.
+        for obj in (o for o in static if o["kind"] == "RoleBinding"):
+            problems += await _create(kube, obj)
         problems += await _create(kube, resources.workers_statefulset(job, ctx))
     if decision.create_head is not None:
         current = {**(body.get("status") or {}), **(status or {})}
@@ -83,16 +88,23 @@ class ChildCreationFailed(Exception):
     """Children could not be created; the reconciler retries with backoff."""
 
 
-async def _create(kube: Kube, obj: dict[str, Any]) -> list[str]:
-    try:
-        _, created = await kube.create(obj)
-        if created:
-            log.info("created %s %s/%s", obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
-        return []
-    except ApiException as exc:
-        if exc.status in (400, 403, 422):  # admission, quota, validation: report, do not crash
-            return [f"cannot create {obj['kind']} {obj['metadata']['name']}: {error_text(exc)}"]
-        raise
+async def _create(kube: Kube, obj: dict[str, Any], retries_on_404: int = 5) -> list[str]:
+    for attempt in range(retries_on_404 + 1):
+        try:
+            _, created = await kube.create(obj)
+            if created:
+                log.info("created %s %s/%s", obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+            return []
+        except ApiException as exc:
+            if exc.status == 404 and attempt < retries_on_404:
+                # What the object refers to was created a moment ago (a Role for its binding) and the
+                # API server's authorizer cache has not seen it yet.
+                await asyncio.sleep(0.2 * (attempt + 1))
+                continue
+            if exc.status in (400, 403, 404, 422):  # admission, quota, validation: report, do not crash
+                return [f"cannot create {obj['kind']} {obj['metadata']['name']}: {error_text(exc)}"]
+            raise
+    return []
 
 
 def _coordination_deadline(job: RLTrainingJob, status: dict[str, Any]) -> str:

@@ -2,7 +2,8 @@
 health, and each job's training progress as read from its status (the driver's own report).
 
 Gauges that describe current state are computed at scrape time from the reconciler's cache, so
-they can never drift from what `kubectl get rltj` shows.
+they can never drift from what `kubectl get rltj` shows. Per-job series are labelled `namespace` and
+`rltrainingjob`: `job` would collide with Prometheus' own scrape-job label.
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ CLUSTER_READY = Histogram(
     "rljob_cluster_ready_seconds", "Time from an attempt's start until its Ray cluster (head and all workers) was ready.",
     buckets=(1, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600),
 )
+
+JOB_LABELS = ["namespace", "rltrainingjob"]
 
 _seen_finished: set[Key] = set()
 _seen_ready: set[tuple[Key, str]] = set()
@@ -70,14 +73,14 @@ class JobsCollector(Collector):
         by_phase = GaugeMetricFamily("rljob_jobs", "RLTrainingJobs by phase.", labels=["phase"])
         counts = dict.fromkeys(PHASES, 0)
         per_job = {
-            "iteration": GaugeMetricFamily("rljob_job_training_iteration", "Training iterations done.", labels=["namespace", "job"]),
+            "iteration": GaugeMetricFamily("rljob_job_training_iteration", "Training iterations done.", labels=JOB_LABELS),
             "episodeReturnMean": GaugeMetricFamily(
-                "rljob_job_episode_return_mean", "Mean episode return reported by the driver.", labels=["namespace", "job"]),
-            "envSteps": GaugeMetricFamily("rljob_job_env_steps", "Environment steps sampled in total.", labels=["namespace", "job"]),
+                "rljob_job_episode_return_mean", "Mean episode return reported by the driver.", labels=JOB_LABELS),
+            "envSteps": GaugeMetricFamily("rljob_job_env_steps", "Environment steps sampled in total.", labels=JOB_LABELS),
             "envStepsPerSecond": GaugeMetricFamily(
-                "rljob_job_env_steps_per_second", "Sampling throughput over the last iteration.", labels=["namespace", "job"]),
+                "rljob_job_env_steps_per_second", "Sampling throughput over the last iteration.", labels=JOB_LABELS),
         }
-        ready_workers = GaugeMetricFamily("rljob_job_ready_workers", "Ready worker pods.", labels=["namespace", "job"])
+        ready_workers = GaugeMetricFamily("rljob_job_ready_workers", "Ready worker pods.", labels=JOB_LABELS)
         for (ns, name), body in jobs:
             status = body.get("status") or {}
             phase = status.get("phase") or "Pending"

@@ -56,6 +56,7 @@ import yaml
 
 __all__ = [
     "BINARIES",
+    "DEFAULT_AUDIT_POLICY",
     "GPU_RESOURCE",
     "K8S_VERSION",
     "KWOK_NODE_ANNOTATION",
@@ -92,6 +93,16 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 #: price: EndpointSlices/Endpoints reject loopback addresses, so Services get no endpoints.
 DEFAULT_POD_CIDR = "127.244.0.0/16"
 LOCALHOST = "127.0.0.1"
+
+#: The audit policy used with ``ControlPlane(audit_log=True)`` when none is given: every request, metadata only
+#: (who, verb, resource, subresource, namespace, name, response code), from the moment the response starts (so
+#: long-running watches are seen when they open, not only when they end).
+DEFAULT_AUDIT_POLICY: dict[str, Any] = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata"}],
+}
 
 STAGES_DIR = Path(__file__).resolve().parent / "kwok"
 STAGE_FILES = ("node-stages.yaml", "pod-stages.yaml")
@@ -413,6 +424,9 @@ class ControlPlane:
         pod_cidr: str = DEFAULT_POD_CIDR,
         start_timeout: float = 120.0,
         die_with_parent: bool = True,
+        apiserver_address: str = LOCALHOST,
+        audit_log: bool = False,
+        audit_policy: Mapping[str, Any] | None = None,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self._bin_dir_arg = bin_dir
@@ -426,10 +440,20 @@ class ControlPlane:
         self.pod_cidr = pod_cidr
         self.start_timeout = start_timeout
         self.die_with_parent = die_with_parent
+        #: Where kube-apiserver listens, advertises itself and is reached. The default, 127.0.0.1, keeps everything
+        #: on loopback (the kubernetes Service then has no endpoints). Another address (the e2e tests use one inside a
+        #: network namespace they create, shared with a real kubelet and its pods) makes the ``kubernetes`` Service
+        #: point at it, so pods reach the API server; the other components stay on 127.0.0.1.
+        self.apiserver_address = apiserver_address
+        #: with ``audit_log``, kube-apiserver writes an audit log (JSON lines) to :attr:`audit_log_path`, following
+        #: ``audit_policy`` (default :data:`DEFAULT_AUDIT_POLICY`); read it with :meth:`audit_events`.
+        self.audit_log = audit_log or audit_policy is not None
+        self.audit_policy = dict(audit_policy) if audit_policy is not None else DEFAULT_AUDIT_POLICY
 
         self.logs_dir = self.workdir / "logs"
         self.pki_dir = self.workdir / "pki"
         self.kubeconfig = self.workdir / "kubeconfig"  # admin
+        self.audit_log_path = self.logs_dir / "audit.log"
         self.server = ""
         self.ports: dict[str, int] = {}
         #: seconds spent in each start-up phase, and in all (``total``)
@@ -564,6 +588,25 @@ class ControlPlane:
         ns = ["-n", namespace] if namespace else []
         return self.kubectl("create", *ns, "-f", "-", input=manifest).stdout
 
+    def audit_events(self, user: str | None = None) -> list[dict[str, Any]]:
+        """The audit log's events so far (``audit.k8s.io/v1`` Event objects, oldest first), only those of ``user``
+        (e.g. ``system:serviceaccount:NS:NAME``) if given. Needs ``audit_log=True``."""
+        if not self.audit_log:
+            raise ControlPlaneError("this control plane keeps no audit log: start it with ControlPlane(..., audit_log=True)")
+        events = []
+        try:
+            with open(self.audit_log_path, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        event = json.loads(line)
+                    except ValueError:  # the line being written right now
+                        continue
+                    if user is None or (event.get("user") or {}).get("username") == user:
+                        events.append(event)
+        except FileNotFoundError:
+            pass
+        return events
+
     def raw(self, path: str) -> Any:
         """GET an API path (e.g. ``/version``) as admin; parsed JSON."""
         return json.loads(self.kubectl("get", "--raw", path).stdout)
@@ -641,7 +684,7 @@ class ControlPlane:
             d.mkdir(parents=True, exist_ok=True)
         for name in ("etcd", "apiserver", "controller-manager", "scheduler", "kwok", "kwok-server"):
             self.ports[name] = _free_port()
-        self.server = f"https://{LOCALHOST}:{self.ports['apiserver']}"
+        self.server = f"https://{self.apiserver_address}:{self.ports['apiserver']}"
 
         pki = _PKI(self.pki_dir)
         pki.make_ca()
@@ -661,7 +704,7 @@ class ControlPlane:
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
             ],
-            ips=[LOCALHOST, "10.96.0.1"],
+            ips=sorted({LOCALHOST, self.apiserver_address, "10.96.0.1"}),
         )
         # The aggregation layer's front proxy (request-header authentication), with a CA of its own as kubeadm
         # does; without it every component logs errors about the missing requestheader CA.
@@ -771,8 +814,8 @@ class ControlPlane:
             [
                 self.bin("kube-apiserver"),
                 f"--etcd-servers=http://{LOCALHOST}:{self.ports['etcd']}",
-                f"--bind-address={LOCALHOST}",
-                f"--advertise-address={LOCALHOST}",
+                f"--bind-address={self.apiserver_address}",
+                f"--advertise-address={self.apiserver_address}",
                 f"--secure-port={port}",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
                 f"--tls-cert-file={self.serving_crt}",
@@ -788,7 +831,7 @@ class ControlPlane:
                 f"--service-account-signing-key-file={self.sa_key}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 # The "kubernetes" Service would get 127.0.0.1 as endpoint, which Endpoints validation rejects.
-                "--endpoint-reconciler-type=none",
+                f"--endpoint-reconciler-type={'none' if self.apiserver_address == LOCALHOST else 'lease'}",
                 # Nodes report InternalIP 127.0.0.1 and kwok's server as kubelet port: logs/exec stay local.
                 "--kubelet-preferred-address-types=InternalIP",
                 f"--kubelet-client-certificate={self.kubelet_client_crt}",
@@ -801,9 +844,23 @@ class ControlPlane:
                 f"--proxy-client-cert-file={self.front_proxy_crt}",
                 f"--proxy-client-key-file={self.front_proxy_key}",
                 "--profiling=false",
+                *self._audit_args(),
             ],
         )
         self._wait_healthy([(c, f"{self.server}/readyz")])
+
+    def _audit_args(self) -> list[str]:
+        if not self.audit_log:
+            return []
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(dict(self.audit_policy), sort_keys=False))
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log_path}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",  # written before the response: what a client saw is already in the file
+            "--audit-log-maxsize=0",  # never rotated
+        ]
 
     def _start_controllers(self) -> None:
         kcm_port = self.ports["controller-manager"]

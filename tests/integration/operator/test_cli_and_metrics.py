@@ -124,12 +124,12 @@ def test_metrics_move_with_jobs(control_plane: ControlPlane, live_operator: Oper
 
     def progressed() -> dict[str, Any] | None:
         m = _scrape(live_operator.metrics_url)
-        return m if _value(m, "rljob_job_episode_return_mean", namespace=namespace, job="metered") == -20.5 else None
+        return m if _value(m, "rljob_job_episode_return_mean", namespace=namespace, rltrainingjob="metered") == -20.5 else None
 
     during = wait_for(progressed, timeout=30, description="progress in metrics")
     assert _value(during, "rljob_jobs", phase="Running") >= 1
-    assert _value(during, "rljob_job_training_iteration", namespace=namespace, job="metered") == 3
-    assert _value(during, "rljob_job_ready_workers", namespace=namespace, job="metered") == 2
+    assert _value(during, "rljob_job_training_iteration", namespace=namespace, rltrainingjob="metered") == 3
+    assert _value(during, "rljob_job_ready_workers", namespace=namespace, rltrainingjob="metered") == 2
     assert _value(during, "rljob_reconcile_duration_seconds_count") > _value(before, "rljob_reconcile_duration_seconds_count")
     assert _value(during, "rljob_cluster_ready_seconds_count") > _value(before, "rljob_cluster_ready_seconds_count")
     cp.set_pod_phase(namespace, "metered-head-1", "Succeeded", exit_code=0)

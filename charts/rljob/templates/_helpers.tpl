@@ -1,0 +1,127 @@
+{{/* Names and labels shared by every template. */}}
+
+{{- define "rljob.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "rljob.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "rljob.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "rljob.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "rljob.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "rljob.labels" -}}
+helm.sh/chart: {{ include "rljob.chart" . }}
+{{ include "rljob.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: rljob
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "rljob.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "rljob.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "rljob.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Several replicas coordinate through kopf peering; one replica runs standalone. */}}
+{{- define "rljob.peering" -}}
+{{- if gt (int .Values.replicaCount) 1 -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The operator's permissions on namespaced resources, derived from what it calls (controller/kube.py,
+controller/apply.py, controller/handlers.py); tests/integration/test_operator_rbac.py checks every
+rule against the API server's audit log. Rendered into a ClusterRole (all namespaces) or into one
+Role per watched namespace.
+*/}}
+{{- define "rljob.namespacedRules" -}}
+# Watched (kopf indexes and on.event handlers) and managed: head pods are created, deleted on
+# suspend, deadline or retry; their log tail is kept in the job's status.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [create, delete, list, watch]
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
+# The job's children, created once (deterministic names; deleted by the garbage collector).
+- apiGroups: [""]
+  resources: [services, serviceaccounts, persistentvolumeclaims]
+  verbs: [create]
+# The operator posts its own events on the jobs.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+# The workers: watched, created, scaled (merge patch of spec.replicas), deleted when a job ends.
+- apiGroups: [apps]
+  resources: [statefulsets]
+  verbs: [create, delete, list, patch, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [create]
+# The per-job identity of the driver (a Role granting get/patch on its job's status, and its binding).
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
+  verbs: [create]
+# The jobs: watched, labelled with their experiment (rljob.dev/experiment, a merge patch of
+# metadata.labels), and deleted when ttlSecondsAfterFinished has passed.
+- apiGroups: [rljob.dev]
+  resources: [rltrainingjobs]
+  verbs: [delete, list, patch, watch]
+# The jobs' status: patched by the operator. `get` is never called by the operator, but Kubernetes lets
+# it create the per-job Role (get/patch on rltrainingjobs/status) only if it holds those permissions
+# itself (RBAC escalation prevention).
+- apiGroups: [rljob.dev]
+  resources: [rltrainingjobs/status]
+  verbs: [get, patch]
+{{- end -}}
+
+{{/* kopf peering in the watched namespaces (namespaced mode, several replicas). */}}
+{{- define "rljob.namespacedPeeringRules" -}}
+- apiGroups: [kopf.dev]
+  resources: [kopfpeerings]
+  verbs: [list, watch, patch]
+{{- end -}}
+
+{{/* The container's command line: the real flags of `rljob operator` (operator/rljob/cli/operator.py). */}}
+{{- define "rljob.args" -}}
+- operator
+- --metrics-port={{ if .Values.metrics.enabled }}{{ int .Values.metrics.port }}{{ else }}0{{ end }}
+- --health-port={{ int .Values.health.port }}
+{{- range .Values.watch.namespaces }}
+- --namespace={{ . }}
+{{- end }}
+{{- if include "rljob.peering" . }}
+- --peering={{ .Values.peering.name }}
+{{- end }}
+- --default-image={{ .Values.jobDefaults.image }}
+- --concurrency={{ int .Values.concurrency }}
+- --log-level={{ .Values.logLevel }}
+{{- end -}}

@@ -1,0 +1,183 @@
+"""The Helm chart against the real API server: `helm template | kubectl apply --dry-run=server`, `helm install`
+into a namespace that enforces Pod Security `restricted` (the operator pod is admitted and Running on a kwok
+node; no container runs, so the image need not exist), and `helm uninstall` leaving nothing but the CRDs."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tests.jobs import ROOT
+
+from rljob.testing.controlplane import ControlPlane, wait_for
+
+CHART = ROOT / "charts" / "rljob"
+CHART_CRDS = {"rltrainingjobs.rljob.dev", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+
+# Just enough of the Prometheus Operator's CRD for the API server to accept a ServiceMonitor.
+SERVICE_MONITOR_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+    "spec": {
+        "group": "monitoring.coreos.com",
+        "scope": "Namespaced",
+        "names": {"kind": "ServiceMonitor", "listKind": "ServiceMonitorList", "plural": "servicemonitors", "singular": "servicemonitor"},
+        "versions": [{
+            "name": "v1", "served": True, "storage": True,
+            "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}},
+        }],
+    },
+}
+
+
+class Helm:
+    def __init__(self, cp: ControlPlane, home: Path) -> None:
+        self.cp = cp
+        self.env = {
+            **cp.env(), "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"), "XDG_CONFIG_HOME": str(home / "config"),
+            "XDG_DATA_HOME": str(home / "data"),
+        }
+        self.values_dir = home
+
+    def __call__(self, *args: str | Path, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        cmd = [self.cp.bin("helm"), f"--kubeconfig={self.cp.kubeconfig}", *map(str, args)]
+        res = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"helm {' '.join(map(str, args))} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
+        return res
+
+    def values(self, values: dict[str, Any]) -> Path:
+        path = self.values_dir / f"values-{secrets.token_hex(4)}.yaml"
+        path.write_text(yaml.safe_dump(values))
+        return path
+
+
+@pytest.fixture(scope="module")
+def helm(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    return Helm(control_plane, tmp_path_factory.mktemp("helm-home"))
+
+
+@pytest.fixture
+def service_monitor_crd(control_plane: ControlPlane) -> Iterator[None]:
+    control_plane.apply(SERVICE_MONITOR_CRD)
+    control_plane.kubectl("wait", "--for=condition=Established", "crd/servicemonitors.monitoring.coreos.com", "--timeout=30s")
+    try:
+        yield
+    finally:
+        control_plane.kubectl("delete", "crd", "servicemonitors.monitoring.coreos.com", "--ignore-not-found", "--wait=false", check=False)
+
+
+def install_chart_crds(cp: ControlPlane) -> None:
+    """What `helm install` does with crds/ (the dry run cannot create them: later objects need their kinds)."""
+    for path in sorted((CHART / "crds").glob("*.yaml")):
+        cp.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=rljob-tests", "-f", str(path))
+    cp.kubectl("wait", "--for=condition=Established", *[f"crd/{name}" for name in sorted(CHART_CRDS)], "--timeout=30s")
+
+
+def test_template_passes_server_side_dry_run(
+    control_plane: ControlPlane, helm: Helm, namespace: str, service_monitor_crd: None
+) -> None:
+    cp = control_plane
+    install_chart_crds(cp)
+    watched = f"{namespace}-w"
+    cp.kubectl("create", "namespace", watched)
+    try:
+        for values in (
+            {},
+            {"replicaCount": 2, "watch": {"namespaces": [namespace, watched]}, "serviceMonitor": {"enabled": True},
+             "grafana": {"dashboards": {"enabled": True}}},
+            {"replicaCount": 2, "metrics": {"enabled": False}},
+        ):
+            rendered = helm("template", "dry", CHART, "--namespace", namespace, "-f", helm.values(values)).stdout
+            kinds = {doc["kind"] for doc in yaml.safe_load_all(rendered) if doc}
+            assert {"Deployment", "ClusterRole", "ClusterRoleBinding", "ServiceAccount"} <= kinds
+            res = cp.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered, check=False)
+            assert res.returncode == 0, f"values {values}:\n{res.stderr}"
+            assert "(server dry run)" in res.stdout
+            assert "Warning" not in res.stderr, res.stderr  # e.g. a Pod Security warning on the Deployment
+    finally:
+        cp.kubectl("delete", "namespace", watched, "--wait=false", check=False)
+
+
+def release_objects(cp: ControlPlane, namespace: str, release: str) -> dict[str, list[str]]:
+    """Everything labelled with the release, in the namespace, in `default` and at cluster scope."""
+    selector = f"app.kubernetes.io/instance={release}"
+    found = {}
+    namespaced = "deployments,replicasets,pods,services,serviceaccounts,configmaps,roles,rolebindings,poddisruptionbudgets,kopfpeerings"
+    for where, args in (
+        (namespace, ["-n", namespace]),
+        ("default", ["-n", "default"]),
+    ):
+        items = cp.get_json(namespaced, *args, "-l", selector)["items"]
+        found[where] = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in items)
+    items = cp.get_json("clusterroles,clusterrolebindings,clusterkopfpeerings", "-l", selector)["items"]
+    found["cluster"] = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in items)
+    return found
+
+
+def everything_in(cp: ControlPlane, namespace: str) -> list[str]:
+    kinds = cp.kubectl("api-resources", "--verbs=list", "--namespaced", "-o", "name").stdout.split()
+    items = cp.get_json(",".join(k for k in kinds if k not in ("events", "events.events.k8s.io")), "-n", namespace)["items"]
+    return sorted(f"{o['kind']}/{o['metadata']['name']}" for o in items)
+
+
+@pytest.mark.parametrize("mode", ["standalone", "ha-namespaced"])
+def test_install_into_a_restricted_namespace_then_uninstall(control_plane: ControlPlane, helm: Helm, namespace: str, mode: str) -> None:
+    cp = control_plane
+    ns = cp.get_json("namespace", namespace)
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    before = everything_in(cp, namespace)  # the default ServiceAccount, kube-root-ca.crt
+    release = f"rljob-{secrets.token_hex(3)}"
+    values: dict[str, Any] = {"grafana": {"dashboards": {"enabled": True}}}
+    if mode == "ha-namespaced":
+        values.update(replicaCount=2, watch={"namespaces": [namespace]})
+
+    res = helm("install", release, CHART, "--namespace", namespace, "-f", helm.values(values), "--wait", "--timeout", "120s")
+    assert "STATUS: deployed" in res.stdout
+    assert "kubectl apply" in res.stdout and "examples/pong.yaml" in res.stdout  # NOTES.txt
+    for crd in CHART_CRDS:
+        cp.kubectl("get", "crd", crd)
+
+    deployment = cp.get_json("deployment", release, "-n", namespace)
+    replicas = 2 if mode == "ha-namespaced" else 1
+    assert deployment["status"].get("readyReplicas") == replicas
+    pods = cp.get_json("pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}")["items"]
+    assert len(pods) == replicas
+    for pod in pods:  # admitted under `restricted` enforcement, scheduled on a kwok node, Running
+        assert pod["status"]["phase"] == "Running" and pod["spec"]["nodeName"].startswith("kwok-")
+        assert pod["spec"]["serviceAccountName"] == release
+        assert pod["spec"]["containers"][0]["args"][0] == "operator"
+    events = cp.get_json("events", "-n", namespace, "--field-selector", "reason=FailedCreate")["items"]
+    assert events == [], [e["message"] for e in events]
+
+    created = release_objects(cp, namespace, release)
+    assert f"Deployment/{release}" in created[namespace] and f"ConfigMap/{release}-dashboard" in created[namespace]
+    assert created["default"] == [f"Role/{release}-apiserver-endpoints", f"RoleBinding/{release}-apiserver-endpoints"]
+    assert created["cluster"] == [f"ClusterRole/{release}", f"ClusterRoleBinding/{release}"]
+    if mode == "ha-namespaced":
+        expected = {f"Role/{release}", f"RoleBinding/{release}", "KopfPeering/rljob", f"PodDisruptionBudget/{release}"}
+        assert expected <= set(created[namespace])
+
+    helm("uninstall", release, "--namespace", namespace, "--wait", "--timeout", "120s")
+    wait_for(lambda: everything_in(cp, namespace) == before, timeout=60, interval=0.5,
+             description=f"namespace {namespace} back to {before}")
+    assert release_objects(cp, namespace, release) == {namespace: [], "default": [], "cluster": []}
+    crds = {o["metadata"]["name"] for o in cp.get_json("crds")["items"]}
+    assert crds >= CHART_CRDS  # helm never deletes what crds/ installed
+    assert release not in [r["name"] for r in json.loads(helm("list", "--all-namespaces", "--all", "-o", "json").stdout)]
+
+
+def test_helm_env_is_isolated(helm: Helm) -> None:
+    """helm must not read or write the developer's own config or cache."""
+    for key in ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
+        assert helm.env[key].startswith(str(helm.values_dir)), key
+    assert os.environ.get("HOME") != helm.env["HOME"]

@@ -1,0 +1,266 @@
+"""The chart's RBAC against what the operator is seen to call.
+
+A control plane of its own with the API server's audit log on; the chart's ServiceAccount and RBAC (from `helm
+template`) applied; `rljob operator` run with the chart's arguments and a kubeconfig holding only that
+ServiceAccount's token. Jobs are driven through every path that calls the API (creation of all children,
+success, a failed attempt and its retry, a worker rescale, suspension, deletion after ttlSecondsAfterFinished).
+Then, from the audit log:
+
+* no request of the ServiceAccount was refused (403): the rules are enough;
+* every (verb, group, resource, subresource) the chart grants was used, except the few in EXEMPT, each with its
+  reason: the rules are no more than needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tests.jobs import ROOT, minimal_job
+
+from rljob.api import constants as c
+from rljob.testing.controlplane import ControlPlane, ControlPlaneError, find_bin_dir, wait_for
+from rljob.testing.operatorproc import OperatorProcess
+
+CHART = ROOT / "charts" / "rljob"
+OPERATOR_NS = "rljob-system"
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+Permission = tuple[str, str, str, str]  # verb, API group, resource, subresource
+
+# Granted but not expected in the audit log, and why.
+EXEMPT: dict[Permission, str] = {
+    ("get", c.GROUP, c.PLURAL, "status"): (
+        "never called: held so that the operator may create each job's Role granting get/patch on that job's status "
+        "(Kubernetes refuses to create a Role granting more than its creator holds)"
+    ),
+}
+
+
+def small_job(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    body = minimal_job(name, **{
+        "workers": {"replicas": 2, "cpu": "1", "memory": "2Gi", "shmSize": "512Mi"},
+        "head": {"cpu": "1", "memory": "2Gi", "shmSize": "512Mi"},
+        **spec,
+    })
+    body["metadata"]["namespace"] = namespace
+    return body
+
+
+def status(cp: ControlPlane, ns: str, name: str) -> dict[str, Any]:
+    return cp.get_json("rltj", name, "-n", ns).get("status") or {}
+
+
+def wait_phase(cp: ControlPlane, ns: str, name: str, phase: str, timeout: float = 30) -> dict[str, Any]:
+    return wait_for(lambda: (st := status(cp, ns, name)).get("phase") == phase and st, timeout=timeout, interval=0.3,
+                    description=f"{ns}/{name} phase {phase}")
+
+
+def live_pods(cp: ControlPlane, ns: str, job: str) -> set[str]:
+    pods = cp.get_json("pods", "-n", ns, "-l", f"{c.LABEL_JOB}={job}")["items"]
+    return {p["metadata"]["name"] for p in pods
+            if not p["metadata"].get("deletionTimestamp") and p["status"].get("phase") not in ("Succeeded", "Failed")}
+
+
+def restricted_namespace(cp: ControlPlane, name: str) -> str:
+    labels = {f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "warn", "audit")}
+    cp.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+    wait_for(lambda: cp.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
+             timeout=30, description=f"serviceaccount {name}/default")
+    return name
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A control plane that audits every request of the operator namespace's ServiceAccounts (metadata only)."""
+    policy = {
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["RequestReceived"],
+        "rules": [
+            {"level": "Metadata", "userGroups": [f"system:serviceaccounts:{OPERATOR_NS}"]},
+            {"level": "None"},
+        ],
+    }
+    cp = ControlPlane(tmp_path_factory.mktemp("audited"), bin_dir=find_bin_dir(), cpu_nodes=1, gpu_nodes=0, audit_policy=policy)
+    try:
+        cp.start()
+    except ControlPlaneError as e:
+        pytest.fail(f"the audited control plane did not start: {e}", pytrace=False)
+    try:
+        cp.apply((ROOT / "crds" / f"{c.CRD_NAME}.yaml").read_text())
+        cp.apply((CHART / "crds" / "kopf.dev-peerings.yaml").read_text())
+        cp.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
+        cp.kubectl("create", "namespace", OPERATOR_NS)
+        yield cp
+    finally:
+        cp.stop()
+
+
+def helm_template(cp: ControlPlane, release: str, values: dict[str, Any], home: Path) -> list[dict[str, Any]]:
+    values_file = home / f"{release}-values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"), "XDG_CONFIG_HOME": str(home / "config"),
+           "XDG_DATA_HOME": str(home / "data")}
+    res = subprocess.run([cp.bin("helm"), "template", release, str(CHART), "--namespace", OPERATOR_NS, "-f", str(values_file)],
+                         capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert res.returncode == 0, res.stderr
+    return [doc for doc in yaml.safe_load_all(res.stdout) if doc]
+
+
+class Deployed:
+    """The chart's identity and permissions applied to the cluster, and an operator that runs with them."""
+
+    def __init__(self, cp: ControlPlane, release: str, values: dict[str, Any], workdir: Path) -> None:
+        self.cp = cp
+        self.objs = helm_template(cp, release, values, workdir)
+        (deployment,) = [o for o in self.objs if o["kind"] == "Deployment"]
+        pod = deployment["spec"]["template"]["spec"]
+        self.service_account = pod["serviceAccountName"]
+        self.user = f"system:serviceaccount:{OPERATOR_NS}:{self.service_account}"
+        args = pod["containers"][0]["args"]
+        assert args[0] == "operator"
+        # The chart's own flags, except the ports: the test picks free ones.
+        self.args = tuple(a for a in args[1:] if not a.startswith(("--metrics-port", "--health-port")))
+        cp.apply([o for o in self.objs if o["kind"] in RBAC_KINDS])
+        token = cp.kubectl("create", "token", self.service_account, "-n", OPERATOR_NS, "--duration=1h").stdout.strip()
+        self.kubeconfig = workdir / f"{release}.kubeconfig"
+        self.kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+            "clusters": [{"name": "c", "cluster": {"server": cp.server,
+                                                   "certificate-authority-data": base64.b64encode(cp.ca_crt.read_bytes()).decode()}}],
+            "users": [{"name": "sa", "user": {"token": token}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
+        }))
+        self.operator = OperatorProcess(self.kubeconfig, workdir / f"{release}-operator.log", self.args)
+
+    def granted(self) -> set[Permission]:
+        """What the chart's roles bound to the ServiceAccount allow."""
+        bound = {(b["roleRef"]["kind"], b["roleRef"]["name"], b["metadata"].get("namespace"))
+                 for b in self.objs if b["kind"] in ("ClusterRoleBinding", "RoleBinding")
+                 if {"kind": "ServiceAccount", "name": self.service_account, "namespace": OPERATOR_NS} in b["subjects"]}
+        out = set()
+        for role in (o for o in self.objs if o["kind"] in ("ClusterRole", "Role")):
+            if (role["kind"], role["metadata"]["name"], role["metadata"].get("namespace")) not in bound:
+                continue
+            for rule in role["rules"]:
+                for group in rule["apiGroups"]:
+                    for resource in rule["resources"]:
+                        main, _, sub = resource.partition("/")
+                        out |= {(verb, group, main, sub) for verb in rule["verbs"]}
+        return out
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The ServiceAccount's requests on API resources (discovery of /api and /apis left out), one per request."""
+        seen: dict[str, dict[str, Any]] = {}
+        for event in self.cp.audit_events(self.user):
+            if event.get("objectRef") and event.get("responseStatus"):
+                seen[event["auditID"]] = event  # a watch has a ResponseStarted and, once closed, a ResponseComplete
+        return list(seen.values())
+
+    def check(self, expect_used: set[Permission] | None = None) -> set[Permission]:
+        """No request refused; returns the permissions used. Every granted one must be used (or exempt)."""
+        requests = self.requests()
+        assert requests, f"no audited request of {self.user}"
+        forbidden = sorted({e["responseStatus"].get("message") or f"{e['verb']} {e['requestURI']}"
+                            for e in requests if e["responseStatus"].get("code") == 403})
+        assert forbidden == [], "the chart's RBAC refused the operator:\n" + "\n".join(forbidden)
+        used = {(e["verb"], e["objectRef"].get("apiGroup", ""), e["objectRef"]["resource"], e["objectRef"].get("subresource", ""))
+                for e in requests}
+        granted = self.granted()
+        assert used <= granted  # (else the API server would have said 403 above)
+        if expect_used is None:
+            unused = granted - used - set(EXEMPT)
+            stale = {p for p in EXEMPT if p in used or p not in granted}
+            assert stale == set(), f"EXEMPT lists permissions the operator used or the chart does not grant: {sorted(stale)}"
+        else:
+            assert expect_used <= granted
+            unused = expect_used - used
+        assert unused == set(), f"granted by the chart but never used by the operator: {sorted(unused)}"
+        endpoint_reads = {e["objectRef"].get("namespace") for e in requests if e["objectRef"]["resource"] == "endpointslices"}
+        assert endpoint_reads == {"default"}
+        log = self.operator.log_path.read_text()
+        assert "Forbidden" not in log and "Not enough permissions" not in log, self.operator.log_tail()
+        return used
+
+
+def scale_workers(cp: ControlPlane, ns: str, name: str, replicas: int) -> None:
+    cp.kubectl("patch", "rltj", name, "-n", ns, "--type=merge", "-p", f'{{"spec":{{"workers":{{"replicas":{replicas}}}}}}}')
+
+
+def test_cluster_wide_rbac_is_exactly_what_the_operator_uses(audited: ControlPlane, tmp_path: Path) -> None:
+    cp = audited
+    deployed = Deployed(cp, "rljob", {}, tmp_path)
+    assert deployed.service_account == "rljob" and not any(a.startswith(("--namespace", "--peering")) for a in deployed.args)
+    ns = restricted_namespace(cp, "rbac-jobs")
+    deployed.operator.start()
+    try:
+        # "ok": every child, a rescale, success (its log kept), deletion after its TTL.
+        # "retry": a failed attempt (its log kept, a new head), then suspension (pods and workers deleted).
+        # "store": a checkpoint volume (no provisioner here: its head stays Pending, which is all this needs).
+        cp.apply(small_job("ok", ns, ttlSecondsAfterFinished=2))
+        cp.apply(small_job("retry", ns, backoffLimit=1))
+        cp.apply(small_job("store", ns, checkpoint={"size": "1Gi"}))
+        wait_phase(cp, ns, "ok", "Running", 60)
+        wait_phase(cp, ns, "retry", "Running", 60)
+        cp.kubectl("get", "persistentvolumeclaim", "store-checkpoints", "-n", ns)
+
+        scale_workers(cp, ns, "ok", 1)
+        cp.set_pod_phase(ns, "retry-head-1", "Failed", exit_code=1)
+        wait_for(lambda: status(cp, ns, "ok").get("workers") == "1/1", timeout=30, description="ok rescaled to 1 worker")
+        wait_for(lambda: status(cp, ns, "retry").get("attempts") == 2, timeout=30, description="retry: attempt 2")
+        wait_phase(cp, ns, "retry", "Running", 30)
+
+        cp.set_pod_phase(ns, "ok-head-1", "Succeeded", exit_code=0)
+        cp.kubectl("patch", "rltj", "retry", "-n", ns, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+        wait_phase(cp, ns, "ok", "Succeeded", 30)
+        wait_phase(cp, ns, "retry", "Suspended", 30)
+        wait_for(lambda: not live_pods(cp, ns, "retry"), timeout=30, description="retry's live pods deleted while suspended")
+        wait_for(lambda: cp.kubectl("get", "rltj", "ok", "-n", ns, check=False).returncode != 0, timeout=30,
+                 description="ok deleted after ttlSecondsAfterFinished")
+    finally:
+        deployed.operator.stop()
+
+    used = deployed.check()
+    assert ("get", "", "pods", "log") in used and ("patch", "apps", "statefulsets", "") in used
+    assert ("delete", c.GROUP, c.PLURAL, "") in used and ("patch", c.GROUP, c.PLURAL, "status") in used
+
+
+def test_namespaced_ha_rbac_is_enough(audited: ControlPlane, tmp_path: Path) -> None:
+    """With `watch.namespaces` and several replicas: Roles in the watched namespace, kopf's namespace and peering
+    permissions. One replica runs (see the chart's README on kopf peering priorities); the job-related rules are the
+    same template as above, so a shorter run checks that nothing is refused and that the extra rules are used."""
+    cp = audited
+    ns = restricted_namespace(cp, "rbac-team")
+    deployed = Deployed(cp, "rljob-ns", {"replicaCount": 2, "watch": {"namespaces": [ns]}}, tmp_path)
+    assert f"--namespace={ns}" in deployed.args and "--peering=rljob" in deployed.args
+    cp.apply([o for o in deployed.objs if o["kind"] == "KopfPeering"])
+    deployed.operator.start()
+    try:
+        cp.apply(small_job("one", ns, workers={"replicas": 1, "cpu": "1", "memory": "2Gi", "shmSize": "512Mi"}))
+        wait_phase(cp, ns, "one", "Running", 60)
+        cp.set_pod_phase(ns, "one-head-1", "Succeeded", exit_code=0)
+        wait_phase(cp, ns, "one", "Succeeded", 30)
+        peers = cp.get_json("kopfpeering", "rljob", "-n", ns).get("status") or {}
+        assert peers, "the operator keeps its keep-alive in the KopfPeering"
+    finally:
+        deployed.operator.stop()
+
+    expected = {
+        ("list", "", "namespaces", ""), ("watch", "", "namespaces", ""),
+        ("list", "kopf.dev", "kopfpeerings", ""), ("watch", "kopf.dev", "kopfpeerings", ""), ("patch", "kopf.dev", "kopfpeerings", ""),
+        ("list", "apiextensions.k8s.io", "customresourcedefinitions", ""),
+        ("watch", "apiextensions.k8s.io", "customresourcedefinitions", ""),
+        ("create", "", "pods", ""), ("create", "rbac.authorization.k8s.io", "roles", ""), ("patch", c.GROUP, c.PLURAL, "status"),
+    }
+    used = deployed.check(expect_used=expected)
+    outside = {e["objectRef"].get("namespace") for e in deployed.requests()} - {None, ns, "default"}
+    assert outside == set(), f"the namespaced operator reached into {outside}"
+    assert not [e for e in deployed.requests() if e["objectRef"]["resource"] == "pods" and not e["objectRef"].get("namespace")]
+    assert used >= expected

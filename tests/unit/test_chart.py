@@ -1,0 +1,366 @@
+"""The Helm chart, checked statically: its CRD, `helm lint --strict`, what `helm template` renders (restricted
+pods, least-privilege RBAC, the operator's real flags), and the Grafana dashboard's queries.
+
+What only a real API server can check (server-side dry run, install, uninstall, the RBAC rules against what the
+operator calls) is in tests/integration/test_helm.py and tests/integration/test_operator_rbac.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tests.jobs import ROOT
+
+from rljob.api import constants as c
+
+CHART = ROOT / "charts" / "rljob"
+DASHBOARD = CHART / "dashboards" / "rljob.json"
+
+# Values that turn on everything optional: HA with kopf peering, a namespace list, the ServiceMonitor, the dashboard.
+FULL_VALUES: dict[str, Any] = {
+    "replicaCount": 2,
+    "watch": {"namespaces": ["team-a", "team-b"]},
+    "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+    "grafana": {"dashboards": {"enabled": True}},
+    "imagePullSecrets": [{"name": "regcred"}],
+    "logLevel": "debug",
+    "jobDefaults": {"image": "registry.example/rljob/runtime:0.1.0-cuda"},
+}
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "full": FULL_VALUES,
+    "ha-cluster-wide": {"replicaCount": 3},
+    "no-metrics": {"metrics": {"enabled": False}},
+}
+
+
+def helm_bin() -> str:
+    from rljob.testing.controlplane import MissingBinariesError, find_bin_dir
+
+    try:
+        return str(find_bin_dir(required=("helm",)) / "helm")
+    except MissingBinariesError as exc:
+        pytest.skip(f"helm is not built: {exc}")
+
+
+@pytest.fixture(scope="module")
+def helm_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    home = tmp_path_factory.mktemp("helm-home")
+    return {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"),
+            "XDG_CONFIG_HOME": str(home / "config"), "XDG_DATA_HOME": str(home / "data")}
+
+
+def helm(env: dict[str, str], *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run([helm_bin(), *map(str, args)], capture_output=True, text=True, env=env, timeout=120)
+    if check and res.returncode != 0:
+        raise AssertionError(f"helm {' '.join(map(str, args))} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def values_file(tmp_path: Path, values: dict[str, Any]) -> Path:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def render(env: dict[str, str], tmp_path: Path, values: dict[str, Any], namespace: str = "rljob-system") -> list[dict[str, Any]]:
+    out = helm(env, "template", "rljob", CHART, "--namespace", namespace, "-f", values_file(tmp_path, values)).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def operator_container(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    (deployment,) = by_kind(objs, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def parse_operator_args(args: list[str]) -> argparse.Namespace:
+    """Parses the container's arguments with the real `rljob operator` parser: unknown flags or bad values fail."""
+    from rljob.cli import operator as operator_cli
+
+    parser = argparse.ArgumentParser(prog="rljob", exit_on_error=False)
+    operator_cli.register(parser.add_subparsers(dest="command"))
+    assert args[0] == "operator"
+    try:
+        return parser.parse_args(args)
+    except SystemExit as exc:  # argparse exits on invalid choices even with exit_on_error=False
+        raise AssertionError(f"`rljob {' '.join(args)}` is not a valid command line") from exc
+
+
+# ── the chart's files ────────────────────────────────────────────────────────────────────────────────
+
+
+def test_chart_crd_is_the_generated_one() -> None:
+    generated = ROOT / "crds" / f"{c.CRD_NAME}.yaml"
+    assert (CHART / "crds" / generated.name).read_bytes() == generated.read_bytes(), "run `make crd`"
+
+
+def test_chart_metadata_matches_the_package() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)  # type: ignore[union-attr]
+    assert chart["apiVersion"] == "v2" and chart["appVersion"] == version == "0.1.0"
+    assert values["image"]["repository"] == "rljob/operator" and values["image"]["tag"] == ""  # tag = appVersion
+    assert values["jobDefaults"]["image"] == c.DEFAULT_IMAGE
+    assert values["watch"]["namespaces"] == [] and values["replicaCount"] == 1
+    assert values["serviceMonitor"]["enabled"] is False and values["metrics"]["port"] == 8080
+
+
+def test_kopf_peering_crds_match_what_kopf_uses() -> None:
+    from kopf._cogs.structs import references
+
+    crds = {d["spec"]["names"]["kind"]: d for d in yaml.safe_load_all((CHART / "crds" / "kopf.dev-peerings.yaml").read_text())}
+    for kind, selector, scope in (
+        ("ClusterKopfPeering", references.CLUSTER_PEERINGS_K, "Cluster"),
+        ("KopfPeering", references.NAMESPACED_PEERINGS_K, "Namespaced"),
+    ):
+        spec = crds[kind]["spec"]
+        assert f"{spec['group']}/{spec['versions'][0]['name']}" == selector.group + "/" + selector.version
+        assert spec["names"]["plural"] == selector.any_name and spec["scope"] == scope
+        assert crds[kind]["metadata"]["name"] == f"{selector.any_name}.{selector.group}"
+        # kopf merge-patches `status` on the object itself: a status subresource would need another permission.
+        assert "subresources" not in spec["versions"][0]
+
+
+# ── helm lint and template ───────────────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("values", ["default", "full"])
+def test_helm_lint_strict(helm_home: dict[str, str], tmp_path: Path, values: str) -> None:
+    res = helm(helm_home, "lint", "--strict", CHART, "-f", values_file(tmp_path, VALUE_SETS[values]))
+    assert "0 chart(s) failed" in res.stdout
+
+
+def test_values_schema_rejects_mistakes(helm_home: dict[str, str], tmp_path: Path) -> None:
+    for bad in ({"logLevel": "verbose"}, {"watch": {"namespaces": ["team-*"]}}, {"replicaCount": 0}, {"metric": {}}):
+        res = helm(helm_home, "template", "rljob", CHART, "-f", values_file(tmp_path, bad), check=False)
+        assert res.returncode != 0, bad
+    res = helm(helm_home, "template", "rljob", CHART, "-f",
+               values_file(tmp_path, {"metrics": {"enabled": False}, "serviceMonitor": {"enabled": True}}), check=False)
+    assert res.returncode != 0 and "serviceMonitor.enabled needs metrics.enabled" in res.stderr
+
+
+RESTRICTED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+
+
+def restricted_violations(pod_spec: dict[str, Any]) -> list[str]:
+    """The Pod Security Standard `restricted` (latest), as far as a pod spec shows it."""
+    problems = []
+    pod_sc = pod_spec.get("securityContext") or {}
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod_spec.get(flag):
+            problems.append(f"{flag} is set")
+    for volume in pod_spec.get("volumes") or []:
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUME_TYPES:
+            problems.append(f"volume {volume['name']} has type {kinds}")
+    if pod_sc.get("runAsUser") == 0:
+        problems.append("pod runAsUser 0")
+    for container in [*pod_spec.get("initContainers", []), *pod_spec["containers"]]:
+        sc = container.get("securityContext") or {}
+        name = container["name"]
+        if sc.get("privileged"):
+            problems.append(f"{name}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation must be false")
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            problems.append(f"{name}: capabilities must drop ALL")
+        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{name}: adds capabilities {caps['add']}")
+        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
+            problems.append(f"{name}: runAsNonRoot must be true")
+        if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+            problems.append(f"{name}: runAsUser 0")
+        seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{name}: seccompProfile must be RuntimeDefault or Localhost, not {seccomp}")
+        if any(p.get("hostPort") for p in container.get("ports") or []):
+            problems.append(f"{name}: hostPort")
+    return problems
+
+
+@pytest.mark.parametrize("values", list(VALUE_SETS))
+def test_rendered_pods_meet_restricted(helm_home: dict[str, str], tmp_path: Path, values: str) -> None:
+    objs = render(helm_home, tmp_path, VALUE_SETS[values])
+    pods = [o["spec"]["template"]["spec"] for o in objs if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")]
+    assert pods
+    for spec in pods:
+        assert restricted_violations(spec) == []
+        container = spec["containers"][0]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert spec["securityContext"]["runAsUser"] == 65532
+
+
+@pytest.mark.parametrize("values", list(VALUE_SETS))
+def test_rbac_has_no_wildcards_and_no_escalation(helm_home: dict[str, str], tmp_path: Path, values: str) -> None:
+    objs = render(helm_home, tmp_path, VALUE_SETS[values])
+    roles = [o for o in objs if o["kind"] in ("ClusterRole", "Role")]
+    assert roles
+    for role in roles:
+        for rule in role["rules"]:
+            for key in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
+                assert not any("*" in item for item in rule.get(key) or []), (role["metadata"]["name"], rule)
+            assert not set(rule["verbs"]) & {"escalate", "bind", "impersonate", "deletecollection", "update"}, rule
+            assert not {"secrets", "configmaps", "nodes"} & set(rule["resources"]), rule
+    for binding in (o for o in objs if o["kind"] in ("ClusterRoleBinding", "RoleBinding")):
+        assert binding["roleRef"]["name"] in {r["metadata"]["name"] for r in roles}, "bound to a role of the chart only"
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rljob", "namespace": "rljob-system"}]
+
+
+def test_default_render(helm_home: dict[str, str], tmp_path: Path) -> None:
+    objs = render(helm_home, tmp_path, {})
+    kinds = sorted(o["kind"] for o in objs)
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"]
+    (role,) = by_kind(objs, "Role")
+    assert role["metadata"]["namespace"] == "default"  # the API server's EndpointSlices, nothing else
+    assert role["rules"] == [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]}]
+    (cluster_role,) = by_kind(objs, "ClusterRole")
+    granted = {(g, r) for rule in cluster_role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    assert ("rljob.dev", "rltrainingjobs/status") in granted and ("", "namespaces") not in granted
+    assert not any(g == "kopf.dev" for g, _ in granted)
+
+    (deployment,) = by_kind(objs, "Deployment")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    container = operator_container(objs)
+    assert container["image"] == "rljob/operator:0.1.0" and container["command"] == ["rljob"]
+    args = parse_operator_args(container["args"])
+    assert args.namespace == [] and args.peering is None and args.default_image == c.DEFAULT_IMAGE
+    assert (args.metrics_port, args.health_port, args.log_level) == (8080, 8081, "info")
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    env = {e["name"]: e for e in container["env"]}
+    assert env[c.ENV_OPERATOR_NAMESPACE]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    (service,) = by_kind(objs, "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_full_render(helm_home: dict[str, str], tmp_path: Path) -> None:
+    objs = render(helm_home, tmp_path, FULL_VALUES)
+    container = operator_container(objs)
+    args = parse_operator_args(container["args"])
+    assert args.namespace == ["team-a", "team-b"] and args.peering == "rljob" and args.log_level == "debug"
+    assert args.default_image == "registry.example/rljob/runtime:0.1.0-cuda"
+    (deployment,) = by_kind(objs, "Deployment")
+    assert deployment["spec"]["replicas"] == 2 and "strategy" not in deployment["spec"]
+    assert deployment["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}  # kopf's peer identity
+
+    roles = {r["metadata"]["namespace"]: r for r in by_kind(objs, "Role")}
+    assert set(roles) == {"team-a", "team-b", "default"}
+    for ns in ("team-a", "team-b"):
+        resources = {r for rule in roles[ns]["rules"] for r in rule["resources"]}
+        assert {"pods", "statefulsets", "rltrainingjobs", "rltrainingjobs/status", "kopfpeerings"} <= resources
+        assert any(b["metadata"]["namespace"] == ns and b["roleRef"]["kind"] == "Role" for b in by_kind(objs, "RoleBinding"))
+    (cluster_role,) = by_kind(objs, "ClusterRole")
+    cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
+    assert cluster_resources == {"customresourcedefinitions", "namespaces"}  # nothing namespaced cluster-wide
+
+    peerings = by_kind(objs, "KopfPeering")
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
+    assert {p["metadata"]["name"] for p in peerings} == {"rljob"} and not by_kind(objs, "ClusterKopfPeering")
+    (pdb,) = by_kind(objs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+
+    (monitor,) = by_kind(objs, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics" and monitor["spec"]["endpoints"][0]["honorLabels"] is True
+    (service,) = by_kind(objs, "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+
+    (dashboard,) = by_kind(objs, "ConfigMap")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["rljob.json"]) == json.loads(DASHBOARD.read_text())
+
+
+def test_ha_cluster_wide_render(helm_home: dict[str, str], tmp_path: Path) -> None:
+    objs = render(helm_home, tmp_path, {"replicaCount": 3})
+    (peering,) = by_kind(objs, "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "rljob" and "namespace" not in peering["metadata"]
+    assert parse_operator_args(operator_container(objs)["args"]).peering == "rljob"
+    (cluster_role,) = by_kind(objs, "ClusterRole")
+    assert {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["list", "watch", "patch"]} in cluster_role["rules"]
+
+
+def test_metrics_off_render(helm_home: dict[str, str], tmp_path: Path) -> None:
+    objs = render(helm_home, tmp_path, {"metrics": {"enabled": False}})
+    assert not by_kind(objs, "Service")
+    container = operator_container(objs)
+    assert parse_operator_args(container["args"]).metrics_port == 0
+    assert [p["name"] for p in container["ports"]] == ["health"]
+
+
+# ── the Grafana dashboard ────────────────────────────────────────────────────────────────────────────
+
+
+def defined_metric_names() -> set[str]:
+    """Every sample name the operator's metrics module can expose."""
+    from prometheus_client import REGISTRY
+
+    from rljob.controller import metrics
+
+    families = [f for f in REGISTRY.collect() if f.name.startswith("rljob_")]
+    families += list(metrics.JobsCollector().collect())
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"), "gauge": ("",)}
+    names = {f.name + s for f in families for s in suffixes[f.type]}
+    assert {"rljob_jobs", "rljob_cluster_ready_seconds_bucket", "rljob_reconcile_errors_total"} <= names
+    return names
+
+
+def dashboard_exprs() -> list[str]:
+    def walk(node: Any) -> list[str]:
+        if isinstance(node, dict):
+            return ([node["expr"]] if isinstance(node.get("expr"), str) else []) + [e for v in node.values() for e in walk(v)]
+        if isinstance(node, list):
+            return [e for v in node for e in walk(v)]
+        return []
+
+    board = json.loads(DASHBOARD.read_text())
+    variables = [v["definition"] for v in board["templating"]["list"] if v.get("definition")]
+    return walk(board["panels"]) + variables
+
+
+def test_dashboard_queries_only_metrics_the_operator_defines() -> None:
+    defined = defined_metric_names()
+    exprs = dashboard_exprs()
+    used: set[str] = set()
+    for expr in exprs:
+        names = set(re.findall(r"\brljob_[a-zA-Z0-9_:]+", expr))
+        assert names, f"no rljob metric in {expr!r}"
+        assert names <= defined, f"{expr!r} uses {sorted(names - defined)}, which rljob/controller/metrics.py does not define"
+        used |= names
+    assert {
+        "rljob_jobs", "rljob_job_episode_return_mean", "rljob_job_env_steps_per_second", "rljob_cluster_ready_seconds_bucket",
+        "rljob_reconcile_errors_total", "rljob_reconcile_duration_seconds_bucket",
+    } <= used
+
+
+def test_dashboard_is_well_formed() -> None:
+    board = json.loads(DASHBOARD.read_text())
+    assert board["uid"] and board["title"] and board["schemaVersion"] >= 36
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in board["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert panel["targets"] and all(t["refId"] for t in panel["targets"])
+        assert panel["gridPos"]["x"] >= 0 and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+    quantiles = [e for e in dashboard_exprs() if "histogram_quantile" in e]
+    assert quantiles and all("sum by (le" in e and "_bucket[" in e for e in quantiles)
