@@ -95,3 +95,6 @@ EXIT_CONFIG_ERROR = 2
 # `rljob submit` packs a nested or binary source directory into this one ConfigMap key (tar.gz);
 # the driver unpacks it into a writable directory before running the script.
 SOURCE_ARCHIVE_KEY = "rljob-source.tar.gz"
+
+# Exit code the driver uses when the Ray cluster did not assemble before RLJOB_COORDINATION_DEADLINE.
+EXIT_COORDINATION_TIMEOUT = 3

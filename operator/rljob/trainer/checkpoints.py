@@ -44,6 +44,12 @@ def checkpoint_name(iteration: int) -> str:
     return f"{PREFIX}{iteration:06d}"
 
 
+def iteration_of(path: str | Path | None) -> int | None:
+    """The iteration in a checkpoint folder's name, for reports that only carry the path."""
+    match = _NAME.match(Path(path).name) if path else None
+    return int(match.group(1)) if match else None
+
+
 def read_info(path: Path) -> CheckpointInfo | None:
     """The checkpoint at `path`, or None when it is incomplete or not ours."""
     match = _NAME.match(path.name)

@@ -57,6 +57,7 @@ class Display(Sink):
         self.history: list[ProgressRecord] = []
         self.run_iterations = 0
         self.lock = threading.RLock()
+        self.painting = False  # the live line exists only between start() and close()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
@@ -69,6 +70,8 @@ class Display(Sink):
 
     def _paint(self) -> None:
         with self.lock:
+            if not self.painting:
+                return
             self.stream.write(CLEAR_LINE + self._line())
             self.stream.flush()
 
@@ -79,7 +82,7 @@ class Display(Sink):
     # -- messages printed above the live line
     def message(self, text: str) -> None:
         with self.lock:
-            if self.live:
+            if self.painting:
                 self.stream.write(CLEAR_LINE + text + "\n" + self._line())
             else:
                 self.stream.write(text + "\n")
@@ -94,6 +97,7 @@ class Display(Sink):
         self.message(f"stops at: {header.stop}")
         self.started = self.clock()
         if self.live:
+            self.painting = True
             self._paint()
             self._ticker = threading.Thread(target=self._tick, name="rljob-display", daemon=True)
             self._ticker.start()
@@ -113,8 +117,9 @@ class Display(Sink):
         if self._ticker is not None:
             self._ticker.join(timeout=2)
         with self.lock:
-            if self.live:
+            if self.painting:
                 self.stream.write("\n")
+                self.painting = False
             self.stream.flush()
 
 

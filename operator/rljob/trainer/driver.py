@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ from .errors import TrainerError
 from .interrupts import StopRequest
 from .metrics import ProgressCollector, serve
 from .recipes import RecipeRun, prepare
-from .script import resolve_script, run_script, script_env
+from .script import resolve_script, run_script, script_env, unpack_source
 from .sinks import JsonLinesSink, MetricsSink, Sink, Sinks, StatusSink, TensorBoardSink, stdout_json
 from .status_reporter import StatusReporter
 from .stop import StopCriteria
@@ -33,6 +35,7 @@ log = logging.getLogger("rljob.driver")
 
 PROGRESS_FILE = "progress.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+UNPACKED_SOURCE_DIR = "rljob-source"  # under /tmp: the pod's writable emptyDir
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ def resolve_entrypoint(spec: JobSpec, source_dir: Path) -> Entrypoint:
         recipe_run.recipe.preflight(recipe_run.options)
         return Entrypoint(recipe_run=recipe_run)
     assert ep.script is not None  # the model requires exactly one of recipe or script
+    if not Path(ep.script).is_absolute():
+        source_dir = unpack_source(source_dir, Path(tempfile.gettempdir()) / UNPACKED_SOURCE_DIR)
     return Entrypoint(script=resolve_script(ep.script, source_dir), script_args=tuple(ep.args))
 
 
@@ -59,6 +64,21 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
+
+
+def connect(address: str, attempts: int = 10, delay_s: float = 3.0) -> None:
+    """ray.init with retries: the GCS port opens a moment before the head's raylet registers."""
+    import ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+            return
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            if attempt == attempts:
+                raise TrainerError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
+            log.info("Ray cluster at %s not ready (%s); retrying in %.0fs", address, exc, delay_s)
+            time.sleep(delay_s)
 
 
 def main(env: Mapping[str, str] | None = None) -> int:
@@ -86,10 +106,7 @@ def _main(env: Mapping[str, str], stop: StopRequest) -> int:
     import ray
 
     address = env.get("RAY_ADDRESS", "auto")
-    try:
-        ray.init(address=address, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError) as exc:
-        raise TrainerError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
+    connect(address)
     try:
         cluster = wait_for_workers(denv.expected_workers, deadline, ray.nodes)
         log.info("%s", cluster.describe())

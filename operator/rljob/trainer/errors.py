@@ -6,13 +6,11 @@ and does not spend the job's backoffLimit on it.
 """
 from __future__ import annotations
 
-from ..api.constants import EXIT_CONFIG_ERROR
+from ..api.constants import EXIT_CONFIG_ERROR, EXIT_COORDINATION_TIMEOUT
 
 # Shell convention 128 + signal number: the run was interrupted, not failed.
 EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C)
 EXIT_TERMINATED = 143  # SIGTERM (pod deleted or suspended)
-# The Ray cluster did not assemble before the coordination deadline.
-EXIT_COORDINATION_TIMEOUT = 3
 
 
 class TrainerError(Exception):

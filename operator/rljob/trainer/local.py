@@ -98,6 +98,7 @@ def _start_ray(verbose: bool) -> None:
     import ray
 
     ray.init(
+        address="local",  # always a new instance: never attach to a cluster left running on this machine
         num_cpus=os.cpu_count() or 1,
         include_dashboard=False,
         log_to_driver=verbose,

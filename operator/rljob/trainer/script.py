@@ -6,16 +6,51 @@ so an RLlib script written for any Ray cluster runs unchanged; its exit code is 
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..api.constants import SOURCE_ARCHIVE_KEY
 from .errors import ConfigError
 from .interrupts import StopRequest
 
 log = logging.getLogger(__name__)
+
+
+def unpack_source(source_dir: Path, dest: Path) -> Path:
+    """The directory to run scripts from: `source_dir`, or a writable copy with the archive unpacked.
+
+    `rljob submit` packs nested or binary source trees into one ConfigMap key (SOURCE_ARCHIVE_KEY),
+    because ConfigMap keys are flat file names; the mounted ConfigMap is read-only, so the tree is
+    unpacked (with the other keys copied beside it) into `dest`.
+    """
+    archive = source_dir / SOURCE_ARCHIVE_KEY
+    if not archive.is_file():
+        return source_dir
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(dest, filter="data")  # refuses absolute paths, '..' and devices
+            else:  # pragma: no cover - Python before 3.10.12/3.11.4
+                for member in tar.getmembers():
+                    if member.name.startswith("/") or ".." in Path(member.name).parts:
+                        raise tarfile.TarError(f"unsafe path {member.name!r}")
+                tar.extractall(dest)
+    except (tarfile.TarError, OSError) as exc:
+        raise ConfigError(f"source: cannot unpack {SOURCE_ARCHIVE_KEY}: {exc}") from None
+    for item in source_dir.iterdir():
+        if item.name != SOURCE_ARCHIVE_KEY and not item.name.startswith("..") and item.is_file():
+            target = dest / item.name
+            if not target.exists():
+                shutil.copyfile(item, target)
+    log.info("unpacked %s into %s", archive, dest)
+    return dest
 
 
 def resolve_script(script: str, source_dir: Path) -> Path:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from .checkpoints import iteration_of
 from .metrics import ProgressCollector
 from .progress import ProgressRecord
 from .status_reporter import StatusReporter
@@ -76,9 +77,16 @@ class JsonLinesSink(Sink):
 class StatusSink(Sink):
     def __init__(self, reporter: StatusReporter) -> None:
         self.reporter = reporter
+        self.last: ProgressRecord | None = None
 
     def record(self, record: ProgressRecord) -> None:
+        self.last = record
         self.reporter.report(record)
+
+    def close(self, outcome: Outcome) -> None:
+        # A stop by signal saves a checkpoint after the last iteration was reported: report where it is.
+        if outcome.last is not None and self.last is not None and outcome.last.checkpoint != self.last.checkpoint:
+            self.reporter.report(outcome.last)
 
 
 class MetricsSink(Sink):
@@ -86,7 +94,11 @@ class MetricsSink(Sink):
         self.collector = collector
 
     def record(self, record: ProgressRecord) -> None:
-        self.collector.update(record)
+        self.collector.update(record, iteration_of(record.checkpoint))
+
+    def close(self, outcome: Outcome) -> None:
+        if outcome.last is not None:
+            self.collector.update(outcome.last, iteration_of(outcome.last.checkpoint))
 
 
 class TensorBoardSink(Sink):

@@ -45,7 +45,7 @@ class CartPoleRecipe:
             .environment("CartPole-v1")
             .env_runners(
                 num_env_runners=plan.num_env_runners,
-                num_cpus_per_env_runner=plan.cpus_per_env_runner,
+                num_cpus_per_env_runner=plan.cpus_per_env_runner,  # type: ignore[arg-type]  # Ray takes fractions
                 num_envs_per_env_runner=options.envs_per_env_runner or 1,
                 rollout_fragment_length=options.rollout_fragment_length or "auto",
             )

@@ -96,7 +96,7 @@ class PongRecipe:
             .environment(ENV_NAME, env_config={"env_id": options.env, **ALE_SETTINGS}, clip_rewards=True)
             .env_runners(
                 num_env_runners=plan.num_env_runners,
-                num_cpus_per_env_runner=plan.cpus_per_env_runner,
+                num_cpus_per_env_runner=plan.cpus_per_env_runner,  # type: ignore[arg-type]  # Ray takes fractions
                 num_envs_per_env_runner=options.envs_per_env_runner or 2,
                 gym_env_vectorize_mode=options.vectorize,
                 env_to_module_connector=partial(_frame_stack_env_to_module, options.framestack),

@@ -1,0 +1,58 @@
+"""Resource sizing: env runners per spare CPU, the learner's GPU, local caps, object store in /dev/shm."""
+from __future__ import annotations
+
+from rljob.trainer.sizing import (
+    MIN_OBJECT_STORE_BYTES,
+    default_aggregators,
+    local_env_runners,
+    object_store_bytes,
+    plan_resources,
+)
+
+
+def test_one_env_runner_per_cpu_minus_the_learner() -> None:
+    plan = plan_resources(cluster_cpus=6, cluster_gpus=0, requested_env_runners=None)
+    assert (plan.num_env_runners, plan.cpus_per_env_runner, plan.num_learners, plan.gpus_per_learner) == (5, 1.0, 1, 0)
+    assert plan.notes == ()
+
+
+def test_gpu_learner_and_aggregators() -> None:
+    plan = plan_resources(cluster_cpus=16, cluster_gpus=1, requested_env_runners=None, aggregators=2)
+    # One core stays with the GPU learner, two go to aggregator actors.
+    assert (plan.num_env_runners, plan.gpus_per_learner, plan.num_learners) == (13, 1, 1)
+
+
+def test_multi_gpu_gets_one_learner_per_gpu() -> None:
+    assert plan_resources(32, 4, None).num_learners == 4
+
+
+def test_requested_more_than_fits_shares_cpus_with_a_note() -> None:
+    plan = plan_resources(cluster_cpus=2, cluster_gpus=0, requested_env_runners=4)
+    assert plan.num_env_runners == 4
+    assert plan.cpus_per_env_runner == 0.25
+    assert "4 env runners share 1 spare CPUs" in plan.notes[0]
+
+
+def test_tiny_cluster_still_gets_one_runner() -> None:
+    plan = plan_resources(cluster_cpus=1, cluster_gpus=0, requested_env_runners=None)
+    assert plan.num_env_runners == 1 and plan.cpus_per_env_runner == 0.0
+
+
+def test_default_aggregators() -> None:
+    assert default_aggregators("APPO", 1) == 2
+    assert default_aggregators("APPO", 0) == 0
+    assert default_aggregators("PPO", 1) == 0
+
+
+def test_local_env_runners_map_workers_and_cap_by_cores() -> None:
+    assert local_env_runners(2, "2", "2", cores=16) == (4, None)
+    n, note = local_env_runners(4, "4", "2", cores=4)
+    assert n == 3
+    assert note is not None and "asks for 16 env runners" in note and "4 cores" in note
+    assert local_env_runners(0, "2", "4", cores=16) == (3, None)  # head only: its CPUs minus the learner's
+    assert local_env_runners(1, "500m", "2", cores=8) == (1, None)
+
+
+def test_object_store_fits_in_shm() -> None:
+    assert object_store_bytes(2 * 2**30) == int(2 * 2**30 * 0.7)
+    assert object_store_bytes(1) == MIN_OBJECT_STORE_BYTES
