@@ -37,7 +37,7 @@ test: venv cluster-bins lint
 	$(PY) -m pytest tests/unit tests/integration -q
 
 demo: venv
-	$(RLJOB) run -f examples/pong-local.yaml --max-duration $${DEMO_SECONDS:-600}
+	$(RLJOB) run -f examples/pong-local.yaml --max-duration $${DEMO_SECONDS:-600} --resume
 
 dev-cluster: venv cluster-bins
 	$(PY) -m rljob.testing.devcluster

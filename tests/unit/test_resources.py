@@ -205,3 +205,14 @@ def test_longest_name_keeps_every_child_name_valid() -> None:
     # StatefulSet pods: "<sts>-<ordinal>" and the revision label "<sts>-<10-char hash>" stay within 63.
     sts = next(o for o in objs if o["kind"] == "StatefulSet")["metadata"]["name"]
     assert len(f"{sts}-511") <= 63 and len(f"{sts}-abcdefghij") <= 63
+
+
+def test_workers_get_pip_packages_but_not_the_spec() -> None:
+    j = job(pipPackages=["gymnasium[other]==1.2.2"], network={"allowInternetEgress": True})
+    env = {e["name"]: e.get("value") for e in resources.workers_statefulset(j, CTX)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert json.loads(env[c.ENV_PIP_PACKAGES]) == ["gymnasium[other]==1.2.2"]
+    assert c.ENV_JOB_SPEC not in env
+    scaled = job(pipPackages=["x"], network={"allowInternetEgress": True}, workers={"replicas": 9})
+    same = job(pipPackages=["x"], network={"allowInternetEgress": True}, workers={"replicas": 1})
+    # Scaling changes replicas only, never the pod template (no rolling restart of the workers).
+    assert resources.workers_statefulset(scaled, CTX)["spec"]["template"] == resources.workers_statefulset(same, CTX)["spec"]["template"]

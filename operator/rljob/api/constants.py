@@ -66,6 +66,9 @@ CONTAINER_NAME_WORKER = "ray-worker"
 ENV_JOB_NAME = "RLJOB_NAME"
 ENV_NAMESPACE = "RLJOB_NAMESPACE"
 ENV_JOB_SPEC = "RLJOB_SPEC"
+# Workers get only the pip requirements (JSON list), not the spec: a spec in the StatefulSet's
+# template would roll every worker on any edit of the job, even a change of replicas.
+ENV_PIP_PACKAGES = "RLJOB_PIP_PACKAGES"
 ENV_ATTEMPT = "RLJOB_ATTEMPT"
 ENV_HEAD_ADDRESS = "RLJOB_HEAD_ADDRESS"
 ENV_EXPECTED_WORKERS = "RLJOB_EXPECTED_WORKERS"

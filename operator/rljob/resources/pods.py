@@ -1,6 +1,7 @@
 """What head and worker pods share: security contexts, volumes, environment, resources."""
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -63,6 +64,12 @@ def common_env(job: RLTrainingJob) -> list[dict[str, Any]]:
     ]
     env.extend(e.wire() for e in job.spec.env)
     return env
+
+
+def pip_env(job: RLTrainingJob) -> list[dict[str, Any]]:
+    if not job.spec.pip_packages:
+        return []
+    return [{"name": c.ENV_PIP_PACKAGES, "value": json.dumps(list(job.spec.pip_packages))}]
 
 
 def base_volumes(node: HeadSpec) -> list[dict[str, Any]]:

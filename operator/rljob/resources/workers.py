@@ -24,7 +24,7 @@ def workers_statefulset(job: RLTrainingJob, ctx: BuildContext) -> dict[str, Any]
         "imagePullPolicy": spec.image_pull_policy,
         # Joins the head through its Service, retrying until it answers; rejoins when the head restarts.
         "command": ["rljob", "pod", "worker"],
-        "env": pods.common_env(job) + pods.ray_env(spec.workers),
+        "env": [*pods.common_env(job), *pods.ray_env(spec.workers), *pods.pip_env(job)],
         "resources": pods.resources(spec.workers),
         "securityContext": pods.CONTAINER_SECURITY_CONTEXT,
         "readinessProbe": {"tcpSocket": {"port": c.PORT_NODE_MANAGER}, "periodSeconds": 5, "failureThreshold": 3},

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 import signal
@@ -242,6 +243,20 @@ def run_head(env: Mapping[str, str] = os.environ, ports: RayPorts = RayPorts()) 
         stop_group(ray_head, HEAD_STOP_GRACE_S)
 
 
+def worker_packages(env: Mapping[str, str]) -> list[str]:
+    """The pip requirements the operator passes to workers (RLJOB_PIP_PACKAGES, a JSON list)."""
+    text = env.get(C.ENV_PIP_PACKAGES, "").strip()
+    if not text:
+        return []
+    try:
+        packages = json.loads(text)
+    except ValueError:
+        packages = None
+    if not isinstance(packages, list) or not all(isinstance(p, str) for p in packages):
+        raise TrainerError(f"{C.ENV_PIP_PACKAGES} must be a JSON list of requirement strings, got {text[:200]!r}")
+    return packages
+
+
 def run_worker(env: Mapping[str, str] = os.environ, ports: RayPorts = RayPorts()) -> int:
     signals = _Signals()
     ensure_home(env)
@@ -249,8 +264,7 @@ def run_worker(env: Mapping[str, str] = os.environ, ports: RayPorts = RayPorts()
     head = env.get(C.ENV_HEAD_ADDRESS, "").strip()
     if not head:
         raise TrainerError(f"environment variable {C.ENV_HEAD_ADDRESS} is not set")
-    spec_text = env.get(C.ENV_JOB_SPEC)
-    packages = parse_spec(spec_text, env.get(C.ENV_JOB_NAME, "job")).pip_packages if spec_text else []
+    packages = worker_packages(env)
     target = install_packages(packages, env)
     environment = child_env(env, ports.gcs, target)
     environment.pop("RAY_ADDRESS", None)  # a worker joins by --address, it runs no driver

@@ -1,0 +1,177 @@
+"""The Dockerfiles, read statically: each installs exactly the extra it should, runs as non-root, and the
+commands the operator puts in pods are entry points of the package those images install.
+
+Building the images needs a Docker daemon (hack/images.sh, `make images`); the e2e tests run them for real.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import tomllib
+from tests.jobs import ROOT, minimal_job
+
+from rljob import resources
+from rljob.api import constants as c
+from rljob.api import parse_job
+from rljob.cli import build_parser
+from rljob.resources import BuildContext
+
+IMAGES = ROOT / "images"
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with line continuations joined and comments dropped."""
+    out: list[tuple[str, str]] = []
+    current = ""
+    for raw in dockerfile.read_text().splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        current += line
+        word, _, rest = current.partition(" ")
+        out.append((word.upper(), rest.strip()))
+        current = ""
+    return out
+
+
+def pip_installs(dockerfile: Path) -> tuple[list[str], list[str]]:
+    """Every requirement given to `pip install` in RUN instructions, and every requirements file (``-r``)."""
+    reqs: list[str] = []
+    files: list[str] = []
+    for word, args in instructions(dockerfile):
+        if word != "RUN":
+            continue
+        for command in re.split(r"&&|;|\|\|", args):
+            tokens = shlex.split(command)
+            for i in range(len(tokens) - 1):
+                if tokens[i].endswith("pip") and tokens[i + 1] == "install":
+                    rest = tokens[i + 2 :]
+                    for j, t in enumerate(rest):
+                        if t == "-r":
+                            files.append(rest[j + 1])
+                        elif not t.startswith("-") and (j == 0 or rest[j - 1] != "-r"):
+                            reqs.append(t)
+    return reqs, files
+
+
+def extras_of(requirement: str) -> set[str]:
+    m = re.fullmatch(r"([A-Za-z0-9_.\-/]+)(?:\[([^\]]*)\])?(.*)", requirement)
+    assert m, requirement
+    return {e.strip() for e in (m.group(2) or "").split(",") if e.strip()}
+
+
+def the_user(dockerfile: Path) -> str:
+    users = [args for word, args in instructions(dockerfile) if word == "USER"]
+    assert users, f"{dockerfile} sets no USER"
+    return users[-1]
+
+
+OPERATOR = IMAGES / "operator" / "Dockerfile"
+RUNTIME = IMAGES / "runtime" / "Dockerfile"
+
+
+@pytest.mark.parametrize(("dockerfile", "extra"), [(OPERATOR, "operator"), (RUNTIME, "trainer")])
+def test_each_image_installs_this_package_with_exactly_its_extra(dockerfile: Path, extra: str) -> None:
+    installs, files = pip_installs(dockerfile)
+    ours = [r for r in installs if re.match(r"^(rljob|/src|\.)(\[|$)", r)]
+    assert len(ours) == 1, f"{dockerfile}: expected one install of the rljob package, got {installs}"
+    assert extras_of(ours[0]) == {extra}
+    assert extra in PYPROJECT["project"]["optional-dependencies"]
+    # Nothing else is installed beside it ...
+    assert installs == ours
+    # ... but the dependency layer, from the requirements file hack/images.sh writes for that same extra alone.
+    assert [Path(f).name for f in files] == [f"{extra}.txt"]
+    script = (ROOT / "hack" / "images.sh").read_text()
+    assert 'project["optional-dependencies"].items()' in script and '{extra}.txt' in script
+    # Offline: wheels only from the build context.
+    runs = [args for word, args in instructions(dockerfile) if word == "RUN" and "pip install" in args]
+    assert runs and all("--no-index" in r for r in runs)
+
+
+@pytest.mark.parametrize(("dockerfile", "uid"), [(OPERATOR, 65532), (RUNTIME, 1000)])
+def test_images_run_as_a_fixed_non_root_user(dockerfile: Path, uid: int) -> None:
+    user = the_user(dockerfile)
+    assert user.split(":")[0] == str(uid), user
+    assert all(part.isdigit() and int(part) != 0 for part in user.split(":")), (
+        "numeric and non-zero, so that runAsNonRoot can verify it"
+    )
+
+
+def test_runtime_user_is_the_one_the_operator_runs_pods_as() -> None:
+    from rljob.resources import pods
+
+    assert int(the_user(RUNTIME).split(":")[0]) == pods.RUN_AS_USER
+    assert int(the_user(RUNTIME).split(":")[1]) == pods.POD_SECURITY_CONTEXT["runAsGroup"]
+
+
+def test_images_build_from_the_local_base_and_pin_the_variant() -> None:
+    for dockerfile in (OPERATOR, RUNTIME):
+        args = dict(a.split("=", 1) for w, a in instructions(dockerfile) if w == "ARG" and "=" in a)
+        assert args["BASE"] == "rljob/base:bookworm"
+        assert ("FROM", "${BASE}") in instructions(dockerfile)
+    runtime_args = [a for w, a in instructions(RUNTIME) if w == "ARG"]
+    assert "VARIANT=cpu" in runtime_args
+    text = RUNTIME.read_text()
+    assert 'case "$VARIANT" in cpu|cuda)' in text
+
+
+def test_runtime_is_read_only_root_friendly() -> None:
+    env = " ".join(a for w, a in instructions(RUNTIME) if w == "ENV")
+    assert f"HOME={c.CONTAINER_HOME}" in env
+    assert "PYTHONDONTWRITEBYTECODE=1" in env
+    assert c.TMP_MOUNT == "/tmp" and c.CONTAINER_HOME.startswith("/tmp/")
+
+
+def test_operator_image_runs_the_operator() -> None:
+    ins = dict(instructions(OPERATOR))
+    assert ins["ENTRYPOINT"] == '["rljob"]'
+    assert ins["CMD"] == '["operator"]'
+
+
+def _pod_commands() -> list[list[str]]:
+    body = minimal_job(workers={"replicas": 2})
+    body["metadata"]["uid"] = "uid-1"
+    job = parse_job(body)
+    ctx = BuildContext()
+    head = resources.head_pod(job, ctx, 1, "2026-01-01T00:00:00Z")
+    workers = resources.workers_statefulset(job, ctx)
+    return [
+        head["spec"]["containers"][0]["command"],
+        workers["spec"]["template"]["spec"]["containers"][0]["command"],
+    ]
+
+
+def test_pod_commands_are_entry_points_of_the_installed_package() -> None:
+    commands = _pod_commands()
+    assert [cmd[:3] for cmd in commands] == [["rljob", "pod", "head"], ["rljob", "pod", "worker"]]
+    scripts = PYPROJECT["project"]["scripts"]
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for cmd in commands:
+        program, subcommand, role = cmd[:3]
+        # The console script the wheel installs on PATH (/opt/rljob/bin in both images) ...
+        assert program in scripts and scripts[program] == "rljob.cli:main"
+        # ... registers the subcommand, and the subcommand accepts the role.
+        assert subcommand in sub.choices, f"`rljob {subcommand}` is not registered"
+        args = parser.parse_args(cmd[1:])
+        assert args.role == role and callable(args.func)
+
+
+def test_pod_commands_live_in_the_trainer_extra_image() -> None:
+    # `rljob pod` imports rljob.trainer lazily: the runtime image (trainer extra) has its dependencies, and its
+    # default image is what the operator puts in pods that name none.
+    assert c.DEFAULT_IMAGE.startswith("rljob/runtime:") and c.DEFAULT_IMAGE.endswith("-cpu")
+    version = PYPROJECT["project"]["version"]
+    assert f"rljob/runtime:{version}-cpu" == c.DEFAULT_IMAGE, "hack/images.sh tags the runtime as <version>-cpu"
+    text = RUNTIME.read_text()
+    assert "rljob pod --help" in text  # the build itself fails if the entry point is missing
