@@ -103,6 +103,11 @@ def test_each_example_creates_exactly_its_children(
     body = load_job_file(path).model_dump(by_alias=True, exclude_none=True, mode="json")
     name = body["metadata"]["name"]
     cp.kubectl("apply", "-n", namespace, "-f", str(path))
+    if body["spec"].get("suspend"):
+        wait_phase(cp, namespace, name, "Suspended", 30)
+        assert not child_names(cp, namespace, name), "a job created suspended must create nothing"
+        cp.kubectl("patch", "rltj", name, "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+        body["spec"]["suspend"] = False
     expected = expected_names({**body, "metadata": {**body["metadata"], "namespace": namespace}})
     wait_for(lambda: expected <= child_names(cp, namespace, name), timeout=30, description=f"children of {name}")
     time.sleep(1)
