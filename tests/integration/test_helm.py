@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.jobs import ROOT
 
 from rljob.testing.controlplane import ControlPlane, wait_for
+from tests.jobs import ROOT
 
 CHART = ROOT / "charts" / "rljob"
 CHART_CRDS = {"rltrainingjobs.rljob.dev", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}

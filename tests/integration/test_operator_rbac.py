@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.jobs import ROOT, minimal_job
 
 from rljob.api import constants as c
 from rljob.testing.controlplane import ControlPlane, ControlPlaneError, find_bin_dir, wait_for
 from rljob.testing.operatorproc import OperatorProcess
+from tests.jobs import ROOT, minimal_job
 
 CHART = ROOT / "charts" / "rljob"
 OPERATOR_NS = "rljob-system"

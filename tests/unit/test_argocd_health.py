@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 import pytest
+
 from tests.jobs import ROOT
 
 SCRIPT = (ROOT / "charts" / "rljob" / "argocd" / "rltrainingjob-health.lua").read_text()

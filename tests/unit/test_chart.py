@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.jobs import ROOT
 
 from rljob.api import constants as c
+from tests.jobs import ROOT
 
 CHART = ROOT / "charts" / "rljob"
 DASHBOARD = CHART / "dashboards" / "rljob.json"

@@ -5,10 +5,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tests.jobs import ROOT
 
 from rljob.api import constants as c
 from rljob.api.crd import crd, crd_yaml
+from tests.jobs import ROOT
 
 CRD_FILE = ROOT / "crds" / f"{c.CRD_NAME}.yaml"
 

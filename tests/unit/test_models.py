@@ -4,10 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.jobs import minimal_job
 
 from rljob.api import ManifestError, load_job, parse_job
 from rljob.api.quantity import parse_quantity
+from tests.jobs import minimal_job
 
 
 def test_minimal_job_gets_defaults() -> None:

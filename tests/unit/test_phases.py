@@ -4,11 +4,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from tests.jobs import minimal_job
-
 from rljob.api import parse_job
 from rljob.controller.observe import Observed, PodObservation, WorkersObservation, observe_pod, observe_workers
 from rljob.controller.phases import Decision, step
+from tests.jobs import minimal_job
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 

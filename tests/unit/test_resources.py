@@ -5,12 +5,12 @@ import json
 from typing import Any
 
 import pytest
-from tests.jobs import minimal_job
 
 from rljob import resources
 from rljob.api import constants as c
 from rljob.api import parse_job
 from rljob.resources import ApiServerEndpoint, BuildContext
+from tests.jobs import minimal_job
 
 CTX = BuildContext(default_image="img:1", operator_namespace="ops")
 

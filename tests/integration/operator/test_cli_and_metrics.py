@@ -10,11 +10,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.integration.operator.test_operator import small_job, status, wait_phase
-
 from rljob.api import constants as c
 from rljob.testing.controlplane import ControlPlane, wait_for
 from rljob.testing.operatorproc import OperatorProcess, rljob_executable
+from tests.integration.operator.test_operator import small_job, status, wait_phase
 
 
 def rljob(cp: ControlPlane, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.jobs import ROOT, minimal_job
 
 from rljob import resources
 from rljob.api import constants as c
 from rljob.api import load_job_file, parse_job
 from rljob.testing.controlplane import ControlPlane, KubectlError, wait_for
 from rljob.testing.operatorproc import OperatorProcess
+from tests.jobs import ROOT, minimal_job
 
 CHILD_KINDS = "pods,statefulsets,services,networkpolicies,serviceaccounts,roles,rolebindings,persistentvolumeclaims"
 
