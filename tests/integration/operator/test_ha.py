@@ -29,4 +29,5 @@ def test_standby_replica_takes_over(control_plane: ControlPlane, operator: Opera
     finally:
         high.stop()
         low.stop()
+        cp.kubectl("delete", "clusterkopfpeering", "rljob", "--ignore-not-found")  # other tests install the chart's own
         operator.start()
