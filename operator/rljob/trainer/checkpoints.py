@@ -93,7 +93,7 @@ def save(save_to_path: Callable[[str], Any], directory: Path, record: ProgressRe
         return read_info(final)  # type: ignore[return-value]
     partial = directory / f"{PARTIAL_PREFIX}{final.name}"
     shutil.rmtree(partial, ignore_errors=True)
-    save_to_path(str(partial))
+    save_to_path(str(partial.resolve()))  # RLlib takes a relative path for a URI without a scheme
     info = CheckpointInfo(
         path=final,
         iteration=record.iteration,

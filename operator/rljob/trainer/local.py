@@ -62,7 +62,8 @@ def run_local(opts: LocalOptions, out: TextIO = sys.stdout, err: TextIO = sys.st
         _fail(exc.lines(), err)
         return ConfigError.exit_code
     spec = job.spec
-    output = opts.output or Path("runs") / job.name
+    # Absolute: RLlib reads a relative checkpoint path as a URI without a scheme and refuses it.
+    output = (opts.output or Path("runs") / job.name).resolve()
     checkpoint_dir = output / CHECKPOINTS_DIR
     try:
         entry = resolve_entrypoint(spec, opts.source_dir or opts.job_file.resolve().parent)

@@ -109,7 +109,7 @@ def _loop(
     previous_steps, time_offset, last_checkpoint = 0, 0.0, None
     if resume_from is not None:
         try:
-            algo.restore_from_path(str(resume_from.path))
+            algo.restore_from_path(str(resume_from.path.resolve()))
         except Exception as exc:
             raise ConfigError(
                 f"cannot resume from {resume_from.path}: {type(exc).__name__}: {exc} "

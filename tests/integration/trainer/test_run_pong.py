@@ -26,9 +26,10 @@ def test_pong_runs_checkpoints_and_resumes(tmp_path: Path) -> None:
         },
         name="tiny-pong",
     )
-    out = tmp_path / "out"
+    # The default output, runs/<name>/ relative to the working directory, as `make demo` uses it.
+    out = tmp_path / "runs" / "tiny-pong"
 
-    first = rljob("run", "-f", str(job), "--max-iterations", "2", "--output", str(out))
+    first = rljob("run", "-f", str(job), "--max-iterations", "2", cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "Traceback" not in first.stderr
     records = progress(out)
@@ -40,11 +41,11 @@ def test_pong_runs_checkpoints_and_resumes(tmp_path: Path) -> None:
     assert any((out / "tensorboard").glob("events.out.tfevents.*"))
     assert "stopped: ran 2 iterations (--max-iterations)" in first.stdout
 
-    again = rljob("run", "-f", str(job), "--max-iterations", "1", "--output", str(out))
+    again = rljob("run", "-f", str(job), "--max-iterations", "1", cwd=tmp_path)
     assert again.returncode == 2
     assert "already holds a run" in again.stderr and "--resume" in again.stderr
 
-    resumed = rljob("run", "-f", str(job), "--resume", "--max-iterations", "1", "--output", str(out))
+    resumed = rljob("run", "-f", str(job), "--resume", "--max-iterations", "1", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming after iteration 2" in resumed.stdout
     records = progress(out)
