@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +147,7 @@ def _loop(
         sinks.close(outcome)
         return outcome
 
+    last_return: float | None = None
     try:
         while True:
             if stop.requested:
@@ -157,6 +158,11 @@ def _loop(
                 result, previous_env_steps=previous_steps, time_offset_s=time_offset, attempt=run.attempt
             )
             previous_steps = record.env_steps
+            if record.episode_return_mean is None and last_return is not None:
+                # No episode ended in this iteration: the windowed mean is still the latest estimate,
+                # and a blank would make the Reward column and the reported progress flicker.
+                record = replace(record, episode_return_mean=last_return)
+            last_return = record.episode_return_mean
             reason = run.criteria.reached(record, run_iterations, clock() - started)
             if reason is not None or record.iteration % run.checkpoint_every == 0:
                 last_checkpoint = save(record)
