@@ -63,7 +63,8 @@ async def apply(
         status = status if status is not None else {}
         status["reason"] = "CreateFailed"
         status["message"] = "; ".join(problems)[:2000]
-        await kube.event(body, "Warning", "CreateFailed", status["message"])
+        if (body.get("status") or {}).get("message") != status["message"]:  # not again on every retry
+            await kube.event(body, "Warning", "CreateFailed", status["message"])
 
     new_body = None
     if status is not None:
