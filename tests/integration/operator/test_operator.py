@@ -439,3 +439,21 @@ def test_deleting_needs_no_operator(control_plane: ControlPlane, operator: Opera
         wait_for(lambda: not children(cp, namespace, "orphan"), timeout=60, description="garbage collection without the operator")
     finally:
         operator.start()
+
+
+def test_refused_children_are_reported_and_retried(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
+    """A quota that refuses pods: the job says why (reason CreateFailed, one event), then proceeds once it is lifted."""
+    cp = control_plane
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-pods", "namespace": namespace},
+             "spec": {"hard": {"pods": "0"}}}
+    cp.apply(quota)
+    wait_for(lambda: cp.get_json("resourcequota", "no-pods", "-n", namespace).get("status", {}).get("hard"), timeout=30,
+             description="quota in force")
+    cp.apply(small_job("quota", namespace))
+    st = wait_for(lambda: (s := status(cp, namespace, "quota")).get("reason") == "CreateFailed" and s, timeout=30,
+                  description="CreateFailed")
+    assert st["phase"] == "Pending" and "exceeded quota" in st["message"] and "quota-head-1" in st["message"]
+    time.sleep(6)  # several retries with backoff
+    assert events(cp, namespace, "quota").count("CreateFailed") == 1
+    cp.kubectl("delete", "resourcequota", "no-pods", "-n", namespace)
+    wait_phase(cp, namespace, "quota", "Running", 90)
