@@ -44,3 +44,16 @@ dev-cluster: venv cluster-bins
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache runs build
+
+# Images and the end-to-end cluster (images/README.md). `make e2e` needs root, Docker's daemon (started if
+# installed), ~15 GB of disk; it installs missing Debian packages and builds what is missing, all cached.
+.PHONY: images
+images:
+	@bash hack/images.sh
+
+e2e-cluster: venv cluster-bins
+	@bash hack/e2e-cluster.sh up
+
+e2e: venv cluster-bins
+	@bash hack/e2e-cluster.sh prereqs
+	RLJOB_E2E=1 $(PY) -m pytest tests/e2e -v -p no:cacheprovider

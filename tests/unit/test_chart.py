@@ -364,3 +364,16 @@ def test_dashboard_is_well_formed() -> None:
         assert panel["gridPos"]["x"] >= 0 and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
     quantiles = [e for e in dashboard_exprs() if "histogram_quantile" in e]
     assert quantiles and all("sum by (le" in e and "_bucket[" in e for e in quantiles)
+
+
+def test_operator_pod_gets_no_service_links(helm_home: dict[str, str], tmp_path: Path) -> None:
+    """A Service named <release>-metrics would inject RLJOB_METRICS_PORT=tcp://... into the operator."""
+    deployment = by_kind(render(helm_home, tmp_path, {}), "Deployment")[0]
+    assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False
+
+
+def test_operator_survives_a_service_link_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rljob.cli import build_parser
+
+    monkeypatch.setenv("RLJOB_METRICS_PORT", "tcp://10.96.3.4:8080")
+    assert build_parser().parse_args(["operator"]).metrics_port == 8080

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import tomllib
-from tests.jobs import ROOT, minimal_job
 
 from rljob import resources
 from rljob.api import constants as c
 from rljob.api import parse_job
 from rljob.cli import build_parser
 from rljob.resources import BuildContext
+from tests.jobs import ROOT, minimal_job
 
 IMAGES = ROOT / "images"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"runtime image for jobs that name none (env {c.ENV_DEFAULT_IMAGE}; default %(default)s)")
     p.add_argument("--operator-namespace", default=os.environ.get(c.ENV_OPERATOR_NAMESPACE, "rljob-system"),
                    help="namespace the operator runs in: job NetworkPolicies admit scrapes from it (default %(default)s)")
-    p.add_argument("--metrics-port", type=int, default=int(os.environ.get("RLJOB_METRICS_PORT", "8080")),
+    p.add_argument("--metrics-port", type=int, default=_env_port("RLJOB_METRICS_PORT", 8080),
                    help="Prometheus metrics port, 0 to disable (default %(default)s)")
     p.add_argument("--health-port", type=int, default=8081, help="liveness endpoint port, 0 to disable (default %(default)s)")
     p.add_argument("--peering", default=None, metavar="NAME",
@@ -33,6 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    choices=["debug", "info", "warning", "error"], help="(default %(default)s)")
     p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
     p.set_defaults(func=run)
+
+
+def _env_port(name: str, default: int) -> int:
+    """A port from the environment; Kubernetes' service links put 'tcp://host:port' in *_PORT variables."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    tail = value.rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else default
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The e2e cluster: one real node (containerd + runc + kubelet + kube-proxy + CoreDNS, CNI bridge) joined to the
+# project's control plane, all inside the network namespace "rljob-e2e" (see tests/e2e/cluster.py).
+#
+#   hack/e2e-cluster.sh prereqs   apt-get install what is missing (docker.io, containerd, runc, CNI plugins, ...)
+#   hack/e2e-cluster.sh bins      build kubelet, kube-proxy (k8s v1.35.4), CoreDNS (trimmed) and the pause binary
+#                                 into ${RLJOB_CACHE:-~/.cache/rljob}/k8s/v1.35.4/bin (skipped when present)
+#   hack/e2e-cluster.sh images    hack/images.sh operator runtime (cached)
+#   hack/e2e-cluster.sh up        all of the above, then the cluster (+ the operator, installed with the Helm chart)
+#                                 in the foreground until Ctrl-C
+#   hack/e2e-cluster.sh check     all of the above, start the cluster, print the timings, stop
+#   hack/e2e-cluster.sh down      stop whatever a killed run left behind (containers, mounts, the namespace)
+#
+# Idempotent and cached: binaries, the wheel cache, the images and containerd's image store (~/.cache/rljob/e2e)
+# are kept between runs.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE="${RLJOB_CACHE:-$HOME/.cache/rljob}"
+K8S_VERSION=v1.35.4 # must match hack/cluster-bins.sh
+BIN="$CACHE/k8s/$K8S_VERSION/bin"
+PY="$ROOT/.venv/bin/python"
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml" | head -n1)
+IMAGES=("rljob/operator:$VERSION" "rljob/runtime:$VERSION-cpu")
+
+log() { echo "e2e-cluster: $*" >&2; }
+
+prereqs() {
+  local missing=()
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  command -v containerd-shim-runc-v2 >/dev/null || missing+=(containerd)
+  command -v runc >/dev/null || missing+=(runc)
+  [[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins)
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
+  command -v iptables >/dev/null || missing+=(iptables)
+  command -v conntrack >/dev/null || missing+=(conntrack)
+  command -v ipset >/dev/null || missing+=(ipset)
+  command -v ip >/dev/null || missing+=(iproute2)
+  command -v openssl >/dev/null || missing+=(openssl)
+  if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+bins() {
+  bash "$ROOT/hack/cluster-bins.sh" >/dev/null
+  export CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false"
+  local start ld="" pkg
+  if [[ ! -x $BIN/kubelet || ! -x $BIN/kube-proxy ]]; then
+    start=$(date +%s)
+    log "building kubelet, kube-proxy $K8S_VERSION ..."
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ld+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=35 -X $pkg.gitTreeState=clean"
+    done
+    local tmp
+    tmp=$(mktemp -d "$BIN/.build.XXXXXX")
+    (cd "$ROOT/hack/k8s/kubernetes" && nice -n 10 go build -trimpath -ldflags "-s -w $ld" -o "$tmp/" \
+      k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
+    mv -f "$tmp/kubelet" "$tmp/kube-proxy" "$BIN/" && rm -rf "$tmp"
+    log "built kubelet, kube-proxy in $(($(date +%s) - start))s"
+  fi
+  local name
+  for name in coredns pause; do
+    [[ -x $BIN/$name ]] && continue
+    start=$(date +%s)
+    log "building $name ..."
+    (cd "$ROOT/hack/e2e/$name" && nice -n 10 go build -trimpath -ldflags "-s -w" -o "$BIN/$name.tmp" .)
+    mv -f "$BIN/$name.tmp" "$BIN/$name"
+    log "built $name in $(($(date +%s) - start))s"
+  done
+}
+
+images() {
+  bash "$ROOT/hack/images.sh" operator runtime
+}
+
+down() {
+  "$PY" - <<'EOF'
+from pathlib import Path
+from tests.e2e import cluster as c
+cl = c.Cluster(Path("/tmp/rljob-e2e-down"))
+cl._kill_containers()
+cl._cleanup_leftovers()
+c.delete_netns()
+EOF
+}
+
+cd "$ROOT"
+case "${1:-up}" in
+  prereqs) prereqs ;;
+  bins) bins ;;
+  images) images ;;
+  up | check)
+    prereqs
+    bash "$ROOT/hack/python-env.sh" >/dev/null
+    bins
+    images
+    args=(--operator "$VERSION")
+    [[ ${1:-up} == check ]] && args+=(--check)
+    exec "$PY" -m tests.e2e.cluster "${args[@]}" "${IMAGES[@]}"
+    ;;
+  down) down ;;
+  *) echo "usage: $0 [prereqs|bins|images|up|check|down]" >&2; exit 2 ;;
+esac

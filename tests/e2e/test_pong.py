@@ -1,0 +1,273 @@
+"""End to end on a real node: the operator (installed with the chart, running as a pod) runs Pong jobs whose Ray
+head and workers are real containers of the runtime image.
+
+Sized for a 2-core machine: head 0.8 CPU, two workers 0.45 CPU each (requests = limits), the tiny Pong network
+with 64-step iterations. See tests/e2e/conftest.py for the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+
+from rljob.testing.controlplane import KubectlError, wait_for
+from tests.e2e import cluster as e2e
+from tests.e2e.conftest import RUNTIME_IMAGE, get_json
+
+# Pong on a CPU in seconds per iteration: one env runner with one env, the tiny network, 64-step batches.
+TINY_PONG_ARGS = [
+    "--model", "tiny", "--num-env-runners", "1", "--envs-per-env-runner", "1",
+    "--train-batch-size", "64", "--rollout-fragment-length", "32",
+    "--min-iteration-seconds", "0", "--min-iteration-steps", "64",
+    "--circular-buffer-num-batches", "1", "--broadcast-interval", "1", "--seed", "1",
+]  # fmt: skip
+JOB_LABEL = "rljob.dev/job"
+
+
+def job_manifest(name: str, *, workers: int = 2, iterations: int | None = 3, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "rljob.dev/v1alpha1",
+        "kind": "RLTrainingJob",
+        "metadata": {"name": name},
+        "spec": {
+            "experiment": "e2e-pong",
+            "image": RUNTIME_IMAGE,
+            "imagePullPolicy": "Never",
+            "entrypoint": {"recipe": "pong", "args": TINY_PONG_ARGS},
+            "stop": {"iterations": iterations} if iterations else {"envSteps": 100_000_000},
+            "head": {"cpu": "800m", "memory": "3Gi", "shmSize": "512Mi"},
+            "workers": {"replicas": workers, "cpu": "450m", "memory": "2Gi", "shmSize": "256Mi"},
+            "clusterCoordinationTimeoutSeconds": 600,
+            **spec,
+        },
+    }
+    return body
+
+
+@pytest.fixture
+def namespace(cluster: e2e.Cluster, operator: str) -> str:
+    ns = f"e2e-{secrets.token_hex(3)}"
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+    return ns
+
+
+def apply(cluster: e2e.Cluster, ns: str, body: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(body))
+
+
+def job(cluster: e2e.Cluster, ns: str, name: str) -> dict[str, Any]:
+    return get_json(cluster, "rltj", name, "-n", ns)
+
+
+def wait_job(cluster: e2e.Cluster, ns: str, name: str, check: Callable[[dict[str, Any]], Any], timeout: float, what: str) -> Any:
+    def probe() -> Any:
+        j = job(cluster, ns, name)
+        if j.get("status", {}).get("phase") == "Failed" and "Failed" not in what:
+            raise AssertionError(f"job failed: {json.dumps(j.get('status'), indent=1)}\n{diagnostics(cluster, ns)}")
+        return check(j)
+
+    try:
+        return wait_for(probe, timeout, 3.0, what, ignore=(KubectlError,))
+    except TimeoutError as e:
+        raise AssertionError(f"{e}\n{diagnostics(cluster, ns)}") from None
+
+
+def pods(cluster: e2e.Cluster, ns: str, name: str, role: str | None = None) -> list[dict[str, Any]]:
+    selector = f"{JOB_LABEL}={name}" + (f",rljob.dev/role={role}" if role else "")
+    return get_json(cluster, "pods", "-n", ns, "-l", selector)["items"]
+
+
+def logs(cluster: e2e.Cluster, ns: str, pod: str) -> str:
+    return cluster.kubectl("logs", "-n", ns, pod, check=False, timeout=60).stdout
+
+
+def diagnostics(cluster: e2e.Cluster, ns: str) -> str:
+    out = [cluster.kubectl("get", "pods,sts,svc,pvc,events", "-n", ns, "-o", "wide", check=False).stdout]
+    for p in get_json(cluster, "pods", "-n", ns)["items"]:
+        out.append(f"--- logs {p['metadata']['name']} (last 40 lines)")
+        out.append("\n".join(logs(cluster, ns, p["metadata"]["name"]).splitlines()[-40:]))
+    return "\n".join(out)
+
+
+def progress_lines(text: str) -> list[dict[str, Any]]:
+    """The driver's JSON line per iteration."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{") and '"iteration"' in line:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
+def leftovers(cluster: e2e.Cluster, ns: str, name: str) -> list[str]:
+    kinds = "pods,services,statefulsets,networkpolicies,serviceaccounts,roles,rolebindings,persistentvolumeclaims,configmaps"
+    res = cluster.kubectl("get", kinds, "-n", ns, "-l", f"{JOB_LABEL}={name}", "-o", "name")
+    return res.stdout.split()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_pong_job_runs_on_real_pods(cluster: e2e.Cluster, namespace: str) -> None:
+    ns, name = namespace, "pong"
+    t0 = time.monotonic()
+    apply(cluster, ns, job_manifest(name, iterations=3))
+
+    # The head pod and the worker StatefulSet's two pods start, as real containers.
+    def all_running() -> bool:
+        ps = pods(cluster, ns, name)
+        roles = sorted(p["metadata"]["labels"].get("rljob.dev/role", "") for p in ps if p["status"].get("phase") == "Running")
+        return roles == ["head", "worker", "worker"]
+
+    wait_for(all_running, 420, 3.0, "head + 2 worker pods Running", ignore=(KubectlError,))
+    started = time.monotonic() - t0
+    head = f"{name}-head-1"
+    # The workers joined the head's Ray cluster: the driver says so.
+    wait_for(lambda: "Ray cluster ready: 3 nodes (1 head + 2 workers)" in logs(cluster, ns, head), 420, 3.0,
+             "the driver's 'Ray cluster ready: 3 nodes' line")  # fmt: skip
+    # RLlib iterates; the operator reflects it in status.progress and the printer columns.
+    j = wait_job(cluster, ns, name, lambda j: (j.get("status", {}).get("progress") or {}).get("iteration", 0) >= 2 and j,
+                 600, "status.progress.iteration >= 2")  # fmt: skip
+    table = cluster.kubectl("get", "rltj", name, "-n", ns).stdout
+    header, row = table.splitlines()[:2]
+    columns = dict(zip(header.split(), row.split(), strict=False))
+    assert int(columns["ITERATION"]) >= 2, table
+    assert columns["WORKERS"].endswith("/2"), table
+    # It ends Succeeded (spec.stop.iterations: 3), and the workers are removed.
+    j = wait_job(cluster, ns, name, lambda j: j["status"].get("phase") == "Succeeded" and j, 600, "phase Succeeded")
+    assert j["status"]["progress"]["iteration"] >= 3
+    wait_for(lambda: not pods(cluster, ns, name, "worker"), 180, 2.0, "worker pods removed", ignore=(KubectlError,))
+    driver_log = logs(cluster, ns, head)
+    lines = progress_lines(driver_log)
+    assert [rec["iteration"] for rec in lines][:3] == [1, 2, 3], driver_log[-3000:]
+    print(f"pong: pods running after {started:.0f}s, Succeeded after {time.monotonic() - t0:.0f}s")
+
+    # Deleting the job leaves nothing behind (ownership: the garbage collector removes every child).
+    cluster.kubectl("delete", "rltj", name, "-n", ns, "--wait=true", timeout=120)
+    wait_for(lambda: not leftovers(cluster, ns, name), 120, 2.0, "every child of the job deleted")
+    assert not cluster.kubectl("get", "rltj", "-n", ns, "-o", "name").stdout.strip()
+
+
+def test_network_policies_are_enforced(cluster: e2e.Cluster, namespace: str) -> None:
+    ns, name = namespace, "netpol"
+    apply(cluster, ns, job_manifest(name, workers=1, iterations=None, clusterCoordinationTimeoutSeconds=600))
+    wait_for(lambda: "Ray cluster ready" in logs(cluster, ns, f"{name}-head-1"), 480, 3.0, "the job's Ray cluster ready",
+             ignore=(KubectlError,))  # fmt: skip
+    worker = pods(cluster, ns, name, "worker")[0]["metadata"]["name"]
+    head_svc = f"{name}-head.{ns}.svc.cluster.local"
+    probe = f"import socket; socket.create_connection(('{head_svc}', 6379), timeout=5); print('CONNECTED')"
+    # The job's own worker reaches the GCS port ...
+    own = cluster.kubectl("exec", "-n", ns, worker, "--", "python3", "-c", probe, check=False, timeout=60)
+    assert "CONNECTED" in own.stdout, own.stderr
+    # ... a pod in another namespace does not.
+    other = f"{ns}-other"
+    cluster.kubectl("create", "namespace", other)
+    cluster.kubectl("label", "namespace", other, "pod-security.kubernetes.io/enforce=restricted")
+    intruder = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "intruder"},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "probe", "image": RUNTIME_IMAGE, "imagePullPolicy": "Never",
+                            "command": ["python3", "-c", probe],
+                            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}],
+        },
+    }  # fmt: skip
+    cluster.kubectl("apply", "-n", other, "-f", "-", input=yaml.safe_dump(intruder))
+    phase = wait_for(
+        lambda: get_json(cluster, "pod", "intruder", "-n", other)["status"].get("phase") in ("Succeeded", "Failed")
+        and get_json(cluster, "pod", "intruder", "-n", other)["status"]["phase"],
+        120, 2.0, "the intruder probe to finish", ignore=(KubectlError,),
+    )  # fmt: skip
+    out = logs(cluster, other, "intruder")
+    cluster.kubectl("delete", "rltj", name, "-n", ns, "--wait=false")
+    if not e2e.NETWORK_POLICY_ENFORCER:
+        assert phase == "Succeeded" and "CONNECTED" in out  # documents that nothing enforces them here
+        pytest.xfail(f"no NetworkPolicy enforcer on this node ({e2e.NO_ENFORCER_REASON}); verified: the policies "
+                     "exist and intra-job traffic flows, but a pod in another namespace reached the GCS port")  # fmt: skip
+    assert phase == "Failed" and "CONNECTED" not in out, out
+
+
+ALIVE_NODES = "import ray; ray.init(address='auto', logging_level='ERROR'); print('ALIVE', sum(n['Alive'] for n in ray.nodes()))"
+
+
+def alive_ray_nodes(cluster: e2e.Cluster, ns: str, head: str) -> int:
+    res = cluster.kubectl("exec", "-n", ns, head, "--", "python3", "-c", ALIVE_NODES, check=False, timeout=120)
+    m = re.search(r"ALIVE (\d+)", res.stdout)
+    return int(m.group(1)) if m else -1
+
+
+def test_worker_deleted_mid_run_is_recreated_and_rejoins(cluster: e2e.Cluster, namespace: str) -> None:
+    ns, name = namespace, "rejoin"
+    apply(cluster, ns, job_manifest(name, workers=2, iterations=None))
+    head = f"{name}-head-1"
+    wait_job(cluster, ns, name, lambda j: (j.get("status", {}).get("progress") or {}).get("iteration", 0) >= 1, 600,
+             "the first iteration")  # fmt: skip
+    # Delete a worker that hosts no learner (RLlib restarts env runners, not learners): the head log names the
+    # learner's node by IP.
+    learner_ips = set(re.findall(r"_WrappedExecutable pid=\d+, ip=([0-9.]+)\)", logs(cluster, ns, head)))
+    workers = pods(cluster, ns, name, "worker")
+    victim = next((p for p in workers if p["status"].get("podIP") not in learner_ips), workers[0])
+    victim_name, old_uid = victim["metadata"]["name"], victim["metadata"]["uid"]
+    cluster.kubectl("delete", "pod", "-n", ns, victim_name, "--wait=false")
+
+    def replaced_and_ready() -> bool:
+        p = get_json(cluster, "pod", victim_name, "-n", ns)
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+        return p["metadata"]["uid"] != old_uid and ready
+
+    wait_for(replaced_and_ready, 300, 3.0, "the worker pod recreated and Ready", ignore=(KubectlError,))
+    wait_for(lambda: "joining:" in logs(cluster, ns, victim_name), 120, 3.0, "the new worker to join")
+    # The head's GCS sees head + 2 workers alive again (the deleted worker's node is dead, its successor alive).
+    wait_for(lambda: alive_ray_nodes(cluster, ns, head) == 3, 240, 5.0, "3 alive Ray nodes")
+    # Training goes on, on the same head.
+    before = job(cluster, ns, name)["status"]["progress"]["iteration"]
+    wait_job(cluster, ns, name, lambda j: j["status"]["progress"]["iteration"] >= before + 2, 600, "two more iterations")
+    j = job(cluster, ns, name)
+    assert j["status"]["phase"] == "Running", j["status"]
+    assert [p["metadata"]["name"] for p in pods(cluster, ns, name, "head")] == [head]
+    cluster.kubectl("delete", "rltj", name, "-n", ns, "--wait=false")
+
+
+def test_head_deleted_mid_run_resumes_from_checkpoint(cluster: e2e.Cluster, namespace: str, checkpoint_volumes: None) -> None:
+    ns, name = namespace, "resume"
+    apply(cluster, ns, job_manifest(name, workers=1, iterations=None, backoffLimit=1,
+                                    checkpoint={"size": "1Gi", "everyIterations": 2, "keep": 2}))  # fmt: skip
+    # Wait for a checkpoint (iteration 2 or later) to be reported.
+    wait_job(cluster, ns, name, lambda j: (j.get("status", {}).get("progress") or {}).get("iteration", 0) >= 3 and j,
+                 600, "three iterations (a checkpoint at 2)")  # fmt: skip
+    first_log = logs(cluster, ns, f"{name}-head-1")
+    saved = [rec["iteration"] for rec in progress_lines(first_log) if rec.get("checkpoint")]
+    assert saved, first_log[-3000:]
+    cluster.kubectl("delete", "pod", "-n", ns, f"{name}-head-1", "--wait=false")
+    head2 = f"{name}-head-2"
+    wait_for(lambda: "resumed from" in logs(cluster, ns, head2), 600, 3.0, "attempt 2 to resume", ignore=(KubectlError,))
+    wait_for(lambda: progress_lines(logs(cluster, ns, head2)), 600, 3.0, "attempt 2's first iteration", ignore=(KubectlError,))
+    second = progress_lines(logs(cluster, ns, head2))
+    m = re.search(r"resumed from \S+ \(iteration (\d+)", logs(cluster, ns, head2))
+    assert m, logs(cluster, ns, head2)[-3000:]
+    resumed_at = int(m.group(1))
+    assert resumed_at >= min(saved)
+    assert second[0]["iteration"] == resumed_at + 1 > 1, (second[:2], saved)
+    assert job(cluster, ns, name)["status"].get("attempt", 2) == 2
+    cluster.kubectl("delete", "rltj", name, "-n", ns, "--wait=false")
+
+
+def test_max_run_duration_cuts_a_long_run_off(cluster: e2e.Cluster, namespace: str) -> None:
+    ns, name = namespace, "deadline"
+    apply(cluster, ns, job_manifest(name, workers=1, iterations=None, maxRunDurationSeconds=150))
+    j = wait_job(cluster, ns, name, lambda j: j.get("status", {}).get("phase") == "Failed" and j, 600, "phase Failed")
+    assert j["status"]["reason"] == "DeadlineExceeded", j["status"]
+    wait_for(lambda: not pods(cluster, ns, name), 180, 2.0, "the job's pods gone", ignore=(KubectlError,))
+    cluster.kubectl("delete", "rltj", name, "-n", ns, "--wait=false")
