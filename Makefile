@@ -9,7 +9,7 @@ export RLJOB_CACHE ?= $(HOME)/.cache/rljob
 
 help:
 	@echo "make demo          install everything and train Pong on this machine (CPU, bounded time)"
-	@echo "make test          lint + unit + integration tests (real API server; builds it on first run)"
+	@echo "make test          lint + unit + integration (real API server) + end-to-end (a real node) tests"
 	@echo "make dev-cluster   a local control plane with fake nodes and the operator, in the foreground"
 	@echo "make crd           regenerate crds/ and the chart's copy from the API models"
 
@@ -33,8 +33,12 @@ unit: venv
 integration: venv cluster-bins
 	$(PY) -m pytest tests/integration -q
 
+# One pytest run, so its closing line counts every test. The end-to-end tests need root, Docker's
+# daemon (installed and started by hack/e2e-cluster.sh prereqs) and ~15 GB of disk; a cached run adds
+# about 10 minutes, a fresh machine about 30 (images, kubelet, CoreDNS).
 test: venv cluster-bins lint
-	$(PY) -m pytest tests/unit tests/integration -q
+	@bash hack/e2e-cluster.sh prereqs
+	RLJOB_E2E=1 $(PY) -m pytest tests/unit tests/integration tests/e2e -q
 
 demo: venv
 	$(RLJOB) run -f examples/pong-local.yaml --max-duration $${DEMO_SECONDS:-600} --resume
