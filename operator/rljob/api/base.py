@@ -38,7 +38,6 @@ class Model(BaseModel):
         populate_by_name=True,
         extra="forbid",
         validate_default=True,
-        use_attribute_docstrings=False,
     )
 
     rules: ClassVar[tuple[Rule, ...]] = ()

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..api import constants as c
+from ..api import names
 from ..api.models import RLTrainingJob
 from . import conditions as cond
 from .observe import Observed, PodObservation
@@ -317,8 +318,6 @@ class _Machine:
         self.status.update(phase=phase, reason=reason, message=message)
         attempt = self.status.get("attempts")
         if attempt and phase != SUSPENDED:
-            from ..api import names
-
             self.status["headPod"] = names.head_pod(self.job.name, int(attempt))
 
     def _set(self, type_: str, value: bool, reason: str, message: str) -> list[dict[str, Any]]:
