@@ -40,12 +40,15 @@ die() { echo "images: error: $*" >&2; exit 1; }
 # Debian's 20.10 client (/usr/bin/docker) has BuildKit built in.
 pick_docker() {
   if [[ -n ${DOCKER:-} ]]; then echo "$DOCKER"; return; fi
-  local d
-  for d in /usr/bin/docker "$(command -v docker || true)"; do
+  local d version
+  # shellcheck disable=SC2086 # a space-separated list of paths (tests set it)
+  for d in ${DOCKER_CANDIDATES:-/usr/bin/docker $(command -v docker || true)}; do
     [[ -x $d ]] || continue
-    if "$d" buildx version >/dev/null 2>&1 || "$d" version --format '{{.Client.Version}}' 2>/dev/null | grep -q '^20\.'; then
-      echo "$d"; return
-    fi
+    "$d" buildx version >/dev/null 2>&1 && { echo "$d"; return; }
+    # `docker version` exits 1 when no daemon is running yet (it is started later), though it printed the client's
+    # version: read the output, not the status (under pipefail a pipe into grep would fail here).
+    version=$("$d" version --format '{{.Client.Version}}' 2>/dev/null || true)
+    [[ $version == 20.* ]] && { echo "$d"; return; }
   done
   die "no Docker CLI with BuildKit: install Debian's docker.io (apt-get install docker.io) or the buildx plugin"
 }
@@ -220,4 +223,5 @@ main() {
   log "done in $(($(date +%s) - t0))s"
 }
 
-main "$@"
+# Sourcing defines the functions only (tests/unit/test_images.py calls pick_docker).
+[[ ${BASH_SOURCE[0]} != "$0" ]] || main "$@"

@@ -6,8 +6,10 @@ Building the images needs a Docker daemon (hack/images.sh, `make images`); the e
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -175,3 +177,42 @@ def test_pod_commands_live_in_the_trainer_extra_image() -> None:
     assert f"rljob/runtime:{version}-cpu" == c.DEFAULT_IMAGE, "hack/images.sh tags the runtime as <version>-cpu"
     text = RUNTIME.read_text()
     assert "rljob pod --help" in text  # the build itself fails if the entry point is missing
+
+
+def _fake_docker(path: Path, version: str, *, buildx: bool, daemon: bool) -> Path:
+    """A stand-in `docker` client: prints its version like the real one, and exits 1 when no daemon answers."""
+    path.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = buildx ]; then {"echo buildx v0.14; exit 0" if buildx else "exit 1"}; fi\n'
+        f'if [ "$1" = version ]; then echo {version}; exit {0 if daemon else 1}; fi\n'
+        "exit 1\n"
+    )
+    path.chmod(0o755)
+    return path
+
+
+def _pick_docker(*candidates: Path) -> subprocess.CompletedProcess[str]:
+    script = f"source {shlex.quote(str(ROOT / 'hack' / 'images.sh'))}; pick_docker"
+    env = {**os.environ, "DOCKER_CANDIDATES": " ".join(str(c) for c in candidates)}
+    env.pop("DOCKER", None)
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=30)
+
+
+@pytest.mark.parametrize("daemon", [True, False], ids=["daemon-running", "daemon-stopped"])
+def test_images_script_picks_a_buildkit_capable_docker_client(tmp_path: Path, daemon: bool) -> None:
+    # CI starts with dockerd stopped: Debian's 20.10 client then exits 1 after printing its version, and must
+    # still be chosen over a newer client that has no buildx plugin (which refuses DOCKER_BUILDKIT=1).
+    new = _fake_docker(tmp_path / "docker-28", "28.2.2", buildx=False, daemon=daemon)
+    debian = _fake_docker(tmp_path / "docker-20", "20.10.24+dfsg1", buildx=False, daemon=daemon)
+    res = _pick_docker(new, debian)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == str(debian)
+
+    with_buildx = _fake_docker(tmp_path / "docker-buildx", "28.2.2", buildx=True, daemon=daemon)
+    assert _pick_docker(with_buildx, debian).stdout.strip() == str(with_buildx)
+
+
+def test_images_script_explains_a_missing_buildkit_client(tmp_path: Path) -> None:
+    res = _pick_docker(_fake_docker(tmp_path / "docker-28", "28.2.2", buildx=False, daemon=False))
+    assert res.returncode != 0
+    assert "no Docker CLI with BuildKit" in res.stderr
