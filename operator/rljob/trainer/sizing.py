@@ -28,27 +28,35 @@ class ResourcePlan:
 
 
 def plan_resources(
-    cluster_cpus: float, cluster_gpus: float, requested_env_runners: int | None, aggregators: int = 0
+    cluster_cpus: float,
+    cluster_gpus: float,
+    requested_env_runners: int | None,
+    aggregators: int = 0,
+    cpus_per_env_runner: float | None = None,
 ) -> ResourcePlan:
-    """One env runner per CPU left after the learner (and aggregators); fractional CPUs if asked for more.
+    """One env runner per spare CPU (or per `cpus_per_env_runner` spare CPUs); fractional CPUs if asked for more.
 
-    Ray would otherwise leave env runners that do not fit pending forever, and the run would hang
-    instead of running slower; a note says so.
+    Fat runners (several CPUs each) suit a runner whose envs step on native threads (the ALE vector
+    env): fewer copies of the policy network, bigger inference batches. Ray would otherwise leave env
+    runners that do not fit pending forever, and the run would hang instead of running slower; a note
+    says so.
     """
     gpus = int(cluster_gpus)
     num_learners = max(1, gpus)
     learner_cpus = 0 if gpus else num_learners  # Ray's accounting: a GPU learner asks for 0 CPUs
     # Physically a GPU learner still needs a core to feed the GPU, so the default keeps one back.
-    default = max(1, math.floor(cluster_cpus) - max(learner_cpus, 1) - aggregators)
+    usable = math.floor(cluster_cpus) - max(learner_cpus, 1) - aggregators
+    per_runner = cpus_per_env_runner or 1.0
+    default = max(1, math.floor(usable / per_runner))
     notes: list[str] = []
     runners = default if requested_env_runners is None else requested_env_runners
     spare = max(0.0, cluster_cpus - learner_cpus - aggregators)
-    cpus_each = 1.0
-    if runners > 0 and runners > spare:
+    cpus_each = per_runner
+    if runners > 0 and runners * per_runner > spare:
         cpus_each = math.floor(spare / runners * 100) / 100
         notes.append(
-            f"{runners} env runners share {spare:g} spare CPUs ({cpus_each:g} CPU each); "
-            "they will run, but slower than with one CPU each"
+            f"{runners} env runners x {per_runner:g} CPU do not fit in {spare:g} spare CPUs; they get {cpus_each:g} CPU "
+            "each and will run, but slower"
         )
     return ResourcePlan(runners, cpus_each, num_learners, 1 if gpus else 0, tuple(notes))
 

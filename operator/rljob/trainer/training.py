@@ -53,7 +53,7 @@ def plan_for(run: TrainingRun, cluster: ClusterSummary) -> ResourcePlan:
     if options.num_aggregators is None:
         options.num_aggregators = default_aggregators(run.recipe_run.recipe.algorithm, cluster.gpus)
     requested = options.num_env_runners if options.num_env_runners is not None else run.default_env_runners
-    return plan_resources(cluster.cpus, cluster.gpus, requested, options.num_aggregators)
+    return plan_resources(cluster.cpus, cluster.gpus, requested, options.num_aggregators, options.cpus_per_env_runner)
 
 
 def run_training(

@@ -54,6 +54,24 @@ def test_cartpole_recipe() -> None:
     assert run.options.train_batch_size == 200
 
 
+def test_pong_steps_envs_with_ales_vector_env_on_the_runners_cpus() -> None:
+    from rljob.trainer.sizing import ResourcePlan
+
+    plan = ResourcePlan(num_env_runners=3, cpus_per_env_runner=4.0, num_learners=1, gpus_per_learner=1)
+    config = _config("pong", [], plan)
+    assert config.gym_env_vectorize_mode == "vector_entry_point"
+    assert (config.num_env_runners, config.num_cpus_per_env_runner, config.num_envs_per_env_runner) == (3, 4.0, 8)
+    assert config.env_config["num_threads"] == 4
+    sync = _config("pong", ["--vectorize", "sync", "--cpus-per-env-runner", "2"], plan)
+    assert sync.gym_env_vectorize_mode == "sync" and "num_threads" not in sync.env_config
+    assert sync.num_envs_per_env_runner == 2
+
+
+def _config(recipe: str, args: list[str], plan: object) -> object:
+    run = prepare(recipe, args)
+    return run.recipe.build_config(run.options, plan)
+
+
 def _spec(stop: dict[str, object] | None) -> JobSpec:
     data: dict[str, object] = {"entrypoint": {"recipe": "pong"}}
     if stop is not None:

@@ -30,7 +30,18 @@ def test_requested_more_than_fits_shares_cpus_with_a_note() -> None:
     plan = plan_resources(cluster_cpus=2, cluster_gpus=0, requested_env_runners=4)
     assert plan.num_env_runners == 4
     assert plan.cpus_per_env_runner == 0.25
-    assert "4 env runners share 1 spare CPUs" in plan.notes[0]
+    assert "4 env runners x 1 CPU do not fit in 1 spare CPUs; they get 0.25 CPU each" in plan.notes[0]
+
+
+def test_fat_env_runners_divide_the_spare_cpus() -> None:
+    # 16 CPUs + 1 GPU: one core feeds the GPU, two go to aggregators, 13 remain: three runners of 4 CPUs.
+    plan = plan_resources(16, 1, None, aggregators=2, cpus_per_env_runner=4)
+    assert (plan.num_env_runners, plan.cpus_per_env_runner, plan.notes) == (3, 4.0, ())
+    plan = plan_resources(6, 0, 2, cpus_per_env_runner=2)
+    assert (plan.num_env_runners, plan.cpus_per_env_runner, plan.notes) == (2, 2.0, ())
+    squeezed = plan_resources(6, 0, 3, cpus_per_env_runner=2)
+    assert squeezed.cpus_per_env_runner == 1.66 and "3 env runners x 2 CPU do not fit in 5 spare CPUs" in squeezed.notes[0]
+    assert plan_resources(2, 0, None, cpus_per_env_runner=4).num_env_runners == 1
 
 
 def test_tiny_cluster_still_gets_one_runner() -> None:

@@ -107,7 +107,7 @@ CLUSTER = ClusterSummary(nodes=2, workers=1, cpus=6, gpus=0)
 
 
 def options(**kw: Any) -> argparse.Namespace:
-    return argparse.Namespace(num_env_runners=None, num_aggregators=None, **kw)
+    return argparse.Namespace(num_env_runners=None, num_aggregators=None, cpus_per_env_runner=None, **kw)
 
 
 def make_run(tmp_path: Path, algo: FakeAlgo, criteria: StopCriteria, every: int = 2, attempt: int = 1) -> tuple[TrainingRun, FakeRecipe]:

@@ -26,6 +26,10 @@ class Recipe(Protocol):
     name: str
     algorithm: str
 
+    def parser(self) -> argparse.ArgumentParser:
+        """The recipe's arguments (`rljob recipes NAME` prints their help)."""
+        ...
+
     def parse_args(self, args: Sequence[str]) -> argparse.Namespace:
         """Parses `entrypoint.args`; raises ConfigError on a bad argument."""
         ...

@@ -58,6 +58,9 @@ def add_common_arguments(parser: RecipeArgumentParser, *, batch: int, lr: float)
     g = parser.add_argument_group("sizing")
     g.add_argument("--num-env-runners", type=non_negative_int, default=None,
                    help="Env runner actors; default: one per CPU the cluster has to spare.")
+    g.add_argument("--cpus-per-env-runner", type=positive_float, default=None,
+                   help="CPUs each env runner reserves (and ALE threads it runs); default 1. Fewer, fatter runners "
+                   "with more envs each batch the policy's inference.")
     g.add_argument("--envs-per-env-runner", type=positive_int, default=None, help="Vectorized envs in each runner.")
     g.add_argument("--num-aggregators", type=non_negative_int, default=None,
                    help="Aggregator actors per learner (APPO); each takes one CPU. Default: 2 with a GPU, else 0.")

@@ -39,18 +39,94 @@ def check_env_id(env_id: str) -> str | None:
 
 
 def make_atari_env(config: dict[str, Any]) -> Any:
-    """The env creator registered with Ray: grayscale 64x64 frames, max-and-skip 4, no frame stack.
+    """The env creator registered with Ray: grayscale 64x64 frames in [-1, 1], max-and-skip 4, no frame stack.
 
     Frame stacking is left to the connectors (FrameStackingEnvToModule / FrameStackingLearner), so
     env runners send single frames instead of 4x larger stacked observations.
+
+    RLlib calls this with ``num_envs`` in the config when the runner's vectorize mode is
+    ``vector_entry_point``: the runner then gets ale-py's C++ `AtariVectorEnv` (all of its envs
+    stepped by native threads, no Python wrapper per frame) instead of one wrapped env per copy.
     """
+    settings = dict(config)
+    num_envs = settings.pop("num_envs", None)
+    if num_envs is not None:
+        return make_ale_vector_env(settings, int(num_envs))
     import ale_py
     import gymnasium as gym
     from ray.rllib.env.wrappers.atari_wrappers import wrap_atari_for_new_api_stack
 
     _quiet_ale()
     gym.register_envs(ale_py)
-    settings = dict(config)
+    settings.pop("num_threads", None)
     env_id = settings.pop("env_id")
     dim = int(settings.pop("dim", 64))
     return wrap_atari_for_new_api_stack(gym.make(env_id, **settings), dim=dim, framestack=None)
+
+
+def ale_game(env_id: str) -> str:
+    """``ale_py:ALE/Pong-v5`` -> ``pong``: the ROM name `AtariVectorEnv` takes."""
+    import ale_py
+    import gymnasium as gym
+
+    gym.register_envs(ale_py)
+    spec = gym.spec(env_id.split(":", 1)[-1])
+    game = spec.kwargs.get("game")
+    if not isinstance(game, str):
+        raise ValueError(f"{env_id!r} is not an ALE environment (its spec names no game)")
+    return game
+
+
+def make_ale_vector_env(settings: dict[str, Any], num_envs: int) -> Any:
+    """`AtariVectorEnv` preprocessing set to match `wrap_atari_for_new_api_stack` frame for frame.
+
+    Same: frameskip 4 with a max over the last two frames, up to 30 no-ops and FIRE at reset, a life
+    lost ends the episode, 108,000 frames per episode at most, grayscale, dim x dim, values scaled to
+    [-1, 1], unclipped rewards (RLlib clips them). Differs only in order: ALE takes the max before
+    resizing (as DeepMind's setup does), RLlib's wrappers after.
+    """
+    from ale_py.vector_env import AtariVectorEnv
+
+    _quiet_ale()
+    dim = int(settings.get("dim", 64))
+    frameskip = settings.get("frameskip", 1)
+    if frameskip != 1:
+        raise ValueError(f"frameskip={frameskip}: the vector env skips 4 frames itself; give frameskip=1 as the single env does")
+    inner = AtariVectorEnv(
+        game=ale_game(settings["env_id"]),
+        num_envs=num_envs,
+        num_threads=max(1, int(settings.get("num_threads", 1))),
+        img_height=dim,
+        img_width=dim,
+        grayscale=True,
+        stack_num=1,
+        frameskip=4,
+        maxpool=True,
+        noop_max=30,
+        use_fire_reset=True,
+        episodic_life=True,
+        reward_clipping=False,
+        max_num_frames_per_episode=108_000,
+        repeat_action_probability=float(settings.get("repeat_action_probability", 0.0)),
+        full_action_space=bool(settings.get("full_action_space", False)),
+    )
+    return _normalized_frames(inner, dim)
+
+
+def _normalized_frames(env: Any, dim: int) -> Any:
+    """Wraps `env`; the class is built here because gymnasium is imported lazily in this module."""
+    import gymnasium as gym
+    import numpy as np
+
+    class NormalizedFrames(gym.vector.VectorObservationWrapper):
+        """(n, 1, h, w) uint8 -> (n, h, w, 1) float32 in [-1, 1]: what RLlib's NormalizedImageEnv gives."""
+
+        def __init__(self, env: Any) -> None:
+            super().__init__(env)
+            self.single_observation_space = gym.spaces.Box(-1.0, 1.0, (dim, dim, 1), np.float32)
+            self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
+
+        def observations(self, observations: Any) -> Any:
+            return np.moveaxis(observations, 1, -1).astype(np.float32) / 128.0 - 1.0
+
+    return NormalizedFrames(env)

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 
 class CartPoleRecipe:
+    """CartPole-v1, PPO: trains in a minute on a laptop; a smoke test for clusters and scripts."""
+
     name = "cartpole"
     algorithm = "PPO"
 

@@ -20,12 +20,16 @@ from .args import (
     non_negative_int,
     positive_int,
 )
-from .atari_env import ALE_SETTINGS, ENV_NAME, check_env_id
+from .atari_env import ALE_SETTINGS, ENV_NAME, ale_game, check_env_id
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
     from ..sizing import ResourcePlan
+
+# --vectorize -> gymnasium's vectorization mode. "ale" makes RLlib call the env creator with num_envs, which
+# returns ale-py's AtariVectorEnv (atari_env.make_ale_vector_env).
+VECTORIZE_MODES = {"ale": "vector_entry_point", "sync": "sync", "async": "async"}
 
 # Conv stacks by name. "pong" is RLlib's Pong example network for 64x64 inputs (64->32->16->8->4);
 # "tiny" exists for tests and CPU smoke runs, where the full network makes every update take seconds.
@@ -48,6 +52,8 @@ def _frame_stack_learner(num_frames: int, obs_space: Any = None, act_space: Any 
 
 
 class PongRecipe:
+    """Atari Pong (ale-py), APPO on the new API stack, after RLlib's Pong example."""
+
     name = "pong"
     algorithm = "APPO"
 
@@ -67,8 +73,9 @@ class PongRecipe:
         a.add_argument("--circular-buffer-num-batches", type=positive_int, default=4, help="APPO learner buffer size.")
         a.add_argument("--circular-buffer-iterations-per-batch", type=positive_int, default=2,
                        help="How often the learner reuses a batch.")
-        a.add_argument("--vectorize", choices=("sync", "async"), default="sync",
-                       help="async runs each env of a runner in its own process (fat runners on many cores).")
+        a.add_argument("--vectorize", choices=sorted(VECTORIZE_MODES), default="ale",
+                       help="How a runner steps its envs: ale (ale-py's C++ vector env, one native thread per CPU "
+                       "of the runner), sync (one Python-wrapped env after another), async (one process per env).")
         return p
 
     def parse_args(self, args: Sequence[str]) -> argparse.Namespace:
@@ -78,6 +85,11 @@ class PongRecipe:
         problem = check_env_id(options.env)
         if problem:
             raise ConfigError(f"recipe pong: --env: {problem}")
+        if options.vectorize == "ale":
+            try:
+                ale_game(options.env)
+            except ValueError as exc:
+                raise ConfigError(f"recipe pong: --vectorize ale: {exc}; use --vectorize sync") from None
 
     def build_config(self, options: argparse.Namespace, plan: ResourcePlan) -> AlgorithmConfig:
         from ray.rllib.algorithms.appo import APPOConfig
@@ -91,14 +103,17 @@ class PongRecipe:
         if options.entropy_decay_steps:
             entropy = [[0, options.entropy_coeff], [options.entropy_decay_steps, 0.0]]
         model = MODELS[options.model]
+        env_config: dict[str, Any] = {"env_id": options.env, **ALE_SETTINGS}
+        if options.vectorize == "ale":
+            env_config["num_threads"] = max(1, round(plan.cpus_per_env_runner))
         config = (
             APPOConfig()
-            .environment(ENV_NAME, env_config={"env_id": options.env, **ALE_SETTINGS}, clip_rewards=True)
+            .environment(ENV_NAME, env_config=env_config, clip_rewards=True)
             .env_runners(
                 num_env_runners=plan.num_env_runners,
                 num_cpus_per_env_runner=plan.cpus_per_env_runner,  # type: ignore[arg-type]  # Ray takes fractions
-                num_envs_per_env_runner=options.envs_per_env_runner or 2,
-                gym_env_vectorize_mode=options.vectorize,
+                num_envs_per_env_runner=options.envs_per_env_runner or (8 if options.vectorize == "ale" else 2),
+                gym_env_vectorize_mode=VECTORIZE_MODES[options.vectorize],
                 env_to_module_connector=partial(_frame_stack_env_to_module, options.framestack),
                 rollout_fragment_length=options.rollout_fragment_length or 50,
             )
