@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..api.quantity import parse_quantity
+from .errors import ConfigError
 
 # Ray refuses an object store smaller than this.
 MIN_OBJECT_STORE_BYTES = 75 * 1024 * 1024
@@ -23,8 +24,9 @@ class ResourcePlan:
     num_env_runners: int
     cpus_per_env_runner: float
     num_learners: int
-    gpus_per_learner: int
+    gpus_per_learner: float
     notes: tuple[str, ...] = field(default=())
+    gpus_per_env_runner: float = 0.0
 
 
 def plan_resources(
@@ -33,6 +35,7 @@ def plan_resources(
     requested_env_runners: int | None,
     aggregators: int = 0,
     cpus_per_env_runner: float | None = None,
+    gpus_per_env_runner: float = 0.0,
 ) -> ResourcePlan:
     """One env runner per spare CPU (or per `cpus_per_env_runner` spare CPUs); fractional CPUs if asked for more.
 
@@ -40,6 +43,10 @@ def plan_resources(
     env): fewer copies of the policy network, bigger inference batches. Ray would otherwise leave env
     runners that do not fit pending forever, and the run would hang instead of running slower; a note
     says so.
+
+    A GPU share per env runner (its policy infers there) comes out of the learner's GPU: with one GPU
+    and 4 runners x 0.1, the learner gets 0.6. Shares that do not fit are a configuration error, not a
+    run that hangs waiting for resources.
     """
     gpus = int(cluster_gpus)
     num_learners = max(1, gpus)
@@ -58,7 +65,22 @@ def plan_resources(
             f"{runners} env runners x {per_runner:g} CPU do not fit in {spare:g} spare CPUs; they get {cpus_each:g} CPU "
             "each and will run, but slower"
         )
-    return ResourcePlan(runners, cpus_each, num_learners, 1 if gpus else 0, tuple(notes))
+    gpus_each: float = 1 if gpus else 0
+    if gpus_per_env_runner > 0:
+        flag = f"--gpus-per-env-runner {gpus_per_env_runner:g}"
+        if cluster_gpus <= 0:
+            raise ConfigError(f"{flag}: the cluster has no GPU (give the head spec.head.gpus, or leave the flag out)")
+        left = round(cluster_gpus - runners * gpus_per_env_runner, 2)
+        if left >= 1:
+            num_learners, gpus_each = int(left), 1
+        elif left >= 0.5:
+            num_learners, gpus_each = 1, left
+        else:
+            raise ConfigError(
+                f"{flag}: {runners} env runners take {runners * gpus_per_env_runner:g} of the cluster's {cluster_gpus:g} "
+                "GPU(s), leaving the learner less than half a GPU; give a smaller share or fewer env runners"
+            )
+    return ResourcePlan(runners, cpus_each, num_learners, gpus_each, tuple(notes), gpus_per_env_runner)
 
 
 def default_aggregators(algorithm: str, cluster_gpus: float) -> int:

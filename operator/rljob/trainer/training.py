@@ -51,9 +51,12 @@ class TrainingRun:
 def plan_for(run: TrainingRun, cluster: ClusterSummary) -> ResourcePlan:
     options = run.recipe_run.options
     if options.num_aggregators is None:
-        options.num_aggregators = default_aggregators(run.recipe_run.recipe.algorithm, cluster.gpus)
+        options.num_aggregators = default_aggregators(run.recipe_run.algorithm, cluster.gpus)
     requested = options.num_env_runners if options.num_env_runners is not None else run.default_env_runners
-    return plan_resources(cluster.cpus, cluster.gpus, requested, options.num_aggregators, options.cpus_per_env_runner)
+    return plan_resources(
+        cluster.cpus, cluster.gpus, requested, options.num_aggregators, options.cpus_per_env_runner,
+        getattr(options, "gpus_per_env_runner", 0.0) or 0.0,
+    )
 
 
 def run_training(
@@ -78,7 +81,7 @@ def run_training(
     config = recipe.build_config(run.recipe_run.options, plan)
     log.info(
         "building %s (%s): %d env runners x %g CPU, %d learner(s) on %s",
-        recipe.name, recipe.algorithm, plan.num_env_runners, plan.cpus_per_env_runner,
+        recipe.name, run.recipe_run.algorithm, plan.num_env_runners, plan.cpus_per_env_runner,
         plan.num_learners, "GPU" if plan.gpus_per_learner else "CPU",
     )
     try:
@@ -121,7 +124,7 @@ def _loop(
                  resume_from.env_steps)
     sinks.start(
         RunHeader(
-            job=run.job, recipe=recipe.name, algorithm=recipe.algorithm, env_runners=plan.num_env_runners,
+            job=run.job, recipe=recipe.name, algorithm=run.recipe_run.algorithm, env_runners=plan.num_env_runners,
             stop=run.criteria.describe(), resumed_from=resume_from.iteration if resume_from else None,
             notes=plan.notes,
         )

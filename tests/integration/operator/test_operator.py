@@ -43,15 +43,22 @@ def status(cp: ControlPlane, ns: str, name: str) -> dict[str, Any]:
     return get_job(cp, ns, name).get("status") or {}
 
 
-def wait_phase(cp: ControlPlane, ns: str, name: str, phase: str, timeout: float = 60, reason: str | None = None) -> dict[str, Any]:
+def wait_phase(
+    cp: ControlPlane, ns: str, name: str, phase: str, timeout: float = 60, reason: str | None = None, attempts: int | None = None
+) -> dict[str, Any]:
+    """Waits for a phase; `attempts` pins it to one attempt, since a job can show the phase from before a transition."""
+
     def check() -> dict[str, Any] | None:
         st = status(cp, ns, name)
-        if st.get("phase") == phase and (reason is None or st.get("reason") == reason):
+        if st.get("phase") == phase and (reason is None or st.get("reason") == reason) and (
+            attempts is None or st.get("attempts") == attempts
+        ):
             return st
         return None
 
+    what = f"{ns}/{name} phase {phase} {reason or ''}{f' attempt {attempts}' if attempts else ''}"
     try:
-        return wait_for(check, timeout=timeout, interval=0.3, description=f"{ns}/{name} phase {phase} {reason or ''}")
+        return wait_for(check, timeout=timeout, interval=0.3, description=what)
     except TimeoutError as exc:
         raise AssertionError(f"{exc}; status now: {json.dumps(status(cp, ns, name), indent=1)}") from None
 
@@ -154,8 +161,7 @@ def test_failed_head_retries_then_exceeds_backoff(control_plane: ControlPlane, l
     cp = control_plane
     run_to(cp, namespace, small_job("retry", namespace, backoffLimit=1))
     cp.set_pod_phase(namespace, "retry-head-1", "Failed", exit_code=1)
-    wait_for(lambda: status(cp, namespace, "retry").get("attempts") == 2, timeout=30, description="attempt 2")
-    st = wait_phase(cp, namespace, "retry", "Running", 30)
+    st = wait_phase(cp, namespace, "retry", "Running", 30, attempts=2)
     assert st["failedAttempts"] == 1 and st["headPod"] == "retry-head-2"
     assert "AttemptFailed" in events(cp, namespace, "retry")
     cp.set_pod_phase(namespace, "retry-head-2", "Failed", exit_code=1)
@@ -285,8 +291,8 @@ def test_operator_killed_at_random_points(control_plane: ControlPlane, operator:
     time.sleep(rng.uniform(0.0, 0.5))
     operator.kill()
     operator.start()
-    st = wait_phase(cp, namespace, "chaos", "Running", 60)
-    assert st["attempts"] == 2
+    # The job still shows Running from attempt 1 until the operator has seen the failed head.
+    st = wait_phase(cp, namespace, "chaos", "Running", 60, attempts=2)
     cp.set_pod_phase(namespace, "chaos-head-2", "Succeeded", exit_code=0)
     operator.kill()
     operator.start()

@@ -1,6 +1,9 @@
 """Resource sizing: env runners per spare CPU, the learner's GPU, local caps, object store in /dev/shm."""
 from __future__ import annotations
 
+import pytest
+
+from rljob.trainer.errors import ConfigError
 from rljob.trainer.sizing import (
     MIN_OBJECT_STORE_BYTES,
     default_aggregators,
@@ -67,3 +70,16 @@ def test_local_env_runners_map_workers_and_cap_by_cores() -> None:
 def test_object_store_fits_in_shm() -> None:
     assert object_store_bytes(2 * 2**30) == int(2 * 2**30 * 0.7)
     assert object_store_bytes(1) == MIN_OBJECT_STORE_BYTES
+
+
+def test_env_runner_gpu_shares_come_out_of_the_learners_gpu() -> None:
+    plan = plan_resources(16, 1, 4, cpus_per_env_runner=3, gpus_per_env_runner=0.1)
+    assert (plan.num_learners, plan.gpus_per_learner, plan.gpus_per_env_runner) == (1, 0.6, 0.1)
+    assert plan_resources(16, 2, 4, gpus_per_env_runner=0.1).gpus_per_learner == 1
+
+
+def test_env_runner_gpu_shares_that_do_not_fit_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"--gpus-per-env-runner 0.25: the cluster has no GPU"):
+        plan_resources(8, 0, 2, gpus_per_env_runner=0.25)
+    with pytest.raises(ConfigError, match=r"4 env runners take 1 of the cluster's 1 GPU"):
+        plan_resources(16, 1, 4, gpus_per_env_runner=0.25)

@@ -50,6 +50,11 @@ class RecipeRun:
     recipe: Recipe
     options: argparse.Namespace
 
+    @property
+    def algorithm(self) -> str:
+        """The RLlib algorithm this run trains with: the recipe's, unless its `--algorithm` chose another."""
+        return getattr(self.options, "algorithm", None) or self.recipe.algorithm
+
 
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:

@@ -77,40 +77,69 @@ def ale_game(env_id: str) -> str:
     return game
 
 
-def make_ale_vector_env(settings: dict[str, Any], num_envs: int) -> Any:
-    """`AtariVectorEnv` preprocessing set to match `wrap_atari_for_new_api_stack` frame for frame.
+def ale_preprocessing(settings: dict[str, Any]) -> dict[str, Any]:
+    """`AtariVectorEnv` arguments that match `wrap_atari_for_new_api_stack` frame for frame.
 
     Same: frameskip 4 with a max over the last two frames, up to 30 no-ops and FIRE at reset, a life
-    lost ends the episode, 108,000 frames per episode at most, grayscale, dim x dim, values scaled to
-    [-1, 1], unclipped rewards (RLlib clips them). Differs only in order: ALE takes the max before
+    lost ends the episode, 108,000 frames per episode at most, grayscale, dim x dim, unclipped
+    rewards (the learner sees what the game gives). Differs only in order: ALE takes the max before
     resizing (as DeepMind's setup does), RLlib's wrappers after.
     """
-    from ale_py.vector_env import AtariVectorEnv
-
-    _quiet_ale()
     dim = int(settings.get("dim", 64))
     frameskip = settings.get("frameskip", 1)
     if frameskip != 1:
         raise ValueError(f"frameskip={frameskip}: the vector env skips 4 frames itself; give frameskip=1 as the single env does")
+    return {
+        "game": ale_game(settings["env_id"]),
+        "img_height": dim,
+        "img_width": dim,
+        "grayscale": True,
+        "frameskip": 4,
+        "maxpool": True,
+        "noop_max": 30,
+        "use_fire_reset": True,
+        "episodic_life": True,
+        "reward_clipping": False,
+        "max_num_frames_per_episode": 108_000,
+        "repeat_action_probability": float(settings.get("repeat_action_probability", 0.0)),
+        "full_action_space": bool(settings.get("full_action_space", False)),
+    }
+
+
+def make_ale_vector_env(settings: dict[str, Any], num_envs: int) -> Any:
+    """The stock runner's vector env: single grayscale frames in [-1, 1], stacked later by the connectors."""
+    from ale_py.vector_env import AtariVectorEnv
+
+    _quiet_ale()
     inner = AtariVectorEnv(
-        game=ale_game(settings["env_id"]),
         num_envs=num_envs,
         num_threads=max(1, int(settings.get("num_threads", 1))),
-        img_height=dim,
-        img_width=dim,
-        grayscale=True,
         stack_num=1,
-        frameskip=4,
-        maxpool=True,
-        noop_max=30,
-        use_fire_reset=True,
-        episodic_life=True,
-        reward_clipping=False,
-        max_num_frames_per_episode=108_000,
-        repeat_action_probability=float(settings.get("repeat_action_probability", 0.0)),
-        full_action_space=bool(settings.get("full_action_space", False)),
+        **ale_preprocessing(settings),
     )
-    return _normalized_frames(inner, dim)
+    return _normalized_frames(inner, int(settings.get("dim", 64)))
+
+
+def make_async_frame_stack_env(settings: dict[str, Any], num_envs: int, framestack: int) -> Any:
+    """The lean runner's env: uint8 frame stacks (framestack, dim, dim), half the envs returned per `recv`.
+
+    ALE stacks the frames itself (no copies in Python), and next-step autoreset keeps every
+    terminal observation real: the action sent with it is ignored and the next result for that env
+    is the first observation of its new episode.
+    """
+    from ale_py.vector_env import AtariVectorEnv
+
+    if num_envs < 2 or num_envs % 2:
+        raise ValueError(f"{num_envs} envs cannot be split into two halves for asynchronous stepping; give an even number >= 2")
+    _quiet_ale()
+    return AtariVectorEnv(
+        num_envs=num_envs,
+        batch_size=num_envs // 2,
+        num_threads=max(1, int(settings.get("num_threads", 1))),
+        stack_num=framestack,
+        autoreset_mode="NextStep",
+        **ale_preprocessing(settings),
+    )
 
 
 def _normalized_frames(env: Any, dim: int) -> Any:

@@ -1,8 +1,16 @@
-"""`pong`: APPO on Atari Pong (new API stack), settings after RLlib's own Pong APPO example.
+"""`pong`: APPO (or PPO) on Atari Pong, new API stack, sampled by the lean Atari env runner.
 
 Why APPO: asynchronous sampling keeps env runners busy while the learner trains, which is what lets a
 single GPU learner consume tens of env runners' worth of frames; the v-trace correction tolerates the
-resulting policy lag.
+resulting policy lag. PPO stays selectable (`--algorithm PPO`) for comparison.
+
+Why the lean runner (atari_runner): RLlib's stock runner spends most of its time in per-step Python
+and leaves the emulator idle while the policy infers. The stock runner stays selectable
+(`--env-runner stock`, with `--vectorize`) for comparison.
+
+Defaults start from the published anchors for Pong (RLlib's tuned APPO: train batch 750+, 2 passes
+per batch, clip 0.3, grad clip 10, weights broadcast after every update; CleanRL PPO: 8 envs x 128
+steps, 4 epochs, clip 0.1, lr 2.5e-4) and keep iterations short so that stop criteria react fast.
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ from .args import (
     apply_common,
     non_negative_float,
     non_negative_int,
+    positive_float,
     positive_int,
 )
 from .atari_env import ALE_SETTINGS, ENV_NAME, ale_game, check_env_id
@@ -27,14 +36,20 @@ if TYPE_CHECKING:
 
     from ..sizing import ResourcePlan
 
-# --vectorize -> gymnasium's vectorization mode. "ale" makes RLlib call the env creator with num_envs, which
-# returns ale-py's AtariVectorEnv (atari_env.make_ale_vector_env).
+# --vectorize (stock runner only) -> gymnasium's vectorization mode. "ale" makes RLlib call the env creator with
+# num_envs, which returns ale-py's AtariVectorEnv (atari_env.make_ale_vector_env).
 VECTORIZE_MODES = {"ale": "vector_entry_point", "sync": "sync", "async": "async"}
+ENV_RUNNERS = ("lean", "stock")
+ALGORITHMS = ("APPO", "PPO")
+# Envs per runner when --envs-per-env-runner is not given.
+DEFAULT_ENVS = {"lean": 16, "ale": 8, "sync": 2, "async": 2}
 
 # Conv stacks by name. "pong" is RLlib's Pong example network for 64x64 inputs (64->32->16->8->4);
+# "small" is the 2013 DQN network (two convolutions, 256 units: about a quarter of the compute), for CPUs;
 # "tiny" exists for tests and CPU smoke runs, where the full network makes every update take seconds.
 MODELS: dict[str, dict[str, Any]] = {
     "pong": {"conv_filters": [(16, 4, 2), (32, 4, 2), (64, 4, 2), (128, 4, 2)], "head_fcnet_hiddens": [256]},
+    "small": {"conv_filters": [(16, 8, 4), (32, 4, 2)], "head_fcnet_hiddens": [256]},
     "tiny": {"conv_filters": [(8, 8, 4), (16, 4, 2)], "head_fcnet_hiddens": [32]},
 }
 
@@ -52,47 +67,72 @@ def _frame_stack_learner(num_frames: int, obs_space: Any = None, act_space: Any 
 
 
 class PongRecipe:
-    """Atari Pong (ale-py), APPO on the new API stack, after RLlib's Pong example."""
+    """Atari Pong (ale-py), APPO or PPO on the new API stack, sampled by the lean Atari env runner."""
 
     name = "pong"
     algorithm = "APPO"
 
     def parser(self) -> RecipeArgumentParser:
         p = RecipeArgumentParser(self.name)
-        add_common_arguments(p, batch=500, lr=0.0005)
+        add_common_arguments(p, batch=2000, lr=0.0005)
         a = p.add_argument_group("atari")
+        a.add_argument("--algorithm", choices=ALGORITHMS, default="APPO",
+                       help="APPO (asynchronous, v-trace; the GPU learner never waits for samples) or PPO (synchronous).")
+        a.add_argument("--env-runner", choices=ENV_RUNNERS, default="lean",
+                       help="lean (ale-py's vector env stepped asynchronously, half the envs in flight while the policy "
+                       "infers on the other half; uint8 frame stacks) or stock (RLlib's SingleAgentEnvRunner).")
         a.add_argument("--env", default="ale_py:ALE/Pong-v5", help="Gymnasium id of the Atari game.")
-        a.add_argument("--framestack", type=positive_int, default=4, help="Frames stacked by the connectors.")
+        a.add_argument("--framestack", type=positive_int, default=4, help="Frames stacked into one observation.")
         a.add_argument("--model", choices=sorted(MODELS), default="pong", help="Network size.")
-        a.add_argument("--entropy-coeff", type=non_negative_float, default=0.01, help="Initial entropy bonus.")
-        a.add_argument("--entropy-decay-steps", type=non_negative_int, default=3_000_000,
+        a.add_argument("--gpus-per-env-runner", type=non_negative_float, default=0.0,
+                       help="GPU share of each env runner: the lean runner's policy then infers there (0: on its CPUs).")
+        a.add_argument("--entropy-coeff", type=non_negative_float, default=0.01, help="Entropy bonus.")
+        a.add_argument("--entropy-decay-steps", type=non_negative_int, default=0,
                        help="Env steps over which the entropy bonus falls linearly to 0 (0: constant).")
-        a.add_argument("--vf-loss-coeff", type=non_negative_float, default=1.0, help="Value loss weight.")
-        a.add_argument("--broadcast-interval", type=positive_int, default=5,
-                       help="Training steps between weight broadcasts to env runners.")
-        a.add_argument("--circular-buffer-num-batches", type=positive_int, default=4, help="APPO learner buffer size.")
-        a.add_argument("--circular-buffer-iterations-per-batch", type=positive_int, default=2,
+        a.add_argument("--vf-loss-coeff", type=non_negative_float, default=0.5, help="Value loss weight.")
+        a.add_argument("--grad-clip", type=positive_float, default=10.0, help="Global gradient norm clip.")
+        a.add_argument("--clip-param", type=positive_float, default=None,
+                       help="Surrogate clip (default: 0.3 for APPO, 0.1 for PPO).")
+        g = p.add_argument_group("APPO")
+        g.add_argument("--broadcast-interval", type=positive_int, default=1,
+                       help="Learner updates between weight broadcasts to env runners.")
+        g.add_argument("--circular-buffer-num-batches", type=positive_int, default=4, help="APPO learner buffer size.")
+        g.add_argument("--circular-buffer-iterations-per-batch", type=positive_int, default=2,
                        help="How often the learner reuses a batch.")
-        a.add_argument("--vectorize", choices=sorted(VECTORIZE_MODES), default="ale",
-                       help="How a runner steps its envs: ale (ale-py's C++ vector env, one native thread per CPU "
-                       "of the runner), sync (one Python-wrapped env after another), async (one process per env).")
+        o = p.add_argument_group("PPO")
+        o.add_argument("--minibatch-size", type=positive_int, default=256, help="SGD minibatch size.")
+        o.add_argument("--num-epochs", type=positive_int, default=4, help="SGD passes over each batch.")
+        s = p.add_argument_group("stock env runner")
+        s.add_argument("--vectorize", choices=sorted(VECTORIZE_MODES), default="ale",
+                       help="How the stock runner steps its envs: ale (ale-py's C++ vector env), sync (one "
+                       "Python-wrapped env after another), async (one process per env).")
         return p
 
     def parse_args(self, args: Sequence[str]) -> argparse.Namespace:
-        return self.parser().parse(args)
+        options = self.parser().parse(args)
+        if options.env_runner == "lean":
+            envs = options.envs_per_env_runner
+            if envs is not None and (envs < 2 or envs % 2):
+                raise ConfigError(
+                    f"recipe pong: error: argument --envs-per-env-runner: the lean env runner steps its envs in two "
+                    f"halves, so it needs an even number >= 2 (got {envs})"
+                )
+        return options
 
     def preflight(self, options: argparse.Namespace) -> None:
         problem = check_env_id(options.env)
         if problem:
             raise ConfigError(f"recipe pong: --env: {problem}")
-        if options.vectorize == "ale":
+        if options.env_runner == "lean" or options.vectorize == "ale":
             try:
                 ale_game(options.env)
             except ValueError as exc:
-                raise ConfigError(f"recipe pong: --vectorize ale: {exc}; use --vectorize sync") from None
+                what = "--env-runner lean" if options.env_runner == "lean" else "--vectorize ale"
+                raise ConfigError(f"recipe pong: {what}: {exc}; use --env-runner stock --vectorize sync") from None
 
     def build_config(self, options: argparse.Namespace, plan: ResourcePlan) -> AlgorithmConfig:
         from ray.rllib.algorithms.appo import APPOConfig
+        from ray.rllib.algorithms.ppo import PPOConfig
         from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
         from ray.tune.registry import register_env
 
@@ -103,45 +143,72 @@ class PongRecipe:
         if options.entropy_decay_steps:
             entropy = [[0, options.entropy_coeff], [options.entropy_decay_steps, 0.0]]
         model = MODELS[options.model]
+        lean = options.env_runner == "lean"
+        threads = max(1, round(plan.cpus_per_env_runner))
         env_config: dict[str, Any] = {"env_id": options.env, **ALE_SETTINGS}
-        if options.vectorize == "ale":
-            env_config["num_threads"] = max(1, round(plan.cpus_per_env_runner))
-        config = (
-            APPOConfig()
-            .environment(ENV_NAME, env_config=env_config, clip_rewards=True)
-            .env_runners(
-                num_env_runners=plan.num_env_runners,
-                num_cpus_per_env_runner=plan.cpus_per_env_runner,  # type: ignore[arg-type]  # Ray takes fractions
-                num_envs_per_env_runner=options.envs_per_env_runner or (8 if options.vectorize == "ale" else 2),
-                gym_env_vectorize_mode=VECTORIZE_MODES[options.vectorize],
-                env_to_module_connector=partial(_frame_stack_env_to_module, options.framestack),
-                rollout_fragment_length=options.rollout_fragment_length or 50,
-            )
-            .learners(
-                num_learners=plan.num_learners,
-                num_gpus_per_learner=plan.gpus_per_learner,
-                num_aggregator_actors_per_learner=options.num_aggregators,
-            )
-            .training(
-                learner_connector=partial(_frame_stack_learner, options.framestack),
-                train_batch_size_per_learner=options.train_batch_size,
-                lr=options.lr * plan.num_learners**0.5,
-                vf_loss_coeff=options.vf_loss_coeff,
-                entropy_coeff=entropy,
+        runners: dict[str, Any] = {
+            "num_env_runners": plan.num_env_runners,
+            "num_cpus_per_env_runner": plan.cpus_per_env_runner,
+            "num_gpus_per_env_runner": plan.gpus_per_env_runner,
+            "num_envs_per_env_runner": options.envs_per_env_runner or DEFAULT_ENVS["lean" if lean else options.vectorize],
+            # APPO learns from fragments as they come; PPO wants one train batch per round of sampling.
+            "rollout_fragment_length": options.rollout_fragment_length or (50 if options.algorithm == "APPO" else "auto"),
+        }
+        if lean:
+            from .atari_module import MODULES, FrameStackCatalog
+            from .atari_runner import FRAMESTACK_KEY, AtariEnvRunner
+
+            env_config.update(num_threads=threads, **{FRAMESTACK_KEY: options.framestack})
+            runners["env_runner_cls"] = AtariEnvRunner
+        else:
+            if options.vectorize == "ale":
+                env_config["num_threads"] = threads
+            runners["gym_env_vectorize_mode"] = VECTORIZE_MODES[options.vectorize]
+            runners["env_to_module_connector"] = partial(_frame_stack_env_to_module, options.framestack)
+        appo = options.algorithm == "APPO"
+        config: Any = APPOConfig() if appo else PPOConfig()
+        config.environment(ENV_NAME, env_config=env_config, clip_rewards=True)
+        config.env_runners(**runners)
+        config.learners(num_learners=plan.num_learners, num_gpus_per_learner=plan.gpus_per_learner)
+        if not lean:  # lean: the observations are frame stacks already
+            config.learners(learner_connector=partial(_frame_stack_learner, options.framestack))
+        training: dict[str, Any] = {
+            "train_batch_size_per_learner": options.train_batch_size,
+            "lr": options.lr * plan.num_learners**0.5,
+            "vf_loss_coeff": options.vf_loss_coeff,
+            "entropy_coeff": entropy,
+            "grad_clip": options.grad_clip,
+            "grad_clip_by": "global_norm",
+            "clip_param": options.clip_param or (0.3 if appo else 0.1),
+        }
+        if appo:
+            config.learners(num_aggregator_actors_per_learner=options.num_aggregators)
+            training.update(
                 target_network_update_freq=2,
                 broadcast_interval=options.broadcast_interval,
                 circular_buffer_num_batches=options.circular_buffer_num_batches,
                 circular_buffer_iterations_per_batch=options.circular_buffer_iterations_per_batch,
             )
-            .rl_module(
-                model_config=DefaultModelConfig(
-                    vf_share_layers=True,
-                    conv_filters=model["conv_filters"],
-                    conv_activation="relu",
-                    head_fcnet_hiddens=model["head_fcnet_hiddens"],
-                )
+        else:
+            training.update(
+                minibatch_size=min(options.minibatch_size, options.train_batch_size),
+                num_epochs=options.num_epochs,
+                use_kl_loss=False,
             )
+        config.training(**training)
+        model_config = DefaultModelConfig(
+            vf_share_layers=True,
+            conv_filters=model["conv_filters"],
+            conv_activation="relu",
+            head_fcnet_hiddens=model["head_fcnet_hiddens"],
         )
+        if lean:
+            from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+            spec = RLModuleSpec(module_class=MODULES[options.algorithm], catalog_class=FrameStackCatalog)
+            config.rl_module(rl_module_spec=spec, model_config=model_config)
+        else:
+            config.rl_module(model_config=model_config)
         return apply_common(config, options)
 
 

@@ -1,0 +1,129 @@
+"""The lean Atari env runner: RLlib's SingleAgentEnvRunner with ale-py's async vector env and array-built fragments.
+
+Everything RLlib talks to stays stock (`sample()`, weights and state sync, metrics, checkpoints,
+spaces, the RLModule), so APPO, IMPALA and PPO learners, aggregator actors, stop criteria and the
+project's progress reporting work unchanged. Only the sampling loop differs (see atari_fragments):
+half the envs are emulated while the policy infers on the other half, observations stay uint8
+frame stacks end to end, and episode objects are made once per fragment instead of once per step.
+
+What it leaves out on purpose: the env-to-module and module-to-env connector pipelines (the module
+scales the frames itself, actions are sampled here from the logits in one batched torch call) and
+per-step episode callbacks. It serves the built-in Atari recipes, which use neither.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
+
+from .atari_env import make_async_frame_stack_env
+from .atari_fragments import EpisodeStats, Fragment, FragmentCollector
+
+log = logging.getLogger(__name__)
+
+# env_config keys the runner reads (and the recipe sets); the rest goes to ALE.
+FRAMESTACK_KEY = "framestack"
+
+
+class AtariEnvRunner(SingleAgentEnvRunner):
+    """Samples Atari games through `FragmentCollector`; selected with `config.env_runners(env_runner_cls=...)`."""
+
+    def __init__(self, *, config: Any, **kwargs: Any) -> None:
+        # The base constructor calls make_env(), and only on runners that sample (not the driver's local one).
+        self._collector: FragmentCollector | None = None
+        self._finished: list[EpisodeStats] = []
+        super().__init__(config=config, **kwargs)
+
+    def make_env(self) -> None:
+        if self.env is not None:
+            self.env.close()
+        settings = dict(self.config.env_config)
+        framestack = int(settings.pop(FRAMESTACK_KEY, 4))
+        self.env = make_async_frame_stack_env(settings, self.config.num_envs_per_env_runner, framestack)
+        self.num_envs = self.env.num_envs
+        space = self.env.single_observation_space
+        self._collector = FragmentCollector(
+            self.env, obs_shape=space.shape, num_actions=int(self.env.single_action_space.n), seed=self._seed
+        )
+        self._rng = np.random.default_rng(self._seed)
+        self._needs_initial_reset = True
+
+    def _sample(
+        self,
+        *,
+        num_timesteps: int | None = None,
+        num_episodes: int | None = None,
+        explore: bool,
+        random_actions: bool = False,
+        force_reset: bool = False,
+    ) -> list[SingleAgentEpisode]:
+        assert self._collector is not None
+        if force_reset:
+            self._collector.restart()
+        self._collector.weights_seq_no = self._weights_seq_no
+        policy = self._random_policy if random_actions else self._module_policy(explore)
+        collected = self._collector.collect(policy, num_steps=num_timesteps, num_episodes=num_episodes)
+        self._finished.extend(collected.finished)
+        self._log_env_steps(metric=self._metrics_num_env_steps_sampled, num_steps=collected.env_steps)
+        self._increase_sampled_metrics(collected.env_steps, len(collected.finished))
+        return [self._episode(f) for f in collected.fragments]
+
+    def get_metrics(self) -> Any:
+        for stats in self._finished:
+            self._log_episode_metrics(stats.length, stats.episode_return, stats.duration_s)
+        self._finished.clear()
+        return self.metrics.reduce()
+
+    def stop(self) -> None:
+        if self._collector is not None:
+            self._collector.close()
+
+    # ── policies ──────────────────────────────────────────────────────────────────────────────────
+
+    def _module_policy(self, explore: bool) -> Any:
+        """One batched forward pass on the module's device; actions drawn from the logits in the same call."""
+        module, device = self.module, self._device
+        forward = module.forward_exploration if explore else module.forward_inference
+
+        def policy(observations: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            with torch.inference_mode():
+                obs = torch.from_numpy(observations).to(device, non_blocking=True)
+                logits = forward({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+                logp_all = torch.log_softmax(logits, dim=-1)
+                actions = torch.multinomial(logp_all.exp(), 1)[:, 0] if explore else logits.argmax(dim=-1)
+                logp = logp_all.gather(-1, actions[:, None])[:, 0]
+                return actions.cpu().numpy(), logp.cpu().numpy(), logits.cpu().numpy()
+
+        return policy
+
+    def _random_policy(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n, k = len(observations), int(self.env.single_action_space.n)
+        return (self._rng.integers(0, k, size=n), np.full(n, -np.log(k), np.float32), np.zeros((n, k), np.float32))
+
+    # ── episodes ──────────────────────────────────────────────────────────────────────────────────
+
+    def _episode(self, f: Fragment) -> SingleAgentEpisode:
+        return SingleAgentEpisode(
+            id_=f.episode_id,
+            observations=f.observations,
+            observation_space=self.env.single_observation_space,
+            infos=[{}] * len(f.observations),
+            actions=f.actions,
+            action_space=self.env.single_action_space,
+            rewards=f.rewards,
+            extra_model_outputs={
+                Columns.ACTION_LOGP: f.action_logp,
+                Columns.ACTION_DIST_INPUTS: f.action_dist_inputs,
+                WEIGHTS_SEQ_NO: f.weights_seq_no,
+            },
+            terminated=f.terminated,
+            truncated=f.truncated,
+            t_started=f.t_started,
+            len_lookback_buffer=0,
+        )

@@ -1,0 +1,122 @@
+"""The lean Atari env runner against RLlib's stock runner: same seeds, same weights, the same games.
+
+Both runners step ale-py's `AtariVectorEnv` with the same preprocessing and seeds; the stock one in
+sync mode with RLlib's frame-stacking connector, the lean one asynchronously with ALE's own stacks.
+The policy is the recipe's network with the same weights in both, and its action head is biased so
+that greedy actions do not depend on the observations (NOOP every step): each env then plays the
+same game in both runners whatever the async order, and observations, network outputs, rewards,
+terminations and returns can be compared step by step.
+
+Where they must differ, and why: in an episode's first three steps the frame stack is not full yet.
+RLlib's connector fills the missing frames with 0.0 (mid-grey after scaling), ALE with black pixels
+(-1.0 after scaling), so the network outputs of those three steps differ; the test checks the lean
+runner's padding is black and compares the network outputs from the fourth step on. Everything else
+is compared exactly.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from rljob.trainer.recipes.pong import RECIPE
+from rljob.trainer.sizing import ResourcePlan
+
+NUM_ENVS = 2
+STEPS_PER_ENV = 900  # a game of Pong lost 21-0 without moving lasts about 760 steps
+STACK = 4
+PADDED_STEPS = STACK - 1
+KEY_STEPS = 60
+
+
+def _runner(args: list[str]) -> Any:
+    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+
+    options = RECIPE.parse_args(["--model", "tiny", "--envs-per-env-runner", str(NUM_ENVS), "--seed", "11", *args])
+    config = RECIPE.build_config(options, ResourcePlan(0, 1.0, 1, 0))
+    cls = config.env_runner_cls or SingleAgentEnvRunner
+    return cls(config=config)
+
+
+@pytest.fixture(scope="module")
+def runners() -> Iterator[tuple[Any, Any]]:
+    torch.manual_seed(0)
+    lean = _runner([])
+    stock = _runner(["--env-runner", "stock", "--vectorize", "ale"])
+    # Same weights; a large bias on NOOP makes greedy actions independent of the observation.
+    with torch.no_grad():
+        lean.module.pi.net.mlp[-1].bias[0] += 1000.0
+    stock.module.set_state(lean.module.get_state())
+    yield lean, stock
+    lean.stop()
+    stock.stop()
+
+
+def _scaled(obs: np.ndarray) -> np.ndarray:
+    """The lean runner's uint8 (frames, h, w) as the module sees it: channels-last floats in [-1, 1]."""
+    return np.moveaxis(obs.astype(np.float32) / 128.0 - 1.0, 0, -1)
+
+
+def _games(episodes: list[Any], lean: bool) -> dict[bytes, dict[str, Any]]:
+    """Each game (episode), its chunks joined in order, keyed by its first 60 frames.
+
+    Episode objects do not say which env played them; a game's opening does (each env's no-ops at
+    reset come from its own seeded generator, which shifts the ball's timing). Two games with the same
+    opening under the same constant action are the same game, and count once.
+    """
+    chunks: dict[str, list[Any]] = {}
+    for e in episodes:
+        chunks.setdefault(e.id_, []).append(e)
+    games: dict[bytes, dict[str, Any]] = {}
+    for parts in chunks.values():
+        parts.sort(key=lambda c: c.t_started)
+        if parts[0].t_started != 0 or sum(len(c) for c in parts) < KEY_STEPS:
+            continue
+        obs = [np.asarray(o) for c in parts for o in c.get_observations(slice(0, len(c)))]
+        if lean:
+            obs = [_scaled(o) for o in obs]
+        key = np.round((np.stack(obs[:KEY_STEPS])[..., -1] + 1.0) * 128.0).astype(np.uint8).tobytes()
+        games.setdefault(key, {
+            "obs": np.stack(obs),
+            "actions": np.concatenate([np.asarray(c.get_actions()) for c in parts]),
+            "rewards": np.concatenate([np.asarray(c.get_rewards()) for c in parts]),
+            "terminated": np.concatenate([[False] * (len(c) - 1) + [c.is_terminated] for c in parts]),
+            "logits": np.concatenate([np.asarray(c.get_extra_model_outputs("action_dist_inputs")) for c in parts]),
+            "done": parts[-1].is_done,
+            "return": float(sum(float(np.sum(c.get_rewards())) for c in parts)),
+        })
+    return games
+
+
+def test_lean_and_stock_runners_play_the_same_games(runners: tuple[Any, Any]) -> None:
+    lean, stock = runners
+    lean_games = _games(lean.sample(num_timesteps=NUM_ENVS * STEPS_PER_ENV, explore=False), lean=True)
+    stock_games = _games(stock.sample(num_timesteps=NUM_ENVS * STEPS_PER_ENV, explore=False), lean=False)
+    common = set(lean_games) & set(stock_games)
+    assert len(common) >= 1 and len(common) == len(lean_games) == len(stock_games), (
+        f"{len(common)} games in common of {len(lean_games)} (lean) and {len(stock_games)} (stock)"
+    )
+    finished = 0
+    for key in common:
+        a, b = lean_games[key], stock_games[key]
+        n = min(len(a["actions"]), len(b["actions"]))
+        assert n >= KEY_STEPS
+        assert (a["actions"][:n] == 0).all() and (b["actions"][:n] == 0).all()
+        np.testing.assert_array_equal(a["rewards"][:n], b["rewards"][:n])
+        np.testing.assert_array_equal(a["terminated"][:n], b["terminated"][:n])
+        # The stock runner's episodes hold single frames (its connector stacks them for the module), the
+        # lean runner's the stacks the module sees: each stack is the last 4 stock frames, black-padded.
+        frames = b["obs"][:, :, :, 0]
+        for t in range(n):
+            for k in range(STACK):
+                want = frames[t - STACK + 1 + k] if t - STACK + 1 + k >= 0 else np.full_like(frames[0], -1.0)
+                np.testing.assert_array_equal(a["obs"][t][..., k], want, err_msg=f"step {t}, frame {k}")
+        np.testing.assert_allclose(a["logits"][PADDED_STEPS:n], b["logits"][PADDED_STEPS:n], rtol=1e-4, atol=1e-4)
+        if a["done"] and b["done"]:
+            assert len(a["actions"]) == len(b["actions"])
+            assert a["return"] == b["return"] == -21.0
+            finished += 1
+    assert finished >= 1, "no game finished in both runners: the comparison crossed no episode boundary"
