@@ -1,14 +1,18 @@
-"""Sampling throughput of the pong recipe's env runner, against ale-py's own vector env on the same cores.
+"""Sampling throughput of the pong recipe's env runners, against ale-py's own vector env on the same cores.
 
 Not a test: it measures. Half of "time to solve Pong" is how fast env runners turn CPU into frames; this
-isolates that half from the learner. It builds the env runner RLlib's Ray actors run (the recipe's own
-config: wrappers, frame-stacking connectors, the policy network's forward pass on the CPU) in this
-process, once per `--vectorize` mode, samples for a fixed time, and prints one figure per line:
+isolates that half from the learner. It builds the env runners RLlib's Ray actors run (the recipe's own
+config) in this process, samples for a fixed time, and prints one figure per line:
 
-    .venv/bin/python benchmarks/env_runner_throughput.py                     # all cores, 8 and 32 envs
+    .venv/bin/python benchmarks/env_runner_throughput.py                     # all cores, 16 and 32 envs
     .venv/bin/python benchmarks/env_runner_throughput.py --cpus 4 --envs 64  # one fat runner of 4 CPUs
 
-The ceiling is AtariVectorEnv alone (random actions, no policy) with the same threads and envs.
+Figures, each measured in this run:
+- the ceiling: `AtariVectorEnv` alone (all envs stepped together, random actions, no policy, no RLlib)
+  with the same threads and envs;
+- the lean runner's own cost: CPU microseconds per env step with a null env (preallocated frames, no
+  emulation) and a stub policy (random actions), i.e. everything the runner adds to ALE and the network;
+- each runner with the stub policy, then with the recipe's network on the CPU, as a fraction of the ceiling.
 """
 from __future__ import annotations
 
@@ -16,21 +20,29 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 from pong_time_to_reward import cpu_model
 
-from rljob.trainer.recipes.pong import RECIPE, VECTORIZE_MODES
+from rljob.trainer.recipes.atari_fragments import FragmentCollector
+from rljob.trainer.recipes.pong import RECIPE
 from rljob.trainer.sizing import ResourcePlan
+
+RUNNERS = {"lean": ["--env-runner", "lean"], "stock-ale": ["--env-runner", "stock", "--vectorize", "ale"],
+           "stock-sync": ["--env-runner", "stock", "--vectorize", "sync"]}
 
 
 def ale_alone(num_envs: int, threads: int, seconds: float) -> float:
-    import numpy as np
     from ale_py.vector_env import AtariVectorEnv
 
-    env = AtariVectorEnv("pong", num_envs=num_envs, num_threads=threads, img_height=64, img_width=64, stack_num=1)
+    env = AtariVectorEnv("pong", num_envs=num_envs, num_threads=threads, img_height=64, img_width=64, stack_num=4)
     try:
         env.reset(seed=0)
         rng = np.random.default_rng(0)
+        for _ in range(20):
+            env.step(rng.integers(0, 6, size=num_envs))
         steps, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             env.step(rng.integers(0, 6, size=num_envs))
@@ -40,29 +52,61 @@ def ale_alone(num_envs: int, threads: int, seconds: float) -> float:
         env.close()
 
 
-def runner_alone(mode: str, num_envs: int, cpus: int, seconds: float, model: str) -> float:
+class NullEnv:
+    """The async vector env's protocol with no emulator: preallocated frames, an episode end every 500 steps."""
+
+    def __init__(self, num_envs: int, frames: int = 4, dim: int = 64) -> None:
+        self.num_envs, self.batch_size = num_envs, num_envs // 2
+        self._obs = np.random.default_rng(0).integers(0, 255, (self.batch_size, frames, dim, dim), dtype=np.uint8)
+        self._zeros = np.zeros(self.batch_size, np.float32)
+        self._halves = [np.arange(self.batch_size), np.arange(self.batch_size, num_envs)]
+        self._turn = 0
+        self._steps = 0
+
+    def reset(self, *, seed: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        self._turn = 0
+        return self._obs, {"env_id": self._halves[0]}
+
+    def send(self, actions: np.ndarray) -> None:
+        self._steps += len(actions)
+
+    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        self._turn ^= 1
+        ended = np.full(self.batch_size, self._steps % (500 * self.num_envs) < self.batch_size)
+        return self._obs, self._zeros, ended, np.zeros(self.batch_size, bool), {"env_id": self._halves[self._turn]}
+
+    def close(self) -> None:
+        return None
+
+
+def build_runner(kind: str, num_envs: int, cpus: int, model: str) -> Any:
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 
-    options = RECIPE.parse_args(["--vectorize", mode, "--envs-per-env-runner", str(num_envs), "--model", model])
+    options = RECIPE.parse_args([*RUNNERS[kind], "--envs-per-env-runner", str(num_envs), "--model", model])
     config = RECIPE.build_config(options, ResourcePlan(0, float(cpus), 1, 0))
-    runner = SingleAgentEnvRunner(config=config)
-    try:
-        runner.sample(num_timesteps=num_envs * 20)  # warm-up: resets, first forward passes
-        steps, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            steps += sum(len(e) for e in runner.sample(num_timesteps=num_envs * 50))
-        return steps / (time.perf_counter() - start)
-    finally:
-        runner.stop()
+    return (config.env_runner_cls or SingleAgentEnvRunner)(config=config)
+
+
+def rate(sample: Callable[[], int], seconds: float, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Env steps per second of `clock` (wall or this process's CPU time) over `seconds` of wall time."""
+    sample()  # warm-up: resets, first forward passes
+    steps, wall, start = 0, time.perf_counter(), clock()
+    while time.perf_counter() - wall < seconds:
+        steps += sample()
+    return steps / (clock() - start)
+
+
+def sampler(runner: Any, num_steps: int, stub: bool) -> Callable[[], int]:
+    return lambda: sum(len(e) for e in runner.sample(num_timesteps=num_steps, random_actions=stub))
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(description="Env steps/s of one pong env runner per vectorize mode, vs the ALE ceiling.")
+    p = argparse.ArgumentParser(description="Env steps/s of the pong env runners, vs the ALE ceiling on the same cores.")
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs of the runner (ALE and torch threads)")
-    p.add_argument("--envs", type=int, nargs="+", default=[8, 32], help="envs per runner (one measurement each)")
-    p.add_argument("--modes", nargs="+", choices=sorted(VECTORIZE_MODES), default=["sync", "ale"])
+    p.add_argument("--envs", type=int, nargs="+", default=[16, 32], help="envs per runner (one measurement each)")
+    p.add_argument("--runners", nargs="+", choices=sorted(RUNNERS), default=["lean", "stock-ale"])
     p.add_argument("--model", default="pong", help="the recipe's --model")
-    p.add_argument("--seconds", type=float, default=20.0, help="sampling time per measurement")
+    p.add_argument("--seconds", type=float, default=15.0, help="sampling time per measurement")
     args = p.parse_args(argv)
 
     import torch
@@ -71,12 +115,31 @@ def main(argv: list[str]) -> int:
     print(f"hardware: {cpu_model()}, {os.cpu_count()} cores, runner on {args.cpus} CPU(s), policy {args.model} on CPU")
     for envs in args.envs:
         ceiling = ale_alone(envs, args.cpus, args.seconds / 2)
-        print(f"ALE ceiling ({envs} envs, {args.cpus} threads, no policy): {ceiling:,.0f} env steps/s")
-        results = {mode: runner_alone(mode, envs, args.cpus, args.seconds, args.model) for mode in args.modes}
-        for mode, rate in results.items():
-            print(f"env runner --vectorize {mode}, {envs} envs: {rate:,.0f} env steps/s = {rate / ceiling:.2f} of the ceiling")
-        if "sync" in results and "ale" in results:
-            print(f"ale over sync, {envs} envs: {results['ale'] / results['sync']:.2f}x")
+        print(f"ALE ceiling (AtariVectorEnv alone, {envs} envs, {args.cpus} threads, random actions): {ceiling:,.0f} env steps/s")
+        if "lean" in args.runners:
+            runner = build_runner("lean", envs, args.cpus, args.model)
+            try:
+                real = runner._collector
+                runner._collector = FragmentCollector(NullEnv(envs), obs_shape=(4, 64, 64), num_actions=6)
+                cpu_rate = rate(sampler(runner, envs * 50, stub=True), args.seconds / 2, clock=time.process_time)
+                print(f"env runner lean, {envs} envs: {1e6 / cpu_rate:.1f} CPU microseconds per env step "
+                      "(null env, stub policy: the runner's own overhead)")
+                runner._collector = real
+                stub = rate(sampler(runner, envs * 50, stub=True), args.seconds)
+                print(f"env runner lean, {envs} envs, stub policy: {stub:,.0f} env steps/s = {stub / ceiling:.2f} of the ceiling")
+                full = rate(sampler(runner, envs * 50, stub=False), args.seconds)
+                print(f"env runner lean, {envs} envs: {full:,.0f} env steps/s = {full / ceiling:.2f} of the ceiling")
+            finally:
+                runner.stop()
+        for kind in (k for k in args.runners if k != "lean"):
+            runner = build_runner(kind, envs, args.cpus, args.model)
+            try:
+                stub = rate(sampler(runner, envs * 50, stub=True), args.seconds)
+                print(f"env runner {kind}, {envs} envs, stub policy: {stub:,.0f} env steps/s = {stub / ceiling:.2f} of the ceiling")
+                full = rate(sampler(runner, envs * 50, stub=False), args.seconds)
+                print(f"env runner {kind}, {envs} envs: {full:,.0f} env steps/s = {full / ceiling:.2f} of the ceiling")
+            finally:
+                runner.stop()
     return 0
 
 

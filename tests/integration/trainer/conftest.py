@@ -40,10 +40,10 @@ def write_job(path: Path, spec: dict[str, object], name: str = "test-job") -> Pa
     return path
 
 
-# Pong on a CPU in seconds: one env runner with one env, a tiny network, 64-step batches, and
+# Pong on a CPU in seconds: one env runner with two envs (the lean runner steps them in halves), a tiny network, 64-step batches, and
 # iterations that end as soon as 64 steps were sampled.
 TINY_PONG_ARGS = [
-    "--model", "tiny", "--num-env-runners", "1", "--envs-per-env-runner", "1",
+    "--model", "tiny", "--num-env-runners", "1", "--envs-per-env-runner", "2",
     "--train-batch-size", "64", "--rollout-fragment-length", "32",
     "--min-iteration-seconds", "0", "--min-iteration-steps", "64",
     "--circular-buffer-num-batches", "1", "--broadcast-interval", "1", "--seed", "1",

@@ -10,13 +10,15 @@ from rljob.trainer.recipes import get_recipe, prepare
 from rljob.trainer.stop import StopCriteria
 
 
-def test_pong_defaults_follow_rllib_pong_example() -> None:
+def test_pong_defaults_follow_the_published_pong_anchors() -> None:
     run = prepare("pong", [])
     o = run.options
-    assert run.recipe.algorithm == "APPO"
-    assert o.env == "ale_py:ALE/Pong-v5"
-    assert (o.train_batch_size, o.lr, o.framestack, o.model) == (500, 0.0005, 4, "pong")
+    assert run.recipe.algorithm == run.algorithm == "APPO"
+    assert o.env == "ale_py:ALE/Pong-v5" and o.env_runner == "lean"
+    assert (o.train_batch_size, o.lr, o.framestack, o.model) == (2000, 0.0005, 4, "pong")
+    assert (o.grad_clip, o.entropy_coeff, o.entropy_decay_steps, o.broadcast_interval) == (10.0, 0.01, 0, 1)
     assert o.num_env_runners is None and o.num_aggregators is None
+    assert prepare("pong", ["--algorithm", "PPO"]).algorithm == "PPO"
 
 
 def test_args_are_parsed_with_types() -> None:
@@ -33,6 +35,11 @@ def test_args_are_parsed_with_types() -> None:
         (["--stop-timesteps", "1.5"], "argument --stop-timesteps: invalid positive int value: '1.5'"),
         (["--model", "huge"], "argument --model: invalid choice: 'huge'"),
         (["--num-env"], "unrecognized arguments: --num-env"),  # no abbreviations: typos must not match
+        (["--envs-per-env-runner", "7"], "the lean env runner steps its envs in two halves, so it needs an even number >= 2 (got 7)"),
+        (["--envs-per-env-runner", "1"], "needs an even number >= 2 (got 1)"),
+        (["--algorithm", "DQN"], "argument --algorithm: invalid choice: 'DQN'"),
+        (["--env-runner", "fast"], "argument --env-runner: invalid choice: 'fast'"),
+        (["--gpus-per-env-runner", "-1"], "argument --gpus-per-env-runner: invalid non-negative float value: '-1'"),
     ],
 )
 def test_bad_args_raise_one_line_config_error(args: list[str], message: str) -> None:
@@ -54,15 +61,37 @@ def test_cartpole_recipe() -> None:
     assert run.options.train_batch_size == 200
 
 
-def test_pong_steps_envs_with_ales_vector_env_on_the_runners_cpus() -> None:
+def test_pong_samples_with_the_lean_runner_on_the_runners_cpus() -> None:
+    from rljob.trainer.recipes.atari_module import FrameStackAPPOModule, FrameStackCatalog, FrameStackPPOModule
+    from rljob.trainer.recipes.atari_runner import AtariEnvRunner
     from rljob.trainer.sizing import ResourcePlan
 
     plan = ResourcePlan(num_env_runners=3, cpus_per_env_runner=4.0, num_learners=1, gpus_per_learner=1)
     config = _config("pong", [], plan)
-    assert config.gym_env_vectorize_mode == "vector_entry_point"
+    assert config.env_runner_cls is AtariEnvRunner
+    assert (config.num_env_runners, config.num_cpus_per_env_runner, config.num_envs_per_env_runner) == (3, 4.0, 128)
+    assert (config.env_config["num_threads"], config.env_config["framestack"], config.env_config["inference_threads"]) == (4, 4, 2)
+    assert config._rl_module_spec.module_class is FrameStackAPPOModule
+    assert config._rl_module_spec.catalog_class is FrameStackCatalog
+    assert config._learner_connector is None  # no frame stacking on the learner: the stacks arrive whole
+    assert (config.train_batch_size_per_learner, config.grad_clip, config.broadcast_interval, config.clip_param) == (
+        2000, 10.0, 1, 0.3,
+    )
+    ppo = _config("pong", ["--algorithm", "PPO", "--envs-per-env-runner", "8"], plan)
+    assert type(ppo).__name__ == "PPOConfig" and ppo._rl_module_spec.module_class is FrameStackPPOModule
+    assert (ppo.rollout_fragment_length, ppo.num_epochs, ppo.minibatch_size, ppo.clip_param) == ("auto", 4, 256, 0.1)
+
+
+def test_pong_stock_runner_steps_envs_with_ales_vector_env_or_wrappers() -> None:
+    from rljob.trainer.sizing import ResourcePlan
+
+    plan = ResourcePlan(num_env_runners=3, cpus_per_env_runner=4.0, num_learners=1, gpus_per_learner=1)
+    config = _config("pong", ["--env-runner", "stock"], plan)
+    assert config.env_runner_cls is None and config.gym_env_vectorize_mode == "vector_entry_point"
     assert (config.num_env_runners, config.num_cpus_per_env_runner, config.num_envs_per_env_runner) == (3, 4.0, 8)
-    assert config.env_config["num_threads"] == 4
-    sync = _config("pong", ["--vectorize", "sync", "--cpus-per-env-runner", "2"], plan)
+    assert config.env_config["num_threads"] == 4 and "framestack" not in config.env_config
+    assert config._learner_connector is not None
+    sync = _config("pong", ["--env-runner", "stock", "--vectorize", "sync", "--cpus-per-env-runner", "2"], plan)
     assert sync.gym_env_vectorize_mode == "sync" and "num_threads" not in sync.env_config
     assert sync.num_envs_per_env_runner == 2
 

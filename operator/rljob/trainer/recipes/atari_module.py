@@ -6,6 +6,10 @@ in the runner. Here they become what RLlib's CNN encoder was built for: floats i
 of RLlib's NormalizedImageEnv) in channels-last layout. The permute is a view: the encoder permutes
 back to channels-first before its first convolution, so the only copy is the conversion itself, done
 by torch on the learner's GPU, or on the runner's CPU in one batched operation.
+
+RLlib's CNN pads "same" convolutions with a separate ZeroPad2d layer, which copies every activation
+once more; where the padding is symmetric the convolution pads itself instead (same result, same
+parameter names, so checkpoints and weights move freely between these modules and the stock ones).
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from ray.rllib.algorithms.appo.torch.default_appo_torch_rl_module import Default
 from ray.rllib.algorithms.ppo.ppo_catalog import PPOCatalog
 from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
 from ray.rllib.core.columns import Columns
+from torch import nn
 
 
 def model_space(space: gym.spaces.Box) -> gym.spaces.Box:
@@ -36,6 +41,23 @@ def scaled(batch: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def fuse_padding(module: nn.Module) -> int:
+    """Folds each symmetric ZeroPad2d into the Conv2d after it; returns how many were folded."""
+    folded = 0
+    for child in module.children():
+        if isinstance(child, nn.Sequential):
+            for i in range(len(child) - 1):
+                pad, conv = child[i], child[i + 1]
+                if isinstance(pad, nn.ZeroPad2d) and isinstance(conv, nn.Conv2d) and conv.padding == (0, 0):
+                    left, right, top, bottom = pad.padding
+                    if left == right == top == bottom:
+                        conv.padding = (top, left)
+                        child[i] = nn.Identity()
+                        folded += 1
+        folded += fuse_padding(child)
+    return folded
+
+
 class FrameStackCatalog(PPOCatalog):
     """Builds the default PPO encoder and heads for the float, channels-last view of the stacks."""
 
@@ -45,6 +67,10 @@ class FrameStackCatalog(PPOCatalog):
 
 class FrameStackPPOModule(DefaultPPOTorchRLModule):
     """RLlib's default PPO module, fed uint8 frame stacks."""
+
+    def setup(self) -> None:
+        super().setup()
+        fuse_padding(self.encoder)
 
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         return super()._forward(scaled(batch), **kwargs)
@@ -58,6 +84,10 @@ class FrameStackPPOModule(DefaultPPOTorchRLModule):
 
 class FrameStackAPPOModule(DefaultAPPOTorchRLModule):
     """RLlib's default APPO module (with its target networks), fed uint8 frame stacks."""
+
+    def setup(self) -> None:
+        super().setup()
+        fuse_padding(self.encoder)  # before make_target_networks copies it
 
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         return super()._forward(scaled(batch), **kwargs)

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 # env_config keys the runner reads (and the recipe sets); the rest goes to ALE.
 FRAMESTACK_KEY = "framestack"
+INFERENCE_THREADS_KEY = "inference_threads"
 
 
 class AtariEnvRunner(SingleAgentEnvRunner):
@@ -45,6 +46,9 @@ class AtariEnvRunner(SingleAgentEnvRunner):
             self.env.close()
         settings = dict(self.config.env_config)
         framestack = int(settings.pop(FRAMESTACK_KEY, 4))
+        inference_threads = settings.pop(INFERENCE_THREADS_KEY, None)
+        if inference_threads and self._device.type == "cpu":
+            torch.set_num_threads(int(inference_threads))
         self.env = make_async_frame_stack_env(settings, self.config.num_envs_per_env_runner, framestack)
         self.num_envs = self.env.num_envs
         space = self.env.single_observation_space

@@ -41,8 +41,11 @@ if TYPE_CHECKING:
 VECTORIZE_MODES = {"ale": "vector_entry_point", "sync": "sync", "async": "async"}
 ENV_RUNNERS = ("lean", "stock")
 ALGORITHMS = ("APPO", "PPO")
-# Envs per runner when --envs-per-env-runner is not given.
-DEFAULT_ENVS = {"lean": 16, "ale": 8, "sync": 2, "async": 2}
+# Envs per runner when --envs-per-env-runner is not given; the lean runner's scale with its CPUs (measured on
+# 2 cores: 64 envs sample 1.4x faster than 16, since bigger halves amortise each forward pass).
+DEFAULT_ENVS = {"ale": 8, "sync": 2, "async": 2}
+LEAN_ENVS_PER_CPU = 32
+LEAN_MAX_ENVS = 256
 
 # Conv stacks by name. "pong" is RLlib's Pong example network for 64x64 inputs (64->32->16->8->4);
 # "small" is the 2013 DQN network (two convolutions, 256 units: about a quarter of the compute), for CPUs;
@@ -150,15 +153,18 @@ class PongRecipe:
             "num_env_runners": plan.num_env_runners,
             "num_cpus_per_env_runner": plan.cpus_per_env_runner,
             "num_gpus_per_env_runner": plan.gpus_per_env_runner,
-            "num_envs_per_env_runner": options.envs_per_env_runner or DEFAULT_ENVS["lean" if lean else options.vectorize],
+            "num_envs_per_env_runner": options.envs_per_env_runner
+            or (min(LEAN_MAX_ENVS, LEAN_ENVS_PER_CPU * threads) if lean else DEFAULT_ENVS[options.vectorize]),
             # APPO learns from fragments as they come; PPO wants one train batch per round of sampling.
             "rollout_fragment_length": options.rollout_fragment_length or (50 if options.algorithm == "APPO" else "auto"),
         }
         if lean:
             from .atari_module import MODULES, FrameStackCatalog
-            from .atari_runner import FRAMESTACK_KEY, AtariEnvRunner
+            from .atari_runner import FRAMESTACK_KEY, INFERENCE_THREADS_KEY, AtariEnvRunner
 
-            env_config.update(num_threads=threads, **{FRAMESTACK_KEY: options.framestack})
+            # One torch thread per two CPUs: inference overlaps the emulator threads, and on 2 cores one
+            # inference thread sampled 10-30 % faster than two (small batches barely use a second thread).
+            env_config.update(num_threads=threads, **{FRAMESTACK_KEY: options.framestack, INFERENCE_THREADS_KEY: max(1, threads // 2)})
             runners["env_runner_cls"] = AtariEnvRunner
         else:
             if options.vectorize == "ale":
