@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -99,6 +100,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--target", type=float, default=18.0, help="mean episode return to reach")
     p.add_argument("--output", type=Path, default=None, help="run folder (default runs/pong-benchmark-<time>)")
     p.add_argument("--ceiling-seconds", type=float, default=10.0, help="how long to measure AtariVectorEnv")
+    p.add_argument("--milestones", type=float, nargs="*", default=[],
+                   help="mean returns on the way (e.g. -15 -10 0): minutes and env steps to each are printed too")
+    p.add_argument("--keep-curve", type=Path, default=None, help="copy the run's reward curve image here")
     args = p.parse_args(argv)
 
     cores = os.cpu_count() or 1
@@ -120,6 +124,14 @@ def main(argv: list[str]) -> int:
         print(f"rljob run failed (exit {done.returncode}); see {out / 'rljob-run.log'}", file=sys.stderr)
         return 1
 
+    for milestone in sorted(args.milestones):
+        reached = next((r for r in records if r["episode_return_mean"] is not None and r["episode_return_mean"] >= milestone), None)
+        if reached:
+            print(f"mean return {milestone:g}: after {reached['time_total_s'] / 60:.1f} min, {reached['env_steps']:,} env steps")
+        else:
+            print(f"mean return {milestone:g}: not reached")
+    if args.keep_curve and (out / "reward_curve.png").is_file():
+        shutil.copyfile(out / "reward_curve.png", args.keep_curve)
     hit = next((r for r in records if r["episode_return_mean"] is not None and r["episode_return_mean"] >= args.target), None)
     returns = [r["episode_return_mean"] for r in records if r["episode_return_mean"] is not None]
     best = max(returns) if returns else None

@@ -46,6 +46,7 @@ ALGORITHMS = ("APPO", "PPO")
 DEFAULT_ENVS = {"ale": 8, "sync": 2, "async": 2}
 LEAN_ENVS_PER_CPU = 32
 LEAN_MAX_ENVS = 256
+SAMPLER_WAIT_S = 0.05
 
 # Conv stacks by name. "pong" is RLlib's Pong example network for 64x64 inputs (64->32->16->8->4);
 # "small" is the 2013 DQN network (two convolutions, 256 units: about a quarter of the compute), for CPUs;
@@ -105,6 +106,8 @@ class PongRecipe:
         o = p.add_argument_group("PPO")
         o.add_argument("--minibatch-size", type=positive_int, default=256, help="SGD minibatch size.")
         o.add_argument("--num-epochs", type=positive_int, default=4, help="SGD passes over each batch.")
+        # Short iterations: stop criteria, progress and the job's status react within seconds.
+        p.set_defaults(min_iteration_seconds=5.0)
         s = p.add_argument_group("stock env runner")
         s.add_argument("--vectorize", choices=sorted(VECTORIZE_MODES), default="ale",
                        help="How the stock runner steps its envs: ale (ale-py's C++ vector env), sync (one "
@@ -157,6 +160,9 @@ class PongRecipe:
             or (min(LEAN_MAX_ENVS, LEAN_ENVS_PER_CPU * threads) if lean else DEFAULT_ENVS[options.vectorize]),
             # APPO learns from fragments as they come; PPO wants one train batch per round of sampling.
             "rollout_fragment_length": options.rollout_fragment_length or (50 if options.algorithm == "APPO" else "auto"),
+            # A second request queued on each runner: it samples again as soon as it has returned, instead of
+            # idling until the driver's loop comes round (the lean runner's envs stay in flight meanwhile).
+            "max_requests_in_flight_per_env_runner": 2 if options.algorithm == "APPO" else 1,
         }
         if lean:
             from .atari_module import MODULES, FrameStackCatalog
@@ -190,6 +196,9 @@ class PongRecipe:
         if appo:
             config.learners(num_aggregator_actors_per_learner=options.num_aggregators)
             training.update(
+                # RLlib's APPO driver otherwise polls for samples in a busy loop: a whole core, and Ray runs
+                # the runners and learners at a lower priority (niceness 15) than the driver.
+                timeout_s_sampler_manager=SAMPLER_WAIT_S,
                 target_network_update_freq=2,
                 broadcast_interval=options.broadcast_interval,
                 circular_buffer_num_batches=options.circular_buffer_num_batches,
