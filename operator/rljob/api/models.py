@@ -176,7 +176,8 @@ class CheckpointSpec(Model):
     claim_name: str | None = Field(None, max_length=253, description="An existing PersistentVolumeClaim to use. It outlives the job.")
     size: Quantity | None = Field(None, description="Create a claim of this size, owned by the job (deleted with it).")
     storage_class_name: str | None = Field(None, max_length=253, description="Storage class for the created claim; the cluster default when empty.")
-    every_iterations: int = Field(10, ge=1, le=1_000_000, description="Save a checkpoint every N training iterations, and always at the end.")
+    every_seconds: int = Field(300, ge=10, le=604_800, description="Save a checkpoint after this many seconds of training since the last one, and always at the end.")
+    every_iterations: int | None = Field(None, ge=1, le=1_000_000, description="Also save a checkpoint every N training iterations.")
     keep: int = Field(3, ge=1, le=1000, description="How many recent checkpoints to keep.")
 
     rules = (

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..api.models import JobSpec
+from ..api.models import CheckpointSpec, JobSpec
 from . import checkpoints
 from .cluster import ClusterSummary
 from .errors import ConfigError
@@ -40,12 +40,19 @@ class TrainingRun:
     default_env_runners: int | None = None  # used when the recipe args do not say
 
     @property
-    def checkpoint_every(self) -> int:
-        return self.spec.checkpoint.every_iterations if self.spec.checkpoint else 10
+    def checkpoint_policy(self) -> CheckpointSpec:
+        """The manifest's checkpoint settings, or their defaults when it has none (an emptyDir, or `rljob run`)."""
+        return self.spec.checkpoint or CheckpointSpec()
+
+    def checkpoint_due(self, iteration: int, seconds_since_last: float) -> bool:
+        """By training time, so that short iterations do not mean constant saving; or every N iterations if asked."""
+        policy = self.checkpoint_policy
+        every = policy.every_iterations
+        return seconds_since_last >= policy.every_seconds or (every is not None and iteration % every == 0)
 
     @property
     def keep(self) -> int:
-        return self.spec.checkpoint.keep if self.spec.checkpoint else 3
+        return self.checkpoint_policy.keep
 
 
 def plan_for(run: TrainingRun, cluster: ClusterSummary) -> ResourcePlan:
@@ -134,9 +141,12 @@ def _loop(
     record: ProgressRecord | None = None
     saved_iteration = resume_from.iteration if resume_from else None
 
+    saved_at = clock()
+
     def save(rec: ProgressRecord) -> str:
-        nonlocal saved_iteration
+        nonlocal saved_iteration, saved_at
         info = checkpoints.save(algo.save_to_path, run.checkpoint_dir, rec, recipe.name)
+        saved_at = clock()
         checkpoints.prune(run.checkpoint_dir, run.keep)
         saved_iteration = rec.iteration
         log.info("checkpoint saved: %s", info.path)
@@ -167,7 +177,7 @@ def _loop(
                 record = replace(record, episode_return_mean=last_return)
             last_return = record.episode_return_mean
             reason = run.criteria.reached(record, run_iterations, clock() - started)
-            if reason is not None or record.iteration % run.checkpoint_every == 0:
+            if reason is not None or run.checkpoint_due(record.iteration, clock() - saved_at):
                 last_checkpoint = save(record)
             record = record.with_checkpoint(last_checkpoint)
             sinks.record(record)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from rljob.api.models import JobSpec
+from rljob.api.models import CheckpointSpec, JobSpec
 from rljob.trainer import checkpoints
 from rljob.trainer.cluster import ClusterSummary
 from rljob.trainer.errors import ConfigError
@@ -110,9 +110,14 @@ def options(**kw: Any) -> argparse.Namespace:
     return argparse.Namespace(num_env_runners=None, num_aggregators=None, cpus_per_env_runner=None, **kw)
 
 
-def make_run(tmp_path: Path, algo: FakeAlgo, criteria: StopCriteria, every: int = 2, attempt: int = 1) -> tuple[TrainingRun, FakeRecipe]:
+def make_run(
+    tmp_path: Path, algo: FakeAlgo, criteria: StopCriteria, every: int | None = 2, attempt: int = 1, seconds: int = 3600
+) -> tuple[TrainingRun, FakeRecipe]:
     recipe = FakeRecipe(algo)
-    spec = JobSpec.model_validate({"entrypoint": {"recipe": "pong"}, "checkpoint": {"everyIterations": every, "keep": 2}})
+    policy: dict[str, Any] = {"everySeconds": seconds, "keep": 2}
+    if every is not None:
+        policy["everyIterations"] = every
+    spec = JobSpec.model_validate({"entrypoint": {"recipe": "pong"}, "checkpoint": policy})
     run = TrainingRun("job", attempt, spec, RecipeRun(recipe, options()), criteria, tmp_path / "ck")
     return run, recipe
 
@@ -131,6 +136,22 @@ def test_trains_until_a_criterion_checkpointing_on_cadence_and_at_the_end(tmp_pa
     assert sink.records[2].env_steps_per_second == 50.0
     assert recipe.plan is not None and recipe.plan.num_env_runners == 5  # 6 CPUs, one for the learner
     assert algo.stopped
+
+
+def test_checkpoints_by_training_time(tmp_path: Path) -> None:
+    """Short iterations must not mean a checkpoint every few seconds: by default one every 300 s of training."""
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 40.0  # each call is 40 s later: iterations of about two calls
+        return now[0]
+
+    run, _ = make_run(tmp_path, FakeAlgo(), StopCriteria(iterations=8), every=None, seconds=200)
+    sink = Collect()
+    run_training(run, CLUSTER, Sinks([sink]), StopRequest(), clock=clock)
+    saved = sorted({Path(r.checkpoint).name for r in sink.records if r.checkpoint})
+    assert saved == ["iteration-000003", "iteration-000006", "iteration-000008"]  # 200 s apart, and the end
+    assert CheckpointSpec().every_seconds == 300 and CheckpointSpec().every_iterations is None
 
 
 def test_resume_continues_counts_and_time(tmp_path: Path) -> None:

@@ -53,7 +53,9 @@ non_negative_float = _bounded(float, "non-negative float", 0.0, strict=False)
 finite_float = _bounded(float, "float", None, strict=False)
 
 
-def add_common_arguments(parser: RecipeArgumentParser, *, batch: int, lr: float) -> None:
+def add_common_arguments(
+    parser: RecipeArgumentParser, *, batch: int, lr: float, envs_help: str = "Vectorized envs in each runner."
+) -> None:
     """Options every recipe understands; the driver reads the stop and sizing ones itself."""
     g = parser.add_argument_group("sizing")
     g.add_argument("--num-env-runners", type=non_negative_int, default=None,
@@ -61,7 +63,7 @@ def add_common_arguments(parser: RecipeArgumentParser, *, batch: int, lr: float)
     g.add_argument("--cpus-per-env-runner", type=positive_float, default=None,
                    help="CPUs each env runner reserves (and ALE threads it runs); default 1. Fewer, fatter runners "
                    "with more envs each batch the policy's inference.")
-    g.add_argument("--envs-per-env-runner", type=positive_int, default=None, help="Vectorized envs in each runner.")
+    g.add_argument("--envs-per-env-runner", type=positive_int, default=None, help=envs_help)
     g.add_argument("--num-aggregators", type=non_negative_int, default=None,
                    help="Aggregator actors per learner (APPO); each takes one CPU. Default: 2 with a GPU, else 0.")
     t = parser.add_argument_group("training")

@@ -48,6 +48,13 @@ LEAN_ENVS_PER_CPU = 32
 LEAN_MAX_ENVS = 256
 SAMPLER_WAIT_S = 0.05
 
+LAYOUTS = (
+    "Layouts. One machine with 1 GPU and 16 CPUs (examples/pong.yaml): head gpus 1, cpu 4 (the GPU learner, the "
+    "driver, 2 aggregator actors); 3 workers of 4 CPUs; args --cpus-per-env-runner 4: three env runners of 128 envs "
+    "each. A laptop's CPUs (examples/pong-local.yaml, make demo): args --model small --train-batch-size 1000, so "
+    "that the CPU learner keeps up with the env runner."
+)
+
 # Conv stacks by name. "pong" is RLlib's Pong example network for 64x64 inputs (64->32->16->8->4);
 # "small" is the 2013 DQN network (two convolutions, 256 units: about a quarter of the compute), for CPUs;
 # "tiny" exists for tests and CPU smoke runs, where the full network makes every update take seconds.
@@ -78,7 +85,12 @@ class PongRecipe:
 
     def parser(self) -> RecipeArgumentParser:
         p = RecipeArgumentParser(self.name)
-        add_common_arguments(p, batch=2000, lr=0.0005)
+        p.epilog = LAYOUTS
+        add_common_arguments(
+            p, batch=2000, lr=0.0005,
+            envs_help=f"Envs in each runner; default {LEAN_ENVS_PER_CPU} per runner CPU with the lean runner (an even "
+            "number: it steps them in two halves), 8 with the stock runner's ale, 2 with sync or async.",
+        )
         a = p.add_argument_group("atari")
         a.add_argument("--algorithm", choices=ALGORITHMS, default="APPO",
                        help="APPO (asynchronous, v-trace; the GPU learner never waits for samples) or PPO (synchronous).")
