@@ -120,3 +120,22 @@ def test_lean_and_stock_runners_play_the_same_games(runners: tuple[Any, Any]) ->
             assert a["return"] == b["return"] == -21.0
             finished += 1
     assert finished >= 1, "no game finished in both runners: the comparison crossed no episode boundary"
+
+
+def test_exploration_records_the_behaviour_policy_and_metrics() -> None:
+    """v-trace and PPO's ratio need each action's log-probability under the policy that chose it."""
+    torch.manual_seed(1)
+    runner = _runner([])
+    try:
+        episodes = runner.sample(num_timesteps=NUM_ENVS * 60, explore=True)
+        metrics = runner.get_metrics()
+    finally:
+        runner.stop()
+    actions = np.concatenate([np.asarray(e.get_actions()) for e in episodes])
+    logits = np.concatenate([np.asarray(e.get_extra_model_outputs("action_dist_inputs")) for e in episodes])
+    logp = np.concatenate([np.asarray(e.get_extra_model_outputs("action_logp")) for e in episodes])
+    expected = torch.log_softmax(torch.from_numpy(logits), -1).gather(-1, torch.from_numpy(actions)[:, None])[:, 0]
+    np.testing.assert_allclose(logp, expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert len(set(actions.tolist())) > 1  # sampled, not greedy
+    assert sum(len(e) for e in episodes) >= NUM_ENVS * 60
+    assert metrics["num_env_steps_sampled"].peek() == sum(len(e) for e in episodes)
