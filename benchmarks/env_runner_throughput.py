@@ -116,24 +116,16 @@ def main(argv: list[str]) -> int:
     for envs in args.envs:
         ceiling = ale_alone(envs, args.cpus, args.seconds / 2)
         print(f"ALE ceiling (AtariVectorEnv alone, {envs} envs, {args.cpus} threads, random actions): {ceiling:,.0f} env steps/s")
-        if "lean" in args.runners:
-            runner = build_runner("lean", envs, args.cpus, args.model)
-            try:
-                real = runner._collector
-                runner._collector = FragmentCollector(NullEnv(envs), obs_shape=(4, 64, 64), num_actions=6)
-                cpu_rate = rate(sampler(runner, envs * 50, stub=True), args.seconds / 2, clock=time.process_time)
-                print(f"env runner lean, {envs} envs: {1e6 / cpu_rate:.1f} CPU microseconds per env step "
-                      "(null env, stub policy: the runner's own overhead)")
-                runner._collector = real
-                stub = rate(sampler(runner, envs * 50, stub=True), args.seconds)
-                print(f"env runner lean, {envs} envs, stub policy: {stub:,.0f} env steps/s = {stub / ceiling:.2f} of the ceiling")
-                full = rate(sampler(runner, envs * 50, stub=False), args.seconds)
-                print(f"env runner lean, {envs} envs: {full:,.0f} env steps/s = {full / ceiling:.2f} of the ceiling")
-            finally:
-                runner.stop()
-        for kind in (k for k in args.runners if k != "lean"):
+        for kind in args.runners:
             runner = build_runner(kind, envs, args.cpus, args.model)
             try:
+                if kind == "lean":
+                    real = runner._collector
+                    runner._collector = FragmentCollector(NullEnv(envs), obs_shape=(4, 64, 64), num_actions=6)
+                    cpu_rate = rate(sampler(runner, envs * 50, stub=True), args.seconds / 2, clock=time.process_time)
+                    print(f"env runner lean, {envs} envs: {1e6 / cpu_rate:.1f} CPU microseconds per env step "
+                          "(null env, stub policy: the runner's own overhead)")
+                    runner._collector = real
                 stub = rate(sampler(runner, envs * 50, stub=True), args.seconds)
                 print(f"env runner {kind}, {envs} envs, stub policy: {stub:,.0f} env steps/s = {stub / ceiling:.2f} of the ceiling")
                 full = rate(sampler(runner, envs * 50, stub=False), args.seconds)

@@ -65,38 +65,31 @@ class FrameStackCatalog(PPOCatalog):
         super().__init__(model_space(observation_space), action_space, model_config_dict)  # type: ignore[arg-type]
 
 
-class FrameStackPPOModule(DefaultPPOTorchRLModule):
+class _FrameStackInputs:
+    """Scales uint8 stacks before each of the default module's forward passes; comes first among the bases."""
+
+    encoder: nn.Module
+
+    def setup(self) -> None:
+        super().setup()  # type: ignore[misc]
+        fuse_padding(self.encoder)  # before APPO's make_target_networks copies the encoder
+
+    def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return super()._forward(scaled(batch), **kwargs)  # type: ignore[misc]
+
+    def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return super()._forward_train(scaled(batch), **kwargs)  # type: ignore[misc]
+
+    def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> Any:
+        return super().compute_values(scaled(batch), embeddings)  # type: ignore[misc]
+
+
+class FrameStackPPOModule(_FrameStackInputs, DefaultPPOTorchRLModule):
     """RLlib's default PPO module, fed uint8 frame stacks."""
 
-    def setup(self) -> None:
-        super().setup()
-        fuse_padding(self.encoder)
 
-    def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        return super()._forward(scaled(batch), **kwargs)
-
-    def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        return super()._forward_train(scaled(batch), **kwargs)
-
-    def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> Any:
-        return super().compute_values(scaled(batch), embeddings)
-
-
-class FrameStackAPPOModule(DefaultAPPOTorchRLModule):
+class FrameStackAPPOModule(_FrameStackInputs, DefaultAPPOTorchRLModule):
     """RLlib's default APPO module (with its target networks), fed uint8 frame stacks."""
-
-    def setup(self) -> None:
-        super().setup()
-        fuse_padding(self.encoder)  # before make_target_networks copies it
-
-    def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        return super()._forward(scaled(batch), **kwargs)
-
-    def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        return super()._forward_train(scaled(batch), **kwargs)
-
-    def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> Any:
-        return super().compute_values(scaled(batch), embeddings)
 
     def forward_target(self, batch: dict[str, Any]) -> dict[str, Any]:
         return super().forward_target(scaled(batch))
