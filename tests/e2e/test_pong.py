@@ -21,9 +21,10 @@ from rljob.testing.controlplane import KubectlError, wait_for
 from tests.e2e import cluster as e2e
 from tests.e2e.conftest import RUNTIME_IMAGE, get_json
 
-# Pong on a CPU in seconds per iteration: one env runner with one env, the tiny network, 64-step batches.
+# Pong on a CPU in seconds per iteration: one env runner with two envs (the lean runner steps them in halves),
+# the tiny network, 64-step batches.
 TINY_PONG_ARGS = [
-    "--model", "tiny", "--num-env-runners", "1", "--envs-per-env-runner", "1",
+    "--model", "tiny", "--num-env-runners", "1", "--envs-per-env-runner", "2",
     "--train-batch-size", "64", "--rollout-fragment-length", "32",
     "--min-iteration-seconds", "0", "--min-iteration-steps", "64",
     "--circular-buffer-num-batches", "1", "--broadcast-interval", "1", "--seed", "1",
