@@ -19,7 +19,7 @@ def test_committed_crd_is_up_to_date() -> None:
 
 def test_chart_carries_the_same_crd() -> None:
     chart_copy = ROOT / "charts" / "rljob" / "crds" / CRD_FILE.name
-    if chart_copy.exists():  # the chart is optional for issue 2 but must never drift once present
+    if chart_copy.exists():  # the chart is optional but must never drift once present
         assert chart_copy.read_text() == CRD_FILE.read_text()
 
 
