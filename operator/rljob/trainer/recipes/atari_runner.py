@@ -12,7 +12,6 @@ per-step episode callbacks. It serves the built-in Atari recipes, which use neit
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
@@ -24,8 +23,6 @@ from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 
 from .atari_env import make_async_frame_stack_env
 from .atari_fragments import EpisodeStats, Fragment, FragmentCollector
-
-log = logging.getLogger(__name__)
 
 # env_config keys the runner reads (and the recipe sets); the rest goes to ALE.
 FRAMESTACK_KEY = "framestack"
