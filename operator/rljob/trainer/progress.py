@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -19,6 +20,7 @@ KEY_ITERATION = "training_iteration"
 KEY_ENV_STEPS = "num_env_steps_sampled_lifetime"
 KEY_ENV_RUNNERS = "env_runners"
 KEY_RETURN_MEAN = "episode_return_mean"
+KEY_NUM_EPISODES = "num_episodes"
 KEY_TIME_SINCE_RESTORE = "time_since_restore"
 KEY_TIME_THIS_ITER = "time_this_iter_s"
 
@@ -96,6 +98,51 @@ def record_from_result(
         attempt=attempt,
         timestamp=time.time() if now is None else now,
     )
+
+
+# The reported return is the mean over this many of the latest episodes, RLlib's own default smoothing
+# window (`metrics_num_episodes_for_smoothing`).
+RETURN_WINDOW_EPISODES = 100
+
+
+def episodes_in(result: dict[str, Any]) -> int:
+    """Episodes that ended during the iteration `result` covers (0 when RLlib leaves the count out)."""
+    count = _number((result.get(KEY_ENV_RUNNERS) or {}).get(KEY_NUM_EPISODES))
+    return int(count) if count is not None and count > 0 else 0
+
+
+class ReturnWindow:
+    """The mean return of the latest `episodes` episodes, from each iteration's mean and episode count.
+
+    RLlib's new stack reports, per iteration, the mean over the episodes that ended in it: a few Pong
+    games, or none. Reported as is, the return jumps by several points from one iteration to the next
+    and a stop criterion fires on one lucky game. The window weights each iteration by its episodes and
+    the oldest one only by the episodes still inside the window, so it is the mean of the latest
+    `episodes` episodes up to that oldest iteration's spread.
+    """
+
+    def __init__(self, episodes: int = RETURN_WINDOW_EPISODES) -> None:
+        self.episodes = episodes
+        self._parts: deque[tuple[float, int]] = deque()
+        self._total = 0
+
+    def add(self, mean: float | None, count: int) -> float | None:
+        """Adds one iteration (count 0 with a mean counts as one episode) and returns the window's mean."""
+        if mean is not None:
+            count = max(1, count)
+            self._parts.append((mean, count))
+            self._total += count
+            while self._total - self._parts[0][1] >= self.episodes:
+                self._total -= self._parts.popleft()[1]
+        return self.mean()
+
+    def mean(self) -> float | None:
+        """None until an episode has ended."""
+        if not self._parts:
+            return None
+        newer = self._total - self._parts[0][1]
+        weights = [min(self._parts[0][1], self.episodes - newer)] + [count for _, count in list(self._parts)[1:]]
+        return sum(m * w for (m, _), w in zip(self._parts, weights)) / sum(weights)
 
 
 def rfc3339(timestamp: float) -> str:

@@ -5,7 +5,7 @@ import json
 import math
 
 from rljob.api.models import Progress
-from rljob.trainer.progress import ProgressRecord, record_from_result, status_patch
+from rljob.trainer.progress import ProgressRecord, ReturnWindow, episodes_in, record_from_result, status_patch
 
 
 def result(iteration: int = 3, ret: float | None = -20.5, steps: float = 3000, since: float = 30.0) -> dict:
@@ -79,3 +79,34 @@ def test_status_patch_is_camel_case_progress() -> None:
 def test_unknown_figures_are_left_out_not_nulled() -> None:
     progress = status_patch(ProgressRecord(1, None, 0, 0.0, 1.0))["status"]["progress"]
     assert "episodeReturnMean" not in progress and "lastCheckpoint" not in progress
+
+
+def test_return_window_weights_iterations_by_their_episodes() -> None:
+    w = ReturnWindow(episodes=10)
+    assert w.add(None, 0) is None
+    assert w.add(-21.0, 3) == -21.0
+    assert w.add(-15.0, 1) == -19.5  # (3 x -21 + -15) / 4: one lucky game moves the mean by its share only
+    assert w.add(None, 0) == -19.5  # no game ended: the latest estimate stays
+
+
+def test_return_window_keeps_the_latest_episodes() -> None:
+    w = ReturnWindow(episodes=10)
+    w.add(-21.0, 6)
+    w.add(-11.0, 6)  # the window holds 4 of the oldest iteration's 6 games and all 6 new ones
+    assert w.mean() == (4 * -21.0 + 6 * -11.0) / 10
+    w.add(1.0, 12)  # one iteration with more games than the window: only its own mean
+    assert w.mean() == 1.0
+
+
+def test_return_window_counts_a_mean_without_a_count_as_one_episode() -> None:
+    w = ReturnWindow(episodes=2)
+    w.add(-20.0, 0)
+    w.add(-10.0, 0)
+    assert w.add(0.0, 0) == -5.0
+
+
+def test_episodes_in_result() -> None:
+    assert episodes_in({"env_runners": {"num_episodes": 7}}) == 7
+    assert episodes_in({"env_runners": {}}) == 0
+    assert episodes_in({}) == 0
+    assert episodes_in({"env_runners": {"num_episodes": math.nan}}) == 0

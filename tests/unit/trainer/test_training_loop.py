@@ -227,3 +227,20 @@ def test_sinks_report_the_final_checkpoint(tmp_path: Path) -> None:
     assert [r.checkpoint for r in reporter.sent] == [None, "/ck/iteration-000003"]
     assert collector.checkpoint_iteration == 3
     assert len((tmp_path / "p" / "progress.jsonl").read_text().splitlines()) == 1
+
+
+def test_return_is_the_mean_of_the_latest_games_so_one_lucky_game_does_not_stop_the_run(tmp_path: Path) -> None:
+    """Each iteration ends a few games; the stop criterion looks at the latest 100, as RLlib's smoothing does."""
+
+    class Games(FakeAlgo):
+        def train(self) -> dict[str, Any]:
+            result = super().train()
+            lucky = self.iteration == 3
+            result["env_runners"] = {"episode_return_mean": 19.0 if lucky else -21.0, "num_episodes": 1 if lucky else 4}
+            return result
+
+    run, _ = make_run(tmp_path, Games(), StopCriteria(iterations=4, episode_return_mean=18.0))
+    sink = Collect()
+    outcome = run_training(run, CLUSTER, Sinks([sink]), StopRequest())
+    assert "iteration 4 reached 4" in outcome.reason
+    assert [r.episode_return_mean for r in sink.records] == [-21.0, -21.0, (8 * -21.0 + 19.0) / 9, (12 * -21.0 + 19.0) / 13]
