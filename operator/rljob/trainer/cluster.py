@@ -44,6 +44,7 @@ class ClusterSummary:
     workers: int
     cpus: float
     gpus: float
+    head_cpus: float = 0.0  # the driver's node: where a learner with num_learners=0 computes
 
     def describe(self) -> str:
         return (
@@ -59,7 +60,8 @@ def summarize(nodes: Sequence[dict[str, Any]]) -> ClusterSummary:
     cpus = sum(float((n.get("Resources") or {}).get("CPU", 0)) for n in alive)
     gpus = sum(float((n.get("Resources") or {}).get("GPU", 0)) for n in alive)
     workers = len(alive) - (1 if heads else 0)
-    return ClusterSummary(len(alive), workers, cpus, gpus)
+    head_cpus = sum(float((n.get("Resources") or {}).get("CPU", 0)) for n in heads)
+    return ClusterSummary(len(alive), workers, cpus, gpus, head_cpus)
 
 
 def wait_for_workers(

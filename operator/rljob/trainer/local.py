@@ -25,7 +25,7 @@ from .interrupts import StopRequest
 from .plot import plot_reward_curve, read_progress
 from .script import run_script, script_env
 from .sinks import JsonLinesSink, MetricsSink, Sink, Sinks, TensorBoardSink
-from .sizing import local_env_runners
+from .sizing import learns_in_turn, local_env_runners
 from .stop import StopCriteria
 from .training import TrainingRun, run_training
 
@@ -135,8 +135,11 @@ def _run(
             env.setdefault("RLJOB_CHECKPOINT_DIR", str(checkpoint_dir.resolve()))
             return run_script(entry.script, entry.script_args, env, stop)
         assert entry.recipe_run is not None
-        default_runners, note = local_env_runners(spec.workers.replicas, spec.workers.cpu, spec.head.cpu, cores)
         options = entry.recipe_run.options
+        default_runners, note = local_env_runners(
+            spec.workers.replicas, spec.workers.cpu, spec.head.cpu, cores, options.cpus_per_env_runner,
+            learns_in_turn(entry.recipe_run.algorithm, cluster.gpus),
+        )
         if note and options.num_env_runners is None:
             out.write(note + "\n")
         criteria = StopCriteria.build(spec, options, opts.max_iterations, opts.max_duration)

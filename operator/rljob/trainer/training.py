@@ -17,10 +17,10 @@ from . import checkpoints
 from .cluster import ClusterSummary
 from .errors import ConfigError
 from .interrupts import StopRequest
-from .progress import ProgressRecord, record_from_result
+from .progress import ProgressRecord, ReturnWindow, episodes_in, record_from_result
 from .recipes import RecipeRun
 from .sinks import Outcome, RunHeader, Sinks
-from .sizing import ResourcePlan, default_aggregators, plan_resources
+from .sizing import ResourcePlan, default_aggregators, learns_in_turn, plan_resources
 from .stop import StopCriteria
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,21 @@ def plan_for(run: TrainingRun, cluster: ClusterSummary) -> ResourcePlan:
     requested = options.num_env_runners if options.num_env_runners is not None else run.default_env_runners
     return plan_resources(
         cluster.cpus, cluster.gpus, requested, options.num_aggregators, options.cpus_per_env_runner,
-        getattr(options, "gpus_per_env_runner", 0.0) or 0.0,
+        getattr(options, "gpus_per_env_runner", 0.0) or 0.0, learns_in_turn(run.recipe_run.algorithm, cluster.gpus),
     )
+
+
+def _learn_on_driver_cores(cluster: ClusterSummary) -> int:
+    """Gives the driver's torch the head's CPUs, no more.
+
+    torch would otherwise start one thread per core of the whole node, which in a pod limited to a
+    few CPUs means threads fighting over a CPU quota.
+    """
+    import torch
+
+    threads = max(1, int(cluster.head_cpus or 1))
+    torch.set_num_threads(threads)
+    return threads
 
 
 def run_training(
@@ -86,10 +99,13 @@ def run_training(
             "use another checkpoint directory (or output folder)"
         )
     config = recipe.build_config(run.recipe_run.options, plan)
+    if plan.learner_in_driver:
+        learner = f"the learner in the driver on {_learn_on_driver_cores(cluster)} CPU threads"
+    else:
+        learner = f"{plan.num_learners} learner(s) on {'GPU' if plan.gpus_per_learner else 'CPU'}"
     log.info(
-        "building %s (%s): %d env runners x %g CPU, %d learner(s) on %s",
-        recipe.name, run.recipe_run.algorithm, plan.num_env_runners, plan.cpus_per_env_runner,
-        plan.num_learners, "GPU" if plan.gpus_per_learner else "CPU",
+        "building %s (%s): %d env runners x %g CPU, %s",
+        recipe.name, run.recipe_run.algorithm, plan.num_env_runners, plan.cpus_per_env_runner, learner,
     )
     try:
         config.validate()
@@ -160,7 +176,7 @@ def _loop(
         sinks.close(outcome)
         return outcome
 
-    last_return: float | None = None
+    returns = ReturnWindow()
     try:
         while True:
             if stop.requested:
@@ -171,11 +187,8 @@ def _loop(
                 result, previous_env_steps=previous_steps, time_offset_s=time_offset, attempt=run.attempt
             )
             previous_steps = record.env_steps
-            if record.episode_return_mean is None and last_return is not None:
-                # No episode ended in this iteration: the windowed mean is still the latest estimate,
-                # and a blank would make the Reward column and the reported progress flicker.
-                record = replace(record, episode_return_mean=last_return)
-            last_return = record.episode_return_mean
+            # The latest 100 episodes, not only this iteration's few (or none: the Reward column would flicker).
+            record = replace(record, episode_return_mean=returns.add(record.episode_return_mean, episodes_in(result)))
             reason = run.criteria.reached(record, run_iterations, clock() - started)
             if reason is not None or run.checkpoint_due(record.iteration, clock() - saved_at):
                 last_checkpoint = save(record)

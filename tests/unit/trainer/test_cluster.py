@@ -25,7 +25,7 @@ def node(head: bool = False, cpus: float = 2, gpus: float = 0, alive: bool = Tru
 
 def test_summary() -> None:
     s = summarize([node(head=True, cpus=4, gpus=1), node(), node(), node(alive=False)])
-    assert (s.nodes, s.workers, s.cpus, s.gpus) == (3, 2, 8.0, 1.0)
+    assert (s.nodes, s.workers, s.cpus, s.gpus, s.head_cpus) == (3, 2, 8.0, 1.0, 4.0)
     assert s.describe() == "Ray cluster ready: 3 nodes (1 head + 2 workers), 8 CPUs, 1 GPUs"
 
 

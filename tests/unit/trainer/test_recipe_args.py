@@ -40,6 +40,8 @@ def test_args_are_parsed_with_types() -> None:
         (["--algorithm", "DQN"], "argument --algorithm: invalid choice: 'DQN'"),
         (["--env-runner", "fast"], "argument --env-runner: invalid choice: 'fast'"),
         (["--gpus-per-env-runner", "-1"], "argument --gpus-per-env-runner: invalid non-negative float value: '-1'"),
+        (["--frame-size", "16"], "argument --frame-size: must be between 32 and 210 pixels (got 16)"),
+        (["--frame-size", "big"], "argument --frame-size: invalid positive int value: 'big'"),
     ],
 )
 def test_bad_args_raise_one_line_config_error(args: list[str], message: str) -> None:
@@ -80,6 +82,15 @@ def test_pong_samples_with_the_lean_runner_on_the_runners_cpus() -> None:
     ppo = _config("pong", ["--algorithm", "PPO", "--envs-per-env-runner", "8"], plan)
     assert type(ppo).__name__ == "PPOConfig" and ppo._rl_module_spec.module_class is FrameStackPPOModule
     assert (ppo.rollout_fragment_length, ppo.num_epochs, ppo.minibatch_size, ppo.clip_param) == ("auto", 4, 256, 0.1)
+    assert config.env_config["dim"] == 64 and _config("pong", ["--frame-size", "42"], plan).env_config["dim"] == 42
+
+
+def test_pong_ppo_on_cpus_learns_in_the_driver_at_the_full_learning_rate() -> None:
+    from rljob.trainer.sizing import plan_resources
+
+    plan = plan_resources(2, 0, None, cpus_per_env_runner=2, in_turn=True)
+    config = _config("pong", ["--algorithm", "PPO", "--lr", "0.0003"], plan)
+    assert (config.num_learners, config.num_env_runners, config.num_envs_per_env_runner, config.lr) == (0, 1, 64, 0.0003)
 
 
 def test_pong_stock_runner_steps_envs_with_ales_vector_env_or_wrappers() -> None:

@@ -7,6 +7,7 @@ from rljob.trainer.errors import ConfigError
 from rljob.trainer.sizing import (
     MIN_OBJECT_STORE_BYTES,
     default_aggregators,
+    learns_in_turn,
     local_env_runners,
     object_store_bytes,
     plan_resources,
@@ -65,6 +66,24 @@ def test_local_env_runners_map_workers_and_cap_by_cores() -> None:
     assert note is not None and "asks for 16 env runners" in note and "4 cores" in note
     assert local_env_runners(0, "2", "4", cores=16) == (3, None)  # head only: its CPUs minus the learner's
     assert local_env_runners(1, "500m", "2", cores=8) == (1, None)
+
+
+def test_a_synchronous_cpu_learner_learns_in_the_driver_on_the_env_runners_cores() -> None:
+    assert learns_in_turn("PPO", 0) and not learns_in_turn("PPO", 1) and not learns_in_turn("APPO", 0)
+    plan = plan_resources(2, 0, None, cpus_per_env_runner=2, in_turn=True)
+    assert (plan.num_env_runners, plan.cpus_per_env_runner, plan.num_learners, plan.learner_in_driver) == (1, 2.0, 0, True)
+    assert plan.notes == ()
+    assert plan_resources(6, 0, None, in_turn=True).num_env_runners == 6
+    gpu = plan_resources(6, 1, None, in_turn=True)  # a GPU learner is a learner actor: it never waits on the CPUs
+    assert (gpu.num_learners, gpu.num_env_runners, gpu.learner_in_driver) == (1, 5, False)
+
+
+def test_local_env_runners_in_turn_and_fat() -> None:
+    # PPO on a 2-core laptop, one worker of 2 CPUs, runners of 2 CPUs: one runner on both cores.
+    assert local_env_runners(1, "2", "2", cores=2, cpus_per_env_runner=2, in_turn=True) == (1, None)
+    assert local_env_runners(0, "4", "4", cores=8, in_turn=True) == (4, None)  # head only: all its CPUs
+    n, note = local_env_runners(2, "4", "2", cores=4, cpus_per_env_runner=2)
+    assert n == 1 and note is not None and "asks for 4 env runners" in note and "one core is kept for the learner" in note
 
 
 def test_object_store_fits_in_shm() -> None:

@@ -47,6 +47,7 @@ DEFAULT_ENVS = {"ale": 8, "sync": 2, "async": 2}
 LEAN_ENVS_PER_CPU = 32
 LEAN_MAX_ENVS = 256
 SAMPLER_WAIT_S = 0.05
+MIN_FRAME_SIZE, MAX_FRAME_SIZE = 32, 210
 
 LAYOUTS = (
     "Layouts. One machine with 1 GPU and 16 CPUs (examples/pong.yaml): head gpus 1, cpu 4 (the GPU learner, the "
@@ -78,6 +79,14 @@ def _frame_stack_learner(num_frames: int, obs_space: Any = None, act_space: Any 
     return FrameStackingLearner(num_frames=num_frames)
 
 
+def frame_size(text: str) -> int:
+    """Frames smaller than the conv stack's strides leave nothing for it to see; beyond 210 there is nothing to add."""
+    value = positive_int(text)
+    if not MIN_FRAME_SIZE <= value <= MAX_FRAME_SIZE:
+        raise argparse.ArgumentTypeError(f"must be between {MIN_FRAME_SIZE} and {MAX_FRAME_SIZE} pixels (got {value})")
+    return value
+
+
 class PongRecipe:
     """Atari Pong (ale-py), APPO or PPO on the new API stack, sampled by the lean Atari env runner."""
 
@@ -100,6 +109,8 @@ class PongRecipe:
                        "infers on the other half; uint8 frame stacks) or stock (RLlib's SingleAgentEnvRunner).")
         a.add_argument("--env", default="ale_py:ALE/Pong-v5", help="Gymnasium id of the Atari game.")
         a.add_argument("--framestack", type=positive_int, default=4, help="Frames stacked into one observation.")
+        a.add_argument("--frame-size", type=frame_size, default=64,
+                       help="Height and width of the grayscale frames the policy sees (ALE resizes 210x160 to this).")
         a.add_argument("--model", choices=sorted(MODELS), default="pong", help="Network size.")
         a.add_argument("--gpus-per-env-runner", type=non_negative_float, default=0.0,
                        help="GPU share of each env runner: the lean runner's policy then infers there (0: on its CPUs).")
@@ -165,7 +176,7 @@ class PongRecipe:
         model = MODELS[options.model]
         lean = options.env_runner == "lean"
         threads = max(1, round(plan.cpus_per_env_runner))
-        env_config: dict[str, Any] = {"env_id": options.env, **ALE_SETTINGS}
+        env_config: dict[str, Any] = {"env_id": options.env, "dim": options.frame_size, **ALE_SETTINGS}
         runners: dict[str, Any] = {
             "num_env_runners": plan.num_env_runners,
             "num_cpus_per_env_runner": plan.cpus_per_env_runner,
@@ -200,7 +211,7 @@ class PongRecipe:
             config.learners(learner_connector=partial(_frame_stack_learner, options.framestack))
         training: dict[str, Any] = {
             "train_batch_size_per_learner": options.train_batch_size,
-            "lr": options.lr * plan.num_learners**0.5,
+            "lr": options.lr * max(1, plan.num_learners) ** 0.5,
             "vf_loss_coeff": options.vf_loss_coeff,
             "entropy_coeff": entropy,
             "grad_clip": options.grad_clip,
