@@ -142,7 +142,7 @@ class ReturnWindow:
             return None
         newer = self._total - self._parts[0][1]
         weights = [min(self._parts[0][1], self.episodes - newer)] + [count for _, count in list(self._parts)[1:]]
-        return sum(m * w for (m, _), w in zip(self._parts, weights)) / sum(weights)
+        return sum(m * w for (m, _), w in zip(self._parts, weights, strict=True)) / sum(weights)
 
 
 def rfc3339(timestamp: float) -> str:
