@@ -7,6 +7,7 @@ import pytest
 
 from rljob.api import ManifestError, load_job, parse_job
 from rljob.api.quantity import parse_quantity
+from tests import invalid_manifests
 from tests.jobs import minimal_job
 
 
@@ -96,3 +97,15 @@ def test_several_problems_are_all_reported() -> None:
     with pytest.raises(ManifestError) as info:
         parse_job(body)
     assert len(info.value.problems) >= 3
+
+
+@pytest.mark.parametrize(
+    "path, value, fragment", invalid_manifests.CASES, ids=[f"{p}={v!r}"[:60] for p, v, _ in invalid_manifests.CASES]
+)
+def test_every_manifest_the_api_server_refuses_the_model_refuses_too(path: str, value: Any, fragment: str) -> None:
+    """The integration tests send the same table to a real API server; here the model must agree."""
+    with pytest.raises(ManifestError) as info:
+        parse_job(invalid_manifests.variant(path, value), "job.yaml")
+    text = "\n".join(info.value.lines())
+    field = fragment.split(".")[-1].split("[")[0]
+    assert field.lower() in text.lower(), text

@@ -31,13 +31,18 @@ class Rule:
 
 
 class Model(BaseModel):
-    """camelCase on the wire, snake_case in Python; unknown fields are errors, as `kubectl --validate=strict`."""
+    """camelCase on the wire, snake_case in Python; unknown fields are errors, as `kubectl --validate=strict`.
+
+    Strict types, as the API server's: "yes" is no boolean and "60" no integer, so `rljob run` refuses
+    exactly what `kubectl apply` would.
+    """
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
         validate_default=True,
+        strict=True,
     )
 
     rules: ClassVar[tuple[Rule, ...]] = ()

@@ -20,6 +20,17 @@ TERMINAL_PHASES = ("Succeeded", "Failed")
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+# A DNS-1123 subdomain: names of Secrets, ConfigMaps, PersistentVolumeClaims and StorageClasses.
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A label key (and a taint key): an optional DNS-subdomain prefix and '/', then a name of at most 63 characters.
+LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+LABEL_KEY_MAX_LENGTH = 253 + 1 + 63
+# An image reference as container runtimes parse it: [registry[:port]/]path[:tag][@digest]; empty means the default.
+_IMAGE_COMPONENT = r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*"
+IMAGE_PATTERN = (
+    rf"^(([a-zA-Z0-9.-]+(:[0-9]+)?/)?{_IMAGE_COMPONENT}(/{_IMAGE_COMPONENT})*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?)?$"
+)
 
 
 def _quantity_text(value: Any) -> str:
@@ -39,9 +50,18 @@ Quantity = Annotated[
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "x-kubernetes-int-or-string": True,
             "pattern": QUANTITY_PATTERN,
+            # The pattern alone lets "0", "-3", -1 and "-1Gi" through: a pod of zero CPUs is no pod.
+            "x-kubernetes-validations": [
+                {
+                    "rule": "isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))",
+                    "message": "must be a quantity greater than zero, such as 2, 500m or 8Gi",
+                }
+            ],
         }
     ),
 ]
+LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]
+DnsSubdomain = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]
 
 PreservedObject = Annotated[
     dict[str, Any],
@@ -53,12 +73,21 @@ def _lt(a: str, b: str) -> bool:
     return parse_quantity(a) < parse_quantity(b)
 
 
+def _is_label_key(key: str) -> bool:
+    import re
+
+    return len(key) <= LABEL_KEY_MAX_LENGTH and re.match(LABEL_KEY_PATTERN, key) is not None
+
+
 class Toleration(Model):
     """A Kubernetes toleration, as in a pod spec."""
 
-    key: str | None = Field(None, max_length=316, description="Taint key the toleration applies to; empty with operator Exists matches all keys.")
+    key: str | None = Field(
+        None, max_length=LABEL_KEY_MAX_LENGTH, pattern=rf"^(|{LABEL_KEY_PATTERN[1:-1]})$",
+        description="Taint key the toleration applies to; empty with operator Exists matches all keys.",
+    )
     operator: Literal["Exists", "Equal"] = Field("Equal", description="Exists matches any value; Equal matches `value`.")
-    value: str | None = Field(None, max_length=63, description="Taint value to match when operator is Equal.")
+    value: LabelValue | None = Field(None, description="Taint value to match when operator is Equal.")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         None, description="Taint effect to match; empty matches all effects."
     )
@@ -66,11 +95,32 @@ class Toleration(Model):
         None, ge=0, description="For NoExecute: how long the pod stays bound after the taint appears."
     )
 
+    rules = (
+        Rule(
+            cel="!(has(self.operator) && self.operator == 'Exists' && has(self.value) && self.value != '')",
+            message="value must be empty when operator is Exists",
+            check=lambda m: not (m.operator == "Exists" and m.value),
+            field_path=".value",
+        ),
+        Rule(
+            cel="(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+            message="an empty key (every taint) needs operator Exists",
+            check=lambda m: bool(m.key) or m.operator == "Exists",
+            field_path=".operator",
+        ),
+        Rule(
+            cel="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            message="tolerationSeconds applies only to effect NoExecute",
+            check=lambda m: m.toleration_seconds is None or m.effect == "NoExecute",
+            field_path=".tolerationSeconds",
+        ),
+    )
+
 
 class LocalObjectReference(Model):
     """A reference to an object in the job's namespace."""
 
-    name: str = Field(..., min_length=1, max_length=253, description="Name of the referenced object.")
+    name: DnsSubdomain = Field(..., description="Name of the referenced object (a DNS subdomain: lowercase letters, digits, '-' and '.').")
 
 
 class EnvVar(Model):
@@ -107,13 +157,20 @@ class HeadSpec(Model):
     cpu: Quantity = Field("2", description="CPU for the pod, as request and limit (Guaranteed QoS); Ray is told the same number.")
     memory: Quantity = Field("8Gi", description="Memory for the pod, as request and limit. /dev/shm counts against it.")
     shm_size: Quantity = Field("2Gi", description="Size of /dev/shm (memory-backed); Ray's object store is sized inside it. Must be less than memory.")
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pod must match.")
+    node_selector: dict[str, LabelValue] = Field(default_factory=dict, max_length=64, description="Node labels the pod must match.")
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Taints the pod tolerates, e.g. a GPU node pool's.")
     affinity: PreservedObject | None = Field(None, description="A Kubernetes Affinity (node, pod and anti-affinity), as in a pod spec.")
 
     rules = (
         Rule(
-            cel="quantity(string(self.shmSize)).isLessThan(quantity(string(self.memory)))",
+            cel=f"!has(self.nodeSelector) || self.nodeSelector.all(k, size(k) <= {LABEL_KEY_MAX_LENGTH} && k.matches(r'{LABEL_KEY_PATTERN}'))",
+            message="every nodeSelector key must be a label key, such as kubernetes.io/arch or pool",
+            check=lambda m: all(_is_label_key(k) for k in m.node_selector),
+            field_path=".nodeSelector",
+        ),
+        Rule(
+            cel="!isQuantity(string(self.shmSize)) || !isQuantity(string(self.memory)) || "
+            "quantity(string(self.shmSize)).isLessThan(quantity(string(self.memory)))",
             message="shmSize must be less than memory: /dev/shm is charged to the pod's memory",
             check=lambda m: _lt(m.shm_size, m.memory),
             field_path=".shmSize",
@@ -173,9 +230,9 @@ class SourceSpec(Model):
 class CheckpointSpec(Model):
     """Where checkpoints (and TensorBoard files) go: a PersistentVolumeClaim mounted at /rljob/checkpoints on the head."""
 
-    claim_name: str | None = Field(None, max_length=253, description="An existing PersistentVolumeClaim to use. It outlives the job.")
+    claim_name: DnsSubdomain | None = Field(None, description="An existing PersistentVolumeClaim to use. It outlives the job.")
     size: Quantity | None = Field(None, description="Create a claim of this size, owned by the job (deleted with it).")
-    storage_class_name: str | None = Field(None, max_length=253, description="Storage class for the created claim; the cluster default when empty.")
+    storage_class_name: DnsSubdomain | None = Field(None, description="Storage class for the created claim; the cluster default when empty.")
     every_seconds: int = Field(300, ge=10, le=604_800, description="Save a checkpoint after this many seconds of training since the last one, and always at the end.")
     every_iterations: int | None = Field(None, ge=1, le=1_000_000, description="Also save a checkpoint every N training iterations.")
     keep: int = Field(3, ge=1, le=1000, description="How many recent checkpoints to keep.")
@@ -210,6 +267,11 @@ def _check_cidr(value: str) -> str:
     return value
 
 
+def _strictly_inside(inner: str, outer: str) -> bool:
+    a, b = ipaddress.ip_network(inner), ipaddress.ip_network(outer)
+    return a.version == b.version and a.subnet_of(b) and a.prefixlen > b.prefixlen  # type: ignore[arg-type]
+
+
 Cidr = Annotated[str, Field(max_length=64), BeforeValidator(lambda v: _check_cidr(str(v)) if isinstance(v, str) else v)]
 
 
@@ -221,11 +283,23 @@ class EgressRule(Model):
     ports: list[PortSpec] = Field(default_factory=list, max_length=32, description="Allowed ports; all ports when empty.")
 
     rules = (
-        Rule(cel="isCIDR(self.cidr)", message="cidr must be a CIDR such as 10.0.0.0/8", check=lambda m: True, field_path=".cidr"),
         Rule(
-            cel="!has(self.except) || self.except.all(e, isCIDR(e))",
-            message="every except entry must be a CIDR",
-            check=lambda m: True,
+            cel="isCIDR(self.cidr) && cidr(self.cidr).masked() == cidr(self.cidr)",
+            message="cidr must be a network such as 10.0.0.0/8 (no host bits set)",
+            check=lambda m: True,  # checked by Cidr
+            field_path=".cidr",
+        ),
+        Rule(
+            cel="!has(self.except) || self.except.all(e, isCIDR(e) && cidr(e).masked() == cidr(e))",
+            message="every except entry must be a network such as 10.1.0.0/16 (no host bits set)",
+            check=lambda m: True,  # checked by Cidr
+            field_path=".except",
+        ),
+        Rule(
+            cel="!has(self.except) || !isCIDR(self.cidr) || self.except.all(e, !isCIDR(e) || "
+            "(cidr(self.cidr).containsCIDR(e) && cidr(e).prefixLength() > cidr(self.cidr).prefixLength()))",
+            message="every except entry must be a smaller network inside cidr",
+            check=lambda m: all(_strictly_inside(e, m.cidr) for e in m.except_),
             field_path=".except",
         ),
     )
@@ -246,7 +320,10 @@ class JobSpec(Model):
         "default", min_length=1, max_length=63, pattern=LABEL_VALUE_PATTERN,
         description="Groups related runs; becomes the rljob.dev/experiment label (kubectl get rltj -l rljob.dev/experiment=NAME).",
     )
-    image: str = Field("", max_length=512, description="Ray runtime image for head and workers; the operator's default when empty.")
+    image: str = Field(
+        "", max_length=512, pattern=IMAGE_PATTERN,
+        description="Ray runtime image for head and workers, e.g. registry.example.com/rljob/runtime:0.1.0-cpu; the operator's default when empty.",
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field("IfNotPresent", description="Image pull policy for every pod.")
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list, max_length=16, description="Secrets for pulling the image.")
     entrypoint: Entrypoint = Field(..., description="What the driver runs: a built-in recipe or a script.")
@@ -294,6 +371,13 @@ class JobSpec(Model):
             " || (has(self.network.egress) && size(self.network.egress) > 0)",
             message="pipPackages need network egress: set network.allowInternetEgress, or an egress rule to your package mirror",
             check=lambda m: not m.pip_packages or not m.network.isolation or m.network.allow_internet_egress or bool(m.network.egress),
+            field_path=".pipPackages",
+        ),
+        Rule(
+            cel="!has(self.pipPackages) || self.pipPackages.all(p, !p.startsWith('-') && !p.matches(r'^\\s|[\\r\\n]'))",
+            message="pipPackages entries are requirements such as numpy==2.1 or gymnasium[atari], one per entry; pip options "
+            "such as --index-url are not accepted (bake them into the image, or reach a mirror through network.egress)",
+            check=lambda m: all(not p.startswith("-") and p == p.lstrip() and "\n" not in p and "\r" not in p for p in m.pip_packages),
             field_path=".pipPackages",
         ),
         Rule(

@@ -17,6 +17,7 @@ from rljob.api import constants as c
 from rljob.api import load_job_file, parse_job
 from rljob.testing.controlplane import ControlPlane, KubectlError, wait_for
 from rljob.testing.operatorproc import OperatorProcess
+from tests import invalid_manifests
 from tests.jobs import ROOT, minimal_job
 
 CHILD_KINDS = "pods,statefulsets,services,networkpolicies,serviceaccounts,roles,rolebindings,persistentvolumeclaims"
@@ -313,68 +314,14 @@ def test_job_created_while_operator_is_down(control_plane: ControlPlane, operato
 # ── bad input never reaches the operator ─────────────────────────────────────────────────────────────
 
 
-def _variant(path: str, value: Any) -> dict[str, Any]:
-    body = minimal_job("bad")
-    node = body
-    keys = path.split(".")
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    if value is _DELETE:
-        node.pop(keys[-1], None)
-    else:
-        node[keys[-1]] = value
-    return body
-
-
-_DELETE = object()
-INVALID = [
-    ("spec.entrypoint", _DELETE, "entrypoint"),
-    ("spec.entrypoint", {"recipe": "pong", "script": "x.py"}, "exactly one of recipe or script"),
-    ("spec.entrypoint", {"args": ["a"]}, "exactly one of recipe or script"),
-    ("spec.entrypoint.recipe", "breakout", "spec.entrypoint.recipe"),
-    ("spec.entrypoint.recipe", 7, "spec.entrypoint.recipe"),
-    ("spec.entrypoint.args", "not-a-list", "spec.entrypoint.args"),
-    ("spec.head.gpus", -1, "spec.head.gpus"),
-    ("spec.head.gpus", 1000, "spec.head.gpus"),
-    ("spec.head.gpus", "two", "spec.head.gpus"),
-    ("spec.head.cpu", "lots", "spec.head.cpu"),
-    ("spec.head.memory", "8GB", "spec.head.memory"),
-    ("spec.head.shmSize", "64Gi", "shmSize must be less than memory"),
-    ("spec.workers.replicas", -1, "spec.workers.replicas"),
-    ("spec.workers.replicas", 100000, "spec.workers.replicas"),
-    ("spec.workers.tolerations", [{"operator": "Maybe"}], "spec.workers.tolerations[0].operator"),
-    ("spec.clusterCoordinationTimeoutSeconds", 0, "spec.clusterCoordinationTimeoutSeconds"),
-    ("spec.clusterCoordinationTimeoutSeconds", -30, "spec.clusterCoordinationTimeoutSeconds"),
-    ("spec.maxRunDurationSeconds", 0, "spec.maxRunDurationSeconds"),
-    ("spec.maxRunDurationSeconds", "1h", "spec.maxRunDurationSeconds"),
-    ("spec.backoffLimit", -1, "spec.backoffLimit"),
-    ("spec.ttlSecondsAfterFinished", -5, "spec.ttlSecondsAfterFinished"),
-    ("spec.suspend", "yes", "spec.suspend"),
-    ("spec.experiment", "spaces are bad", "spec.experiment"),
-    ("spec.imagePullPolicy", "Sometimes", "spec.imagePullPolicy"),
-    ("spec.network.egress", [{"cidr": "10.0.0.0/33"}], "spec.network.egress[0].cidr"),
-    ("spec.network.egress", [{"cidr": "not-a-cidr"}], "spec.network.egress[0].cidr"),
-    ("spec.network.egress", [{"cidr": "10.0.0.0/8", "ports": [{"port": 0}]}], "spec.network.egress[0].ports[0].port"),
-    ("spec.pipPackages", ["numpy"], "spec.pipPackages"),
-    ("spec.stop", {"iterations": "many"}, "spec.stop.iterations"),
-    ("spec.checkpoint", {"claimName": "a", "size": "1Gi"}, "claimName"),
-    ("spec.checkpoint", {"everyIterations": 0}, "spec.checkpoint.everyIterations"),
-    ("spec.env", [{"name": "RLJOB_SPEC", "value": "x"}], "spec.env[0].name"),
-    ("spec.bogus", 1, "bogus"),
-    ("spec.head.bogus", 1, "bogus"),
-    ("metadata.name", "a" * 41, "metadata.name"),
-    ("metadata.name", "9lives", "metadata.name"),
-]
-
-
 def test_invalid_manifests_are_rejected_by_the_api_server(
     control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str
 ) -> None:
     cp = control_plane
-    assert len(INVALID) >= 30
+    assert len(invalid_manifests.CASES) >= 40
     failures = []
-    for path, value, fragment in INVALID:
-        body = _variant(path, value)
+    for path, value, fragment in invalid_manifests.CASES:
+        body = invalid_manifests.variant(path, value)
         body["metadata"]["namespace"] = namespace
         result = cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(body), check=False)
         if result.returncode == 0:
