@@ -78,3 +78,17 @@ def test_spec_reference_is_up_to_date() -> None:
     doc = ROOT / "docs" / "spec-reference.md"
     assert doc.read_text() == markdown(), "docs/ is stale: run `make crd`"
     assert "`spec.workers.replicas`" in doc.read_text()
+
+
+def test_every_spec_field_has_its_mutability_rule() -> None:
+    """One transition rule per fixed field, pointing at it; the mutable ones have none."""
+    from rljob.api.crd import mutability_rules
+    from rljob.api.models import MUTABLE_FIELDS
+
+    paths = {r["fieldPath"].lstrip(".") for r in mutability_rules()}
+    assert {"image", "entrypoint", "env", "network", "checkpoint", "head.cpu", "head.gpus", "workers.cpu",
+            "workers.tolerations", "workers.nodeSelector"} <= paths
+    assert not paths & set(MUTABLE_FIELDS)
+    assert all("oldSelf" in r["rule"] for r in mutability_rules())
+    suspended_only = {p for p in paths if p.startswith(("head.", "workers."))}
+    assert all("self.suspend" in r["rule"] for r in mutability_rules() if r["fieldPath"].lstrip(".") in suspended_only)

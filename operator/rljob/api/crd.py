@@ -166,8 +166,53 @@ def _section(cls: type[Model]) -> dict[str, Any]:
     return _Converter(schema, classes).convert(schema)
 
 
+def _unchanged(path: str) -> str:
+    return f"has(self.{path}) == has(oldSelf.{path}) && (!has(self.{path}) || self.{path} == oldSelf.{path})"
+
+
+SUSPENDED_CEL = "(has(self.suspend) && self.suspend) || (has(oldSelf.suspend) && oldSelf.suspend)"
+
+
+def mutability_rules() -> list[dict[str, str]]:
+    """Transition rules (oldSelf) on the spec: one per field, so a refused edit names its field.
+
+    Fields in models.MUTABLE_FIELDS change freely; the fields of models.MUTABLE_WHILE_SUSPENDED change
+    while the job is suspended before or after the edit (as batch/v1 Job allows for queues); all others
+    never. Each rule also holds when a field is added or removed, which a rule on the field itself would
+    not see.
+    """
+    rules: list[dict[str, str]] = []
+    for name, field in models.JobSpec.model_fields.items():
+        wire = field.alias or name
+        if wire in models.MUTABLE_FIELDS:
+            continue
+        if wire in models.MUTABLE_WHILE_SUSPENDED:
+            annotation = field.annotation
+            assert isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            for sub_name, sub in annotation.model_fields.items():
+                path = f"{wire}.{sub.alias or sub_name}"
+                if path in models.MUTABLE_FIELDS:
+                    continue
+                rules.append({
+                    "rule": f"{SUSPENDED_CEL} || ({_unchanged(path)})",
+                    "message": "field can change only while the job is suspended (spec.suspend: true); "
+                    "the next attempt's pods get the new value",
+                    "fieldPath": f".{path}",
+                })
+            continue
+        rules.append({
+            "rule": _unchanged(wire),
+            "message": "field is immutable after creation (changeable: "
+            + ", ".join(f"spec.{f}" for f in models.MUTABLE_FIELDS)
+            + "; head and workers while suspended); delete and re-create the job to change it",
+            "fieldPath": f".{wire}",
+        })
+    return rules
+
+
 def openapi_schema() -> dict[str, Any]:
     spec = _section(models.JobSpec)
+    spec["x-kubernetes-validations"] = [*spec.get("x-kubernetes-validations", []), *mutability_rules()]
     status = _section(models.JobStatus)
     conditions = status["properties"]["conditions"]
     conditions["x-kubernetes-list-type"] = "map"

@@ -389,6 +389,14 @@ class JobSpec(Model):
     )
 
 
+# What an update may change, after batch/v1 Job's rules; every other spec field is fixed at creation,
+# because the running pods were built from it and the operator does not rebuild them mid-attempt.
+MUTABLE_FIELDS = ("suspend", "ttlSecondsAfterFinished", "maxRunDurationSeconds", "workers.replicas")
+# The pods' scheduling and size, which a person or a queue (Kueue) may change while the job is suspended:
+# the pods are gone then, and the next attempt builds them from the new values.
+MUTABLE_WHILE_SUSPENDED = ("head", "workers")
+
+
 class ObjectMeta(Model):
     """The parts of metadata rljob reads; the rest is kept as it is."""
 

@@ -5,6 +5,7 @@ from typing import Any
 
 from .constants import API_VERSION, KIND
 from .crd import openapi_schema
+from .models import MUTABLE_FIELDS, MUTABLE_WHILE_SUSPENDED
 
 
 def _type(node: dict[str, Any]) -> str:
@@ -47,7 +48,8 @@ def _rows(node: dict[str, Any], path: str, required: set[str], out: list[str]) -
 
 def _rules(node: dict[str, Any], path: str, out: list[str]) -> None:
     for rule in node.get("x-kubernetes-validations", []):
-        out.append(f"- `{path}`: {rule['message']}")
+        if "oldSelf" not in rule["rule"]:  # the mutability rules have their own section
+            out.append(f"- `{path}`: {rule['message']}")
     for name, sub in (node.get("properties") or {}).items():
         target = sub.get("items", sub) if sub.get("type") == "array" else sub
         _rules(target, f"{path}.{name}", out)
@@ -70,4 +72,15 @@ def markdown() -> str:
     rule_lines: list[str] = []
     _rules(schema, "", rule_lines)
     lines += [r.replace("- ``", "- `(object)`") for r in rule_lines]
+    lines += [
+        "",
+        "## Changes after creation (checked by the API server)",
+        "",
+        "As with a batch/v1 Job, an update may change only "
+        + ", ".join(f"`spec.{f}`" for f in MUTABLE_FIELDS)
+        + ". While the job is suspended (`spec.suspend: true` before or after the update), every field of "
+        + " and ".join(f"`spec.{f}`" for f in MUTABLE_WHILE_SUSPENDED)
+        + " may change too (resources, GPUs, node selectors, tolerations, affinity): the pods are gone then, and the "
+        "next attempt builds them from the new values. Any other edit is refused, naming its field.",
+    ]
     return "\n".join(lines) + "\n"
