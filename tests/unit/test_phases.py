@@ -240,7 +240,16 @@ def test_observations_from_raw_bodies() -> None:
         "phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no"}]}})
     assert pending.reason == "Unschedulable" and Observed(pods=(pending,)).scheduling_problems() == ["w: no"]
     sts = observe_workers({"metadata": {"name": "x"}, "spec": {"replicas": 3}, "status": {"readyReplicas": 2}})
-    assert (sts.exists, sts.replicas, sts.ready) == (True, 3, 2)
+    assert (sts.exists, sts.replicas, sts.ready, sts.controller_uid) == (True, 3, 2, None)
+
+
+def test_a_child_belongs_to_the_instance_in_its_label_or_its_controlling_owner() -> None:
+    labelled = observe_pod({"metadata": {"name": "p", "labels": {"rljob.dev/controller-uid": "u2"}}})
+    owned = observe_workers({"metadata": {"name": "w", "ownerReferences": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "uid": "cm"},
+        {"apiVersion": "rljob.dev/v1alpha1", "kind": "RLTrainingJob", "uid": "u3", "controller": True}]}})
+    orphan = observe_pod({"metadata": {"name": "q", "ownerReferences": [{"kind": "StatefulSet", "uid": "s", "controller": True}]}})
+    assert (labelled.controller_uid, owned.controller_uid, orphan.controller_uid) == ("u2", "u3", None)
 
 
 def test_job_gets_its_experiment_label() -> None:
@@ -249,3 +258,40 @@ def test_job_gets_its_experiment_label() -> None:
     labelled = minimal_job(experiment="exp-b")
     labelled["metadata"]["labels"] = {"rljob.dev/experiment": "exp-b"}
     assert step(parse_job(labelled), Observed(), T0).job_labels is None
+
+
+def test_resume_waits_for_the_suspended_head_to_stop_before_the_next_head() -> None:
+    suspended = {"phase": "Suspended", "attempts": 1, "failedAttempts": 0, "startTime": ts(), "attemptStartTime": ts()}
+    terminating = Observed(pods=(head(1, phase="Running", deleting=True),))
+    d = step(job(suspended), terminating, T0 + timedelta(seconds=5))
+    s = merged(d, suspended)
+    assert s["phase"] == "Pending" and s["attempts"] == 2
+    assert d.create_head is None and d.ensure_children and d.requeue_after is not None
+    pending = {**s}
+    d = step(job(pending), terminating, T0 + timedelta(seconds=7))
+    assert d.create_head is None and "waiting for demo-head-1 to stop before attempt 2 starts" in merged(d, pending)["message"]
+    assert d.delete_pods == []  # already being deleted
+    d = step(job(pending), Observed(pods=(head(1, phase="Failed", ready=False),)), T0 + timedelta(seconds=9))
+    assert d.create_head == 2
+
+
+def test_a_retry_deletes_a_still_running_earlier_head_first() -> None:
+    pending = {"phase": "Pending", "attempts": 2, "failedAttempts": 1, "startTime": ts(), "attemptStartTime": ts()}
+    d = step(job(pending, backoffLimit=2), Observed(pods=(head(1, phase="Running"),)), T0 + timedelta(seconds=3))
+    assert d.create_head is None and d.delete_pods == ["demo-head-1"]
+
+
+def test_children_of_a_deleted_job_of_the_same_name_are_not_this_jobs() -> None:
+    """A leftover Succeeded head of the old instance must not end the new one; a terminating one must not fail it."""
+    from rljob.controller.observe import merge
+
+    old_head = head(1, phase="Succeeded", ready=False, controller_uid="old")
+    old_workers = WorkersObservation(exists=True, replicas=2, ready=2, controller_uid="old", name="demo-workers")
+    observed = merge([old_head], [old_workers], uid="u1")
+    assert observed.pods == () and not observed.workers.exists
+    assert observed.foreign == ("demo-head-1", "demo-workers")
+    pending = {"phase": "Pending", "attempts": 1, "failedAttempts": 0, "startTime": ts(), "attemptStartTime": ts()}
+    d = step(job(pending), observed, T0 + timedelta(seconds=3))
+    assert merged(d, pending)["phase"] == "Pending" and d.create_head == 1  # apply() waits on the name, see test_apply
+    mine = merge([head(1, controller_uid="u1"), head(2, controller_uid=None)], [], uid="u1")
+    assert [p.name for p in mine.pods] == ["demo-head-1", "demo-head-2"]  # no uid: a child of an older operator

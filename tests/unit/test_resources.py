@@ -46,12 +46,17 @@ def test_every_child_is_owned_labeled_and_named_deterministically() -> None:
         }]
         for key in (c.LABEL_APP_NAME, c.LABEL_APP_INSTANCE, c.LABEL_APP_COMPONENT, c.LABEL_APP_MANAGED_BY, c.LABEL_JOB):
             assert key in meta["labels"], (o["kind"], key)
+        assert meta["labels"][c.LABEL_CONTROLLER_UID] == "uid-123"
+    workers = next(o for o in objs if o["kind"] == "StatefulSet")
+    assert workers["spec"]["template"]["metadata"]["labels"][c.LABEL_CONTROLLER_UID] == "uid-123"  # worker pods too
+    assert c.LABEL_CONTROLLER_UID not in workers["spec"]["selector"]["matchLabels"]
     assert resources.build(job(), CTX, 3, "x") == resources.build(job(), CTX, 3, "x")
 
 
 def test_render_without_uid_has_no_owner_reference() -> None:
     objs = resources.build(parse_job(minimal_job()), CTX)
     assert all("ownerReferences" not in o["metadata"] for o in objs)
+    assert all(c.LABEL_CONTROLLER_UID not in o["metadata"]["labels"] for o in objs)
 
 
 def _assert_restricted(pod_spec: dict[str, Any]) -> None:

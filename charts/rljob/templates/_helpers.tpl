@@ -64,17 +64,18 @@ Role per watched namespace.
 */}}
 {{- define "rljob.namespacedRules" -}}
 # Watched (kopf indexes and on.event handlers) and managed: head pods are created, deleted on
-# suspend, deadline or retry; their log tail is kept in the job's status.
+# suspend, deadline or retry; their log tail is kept in the job's status. `get` after a create
+# answered "already exists", for every child below: whose is it (a deleted job's of the same name)?
 - apiGroups: [""]
   resources: [pods]
-  verbs: [create, delete, list, watch]
+  verbs: [create, delete, get, list, watch]
 - apiGroups: [""]
   resources: [pods/log]
   verbs: [get]
 # The job's children, created once (deterministic names; deleted by the garbage collector).
 - apiGroups: [""]
   resources: [services, serviceaccounts, persistentvolumeclaims]
-  verbs: [create]
+  verbs: [create, get]
 # The operator posts its own events on the jobs.
 - apiGroups: [""]
   resources: [events]
@@ -82,14 +83,14 @@ Role per watched namespace.
 # The workers: watched, created, scaled (merge patch of spec.replicas), deleted when a job ends.
 - apiGroups: [apps]
   resources: [statefulsets]
-  verbs: [create, delete, list, patch, watch]
+  verbs: [create, delete, get, list, patch, watch]
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
-  verbs: [create]
+  verbs: [create, get]
 # The per-job identity of the driver (a Role granting get/patch on its job's status, and its binding).
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
-  verbs: [create]
+  verbs: [create, get]
 # The jobs: watched, labelled with their experiment (rljob.dev/experiment, a merge patch of
 # metadata.labels), and deleted when ttlSecondsAfterFinished has passed.
 - apiGroups: [rljob.dev]

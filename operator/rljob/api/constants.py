@@ -29,6 +29,9 @@ LABEL_JOB = f"{GROUP}/job"
 LABEL_ROLE = f"{GROUP}/role"
 LABEL_EXPERIMENT = f"{GROUP}/experiment"
 LABEL_ATTEMPT = f"{GROUP}/attempt"
+# The UID of the job instance a child belongs to (as batch/v1 Job's controller-uid label): a job deleted and
+# re-created under the same name is another instance, and never adopts the old one's children.
+LABEL_CONTROLLER_UID = f"{GROUP}/controller-uid"
 
 ROLE_HEAD = "head"
 ROLE_WORKER = "worker"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ from ..api import constants as c
 from ..api import names
 from ..api.models import RLTrainingJob
 from . import conditions as cond
+from . import observe
 from .kube import Kube, error_text, object_path
 from .phases import Decision
 
@@ -20,6 +22,17 @@ log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 40
 LOG_TAIL_CHARS = 4000
+# Why a job stays where it is after creating children failed: the API server refused one (quota, admission),
+# or a child's name is still taken by a deleted job's child of the same name, which the garbage collector
+# is removing.
+CREATE_FAILED = "CreateFailed"
+WAITING_FOR_OLD_CHILDREN = "WaitingForOldChildren"
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str
+    message: str
 
 
 async def apply(
@@ -28,7 +41,7 @@ async def apply(
     """Returns the job's new body when its status was patched (fresher than the watch), else None."""
     ns = job.namespace
     status = dict(decision.status) if decision.status is not None else None
-    problems: list[str] = []
+    problems: list[Problem] = []
 
     if decision.ensure_children:
         # Independent of each other, so created concurrently; all of them before any pod exists,
@@ -38,10 +51,12 @@ async def apply(
         for found in await asyncio.gather(*(_create(kube, obj) for obj in first)):
             problems += found
         # A RoleBinding is checked against its Role (no escalation): bind only once the Role exists.
-        for obj in (o for o in static if o["kind"] == "RoleBinding"):
-            problems += await _create(kube, obj)
-        problems += await _create(kube, resources.workers_statefulset(job, ctx))
-    if decision.create_head is not None:
+        if not problems:
+            for obj in (o for o in static if o["kind"] == "RoleBinding"):
+                problems += await _create(kube, obj)
+        if not problems:
+            problems += await _create(kube, resources.workers_statefulset(job, ctx))
+    if decision.create_head is not None and not problems:
         current = {**(body.get("status") or {}), **(status or {})}
         pod = resources.head_pod(job, ctx, decision.create_head, _coordination_deadline(job, current))
         problems += await _create(kube, pod)
@@ -59,12 +74,14 @@ async def apply(
             status["driverLogTail"] = tail[-LOG_TAIL_CHARS:]
 
     if problems:
-        # Stay where we are, say why, and retry: a quota or an admission policy may change.
+        # Stay where we are, say why, and retry: a quota or an admission policy may change, a deleted job's
+        # children go. No pod was created after a refused NetworkPolicy, ServiceAccount, Role or binding.
+        refused = [p for p in problems if p.reason == CREATE_FAILED]
         status = status if status is not None else {}
-        status["reason"] = "CreateFailed"
-        status["message"] = "; ".join(problems)[:2000]
+        status["reason"] = CREATE_FAILED if refused else WAITING_FOR_OLD_CHILDREN
+        status["message"] = "; ".join(p.message for p in (refused or problems))[:2000]
         if (body.get("status") or {}).get("message") != status["message"]:  # not again on every retry
-            await kube.event(body, "Warning", "CreateFailed", status["message"])
+            await kube.event(body, "Warning" if refused else "Normal", status["reason"], status["message"])
 
     new_body = None
     if status is not None:
@@ -89,12 +106,28 @@ class ChildCreationFailed(Exception):
     """Children could not be created; the reconciler retries with backoff."""
 
 
-async def _create(kube: Kube, obj: dict[str, Any], retries_on_404: int = 5) -> list[str]:
+def _owner_uid(obj: dict[str, Any]) -> str | None:
+    refs = obj["metadata"].get("ownerReferences") or []
+    return refs[0].get("uid") if refs else None
+
+
+async def _create(kube: Kube, obj: dict[str, Any], retries_on_404: int = 5) -> list[Problem]:
+    """Creates `obj`; one that exists already counts as created only when it belongs to this job instance."""
+    kind, name = obj["kind"], obj["metadata"]["name"]
     for attempt in range(retries_on_404 + 1):
         try:
-            _, created = await kube.create(obj)
+            existing, created = await kube.create(obj)
             if created:
-                log.info("created %s %s/%s", obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+                log.info("created %s %s/%s", kind, obj["metadata"]["namespace"], name)
+                return []
+            uid = _owner_uid(obj)
+            holder = observe.controller_uid(existing["metadata"]) if existing else uid
+            if uid is not None and holder != uid:
+                whose = f"an earlier {c.KIND} of this name (uid {holder})" if holder else "no job (it was not created by rljob)"
+                return [Problem(
+                    WAITING_FOR_OLD_CHILDREN,
+                    f"{kind} {name} already exists and belongs to {whose}; waiting until it is deleted",
+                )]
             return []
         except ApiException as exc:
             if exc.status == 404 and attempt < retries_on_404:
@@ -103,7 +136,7 @@ async def _create(kube: Kube, obj: dict[str, Any], retries_on_404: int = 5) -> l
                 await asyncio.sleep(0.2 * (attempt + 1))
                 continue
             if exc.status in (400, 403, 404, 422):  # admission, quota, validation: report, do not crash
-                return [f"cannot create {obj['kind']} {obj['metadata']['name']}: {error_text(exc)}"]
+                return [Problem(CREATE_FAILED, f"cannot create {kind} {name}: {error_text(exc)}")]
             raise
     return []
 

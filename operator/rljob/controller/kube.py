@@ -79,12 +79,21 @@ class Kube:
         return json.loads(data) if data else None
 
     async def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
-        """Creates; (body, True) when created, (None, False) when it already existed."""
-        path = collection_path(obj["apiVersion"], obj["kind"], obj["metadata"]["namespace"])
+        """Creates; (body, True) when created, (the existing body, False) when one by that name exists.
+
+        The existing body is None when it was deleted between the two calls: the next reconcile creates it.
+        """
+        meta = obj["metadata"]
+        path = collection_path(obj["apiVersion"], obj["kind"], meta["namespace"])
         try:
             return await self.request("POST", path, obj, query=[("fieldManager", c.FIELD_MANAGER)]), True
         except ApiException as exc:
-            if exc.status == 409:
+            if exc.status != 409:
+                raise
+        try:
+            return await self.request("GET", object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])), False
+        except ApiException as exc:
+            if exc.status == 404:
                 return None, False
             raise
 

@@ -24,6 +24,7 @@ class PodObservation:
     reason: str | None = None  # the container's terminated reason, or Unschedulable
     message: str | None = None
     resource_version: int = 0
+    controller_uid: str | None = None  # the job instance it belongs to; None for children of old operator versions
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class WorkersObservation:
     ready: int = 0
     deleting: bool = False
     resource_version: int = 0
+    controller_uid: str | None = None
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Observed:
 
     pods: tuple[PodObservation, ...] = ()
     workers: WorkersObservation = field(default_factory=WorkersObservation)
+    foreign: tuple[str, ...] = ()  # children by this job's name that belong to another instance (a deleted job's)
 
     def head(self, attempt: int) -> PodObservation | None:
         for pod in self.pods:
@@ -51,6 +55,11 @@ class Observed:
     def live_heads(self) -> list[PodObservation]:
         """Head pods still holding resources (any attempt), e.g. to delete on a timeout."""
         return [p for p in self.pods if p.role == c.ROLE_HEAD and p.phase not in ("Succeeded", "Failed") and not p.deleting]
+
+    def earlier_heads_still_running(self, attempt: int) -> list[PodObservation]:
+        """Heads of other attempts whose containers may still run, terminating ones included: a driver
+        that is still writing its last checkpoint must be gone before the next one starts on the same volume."""
+        return [p for p in self.pods if p.role == c.ROLE_HEAD and p.attempt != attempt and p.phase not in ("Succeeded", "Failed")]
 
     def worker_pods(self) -> list[PodObservation]:
         return [p for p in self.pods if p.role == c.ROLE_WORKER]
@@ -69,6 +78,17 @@ def _rv(meta: Mapping[str, Any]) -> int:
         return int(meta.get("resourceVersion") or 0)
     except ValueError:
         return 0
+
+
+def controller_uid(meta: Mapping[str, Any]) -> str | None:
+    """The job instance a child belongs to: its controller-uid label, else its controlling owner's uid."""
+    uid = (meta.get("labels") or {}).get(c.LABEL_CONTROLLER_UID)
+    if uid:
+        return str(uid)
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == c.KIND and ref.get("controller"):
+            return str(ref.get("uid") or "") or None
+    return None
 
 
 def observe_pod(body: Mapping[str, Any]) -> PodObservation:
@@ -101,6 +121,7 @@ def observe_pod(body: Mapping[str, Any]) -> PodObservation:
         reason=reason,
         message=(message or "")[:500] or None,
         resource_version=_rv(meta),
+        controller_uid=controller_uid(meta),
     )
 
 
@@ -113,6 +134,8 @@ def observe_workers(body: Mapping[str, Any]) -> WorkersObservation:
         ready=int(status.get("readyReplicas") or 0),
         deleting=bool(meta.get("deletionTimestamp")),
         resource_version=_rv(meta),
+        controller_uid=controller_uid(meta),
+        name=meta.get("name", ""),
     )
 
 
@@ -123,9 +146,21 @@ def job_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
     return (meta.get("namespace", ""), job) if job else None
 
 
-def merge(pods: Iterable[PodObservation], workers: Iterable[WorkersObservation]) -> Observed:
-    live_workers = [w for w in workers if w.exists]
+def merge(pods: Iterable[PodObservation], workers: Iterable[WorkersObservation], uid: str | None = None) -> Observed:
+    """The children of the job instance `uid`; those of another instance are named in `foreign` only.
+
+    Children are found by the job-name label, which a deleted job's leftovers share with a new job of
+    the same name: its Succeeded head would otherwise end the new job, its terminating one fail it.
+    """
+
+    def ours(o: PodObservation | WorkersObservation) -> bool:
+        return uid is None or o.controller_uid is None or o.controller_uid == uid
+
+    pods, workers = list(pods), [w for w in workers if w.exists]
+    foreign = sorted({o.name for o in [*pods, *workers] if not ours(o)})
+    live_workers = [w for w in workers if ours(w)]
     return Observed(
-        pods=tuple(sorted(pods, key=lambda p: p.name)),
+        pods=tuple(sorted((p for p in pods if ours(p)), key=lambda p: p.name)),
         workers=max(live_workers, key=lambda w: w.resource_version) if live_workers else WorkersObservation(),
+        foreign=tuple(foreign),
     )

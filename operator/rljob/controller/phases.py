@@ -7,6 +7,7 @@
     any active     spec.suspend                                  Suspended      Suspended (pods deleted)
     any active     now > startTime + maxRunDurationSeconds       Failed         DeadlineExceeded (pods deleted)
     Pending/Init   now > attemptStartTime + coordination timeout Failed         ClusterCoordinationTimeout
+    Pending        an earlier attempt's head still runs          Pending        (deleted; head created once gone)
     Pending        head pod of this attempt exists               Initializing   ClusterStarting
     Init/Running   head pod Succeeded                            Succeeded      DriverSucceeded (workers deleted)
     Init/Running   head pod Failed/gone, exit code 2             Failed         DriverFailed (config error: no retry)
@@ -135,8 +136,9 @@ class _Machine:
         if phase == PENDING:
             if head is None:
                 self.decision.ensure_children = True
-                self.decision.create_head = attempt
                 self.decision.requeue_after = 2.0
+                if not self._wait_for_earlier_heads(attempt):
+                    self.decision.create_head = attempt
                 return self._done()
             self._phase(INITIALIZING, "ClusterStarting", f"waiting for head pod {head.name} and {self.spec.workers.replicas} worker(s)")
             self._event("Normal", "ClusterStarting", f"head pod {head.name} created; waiting for the Ray cluster")
@@ -178,8 +180,18 @@ class _Machine:
         self.status.update(attempts=attempt, failedAttempts=failures, attemptStartTime=stamp, headPod=None)
         self.status["conditions"] = self._set(cond.CLUSTER_READY, False, "Starting", "the Ray cluster is being created")
         self.decision.ensure_children = True
-        self.decision.create_head = attempt
         self.decision.requeue_after = 2.0
+        if not self._wait_for_earlier_heads(attempt):
+            self.decision.create_head = attempt
+
+    def _wait_for_earlier_heads(self, attempt: int) -> bool:
+        """True while an earlier attempt's head may still run (it is deleted); its successor waits for it."""
+        earlier = self.obs.earlier_heads_still_running(attempt)
+        if not earlier:
+            return False
+        self.decision.delete_pods += [p.name for p in earlier if not p.deleting and p.name not in self.decision.delete_pods]
+        self.status["message"] = f"waiting for {', '.join(p.name for p in earlier)} to stop before attempt {attempt} starts"
+        return True
 
     def _observe_workers(self) -> None:
         desired = self.spec.workers.replicas

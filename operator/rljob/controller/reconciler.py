@@ -144,7 +144,7 @@ class Reconciler:
             job = parse_job(body, f"{c.KIND} {key[0]}/{key[1]}")
         except ManifestError as exc:
             return await self._invalid(key, body, exc)
-        observed = observe.merge(self.pods.get(key, ()), self.workers.get(key, ()))
+        observed = observe.merge(self.pods.get(key, ()), self.workers.get(key, ()), job.metadata.uid)
         decision = step(job, observed, self.clock())
         new_body = await apply(self.kube, self.ctx, job, body, decision)
         if new_body is not None and key in self.jobs:

@@ -22,6 +22,8 @@ def labels(job: RLTrainingJob, component: str, **extra: str) -> dict[str, str]:
         c.LABEL_JOB: job.name,
         c.LABEL_EXPERIMENT: job.spec.experiment,
     }
+    if job.metadata.uid:
+        out[c.LABEL_CONTROLLER_UID] = job.metadata.uid
     out.update(extra)
     return out
 

@@ -410,3 +410,80 @@ def test_refused_children_are_reported_and_retried(control_plane: ControlPlane, 
     assert events(cp, namespace, "quota").count("CreateFailed") == 1
     cp.kubectl("delete", "resourcequota", "no-pods", "-n", namespace)
     wait_phase(cp, namespace, "quota", "Running", 90)
+
+
+# ── name reuse and ordering ──────────────────────────────────────────────────────────────────────────
+
+HOLD = "testing.rljob.io/hold"
+
+
+@pytest.mark.parametrize("old_phase", ["Succeeded", "Running"])
+def test_a_recreated_job_never_adopts_the_deleted_ones_children(
+    control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str, old_phase: str
+) -> None:
+    """Delete a job and re-create it under the same name while its old head lingers (a finalizer holds it, as a
+    slow kubelet or a volume detach would): the new job waits for it, with a reason and an event, instead of
+    taking the old head's Succeeded for its own or failing on its termination."""
+    cp = control_plane
+    run_to(cp, namespace, small_job("reuse", namespace))
+    if old_phase == "Succeeded":
+        cp.set_pod_phase(namespace, "reuse-head-1", "Succeeded", exit_code=0)
+        wait_phase(cp, namespace, "reuse", "Succeeded", 30)
+    old_uid = get_job(cp, namespace, "reuse")["metadata"]["uid"]
+    cp.kubectl("patch", "pod", "reuse-head-1", "-n", namespace, "--type=merge", "-p", json.dumps({"metadata": {"finalizers": [HOLD]}}))
+    cp.kubectl("delete", "rltj", "reuse", "-n", namespace, "--wait=true")
+    wait_for(lambda: cp.get_json("pod", "reuse-head-1", "-n", namespace)["metadata"].get("deletionTimestamp"), timeout=30,
+             description="the old head is being deleted by the garbage collector")
+
+    cp.apply(small_job("reuse", namespace))
+    new_uid = get_job(cp, namespace, "reuse")["metadata"]["uid"]
+    st = wait_for(lambda: (s := status(cp, namespace, "reuse")).get("reason") == "WaitingForOldChildren" and s, timeout=30,
+                  description="the new job waits for the old head")
+    assert st["phase"] == "Pending" and "Pod reuse-head-1" in st["message"] and old_uid in st["message"]
+    time.sleep(3)
+    st = status(cp, namespace, "reuse")
+    assert st["phase"] == "Pending" and st.get("attempts") == 1, st
+    reasons = [e["reason"] for e in cp.get_json("events", "-n", namespace, "--field-selector", f"involvedObject.uid={new_uid}")["items"]]
+    assert "WaitingForOldChildren" in reasons
+
+    cp.kubectl("patch", "pod", "reuse-head-1", "-n", namespace, "--type=json",
+               "-p", json.dumps([{"op": "remove", "path": "/metadata/finalizers"}]))
+    st = wait_phase(cp, namespace, "reuse", "Running", 60)
+    assert st["attempts"] == 1 and st.get("failedAttempts", 0) == 0
+    head = cp.get_json("pod", "reuse-head-1", "-n", namespace)
+    assert head["metadata"]["labels"][c.LABEL_CONTROLLER_UID] == new_uid
+    assert head["metadata"]["ownerReferences"][0]["uid"] == new_uid
+
+
+def test_no_pod_before_its_network_policies(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
+    """An admission policy refuses NetworkPolicies in one namespace: the job stays Pending with the refusal, creates
+    no pod and no StatefulSet, and goes on once the policy is lifted."""
+    cp = control_plane
+    policy = f"deny-netpol-{namespace}"[:63]
+    cp.apply([
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": {"name": policy},
+         "spec": {"failurePolicy": "Fail",
+                  "matchConstraints": {"resourceRules": [{"apiGroups": ["networking.k8s.io"], "apiVersions": ["v1"],
+                                                          "operations": ["CREATE"], "resources": ["networkpolicies"]}]},
+                  "validations": [{"expression": "false", "message": "NetworkPolicies are frozen in this namespace"}]}},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": policy},
+         "spec": {"policyName": policy, "validationActions": ["Deny"],
+                  "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}}},
+    ])
+    probe = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "probe", "namespace": namespace},
+             "spec": {"podSelector": {}}}
+    wait_for(lambda: cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(probe), check=False).returncode != 0, timeout=30,
+             description="the admission policy in force")
+    try:
+        cp.apply(small_job("fenced", namespace))
+        st = wait_for(lambda: (s := status(cp, namespace, "fenced")).get("reason") == "CreateFailed" and s, timeout=30,
+                      description="CreateFailed")
+        assert st["phase"] == "Pending" and "NetworkPolicies are frozen" in st["message"]
+        time.sleep(4)  # retries with backoff: still nothing that runs
+        kinds = {o["kind"] for o in children(cp, namespace, "fenced")}
+        assert not kinds & {"Pod", "StatefulSet"}, kinds
+    finally:
+        cp.kubectl("delete", "validatingadmissionpolicybinding", policy, check=False)
+        cp.kubectl("delete", "validatingadmissionpolicy", policy, check=False)
+    wait_phase(cp, namespace, "fenced", "Running", 120)
+    assert {"NetworkPolicy"} <= {o["kind"] for o in children(cp, namespace, "fenced")}
