@@ -113,7 +113,7 @@ def test_succeeded_is_healthy(runtime: str) -> None:
 
 @pytest.mark.parametrize("reason, message", [
     ("ClusterCoordinationTimeout", "the Ray cluster was not up within 1800s: 0/4 workers ready"),
-    ("DeadlineExceeded", "the job ran longer than maxRunDurationSeconds (3600s): stopped"),
+    ("DeadlineExceeded", "the job was active longer than maxRunDurationSeconds (3600s, all attempts, suspended time excluded): stopped"),
     ("DriverFailed", "attempt 1: the driver in pong-head-1 failed (exit code 2): a configuration error, not retried"),
     ("BackoffLimitExceeded", "attempt 3: the driver in pong-head-3 failed (exit code 1); backoffLimit 2 reached"),
     ("ValidationFailed", "spec.workers.replicas: must be at most 1000"),

@@ -295,3 +295,21 @@ def test_children_of_a_deleted_job_of_the_same_name_are_not_this_jobs() -> None:
     assert merged(d, pending)["phase"] == "Pending" and d.create_head == 1  # apply() waits on the name, see test_apply
     mine = merge([head(1, controller_uid="u1"), head(2, controller_uid=None)], [], uid="u1")
     assert [p.name for p in mine.pods] == ["demo-head-1", "demo-head-2"]  # no uid: a child of an older operator
+
+
+def test_suspend_and_resume_do_not_renew_the_run_budget() -> None:
+    spec = {"maxRunDurationSeconds": 100}
+    running = running_status()
+    d = step(job(running, **spec, suspend=True), Observed(pods=(head(),), workers=workers()), T0 + timedelta(seconds=70))
+    suspended = merged(d, running)
+    assert suspended["phase"] == "Suspended" and suspended["activeSeconds"] == 70
+    # An hour later, resumed: the budget has 30 s left, counted from the resumption.
+    d = step(job(suspended, **spec), Observed(), T0 + timedelta(hours=1))
+    resumed = merged(d, suspended)
+    assert resumed["phase"] == "Pending" and resumed["activeSeconds"] == 70
+    later = T0 + timedelta(hours=1, seconds=20)
+    d = step(job(resumed, **spec), Observed(pods=(head(2),)), later)
+    assert merged(d, resumed)["phase"] != "Failed" and d.requeue_after is not None and d.requeue_after <= 11
+    d = step(job(resumed, **spec), Observed(pods=(head(2),)), T0 + timedelta(hours=1, seconds=32))
+    failed = merged(d, resumed)
+    assert failed["phase"] == "Failed" and failed["reason"] == "DeadlineExceeded" and "suspended time excluded" in failed["message"]

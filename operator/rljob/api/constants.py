@@ -104,3 +104,6 @@ SOURCE_ARCHIVE_KEY = "rljob-source.tar.gz"
 
 # Exit code the driver uses when the Ray cluster did not assemble before RLJOB_COORDINATION_DEADLINE.
 EXIT_COORDINATION_TIMEOUT = 3
+
+# Exit code of `rljob run` when maxRunDurationSeconds ran out (in a cluster the operator ends the job instead).
+EXIT_DEADLINE_EXCEEDED = 4

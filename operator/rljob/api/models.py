@@ -342,7 +342,7 @@ class JobSpec(Model):
     )
     max_run_duration_seconds: int | None = Field(
         None, ge=1, le=365 * 86400,
-        description="Cut the job off this many seconds after it started (all attempts together): Failed/DeadlineExceeded. Unlimited when empty.",
+        description="The run budget: cut the job off (Failed/DeadlineExceeded) once it has been active this many seconds, all attempts together and suspended time excluded. Unlimited when empty.",
     )
     backoff_limit: int = Field(0, ge=0, le=100, description="How many times a failed head (driver) is retried; each new attempt resumes from the latest checkpoint.")
     ttl_seconds_after_finished: int | None = Field(
@@ -464,7 +464,11 @@ class JobStatus(Model):
     head_pod: str | None = Field(None, description="Name of the current attempt's head pod (kubectl logs it).")
     workers: str | None = Field(None, description="Ready/desired worker pods, e.g. 3/4.")
     ready_workers: int | None = Field(None, description="Worker pods ready.")
-    start_time: str | None = Field(None, description="When the job (or its resumption) started; maxRunDurationSeconds counts from here.")
+    start_time: str | None = Field(None, description="When the job (or its latest resumption) started.")
+    active_seconds: int | None = Field(
+        None, ge=0,
+        description="Seconds the job was active (not suspended) before its latest resumption. maxRunDurationSeconds counts these plus the time since startTime, so suspending and resuming does not renew the budget.",
+    )
     attempt_start_time: str | None = Field(None, description="When the current attempt started; clusterCoordinationTimeoutSeconds counts from here.")
     cluster_ready_time: str | None = Field(None, description="When the whole Ray cluster was last ready.")
     completion_time: str | None = Field(None, description="When the job finished; ttlSecondsAfterFinished counts from here.")

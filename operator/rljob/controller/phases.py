@@ -5,7 +5,7 @@
     (new)          spec.suspend                                  Suspended      Suspended
     (new)          -                                             Pending        Accepted (children created)
     any active     spec.suspend                                  Suspended      Suspended (pods deleted)
-    any active     now > startTime + maxRunDurationSeconds       Failed         DeadlineExceeded (pods deleted)
+    any active     activeSeconds + (now - startTime) > budget    Failed         DeadlineExceeded (pods deleted)
     Pending/Init   now > attemptStartTime + coordination timeout Failed         ClusterCoordinationTimeout
     Pending        an earlier attempt's head still runs          Pending        (deleted; head created once gone)
     Pending        head pod of this attempt exists               Initializing   ClusterStarting
@@ -123,6 +123,7 @@ class _Machine:
         head = self.obs.head(attempt)
         self._observe_workers()
         if self.spec.suspend:
+            self.status["activeSeconds"] = self._active_seconds()  # the run budget pauses while suspended
             return self._suspend("Suspended", "spec.suspend is true: pods removed, the job is kept")
         if self._deadline_exceeded():
             return self._done()
@@ -224,16 +225,26 @@ class _Machine:
             self.status["conditions"] = self._set(cond.CLUSTER_READY, False, "WorkersNotReady", msg)
             self._event("Warning", "ClusterDegraded", msg)
 
+    def _active_seconds(self) -> int:
+        """Active time before this stretch plus this stretch: what the run budget has used up."""
+        started = cond.parse_timestamp(self.old.get("startTime"))
+        stretch = (self.now - started).total_seconds() if started is not None else 0.0
+        return int(self.old.get("activeSeconds") or 0) + max(0, int(stretch))
+
     def _deadline_exceeded(self) -> bool:
         limit = self.spec.max_run_duration_seconds
         started = cond.parse_timestamp(self.old.get("startTime"))
         if limit is None or started is None:
             return False
-        remaining = (started + TIMESTAMP_RESOLUTION + timedelta(seconds=limit) - self.now).total_seconds()
+        budget = limit - int(self.old.get("activeSeconds") or 0)
+        remaining = (started + TIMESTAMP_RESOLUTION + timedelta(seconds=budget) - self.now).total_seconds()
         if remaining > 0:
             self._requeue(remaining)
             return False
-        self._fail("DeadlineExceeded", f"the job ran longer than maxRunDurationSeconds ({limit}s): stopped")
+        self._fail(
+            "DeadlineExceeded",
+            f"the job was active longer than maxRunDurationSeconds ({limit}s, all attempts, suspended time excluded): stopped",
+        )
         self._remove_pods()
         return True
 

@@ -142,7 +142,8 @@ def _run(
         )
         if note and options.num_env_runners is None:
             out.write(note + "\n")
-        criteria = StopCriteria.build(spec, options, opts.max_iterations, opts.max_duration)
+        # No operator here: `rljob run` applies the run budget itself.
+        criteria = StopCriteria.build(spec, options, opts.max_iterations, opts.max_duration, owns_run_budget=True)
         display = Display(out, criteria, live=out.isatty())
         handler = DisplayLogHandler(display)
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))

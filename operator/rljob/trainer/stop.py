@@ -22,7 +22,9 @@ class StopCriteria:
     episode_return_mean: float | None = None
     env_steps: int | None = None
     iterations: int | None = None
-    total_seconds: float | None = None  # training time of all attempts (maxRunDurationSeconds)
+    # maxRunDurationSeconds as `rljob run` applies it (training time, all attempts): a limit, not a goal. In a
+    # cluster the operator alone owns the run budget, and the driver never ends a job Succeeded over it.
+    total_seconds: float | None = None
     run_iterations: int | None = None  # iterations in this invocation
     run_seconds: float | None = None  # wall time of this invocation
 
@@ -33,6 +35,7 @@ class StopCriteria:
         options: argparse.Namespace | None,
         run_iterations: int | None = None,
         run_seconds: float | None = None,
+        owns_run_budget: bool = False,
     ) -> StopCriteria:
         stop = spec.stop
         reward = getattr(options, "stop_reward", None)
@@ -42,7 +45,7 @@ class StopCriteria:
             episode_return_mean=reward if reward is not None else (stop.episode_return_mean if stop else None),
             env_steps=steps if steps is not None else (stop.env_steps if stop else None),
             iterations=iters if iters is not None else (stop.iterations if stop else None),
-            total_seconds=spec.max_run_duration_seconds,
+            total_seconds=spec.max_run_duration_seconds if owns_run_budget else None,
             run_iterations=run_iterations,
             run_seconds=run_seconds,
         )
@@ -56,12 +59,19 @@ class StopCriteria:
             return f"env steps {record.env_steps} reached {self.env_steps}"
         if self.iterations is not None and record.iteration >= self.iterations:
             return f"iteration {record.iteration} reached {self.iterations}"
-        if self.total_seconds is not None and record.time_total_s >= self.total_seconds:
-            return f"training time {record.time_total_s:.0f}s reached maxRunDurationSeconds={self.total_seconds:g}"
         if self.run_iterations is not None and run_iterations >= self.run_iterations:
             return f"ran {run_iterations} iterations (--max-iterations)"
         if self.run_seconds is not None and run_seconds >= self.run_seconds:
             return f"ran {run_seconds:.0f}s (--max-duration)"
+        return None
+
+    def over_budget(self, record: ProgressRecord) -> str | None:
+        """Why the run budget is spent (a failure, as DeadlineExceeded in a cluster), or None."""
+        if self.total_seconds is not None and record.time_total_s >= self.total_seconds:
+            return (
+                f"DeadlineExceeded: training time {record.time_total_s:.0f}s (all attempts) reached "
+                f"maxRunDurationSeconds={self.total_seconds:g}"
+            )
         return None
 
     def describe(self) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..api.constants import EXIT_DEADLINE_EXCEEDED
 from ..api.models import CheckpointSpec, JobSpec
 from . import checkpoints
 from .cluster import ClusterSummary
@@ -190,13 +191,17 @@ def _loop(
             # The latest 100 episodes, not only this iteration's few (or none: the Reward column would flicker).
             record = replace(record, episode_return_mean=returns.add(record.episode_return_mean, episodes_in(result)))
             reason = run.criteria.reached(record, run_iterations, clock() - started)
-            if reason is not None or run.checkpoint_due(record.iteration, clock() - saved_at):
+            over = None if reason is not None else run.criteria.over_budget(record)
+            if reason is not None or over is not None or run.checkpoint_due(record.iteration, clock() - saved_at):
                 last_checkpoint = save(record)
             record = record.with_checkpoint(last_checkpoint)
             sinks.record(record)
             if reason is not None:
                 log.info("stop criterion reached: %s", reason)
                 return finish(0, reason)
+            if over is not None:
+                log.warning("%s", over)
+                return finish(EXIT_DEADLINE_EXCEEDED, over)
     except KeyboardInterrupt:
         log.warning("interrupted during an iteration; saving the last completed one")
         return finish(stop.exit_code, "interrupted")

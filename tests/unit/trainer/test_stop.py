@@ -15,7 +15,17 @@ def test_each_criterion_names_its_reason() -> None:
     assert "episode return mean 18.00 reached 18" in (c.reached(rec(1, 18.0, 10), 1, 1.0) or "")
     assert "env steps 1000" in (c.reached(rec(1, None, 1000), 1, 1.0) or "")
     assert "iteration 10 reached 10" in (c.reached(rec(10, None, 10), 1, 1.0) or "")
-    assert "maxRunDurationSeconds" in (c.reached(rec(2, None, 10, t=500.0), 1, 1.0) or "")
+    assert c.reached(rec(2, None, 10, t=500.0), 1, 1.0) is None  # the run budget is a limit, not a goal
+    assert c.over_budget(rec(2, None, 10, t=499.0)) is None
+    assert "DeadlineExceeded" in (c.over_budget(rec(2, None, 10, t=500.0)) or "")
+
+
+def test_only_rljob_run_applies_the_run_budget_in_the_cluster_the_operator_does() -> None:
+    from rljob.api.models import JobSpec
+
+    spec = JobSpec.model_validate({"entrypoint": {"recipe": "pong"}, "maxRunDurationSeconds": 60})
+    assert StopCriteria.build(spec, None).total_seconds is None
+    assert StopCriteria.build(spec, None, owns_run_budget=True).total_seconds == 60
 
 
 def test_run_limits_count_this_invocation_only() -> None:

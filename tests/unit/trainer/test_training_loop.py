@@ -244,3 +244,14 @@ def test_return_is_the_mean_of_the_latest_games_so_one_lucky_game_does_not_stop_
     outcome = run_training(run, CLUSTER, Sinks([sink]), StopRequest())
     assert "iteration 4 reached 4" in outcome.reason
     assert [r.episode_return_mean for r in sink.records] == [-21.0, -21.0, (8 * -21.0 + 19.0) / 9, (12 * -21.0 + 19.0) / 13]
+
+
+def test_the_run_budget_ends_rljob_run_as_deadline_exceeded_with_a_checkpoint(tmp_path: Path) -> None:
+    from rljob.api.constants import EXIT_DEADLINE_EXCEEDED
+
+    run, _ = make_run(tmp_path, FakeAlgo(), StopCriteria(total_seconds=5.0), every=None)
+    sink = Collect()
+    outcome = run_training(run, CLUSTER, Sinks([sink]), StopRequest())
+    assert outcome.exit_code == EXIT_DEADLINE_EXCEEDED and "DeadlineExceeded" in outcome.reason
+    assert [r.iteration for r in sink.records] == [1, 2, 3]  # 2 s each: 6 s >= 5 s
+    assert outcome.checkpoint and Path(outcome.checkpoint).name == "iteration-000003"
