@@ -40,6 +40,11 @@ EXEMPT: dict[Permission, str] = {
         "never called: held so that the operator may create each job's Role granting get/patch on that job's status "
         "(Kubernetes refuses to create a Role granting more than its creator holds)"
     ),
+    ("update", c.GROUP, c.PLURAL, "finalizers"): (
+        "never called: the OwnerReferencesPermissionEnforcement admission plugin (enabled in the test control plane, "
+        "as on OpenShift and other strict clusters) checks it whenever the operator creates a child whose "
+        "ownerReference sets blockOwnerDeletion"
+    ),
 }
 
 

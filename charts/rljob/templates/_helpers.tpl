@@ -102,6 +102,11 @@ Role per watched namespace.
 - apiGroups: [rljob.dev]
   resources: [rltrainingjobs/status]
   verbs: [get, patch]
+# Children point at their job with blockOwnerDeletion: clusters with the OwnerReferencesPermissionEnforcement
+# admission plugin (OpenShift, hardened distributions) allow that only to who may update the job's finalizers.
+- apiGroups: [rljob.dev]
+  resources: [rltrainingjobs/finalizers]
+  verbs: [update]
 {{- end -}}
 
 {{/* kopf peering in the watched namespaces (namespaced mode, several replicas). */}}

@@ -4,7 +4,8 @@ It runs, as plain processes on 127.0.0.1 (free ports, nothing listens on another
 
 * etcd (data in the work dir, no fsync),
 * kube-apiserver with TLS, client-certificate authentication, ``Node,RBAC`` authorization, the default admission
-  plugins (``PodSecurity`` included) plus ``NodeRestriction``, and service-account token signing,
+  plugins (``PodSecurity`` included) plus ``NodeRestriction`` and ``OwnerReferencesPermissionEnforcement``, and
+  service-account token signing,
 * kube-controller-manager with every default controller (garbage collector, namespace, service-account and
   token, root-CA publisher, StatefulSet, Job, ...),
 * kube-scheduler,
@@ -823,8 +824,10 @@ class ControlPlane:
                 f"--client-ca-file={self.ca_crt}",
                 "--authorization-mode=Node,RBAC",
                 # The default plugins (NamespaceLifecycle, LimitRanger, ServiceAccount, PodSecurity, Priority,
-                # ResourceQuota, the admission webhooks and policies, ...) plus NodeRestriction, as kubeadm does.
-                "--enable-admission-plugins=NodeRestriction",
+                # ResourceQuota, the admission webhooks and policies, ...) plus NodeRestriction, as kubeadm does,
+                # and OwnerReferencesPermissionEnforcement, as strict clusters (OpenShift) do: an ownerReference
+                # with blockOwnerDeletion needs update on the owner's finalizers.
+                "--enable-admission-plugins=NodeRestriction,OwnerReferencesPermissionEnforcement",
                 "--allow-privileged=true",
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-account-key-file={self.sa_pub}",
