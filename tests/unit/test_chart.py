@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from rljob.api import constants as c
+from rljob.api.crd import driver_policy
 from tests.jobs import ROOT
 
 CHART = ROOT / "charts" / "rljob"
@@ -222,10 +223,17 @@ def test_rbac_has_no_wildcards_and_no_escalation(helm_home: dict[str, str], tmp_
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rljob", "namespace": "rljob-system"}]
 
 
+def test_the_driver_policy_can_be_left_out(helm_home: dict[str, str], tmp_path: Path) -> None:
+    objs = render(helm_home, tmp_path, {"driverPolicy": {"enabled": False}})
+    assert not [o for o in objs if o["kind"].startswith("ValidatingAdmissionPolicy")]
+
+
 def test_default_render(helm_home: dict[str, str], tmp_path: Path) -> None:
     objs = render(helm_home, tmp_path, {})
     kinds = sorted(o["kind"] for o in objs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount",
+                     "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    assert [o for o in objs if o["kind"].startswith("ValidatingAdmissionPolicy")] == driver_policy()
     (role,) = by_kind(objs, "Role")
     assert role["metadata"]["namespace"] == "default"  # the API server's EndpointSlices, nothing else
     assert role["rules"] == [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]}]

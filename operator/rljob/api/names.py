@@ -15,8 +15,12 @@ def workers(job: str) -> str:
     return f"{job}-workers"
 
 
+DRIVER_SUFFIX = "-driver"
+
+
 def service_account(job: str) -> str:
-    return f"{job}-driver"
+    """The driver's identity: the ServiceAccount its head pod runs as."""
+    return f"{job}{DRIVER_SUFFIX}"
 
 
 def progress_role(job: str) -> str:

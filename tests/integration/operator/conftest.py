@@ -14,10 +14,11 @@ from rljob.testing.operatorproc import OperatorProcess
 
 @pytest.fixture(scope="session")
 def crd_installed(control_plane: ControlPlane) -> None:
-    """The generated CRD, applied and Established."""
-    from rljob.api.crd import crd_yaml
+    """The generated CRD, applied and Established, and the policy that keeps each driver to reporting progress."""
+    from rljob.api.crd import crd_yaml, driver_policy
 
     control_plane.apply(crd_yaml())
+    control_plane.apply(driver_policy())
     control_plane.kubectl("wait", "--for=condition=Established", "crd/rltrainingjobs.rljob.dev", "--timeout=30s")
     control_plane.kubectl("create", "namespace", "rljob-system", check=False)
 

@@ -267,6 +267,17 @@ def test_progress_reporting_is_scoped_to_its_own_job(control_plane: ControlPlane
     for args in (["rltj", "theirs", "--subresource=status"], ["rltj", "mine"]):
         with pytest.raises(KubectlError, match=r"(?i)forbidden"):
             cp.kubectl("patch", *args, "-n", namespace, "--as", who, "--type=merge", "-p", json.dumps(progress))
+    # The driver reports progress only: the phase, attempts, times and conditions stay the operator's.
+    before = status(cp, namespace, "mine")
+    for field, value in (("phase", "Succeeded"), ("attempts", 9), ("startTime", "2000-01-01T00:00:00Z"),
+                         ("activeSeconds", 0), ("conditions", [])):
+        patch = {"status": {field: value, "progress": {"iteration": 8}}}
+        with pytest.raises(KubectlError, match=rf"status\.{field} belongs to the operator"):
+            cp.kubectl("patch", "rltj", "mine", "-n", namespace, "--as", who, "--subresource=status", "--type=merge",
+                       "-p", json.dumps(patch))
+    after = status(cp, namespace, "mine")
+    assert {k: v for k, v in after.items() if k != "progress"} == {k: v for k, v in before.items() if k != "progress"}
+    assert after["progress"]["iteration"] == 7  # all or nothing
     # The operator's later status writes keep the driver's progress.
     cp.kubectl("patch", "rltj", "mine", "-n", namespace, "--type=merge", "-p", '{"spec":{"workers":{"replicas":1}}}')
     wait_for(lambda: status(cp, namespace, "mine").get("workers") == "1/1", timeout=30, description="rescaled")
