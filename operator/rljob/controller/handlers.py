@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import kopf
@@ -57,6 +58,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         from . import metrics
 
         metrics.serve(CONFIG.metrics_port)
+        metrics.count_from(datetime.now(timezone.utc))  # not the backlog a restart or failover finds in status
         on_reconciled = metrics.observe_reconcile
     rec = Reconciler(kube, ctx, concurrency=CONFIG.concurrency, on_reconciled=on_reconciled)
     rec.start()

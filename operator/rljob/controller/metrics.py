@@ -8,6 +8,7 @@ they can never drift from what `kubectl get rltj` shows. Per-job series are labe
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
@@ -37,6 +38,15 @@ JOB_LABELS = ["namespace", "rltrainingjob"]
 
 _seen_finished: set[Key] = set()
 _seen_ready: set[tuple[Key, str]] = set()
+# Histograms count what happened while this process ran: after a restart or a failover the jobs that
+# finished (or became ready) earlier are in status, but were counted by the process that saw them happen.
+# Status times have one-second resolution, hence the truncation.
+_since: list[datetime] = [datetime.now(timezone.utc).replace(microsecond=0)]
+
+
+def count_from(when: datetime) -> None:
+    """Counts transitions at or after `when` only (the start of this process, or of its leadership)."""
+    _since[0] = when.astimezone(timezone.utc).replace(microsecond=0)
 
 
 def observe_reconcile(key: Key, body: dict[str, Any] | None, seconds: float, failed: bool) -> None:
@@ -48,12 +58,14 @@ def observe_reconcile(key: Key, body: dict[str, Any] | None, seconds: float, fai
     ready = cond.parse_timestamp(status.get("clusterReadyTime"))
     if start and ready and ready >= start and (key, status["clusterReadyTime"]) not in _seen_ready:
         _seen_ready.add((key, status["clusterReadyTime"]))
-        CLUSTER_READY.observe((ready - start).total_seconds())
+        if ready >= _since[0]:
+            CLUSTER_READY.observe((ready - start).total_seconds())
     done = cond.parse_timestamp(status.get("completionTime"))
     began = cond.parse_timestamp(status.get("startTime"))
     if done and began and key not in _seen_finished and status.get("phase") in ("Succeeded", "Failed"):
         _seen_finished.add(key)
-        JOB_DURATION.labels(phase=status["phase"]).observe(max(0.0, (done - began).total_seconds()))
+        if done >= _since[0]:
+            JOB_DURATION.labels(phase=status["phase"]).observe(max(0.0, (done - began).total_seconds()))
 
 
 def forget_job(key: Key) -> None:
