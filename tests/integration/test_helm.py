@@ -19,7 +19,7 @@ from rljob.testing.controlplane import ControlPlane, wait_for
 from tests.jobs import ROOT
 
 CHART = ROOT / "charts" / "rljob"
-CHART_CRDS = {"rltrainingjobs.rljob.dev", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+CHART_CRDS = {"rltrainingjobs.rljob.dev"}
 
 # Just enough of the Prometheus Operator's CRD for the API server to accept a ServiceMonitor.
 SERVICE_MONITOR_CRD = {
@@ -112,14 +112,14 @@ def release_objects(cp: ControlPlane, namespace: str, release: str) -> dict[str,
     """Everything labelled with the release, in the namespace, in `default` and at cluster scope."""
     selector = f"app.kubernetes.io/instance={release}"
     found = {}
-    namespaced = "deployments,replicasets,pods,services,serviceaccounts,configmaps,roles,rolebindings,poddisruptionbudgets,kopfpeerings"
+    namespaced = "deployments,replicasets,pods,services,serviceaccounts,configmaps,roles,rolebindings,poddisruptionbudgets"
     for where, args in (
         (namespace, ["-n", namespace]),
         ("default", ["-n", "default"]),
     ):
         items = cp.get_json(namespaced, *args, "-l", selector)["items"]
         found[where] = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in items)
-    items = cp.get_json("clusterroles,clusterrolebindings,clusterkopfpeerings", "-l", selector)["items"]
+    items = cp.get_json("clusterroles,clusterrolebindings", "-l", selector)["items"]
     found["cluster"] = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in items)
     return found
 

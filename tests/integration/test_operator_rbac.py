@@ -100,7 +100,6 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
         pytest.fail(f"the audited control plane did not start: {e}", pytrace=False)
     try:
         cp.apply((ROOT / "crds" / f"{c.CRD_NAME}.yaml").read_text())
-        cp.apply((CHART / "crds" / "kopf.dev-peerings.yaml").read_text())
         cp.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
         cp.kubectl("create", "namespace", OPERATOR_NS)
         yield cp
@@ -202,7 +201,7 @@ def scale_workers(cp: ControlPlane, ns: str, name: str, replicas: int) -> None:
 def test_cluster_wide_rbac_is_exactly_what_the_operator_uses(audited: ControlPlane, tmp_path: Path) -> None:
     cp = audited
     deployed = Deployed(cp, "rljob", {}, tmp_path)
-    assert deployed.service_account == "rljob" and not any(a.startswith(("--namespace", "--peering")) for a in deployed.args)
+    assert deployed.service_account == "rljob" and not any(a.startswith(("--namespace", "--leader-elect")) for a in deployed.args)
     ns = restricted_namespace(cp, "rbac-jobs")
     deployed.operator.start()
     try:
@@ -238,34 +237,34 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_uses(audited: ControlPla
 
 
 def test_namespaced_ha_rbac_is_enough(audited: ControlPlane, tmp_path: Path) -> None:
-    """With `watch.namespaces` and several replicas: Roles in the watched namespace, kopf's namespace and peering
-    permissions. One replica runs (see the chart's README on kopf peering priorities); the job-related rules are the
-    same template as above, so a shorter run checks that nothing is refused and that the extra rules are used."""
+    """With `watch.namespaces` and several replicas: Roles in the watched namespace, kopf's namespace permissions and
+    the leader-election Lease in the operator's namespace. One replica runs; the job-related rules are the same
+    template as above, so a shorter run checks that nothing is refused and that the extra rules are used."""
     cp = audited
     ns = restricted_namespace(cp, "rbac-team")
     deployed = Deployed(cp, "rljob-ns", {"replicaCount": 2, "watch": {"namespaces": [ns]}}, tmp_path)
-    assert f"--namespace={ns}" in deployed.args and "--peering=rljob" in deployed.args
-    cp.apply([o for o in deployed.objs if o["kind"] == "KopfPeering"])
+    assert f"--namespace={ns}" in deployed.args and "--leader-elect" in deployed.args
     deployed.operator.start()
     try:
         cp.apply(small_job("one", ns, workers={"replicas": 1, "cpu": "1", "memory": "2Gi", "shmSize": "512Mi"}))
         wait_phase(cp, ns, "one", "Running", 60)
         cp.set_pod_phase(ns, "one-head-1", "Succeeded", exit_code=0)
         wait_phase(cp, ns, "one", "Succeeded", 30)
-        peers = cp.get_json("kopfpeering", "rljob", "-n", ns).get("status") or {}
-        assert peers, "the operator keeps its keep-alive in the KopfPeering"
+        lease = cp.get_json("lease", "rljob-operator", "-n", OPERATOR_NS)
+        assert lease["spec"]["holderIdentity"], "the operator holds the leader-election Lease"
     finally:
         deployed.operator.stop()
 
     expected = {
         ("list", "", "namespaces", ""), ("watch", "", "namespaces", ""),
-        ("list", "kopf.dev", "kopfpeerings", ""), ("watch", "kopf.dev", "kopfpeerings", ""), ("patch", "kopf.dev", "kopfpeerings", ""),
+        ("get", "coordination.k8s.io", "leases", ""), ("create", "coordination.k8s.io", "leases", ""),
+        ("update", "coordination.k8s.io", "leases", ""),
         ("list", "apiextensions.k8s.io", "customresourcedefinitions", ""),
         ("watch", "apiextensions.k8s.io", "customresourcedefinitions", ""),
         ("create", "", "pods", ""), ("create", "rbac.authorization.k8s.io", "roles", ""), ("patch", c.GROUP, c.PLURAL, "status"),
     }
     used = deployed.check(expect_used=expected)
-    outside = {e["objectRef"].get("namespace") for e in deployed.requests()} - {None, ns, "default"}
+    outside = {e["objectRef"].get("namespace") for e in deployed.requests()} - {None, ns, "default", OPERATOR_NS}
     assert outside == set(), f"the namespaced operator reached into {outside}"
     assert not [e for e in deployed.requests() if e["objectRef"]["resource"] == "pods" and not e["objectRef"].get("namespace")]
     assert used >= expected

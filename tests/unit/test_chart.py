@@ -24,7 +24,7 @@ from tests.jobs import ROOT
 CHART = ROOT / "charts" / "rljob"
 DASHBOARD = CHART / "dashboards" / "rljob.json"
 
-# Values that turn on everything optional: HA with kopf peering, a namespace list, the ServiceMonitor, the dashboard.
+# Values that turn on everything optional: HA with leader election, a namespace list, the ServiceMonitor, the dashboard.
 FULL_VALUES: dict[str, Any] = {
     "replicaCount": 2,
     "watch": {"namespaces": ["team-a", "team-b"]},
@@ -119,31 +119,6 @@ def test_chart_metadata_matches_the_package() -> None:
     assert values["serviceMonitor"]["enabled"] is False and values["metrics"]["port"] == 8080
 
 
-def test_kopf_peering_crds_match_what_kopf_uses() -> None:
-    from kopf._cogs.structs import references
-
-    crds = {d["spec"]["names"]["kind"]: d for d in yaml.safe_load_all((CHART / "crds" / "kopf.dev-peerings.yaml").read_text())}
-    for kind, selector, scope in (
-        ("ClusterKopfPeering", references.CLUSTER_PEERINGS_K, "Cluster"),
-        ("KopfPeering", references.NAMESPACED_PEERINGS_K, "Namespaced"),
-    ):
-        spec = crds[kind]["spec"]
-        assert f"{spec['group']}/{spec['versions'][0]['name']}" == selector.group + "/" + selector.version
-        assert spec["names"]["plural"] == selector.any_name and spec["scope"] == scope
-        assert crds[kind]["metadata"]["name"] == f"{selector.any_name}.{selector.group}"
-        # kopf merge-patches `status` on the object itself: a status subresource would need another permission.
-        assert "subresources" not in spec["versions"][0]
-
-
-# ── helm lint and template ───────────────────────────────────────────────────────────────────────────
-
-
-@pytest.mark.parametrize("values", ["default", "full"])
-def test_helm_lint_strict(helm_home: dict[str, str], tmp_path: Path, values: str) -> None:
-    res = helm(helm_home, "lint", "--strict", CHART, "-f", values_file(tmp_path, VALUE_SETS[values]))
-    assert "0 chart(s) failed" in res.stdout
-
-
 def test_values_schema_rejects_mistakes(helm_home: dict[str, str], tmp_path: Path) -> None:
     for bad in ({"logLevel": "verbose"}, {"watch": {"namespaces": ["team-*"]}}, {"replicaCount": 0}, {"metric": {}}):
         res = helm(helm_home, "template", "rljob", CHART, "-f", values_file(tmp_path, bad), check=False)
@@ -215,8 +190,9 @@ def test_rbac_has_no_wildcards_and_no_escalation(helm_home: dict[str, str], tmp_
             for key in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
                 assert not any("*" in item for item in rule.get(key) or []), (role["metadata"]["name"], rule)
             assert not set(rule["verbs"]) & {"escalate", "bind", "impersonate", "deletecollection"}, rule
-            # update only on the jobs' finalizers: what blockOwnerDeletion needs on strict clusters, no object's content
-            assert "update" not in rule["verbs"] or rule["resources"] == ["rltrainingjobs/finalizers"], rule
+            # update only on the jobs' finalizers (what blockOwnerDeletion needs on strict clusters) and on the
+            # leader-election Lease: no job's or child's content
+            assert "update" not in rule["verbs"] or rule["resources"] in (["rltrainingjobs/finalizers"], ["leases"]), rule
             assert not {"secrets", "configmaps", "nodes"} & set(rule["resources"]), rule
     for binding in (o for o in objs if o["kind"] in ("ClusterRoleBinding", "RoleBinding")):
         assert binding["roleRef"]["name"] in {r["metadata"]["name"] for r in roles}, "bound to a role of the chart only"
@@ -247,7 +223,7 @@ def test_default_render(helm_home: dict[str, str], tmp_path: Path) -> None:
     container = operator_container(objs)
     assert container["image"] == "rljob/operator:0.1.0" and container["command"] == ["rljob"]
     args = parse_operator_args(container["args"])
-    assert args.namespace == [] and args.peering is None and args.default_image == c.DEFAULT_IMAGE
+    assert args.namespace == [] and not args.leader_elect and args.default_image == c.DEFAULT_IMAGE
     assert (args.metrics_port, args.health_port, args.log_level) == (8080, 8081, "info")
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
@@ -263,27 +239,28 @@ def test_full_render(helm_home: dict[str, str], tmp_path: Path) -> None:
     objs = render(helm_home, tmp_path, FULL_VALUES)
     container = operator_container(objs)
     args = parse_operator_args(container["args"])
-    assert args.namespace == ["team-a", "team-b"] and args.peering == "rljob" and args.log_level == "debug"
+    assert args.namespace == ["team-a", "team-b"] and args.leader_elect and args.log_level == "debug"
+    assert args.leader_election_id == "rljob-operator"
     assert args.default_image == "registry.example/rljob/runtime:0.1.0-cuda"
     (deployment,) = by_kind(objs, "Deployment")
     assert deployment["spec"]["replicas"] == 2 and "strategy" not in deployment["spec"]
     assert deployment["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
     env = {e["name"]: e for e in container["env"]}
-    assert env["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}  # kopf's peer identity
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}  # the Lease holder's identity
 
-    roles = {r["metadata"]["namespace"]: r for r in by_kind(objs, "Role")}
+    roles = {r["metadata"]["namespace"]: r for r in by_kind(objs, "Role") if not r["metadata"]["name"].endswith("-leader-election")}
     assert set(roles) == {"team-a", "team-b", "default"}
     for ns in ("team-a", "team-b"):
         resources = {r for rule in roles[ns]["rules"] for r in rule["resources"]}
-        assert {"pods", "statefulsets", "rltrainingjobs", "rltrainingjobs/status", "kopfpeerings"} <= resources
+        assert {"pods", "statefulsets", "rltrainingjobs", "rltrainingjobs/status"} <= resources
         assert any(b["metadata"]["namespace"] == ns and b["roleRef"]["kind"] == "Role" for b in by_kind(objs, "RoleBinding"))
     (cluster_role,) = by_kind(objs, "ClusterRole")
     cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
     assert cluster_resources == {"customresourcedefinitions", "namespaces"}  # nothing namespaced cluster-wide
 
-    peerings = by_kind(objs, "KopfPeering")
-    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
-    assert {p["metadata"]["name"] for p in peerings} == {"rljob"} and not by_kind(objs, "ClusterKopfPeering")
+    (lease_role,) = [r for r in by_kind(objs, "Role") if r["metadata"]["name"].endswith("-leader-election")]
+    assert lease_role["metadata"]["namespace"] == "rljob-system"
+    assert lease_role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create", "get", "update"]}]
     (pdb,) = by_kind(objs, "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
 
@@ -300,12 +277,12 @@ def test_full_render(helm_home: dict[str, str], tmp_path: Path) -> None:
 
 
 def test_ha_cluster_wide_render(helm_home: dict[str, str], tmp_path: Path) -> None:
-    objs = render(helm_home, tmp_path, {"replicaCount": 3})
-    (peering,) = by_kind(objs, "ClusterKopfPeering")
-    assert peering["metadata"]["name"] == "rljob" and "namespace" not in peering["metadata"]
-    assert parse_operator_args(operator_container(objs)["args"]).peering == "rljob"
+    objs = render(helm_home, tmp_path, {"replicaCount": 3, "leaderElection": {"leaseName": "ops"}})
+    args = parse_operator_args(operator_container(objs)["args"])
+    assert args.leader_elect and args.leader_election_id == "ops"
     (cluster_role,) = by_kind(objs, "ClusterRole")
-    assert {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["list", "watch", "patch"]} in cluster_role["rules"]
+    assert not [r for r in cluster_role["rules"] if "leases" in r["resources"]]  # only in its own namespace
+    assert [r["metadata"]["name"] for r in by_kind(objs, "RoleBinding")].count("rljob-leader-election") == 1
 
 
 def test_metrics_off_render(helm_home: dict[str, str], tmp_path: Path) -> None:

@@ -51,8 +51,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
-{{/* Several replicas coordinate through kopf peering; one replica runs standalone. */}}
-{{- define "rljob.peering" -}}
+{{/* Several replicas elect a leader through a Lease; one replica runs alone. */}}
+{{- define "rljob.leaderElection" -}}
 {{- if gt (int .Values.replicaCount) 1 -}}true{{- end -}}
 {{- end -}}
 
@@ -109,12 +109,6 @@ Role per watched namespace.
   verbs: [update]
 {{- end -}}
 
-{{/* kopf peering in the watched namespaces (namespaced mode, several replicas). */}}
-{{- define "rljob.namespacedPeeringRules" -}}
-- apiGroups: [kopf.dev]
-  resources: [kopfpeerings]
-  verbs: [list, watch, patch]
-{{- end -}}
 
 {{/* The container's command line: the real flags of `rljob operator` (operator/rljob/cli/operator.py). */}}
 {{- define "rljob.args" -}}
@@ -124,8 +118,9 @@ Role per watched namespace.
 {{- range .Values.watch.namespaces }}
 - --namespace={{ . }}
 {{- end }}
-{{- if include "rljob.peering" . }}
-- --peering={{ .Values.peering.name }}
+{{- if include "rljob.leaderElection" . }}
+- --leader-elect
+- --leader-election-id={{ .Values.leaderElection.leaseName }}
 {{- end }}
 - --default-image={{ .Values.jobDefaults.image }}
 - --concurrency={{ int .Values.concurrency }}

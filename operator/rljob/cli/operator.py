@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import random
+import secrets
+import socket
 
 from ..api import constants as c
 
@@ -24,10 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-port", type=int, default=_env_port("RLJOB_METRICS_PORT", 8080),
                    help="Prometheus metrics port, 0 to disable (default %(default)s)")
     p.add_argument("--health-port", type=int, default=8081, help="liveness endpoint port, 0 to disable (default %(default)s)")
-    p.add_argument("--peering", default=None, metavar="NAME",
-                   help="kopf peering name for several replicas (one is active); without it the operator runs standalone")
-    p.add_argument("--peering-priority", type=int, default=None, metavar="N",
-                   help="this replica's priority among peers; the highest is active (default: random, so replicas never tie)")
+    p.add_argument("--leader-elect", action="store_true",
+                   help="elect a leader among several replicas through a Lease in --operator-namespace: only the "
+                   "holder reconciles; the others stand by (without it the operator acts alone)")
+    p.add_argument("--leader-election-id", default="rljob-operator", metavar="NAME",
+                   help="name of the leader-election Lease (default %(default)s)")
     p.add_argument("--concurrency", type=int, default=16, help="jobs reconciled at once (default %(default)s)")
     p.add_argument("--log-level", default=os.environ.get("RLJOB_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"], help="(default %(default)s)")
@@ -62,14 +64,20 @@ def run(args: argparse.Namespace) -> int:
     handlers.CONFIG.operator_namespace = args.operator_namespace
     handlers.CONFIG.concurrency = args.concurrency
     handlers.CONFIG.metrics_port = args.metrics_port or None
+    if args.leader_elect:
+        from ..controller.leader import LeaseSettings
+
+        # The pod's name (unique among replicas) and a random part (unique across restarts of one pod).
+        who = os.environ.get("POD_NAME") or socket.gethostname()
+        handlers.CONFIG.lease = LeaseSettings(
+            name=args.leader_election_id, namespace=args.operator_namespace, identity=f"{who}_{secrets.token_hex(4)}"
+        )
     liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
+    # kopf itself always runs standalone: the Lease, not kopf's peering, decides who acts (controller/leader.py).
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace or [],
-        standalone=args.peering is None,
-        peering_name=args.peering,
-        # kopf pauses every operator that sees a peer of equal priority; random priorities break ties.
-        priority=args.peering_priority if args.peering_priority is not None else random.randint(1, 1_000_000),
+        standalone=True,
         liveness_endpoint=liveness,
     )
     return 0

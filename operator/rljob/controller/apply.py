@@ -42,6 +42,19 @@ async def apply(
     ns = job.namespace
     status = dict(decision.status) if decision.status is not None else None
     problems: list[Problem] = []
+    new_body: dict[str, Any] | None = None
+    written = False
+
+    if decision.capture_log:  # before the pod may go
+        tail = await kube.pod_log_tail(ns, decision.capture_log, LOG_TAIL_LINES)
+        if tail:
+            status = status if status is not None else {}
+            status["driverLogTail"] = tail[-LOG_TAIL_CHARS:]
+    if status is not None and (decision.delete_pods or decision.delete_workers):
+        # The decision is written first, and only onto the version of the job it was made from: a replica
+        # that acts on a stale view (a frozen former leader) gets a conflict here and deletes nothing.
+        new_body = await kube.patch_job_status(ns, job.name, status, _rv_text(body))
+        written = True
 
     if decision.ensure_children:
         # Independent of each other, so created concurrently; all of them before any pod exists,
@@ -67,11 +80,6 @@ async def apply(
     if decision.scale_workers is not None:
         await kube.merge_patch(object_path("apps/v1", "StatefulSet", ns, names.workers(job.name)),
                                {"spec": {"replicas": decision.scale_workers}})
-    if decision.capture_log:
-        tail = await kube.pod_log_tail(ns, decision.capture_log, LOG_TAIL_LINES)
-        if tail:
-            status = status if status is not None else {}
-            status["driverLogTail"] = tail[-LOG_TAIL_CHARS:]
 
     if problems:
         # Stay where we are, say why, and retry: a quota or an admission policy may change, a deleted job's
@@ -82,10 +90,9 @@ async def apply(
         status["message"] = "; ".join(p.message for p in (refused or problems))[:2000]
         if (body.get("status") or {}).get("message") != status["message"]:  # not again on every retry
             await kube.event(body, "Warning" if refused else "Normal", status["reason"], status["message"])
-
-    new_body = None
-    if status is not None:
-        new_body = await kube.patch_job_status(ns, job.name, status)
+        written = False
+    if status is not None and not written:
+        new_body = await kube.patch_job_status(ns, job.name, status, _rv_text(new_body or body))
     for event in decision.events:
         await kube.event(new_body or body, event.type, event.reason, event.message)
     if decision.job_labels:
@@ -96,6 +103,10 @@ async def apply(
     if problems:
         raise ChildCreationFailed(status["message"])  # type: ignore[index]
     return new_body
+
+
+def _rv_text(body: dict[str, Any]) -> str | None:
+    return (body.get("metadata") or {}).get("resourceVersion")
 
 
 def _rv(body: dict[str, Any]) -> int:

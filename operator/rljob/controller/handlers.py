@@ -7,7 +7,9 @@ reconcile of a job already sees all of its pods (no duplicate head after an oper
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -18,6 +20,7 @@ from .. import resources
 from ..api import constants as c
 from . import observe
 from .kube import Kube
+from .leader import LeaderElector, LeaseSettings
 from .reconciler import Reconciler
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,7 @@ class OperatorConfig:
     operator_namespace: str = "rljob-system"
     concurrency: int = 16
     metrics_port: int | None = None
+    lease: LeaseSettings | None = None  # leader election among replicas; None: this process acts alone
 
 
 CONFIG = OperatorConfig()
@@ -58,20 +62,53 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         from . import metrics
 
         metrics.serve(CONFIG.metrics_port)
-        metrics.count_from(datetime.now(timezone.utc))  # not the backlog a restart or failover finds in status
         on_reconciled = metrics.observe_reconcile
     rec = Reconciler(kube, ctx, concurrency=CONFIG.concurrency, on_reconciled=on_reconciled)
-    rec.start()
     _state["reconciler"] = rec
+    if CONFIG.lease is None:
+        _lead()
+    else:
+        elector = LeaderElector(kube, CONFIG.lease)
+        rec.may_act = elector.is_leader
+        _state["elector"] = elector
+        _state["leader"] = asyncio.create_task(_lead_when_elected(elector), name="rljob-leader-election")
     log.info("rljob operator started: default image %s, API server endpoints %s",
              ctx.default_image, [f"{e.cidr}:{e.port}" for e in ctx.api_server] or "unknown (ports 443/6443 allowed)")
 
 
+def _lead() -> None:
+    """From here on this process reconciles: every job it knows of, then every change."""
+    if CONFIG.metrics_port:
+        from . import metrics
+
+        metrics.count_from(datetime.now(timezone.utc))  # not the backlog a restart or failover finds in status
+    reconciler().start()
+
+
+async def _lead_when_elected(elector: LeaderElector) -> None:
+    """A standby only tries to take the Lease: kopf fills the indexes meanwhile, but nothing is reconciled."""
+    await elector.acquire()
+    _lead()
+    await elector.keep(on_lost=_stop_acting)
+
+
+def _stop_acting() -> None:
+    """Lost the Lease: exit at once, as controller-runtime does; a graceful stop could still act on stale state."""
+    logging.shutdown()
+    os._exit(1)
+
+
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
+    task = _state.pop("leader", None)
+    if task is not None:
+        task.cancel()
     rec = _state.pop("reconciler", None)
+    elector: LeaderElector | None = _state.pop("elector", None)
     if rec is not None:
         await rec.stop()
+        if elector is not None:
+            await elector.release()  # a standby takes over at once instead of after the lease duration
         rec.kube.close()
 
 

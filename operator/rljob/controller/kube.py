@@ -111,8 +111,14 @@ class Kube:
         return await self.request("PATCH", path, patch, content_type="application/merge-patch+json",
                                   query=[("fieldManager", c.FIELD_MANAGER)])
 
-    async def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        return await self.merge_patch(object_path(c.API_VERSION, c.KIND, namespace, name) + "/status", {"status": status})
+    async def patch_job_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        """A merge patch of status; with `resource_version`, only if the job is still at that version (else 409)."""
+        patch: dict[str, Any] = {"status": status}
+        if resource_version:
+            patch["metadata"] = {"resourceVersion": resource_version}
+        return await self.merge_patch(object_path(c.API_VERSION, c.KIND, namespace, name) + "/status", patch)
 
     async def pod_log_tail(self, namespace: str, name: str, lines: int = 40) -> str | None:
         path = object_path("v1", "Pod", namespace, name) + "/log"

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from .. import resources
 from ..api import constants as c
 from ..api.manifest import ManifestError, parse_job
@@ -24,6 +26,10 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 
 MAX_BACKOFF_SECONDS = 60.0
+
+
+def _rv_text(body: Mapping[str, Any]) -> str | None:
+    return (body.get("metadata") or {}).get("resourceVersion")
 
 
 def _rv(body: Mapping[str, Any]) -> int:
@@ -54,6 +60,9 @@ class Reconciler:
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._failures: dict[Key, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        # Leader election's check before every reconcile: a replica that is not (or no longer) the leader
+        # neither reads its cache into decisions nor writes.
+        self.may_act: Callable[[], bool] = lambda: True
 
     # ── feeding ────────────────────────────────────────────────────────────────────────────────
 
@@ -94,8 +103,11 @@ class Reconciler:
     # ── running ────────────────────────────────────────────────────────────────────────────────
 
     def start(self) -> None:
+        """Starts the workers; every job known by now is reconciled (a new leader's first pass over its cache)."""
         if not self._tasks:
             self._tasks = [asyncio.create_task(self._worker(i), name=f"rljob-reconciler-{i}") for i in range(self.concurrency)]
+            for key in list(self.jobs):
+                self.enqueue(key)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -124,21 +136,33 @@ class Reconciler:
             self._failures.pop(key, None)
         except asyncio.CancelledError:
             raise
+        except ApiException as exc:
+            if exc.status != 409:
+                failed = True
+                self._backoff(key, exc)
+            elif key in self.jobs:
+                # The job changed after the view this decision was made from (the driver reported progress,
+                # or another writer): decide again on the fresh one, which the watch is delivering.
+                log.debug("reconcile %s/%s: the job changed meanwhile; deciding again", *key)
+                self.enqueue(key, 0.5)
         except Exception as exc:
             failed = True
-            n = self._failures[key] = self._failures.get(key, 0) + 1
-            delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2**n)
-            level = logging.INFO if isinstance(exc, ChildCreationFailed) else logging.WARNING
-            log.log(level, "reconcile %s/%s failed (retry in %.0fs): %s", *key, delay, error_text(exc),
-                    exc_info=not isinstance(exc, ChildCreationFailed))
-            if key in self.jobs:
-                self.enqueue(key, delay)
+            self._backoff(key, exc)
         if self.on_reconciled:
             self.on_reconciled(key, body if body is not None else self.jobs.get(key), time.monotonic() - started, failed)
 
+    def _backoff(self, key: Key, exc: Exception) -> None:
+        n = self._failures[key] = self._failures.get(key, 0) + 1
+        delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2**n)
+        level = logging.INFO if isinstance(exc, ChildCreationFailed) else logging.WARNING
+        log.log(level, "reconcile %s/%s failed (retry in %.0fs): %s", *key, delay, error_text(exc),
+                exc_info=not isinstance(exc, ChildCreationFailed))
+        if key in self.jobs:
+            self.enqueue(key, delay)
+
     async def reconcile(self, key: Key) -> dict[str, Any] | None:
         body = self.jobs.get(key)
-        if body is None:
+        if body is None or not self.may_act():
             return None
         try:
             job = parse_job(body, f"{c.KIND} {key[0]}/{key[1]}")
@@ -173,7 +197,7 @@ class Reconciler:
             "phase": "Failed", "reason": "ValidationFailed", "message": message, "conditions": conditions,
             "observedGeneration": generation, "completionTime": cond.timestamp(now),
         }
-        new_body = await self.kube.patch_job_status(key[0], key[1], patch)
+        new_body = await self.kube.patch_job_status(key[0], key[1], patch, _rv_text(body))
         await self.kube.event(new_body, "Warning", "ValidationFailed", message)
         self.upsert_job_quietly(new_body)
         return new_body

@@ -1,33 +1,57 @@
-"""Two operator replicas with kopf peering: one is active, the other takes over when it dies."""
+"""Two operator replicas with leader election on a Lease: one acts; a frozen leader is replaced and, thawed, exits."""
 from __future__ import annotations
 
+import os
+import signal
 import time
+from pathlib import Path
 
-from rljob.testing.controlplane import ControlPlane
+from rljob.testing.controlplane import ControlPlane, wait_for
 from rljob.testing.operatorproc import OperatorProcess
-from tests.integration.operator.test_operator import run_to, small_job, wait_phase
-from tests.jobs import ROOT
+from tests.integration.operator.test_operator import run_to, small_job, status, wait_phase
+
+LEASE = ("lease", "rljob-operator", "-n", "rljob-system")
 
 
-def test_standby_replica_takes_over(control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path) -> None:
+def holder(cp: ControlPlane) -> str:
+    return cp.get_json(*LEASE)["spec"].get("holderIdentity") or ""
+
+
+def test_a_frozen_leader_is_replaced_and_never_acts_again(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
     cp = control_plane
-    cp.apply((ROOT / "charts" / "rljob" / "crds" / "kopf.dev-peerings.yaml").read_text())
-    cp.kubectl("wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev", "--timeout=30s")
-    cp.apply({"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "rljob"}})
-    operator.stop()  # the session's standalone operator would act beside the peers
-    high = OperatorProcess(cp.kubeconfig, tmp_path / "high.log", ("--peering", "rljob", "--peering-priority", "200"))
-    low = OperatorProcess(cp.kubeconfig, tmp_path / "low.log", ("--peering", "rljob", "--peering-priority", "100"))
+    operator.stop()  # the session's standalone operator would act beside the replicas
+    first = OperatorProcess(cp.kubeconfig, tmp_path / "first.log", ("--leader-elect",))
+    second = OperatorProcess(cp.kubeconfig, tmp_path / "second.log", ("--leader-elect",))
     try:
-        high.start()
-        low.start()
+        first.start()
+        wait_for(lambda: "this replica" in first.log_tail(200) and "leads" in first.log_tail(200), timeout=30,
+                 description="the first replica leads")
+        second.start()
         run_to(cp, namespace, small_job("ha", namespace))
-        assert "created Pod" in high.log_tail(400) and "created Pod" not in low.log_tail(400)
-        high.kill()
-        time.sleep(1)
+        assert "created Pod" in first.log_tail(400) and "created Pod" not in second.log_tail(400)
+        leader = holder(cp)
+
+        assert first.proc is not None
+        os.killpg(first.proc.pid, signal.SIGSTOP)  # frozen: it can neither renew nor notice
+        frozen_at = time.monotonic()
         cp.set_pod_phase(namespace, "ha-head-1", "Succeeded", exit_code=0)
-        wait_phase(cp, namespace, "ha", "Succeeded", 120)  # kopf's peering lifetime bounds the takeover
+        wait_phase(cp, namespace, "ha", "Succeeded", 60)
+        took_over = time.monotonic() - frozen_at
+        assert holder(cp) != leader and "leads" in second.log_tail(200)
+        assert took_over >= 15.0 - 1.0, "a standby must wait out the lease duration"  # 15 s, minus timestamp slack
+        finished = status(cp, namespace, "ha")
+
+        os.killpg(first.proc.pid, signal.SIGCONT)
+        wait_for(lambda: not first.alive(), timeout=20, description="the thawed former leader exits")
+        assert first.proc.returncode != 0 and "lost the Lease" in first.log_tail(50)
+        assert status(cp, namespace, "ha") == finished  # it wrote nothing on its way out
+        assert holder(cp) != leader
     finally:
-        high.stop()
-        low.stop()
-        cp.kubectl("delete", "clusterkopfpeering", "rljob", "--ignore-not-found")  # other tests install the chart's own
+        if first.proc is not None and first.alive():
+            os.killpg(first.proc.pid, signal.SIGCONT)
+        first.stop()
+        second.stop()
+        cp.kubectl("delete", *LEASE, "--ignore-not-found")
         operator.start()

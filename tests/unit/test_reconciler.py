@@ -1,0 +1,139 @@
+"""The keyed work queue: de-duplication, dirty keys run again, timers, backoff, conflicts, the leader gate."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from rljob import resources
+from rljob.controller.reconciler import Reconciler
+
+
+class Recording(Reconciler):
+    """Records each reconcile; `script` says what the next ones do (sleep, raise)."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(kube=None, ctx=resources.BuildContext(), concurrency=4, **kw)  # type: ignore[arg-type]
+        self.calls: list[tuple[str, str]] = []
+        self.script: list[Any] = []
+        self.running = 0
+        self.max_running_per_key = 0
+
+    async def reconcile(self, key: tuple[str, str]) -> dict[str, Any] | None:
+        if not self.may_act():
+            return None
+        self.calls.append(key)
+        self.running += 1
+        self.max_running_per_key = max(self.max_running_per_key, self.running)
+        try:
+            action = self.script.pop(0) if self.script else None
+            if isinstance(action, (int, float)):
+                await asyncio.sleep(action)
+            elif isinstance(action, BaseException):
+                raise action
+            return None
+        finally:
+            self.running -= 1
+
+
+def job(name: str, rv: int = 1) -> dict[str, Any]:
+    return {"metadata": {"namespace": "ns", "name": name, "resourceVersion": str(rv)}}
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_events_for_a_queued_key_collapse_into_one_reconcile() -> None:
+    async def scenario() -> list[Any]:
+        rec = Recording()
+        for rv in range(5):
+            rec.upsert_job(job("a", rv))
+        rec.upsert_job(job("b"))
+        rec.start()
+        await asyncio.sleep(0.1)
+        await rec.stop()
+        return rec.calls
+
+    calls = run(scenario())
+    assert sorted(calls) == [("ns", "a"), ("ns", "b")]
+
+
+def test_a_key_that_changes_while_reconciling_runs_again_afterwards_never_twice_at_once() -> None:
+    async def scenario() -> Recording:
+        rec = Recording()
+        rec.script = [0.2]  # the first reconcile of "a" takes a while
+        rec.upsert_job(job("a"))
+        rec.start()
+        await asyncio.sleep(0.05)
+        rec.upsert_job(job("a", 2))  # arrives mid-reconcile: marked dirty
+        rec.upsert_job(job("a", 3))
+        await asyncio.sleep(0.4)
+        await rec.stop()
+        return rec
+
+    rec = run(scenario())
+    assert rec.calls == [("ns", "a"), ("ns", "a")] and rec.max_running_per_key == 1
+    assert rec.jobs[("ns", "a")]["metadata"]["resourceVersion"] == "3"
+
+
+def test_delayed_requeue_keeps_the_earliest_timer() -> None:
+    async def scenario() -> list[Any]:
+        rec = Recording()
+        rec.start()
+        rec.jobs[("ns", "a")] = job("a")
+        rec.enqueue(("ns", "a"), 0.3)
+        rec.enqueue(("ns", "a"), 0.05)  # earlier: replaces the later timer
+        rec.enqueue(("ns", "a"), 0.5)  # later than the pending one: ignored
+        await asyncio.sleep(0.2)
+        first = list(rec.calls)
+        await asyncio.sleep(0.5)
+        await rec.stop()
+        return [first, rec.calls]
+
+    first, calls = run(scenario())
+    assert first == [("ns", "a")] and calls == [("ns", "a")]
+
+
+def test_failures_back_off_and_a_conflict_is_retried_at_once_without_counting_as_a_failure() -> None:
+    outcomes: list[bool] = []
+
+    async def scenario() -> Recording:
+        rec = Recording(on_reconciled=lambda key, body, seconds, failed: outcomes.append(failed))
+        rec.script = [RuntimeError("boom"), ApiException(status=409, reason="Conflict")]
+        rec.upsert_job(job("a"))
+        rec.start()
+        await asyncio.sleep(0.3)
+        assert rec.calls == [("ns", "a")]  # the retry after a failure waits 1 s (0.5 s x 2^1)
+        await asyncio.sleep(1.0)
+        assert len(rec.calls) == 2  # ... then the conflict: again after 0.5 s
+        await asyncio.sleep(0.7)
+        await rec.stop()
+        return rec
+
+    rec = run(scenario())
+    assert len(rec.calls) == 3 and outcomes == [True, False, False]
+
+
+def test_a_standby_reconciles_nothing_and_a_new_leader_starts_with_every_known_job() -> None:
+    leading = [False]
+
+    async def scenario() -> Recording:
+        rec = Recording()
+        rec.may_act = lambda: leading[0]
+        rec.upsert_job(job("a"))
+        rec.upsert_job(job("b"))  # queued while standing by; no workers run
+        await asyncio.sleep(0.05)
+        assert rec.calls == []
+        leading[0] = True
+        rec.start()
+        await asyncio.sleep(0.1)
+        leading[0] = False  # lost the lease: whatever is queued or fires later does nothing
+        rec.enqueue(("ns", "a"))
+        await asyncio.sleep(0.1)
+        await rec.stop()
+        return rec
+
+    rec = run(scenario())
+    assert sorted(rec.calls) == [("ns", "a"), ("ns", "b")]
