@@ -71,9 +71,12 @@ def test_the_job_policies_isolate_its_pods() -> None:
             pod("ns1", "pong-workers-0", "10.244.0.5", worker_labels),
             pod("other", "intruder", "10.244.0.9", {"app": "x"}),
             pod("rljob-system", "operator", "10.244.0.3", {"app": "rljob"}),
+            pod("kube-system", "coredns", "10.244.0.10", {"k8s-app": "kube-dns"}),
+            pod("kube-system", "metrics-server", "10.244.0.11", {"k8s-app": "metrics-server"}),
         ],
         {"ns1": {"kubernetes.io/metadata.name": "ns1"}, "other": {"kubernetes.io/metadata.name": "other"},
-         "rljob-system": {"kubernetes.io/metadata.name": "rljob-system"}},
+         "rljob-system": {"kubernetes.io/metadata.name": "rljob-system"},
+         "kube-system": {"kubernetes.io/metadata.name": "kube-system"}},
         policies,
     )  # fmt: skip
     lines, sets = enforcer.compute()
@@ -90,6 +93,8 @@ def test_the_job_policies_isolate_its_pods() -> None:
     assert sorted(["10.244.0.4/32", "10.244.0.5/32"]) in [sorted(v) for v in sets.values()]
     assert ["10.244.0.3/32"] in sets.values()
     assert not any("10.244.0.9/32" in v for v in sets.values())
-    # DNS on 53 to anyone, the API server only at its endpoint.
-    assert "-p udp -m udp --dport 53 -j RETURN" in text
+    # DNS on 53 to the cluster's DNS pods only, the API server only at its endpoint.
+    dns_set = next(name for name, members in sets.items() if members == ["10.244.0.10/32"])
+    assert f"--match-set {dns_set} dst -p udp -m udp --dport 53 -j RETURN" in text
+    assert not any("10.244.0.11/32" in v for v in sets.values())
     assert ["10.250.0.1/32"] in sets.values() and "--dport 6443 -j RETURN" in text

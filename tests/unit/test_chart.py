@@ -285,6 +285,14 @@ def test_ha_cluster_wide_render(helm_home: dict[str, str], tmp_path: Path) -> No
     assert [r["metadata"]["name"] for r in by_kind(objs, "RoleBinding")].count("rljob-leader-election") == 1
 
 
+def test_job_network_settings_reach_the_operator(helm_home: dict[str, str], tmp_path: Path) -> None:
+    values = {"jobNetwork": {"dnsNamespace": "dns", "dnsSelector": "app=coredns,tier=node", "requireIsolation": True,
+                             "clusterCIDRs": ["10.244.0.0/16", "10.96.0.0/12"]}}
+    args = parse_operator_args(operator_container(render(helm_home, tmp_path, values))["args"])
+    assert (args.dns_namespace, args.dns_selector, args.require_network_isolation) == ("dns", "app=coredns,tier=node", True)
+    assert args.cluster_cidr == ["10.244.0.0/16", "10.96.0.0/12"]
+
+
 def test_metrics_off_render(helm_home: dict[str, str], tmp_path: Path) -> None:
     objs = render(helm_home, tmp_path, {"metrics": {"enabled": False}})
     assert not by_kind(objs, "Service")

@@ -137,3 +137,30 @@ def test_a_standby_reconciles_nothing_and_a_new_leader_starts_with_every_known_j
 
     rec = run(scenario())
     assert sorted(rec.calls) == [("ns", "a"), ("ns", "b")]
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.patches: list[tuple[str, dict[str, Any], str | None]] = []
+        self.events: list[tuple[str, str]] = []
+
+    async def patch_job_status(self, ns: str, name: str, status: dict[str, Any], rv: str | None = None) -> dict[str, Any]:
+        self.patches.append((name, status, rv))
+        return {"metadata": {"namespace": ns, "name": name, "resourceVersion": "99"}, "status": status}
+
+    async def event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason))
+
+
+def test_an_admin_can_require_isolated_jobs() -> None:
+    from tests.jobs import minimal_job
+
+    kube = FakeKube()
+    rec = Reconciler(kube, resources.BuildContext(require_isolation=True))  # type: ignore[arg-type]
+    body = minimal_job("open", network={"isolation": False})
+    body["metadata"].update(uid="u1", generation=1, resourceVersion="7")
+    rec.jobs[("ns1", "open")] = body
+    asyncio.run(rec.reconcile(("ns1", "open")))
+    ((_, status, rv),) = kube.patches
+    assert status["phase"] == "Failed" and status["reason"] == "NetworkIsolationRequired" and rv == "7"
+    assert "network.isolation is false" in status["message"] and kube.events == [("Warning", "NetworkIsolationRequired")]

@@ -158,20 +158,36 @@ def test_network_policies_isolate_the_job() -> None:
     assert pol["default-deny"] == {"podSelector": own, "policyTypes": ["Ingress", "Egress"]}
     assert pol["allow-intra-job"]["ingress"] == [{"from": [{"podSelector": own}]}]
     assert pol["allow-intra-job"]["egress"] == [{"to": [{"podSelector": own}]}]
-    assert {p["port"] for p in pol["allow-dns"]["egress"][0]["ports"]} == {53}
+    dns = pol["allow-dns"]["egress"][0]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert dns["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                          "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]  # the DNS pods, nothing else
     op = pol["allow-operator"]["ingress"][0]
     assert op["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}]
-    assert {p["port"] for p in op["ports"]} == {c.PORT_DASHBOARD, c.PORT_METRICS, c.PORT_RAY_METRICS}
+    assert {p["port"] for p in op["ports"]} == {c.PORT_METRICS, c.PORT_RAY_METRICS}  # not the dashboard's job API
     assert "allow-egress" not in pol
+
+
+def test_dns_where_no_selector_names_it() -> None:
+    dns = _policies(job(), BuildContext(dns_labels=()))["allow-dns"]["egress"][0]
+    assert "to" not in dns and {p["port"] for p in dns["ports"]} == {53}
 
 
 def test_egress_allow_list_and_internet_switch() -> None:
     pol = _policies(job(network={"allowInternetEgress": True, "egress": [
         {"cidr": "10.20.0.0/16", "except": ["10.20.1.0/24"], "ports": [{"port": 3128}]}]}))
     egress = pol["allow-egress"]["egress"]
-    assert egress[0]["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}]
+    assert egress[0]["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}},
+                               {"ipBlock": {"cidr": "::/0", "except": ["fe80::/10", "fd00:ec2::254/128"]}}]
     assert egress[1] == {"to": [{"ipBlock": {"cidr": "10.20.0.0/16", "except": ["10.20.1.0/24"]}}],
                          "ports": [{"protocol": "TCP", "port": 3128}]}
+
+
+def test_internet_egress_leaves_out_the_clusters_own_ranges() -> None:
+    ctx = BuildContext(cluster_cidrs=("10.244.0.0/16", "10.96.0.0/12", "fd00:10:244::/56"))
+    to = _policies(job(network={"allowInternetEgress": True}), ctx)["allow-egress"]["egress"][0]["to"]
+    assert to[0]["ipBlock"]["except"] == ["169.254.0.0/16", "10.244.0.0/16", "10.96.0.0/12"]
+    assert to[1]["ipBlock"]["except"] == ["fe80::/10", "fd00:ec2::254/128", "fd00:10:244::/56"]
 
 
 def test_api_server_egress_is_exact_when_known() -> None:

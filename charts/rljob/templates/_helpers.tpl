@@ -123,6 +123,14 @@ Role per watched namespace.
 - --leader-election-id={{ .Values.leaderElection.leaseName }}
 {{- end }}
 - --default-image={{ .Values.jobDefaults.image }}
+- --dns-namespace={{ .Values.jobNetwork.dnsNamespace }}
+- --dns-selector={{ .Values.jobNetwork.dnsSelector }}
+{{- range .Values.jobNetwork.clusterCIDRs }}
+- --cluster-cidr={{ . }}
+{{- end }}
+{{- if .Values.jobNetwork.requireIsolation }}
+- --require-network-isolation
+{{- end }}
 - --concurrency={{ int .Values.concurrency }}
 - --log-level={{ .Values.logLevel }}
 {{- end -}}

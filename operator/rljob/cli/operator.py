@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import secrets
@@ -30,6 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "holder reconciles; the others stand by (without it the operator acts alone)")
     p.add_argument("--leader-election-id", default="rljob-operator", metavar="NAME",
                    help="name of the leader-election Lease (default %(default)s)")
+    net = p.add_argument_group("job networks")
+    net.add_argument("--dns-namespace", default="kube-system", help="namespace of the cluster's DNS pods (default %(default)s)")
+    net.add_argument("--dns-selector", default="k8s-app=kube-dns", metavar="K=V,...",
+                     help="labels of the cluster's DNS pods, the only ones jobs may query on port 53; empty: any "
+                     "destination on port 53 (NodeLocal DNSCache, host resolvers) (default %(default)s)")
+    net.add_argument("--cluster-cidr", action="append", default=[], metavar="CIDR",
+                     help="the cluster's pod and Service ranges (repeatable): network.allowInternetEgress leaves them out")
+    net.add_argument("--require-network-isolation", action="store_true",
+                     help="refuse jobs with network.isolation false (they end Failed, NetworkIsolationRequired)")
     p.add_argument("--concurrency", type=int, default=16, help="jobs reconciled at once (default %(default)s)")
     p.add_argument("--log-level", default=os.environ.get("RLJOB_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"], help="(default %(default)s)")
@@ -44,6 +54,16 @@ def _env_port(name: str, default: int) -> int:
         return default
     tail = value.rsplit(":", 1)[-1]
     return int(tail) if tail.isdigit() else default
+
+
+def _labels(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"rljob operator: --dns-selector: {item!r} is not KEY=VALUE")
+        pairs.append((key, value))
+    return tuple(pairs)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
     handlers.CONFIG.operator_namespace = args.operator_namespace
     handlers.CONFIG.concurrency = args.concurrency
     handlers.CONFIG.metrics_port = args.metrics_port or None
+    handlers.CONFIG.dns_namespace = args.dns_namespace
+    handlers.CONFIG.dns_labels = _labels(args.dns_selector)
+    handlers.CONFIG.cluster_cidrs = tuple(str(ipaddress.ip_network(c_, strict=True)) for c_ in args.cluster_cidr)
+    handlers.CONFIG.require_isolation = args.require_network_isolation
     if args.leader_elect:
         from ..controller.leader import LeaseSettings
 

@@ -34,6 +34,10 @@ class OperatorConfig:
     concurrency: int = 16
     metrics_port: int | None = None
     lease: LeaseSettings | None = None  # leader election among replicas; None: this process acts alone
+    dns_namespace: str = resources.BuildContext.dns_namespace
+    dns_labels: tuple[tuple[str, str], ...] = resources.BuildContext.dns_labels
+    cluster_cidrs: tuple[str, ...] = ()
+    require_isolation: bool = False
 
 
 CONFIG = OperatorConfig()
@@ -56,6 +60,10 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         default_image=CONFIG.default_image,
         operator_namespace=CONFIG.operator_namespace,
         api_server=await discover_api_server(kube),
+        dns_namespace=CONFIG.dns_namespace,
+        dns_labels=CONFIG.dns_labels,
+        cluster_cidrs=CONFIG.cluster_cidrs,
+        require_isolation=CONFIG.require_isolation,
     )
     on_reconciled = None
     if CONFIG.metrics_port:

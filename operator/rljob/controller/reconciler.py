@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 
 MAX_BACKOFF_SECONDS = 60.0
+ISOLATION_REQUIRED = "NetworkIsolationRequired"
 
 
 def _rv_text(body: Mapping[str, Any]) -> str | None:
@@ -167,7 +168,13 @@ class Reconciler:
         try:
             job = parse_job(body, f"{c.KIND} {key[0]}/{key[1]}")
         except ManifestError as exc:
-            return await self._invalid(key, body, exc)
+            return await self._refuse(key, body, "ValidationFailed", "; ".join(exc.problems))
+        if self.ctx.require_isolation and not job.spec.network.isolation:
+            return await self._refuse(
+                key, body, ISOLATION_REQUIRED,
+                "spec.network.isolation is false, but this cluster's operator requires isolated jobs "
+                "(--require-network-isolation): re-create the job without it",
+            )
         observed = observe.merge(self.pods.get(key, ()), self.workers.get(key, ()), job.metadata.uid)
         decision = step(job, observed, self.clock())
         new_body = await apply(self.kube, self.ctx, job, body, decision)
@@ -184,20 +191,21 @@ class Reconciler:
         if old is None or _rv(body) >= _rv(old):
             self.jobs[key] = dict(body)
 
-    async def _invalid(self, key: Key, body: dict[str, Any], exc: ManifestError) -> dict[str, Any] | None:
-        """The API server's schema normally rejects these first; this catches rules it cannot express."""
+    async def _refuse(self, key: Key, body: dict[str, Any], reason: str, message: str) -> dict[str, Any] | None:
+        """Ends a job the operator will not run: rules the API server cannot express (ValidationFailed), or an
+        admin's (NetworkIsolationRequired). Nothing is created for it."""
         status = body.get("status") or {}
-        message = "; ".join(exc.problems)[:2000]
+        message = message[:2000]
         if status.get("phase") == "Failed" and status.get("message") == message:
             return body
         now = self.clock()
         generation = (body.get("metadata") or {}).get("generation")
-        conditions = cond.set_condition(status.get("conditions") or [], cond.FAILED, True, "ValidationFailed", message, now, generation)
+        conditions = cond.set_condition(status.get("conditions") or [], cond.FAILED, True, reason, message, now, generation)
         patch = {
-            "phase": "Failed", "reason": "ValidationFailed", "message": message, "conditions": conditions,
+            "phase": "Failed", "reason": reason, "message": message, "conditions": conditions,
             "observedGeneration": generation, "completionTime": cond.timestamp(now),
         }
         new_body = await self.kube.patch_job_status(key[0], key[1], patch, _rv_text(body))
-        await self.kube.event(new_body, "Warning", "ValidationFailed", message)
+        await self.kube.event(new_body, "Warning", reason, message)
         self.upsert_job_quietly(new_body)
         return new_body

@@ -3,6 +3,7 @@ so `kubectl get netpol` reads as a list of what is allowed.
 """
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from ..api import constants as c
@@ -14,6 +15,9 @@ from .services import head_selector
 
 DNS_PORT = 53
 API_SERVER_FALLBACK_PORTS = (443, 6443)
+# Never reachable through network.allowInternetEgress: link-local ranges hold the clouds' instance metadata
+# services (169.254.169.254 and AWS's fd00:ec2::254), which hand out the node's credentials.
+METADATA_RANGES = {4: ("169.254.0.0/16",), 6: ("fe80::/10", "fd00:ec2::254/128")}
 
 
 def _policy(job: RLTrainingJob, purpose: str, pod_selector: dict[str, str], spec: dict[str, Any]) -> dict[str, Any]:
@@ -40,14 +44,7 @@ def network_policies(job: RLTrainingJob, ctx: BuildContext) -> list[dict[str, An
                 "egress": [{"to": [{"podSelector": {"matchLabels": own}}]}],
             },
         ),
-        # Any destination on port 53: clusters differ in where DNS lives (kube-dns pods, NodeLocal DNS).
-        _policy(
-            job, "allow-dns", own,
-            {
-                "policyTypes": ["Egress"],
-                "egress": [{"ports": [{"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT}]}],
-            },
-        ),
+        _policy(job, "allow-dns", own, {"policyTypes": ["Egress"], "egress": [_dns_egress(ctx)]}),
         _policy(
             job, "allow-operator", head_selector(job),
             {
@@ -57,17 +54,15 @@ def network_policies(job: RLTrainingJob, ctx: BuildContext) -> list[dict[str, An
                         "from": [
                             {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ctx.operator_namespace}}}
                         ],
-                        "ports": [
-                            {"protocol": "TCP", "port": p}
-                            for p in (c.PORT_DASHBOARD, c.PORT_METRICS, c.PORT_RAY_METRICS)
-                        ],
+                        # The metrics ports only: Ray's dashboard (8265) also serves its job-submission API.
+                        "ports": [{"protocol": "TCP", "port": p} for p in (c.PORT_METRICS, c.PORT_RAY_METRICS)],
                     }
                 ],
             },
         ),
         _policy(job, "allow-apiserver", head_selector(job), {"policyTypes": ["Egress"], "egress": _api_server_egress(ctx)}),
     ]
-    extra = _extra_egress(job)
+    extra = _extra_egress(job, ctx)
     if extra:
         out.append(_policy(job, "allow-egress", own, {"policyTypes": ["Egress"], "egress": extra}))
     return out
@@ -83,11 +78,33 @@ def _api_server_egress(ctx: BuildContext) -> list[dict[str, Any]]:
     return [{"ports": [{"protocol": "TCP", "port": p} for p in API_SERVER_FALLBACK_PORTS]}]
 
 
-def _extra_egress(job: RLTrainingJob) -> list[dict[str, Any]]:
+def _dns_egress(ctx: BuildContext) -> dict[str, Any]:
+    ports = [{"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT}]
+    if not ctx.dns_labels:
+        return {"ports": ports}
+    return {
+        "to": [{
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ctx.dns_namespace}},
+            "podSelector": {"matchLabels": dict(ctx.dns_labels)},
+        }],
+        "ports": ports,
+    }
+
+
+def _internet(ctx: BuildContext) -> list[dict[str, Any]]:
+    """Everything but the metadata services and the cluster's own ranges (those stay behind their own rules)."""
+    out = []
+    for version, everything in ((4, "0.0.0.0/0"), (6, "::/0")):
+        own = [cidr for cidr in ctx.cluster_cidrs if ipaddress.ip_network(cidr).version == version]
+        out.append({"ipBlock": {"cidr": everything, "except": [*METADATA_RANGES[version], *own]}})
+    return out
+
+
+def _extra_egress(job: RLTrainingJob, ctx: BuildContext) -> list[dict[str, Any]]:
     net = job.spec.network
     rules: list[dict[str, Any]] = []
     if net.allow_internet_egress:
-        rules.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}]})
+        rules.append({"to": _internet(ctx)})
     for rule in net.egress:
         block: dict[str, Any] = {"cidr": rule.cidr}
         if rule.except_:
