@@ -13,10 +13,12 @@ from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator
 from .base import Model, Rule
 from .constants import API_VERSION, KIND, MAX_JOB_NAME_LENGTH
 from .quantity import QUANTITY_PATTERN, parse_quantity
+from .vocabulary import TERMINAL_PHASES as TERMINAL
+from .vocabulary import ConditionType, Phase, words
 
 RECIPES = ("pong", "cartpole")
-PHASES = ("Pending", "Initializing", "Running", "Succeeded", "Failed", "Suspended")
-TERMINAL_PHASES = ("Succeeded", "Failed")
+PHASES = tuple(p.value for p in Phase)
+TERMINAL_PHASES = tuple(p.value for p in TERMINAL)
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
@@ -426,7 +428,7 @@ class ObjectMeta(Model):
 class Condition(Model):
     """A Kubernetes-style condition."""
 
-    type: str = Field(..., description="ClusterReady, Running, Complete, Failed or Suspended.")
+    type: str = Field(..., description=f"{words(ConditionType)}.")
     status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
     reason: str = Field(..., description="A CamelCase word for machines.")
     message: str = Field("", description="A sentence for people.")
@@ -454,11 +456,11 @@ class JobStatus(Model):
 
     model_config = {**Model.model_config, "extra": "ignore"}
 
-    phase: Literal[PHASES] | None = Field(None, description="Pending, Initializing, Running, Succeeded, Failed or Suspended.")  # type: ignore[valid-type]
+    phase: Literal[PHASES] | None = Field(None, description=f"{words(Phase)}.")  # type: ignore[valid-type]
     reason: str | None = Field(None, description="Why the job is in this phase (e.g. ClusterCoordinationTimeout).")
     message: str | None = Field(None, description="Details for people.")
     observed_generation: int | None = Field(None, description="The spec generation the operator last acted on.")
-    conditions: list[Condition] = Field(default_factory=list, description="ClusterReady, Running, Complete, Failed, Suspended.")
+    conditions: list[Condition] = Field(default_factory=list, description=f"{words(ConditionType)}.")
     attempts: int | None = Field(None, description="The current attempt, from 1; a failed head with backoff left starts the next.")
     failed_attempts: int | None = Field(None, description="Attempts whose driver failed; the job fails when this exceeds backoffLimit.")
     head_pod: str | None = Field(None, description="Name of the current attempt's head pod (kubectl logs it).")

@@ -6,9 +6,10 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from ..api.vocabulary import TERMINAL_PHASES
 from .cluster import CliError, Cluster, get_job
 
-TERMINAL = ("Succeeded", "Failed")
+TERMINAL = TERMINAL_PHASES
 
 
 def summary(job: dict[str, Any], now: datetime | None = None) -> str:

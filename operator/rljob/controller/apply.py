@@ -13,6 +13,7 @@ from .. import resources
 from ..api import constants as c
 from ..api import names
 from ..api.models import RLTrainingJob
+from ..api.vocabulary import Reason
 from . import conditions as cond
 from . import observe
 from .kube import Kube, error_text, object_path
@@ -25,8 +26,8 @@ LOG_TAIL_CHARS = 4000
 # Why a job stays where it is after creating children failed: the API server refused one (quota, admission),
 # or a child's name is still taken by a deleted job's child of the same name, which the garbage collector
 # is removing.
-CREATE_FAILED = "CreateFailed"
-WAITING_FOR_OLD_CHILDREN = "WaitingForOldChildren"
+CREATE_FAILED = Reason.CREATE_FAILED
+WAITING_FOR_OLD_CHILDREN = Reason.WAITING_FOR_OLD_CHILDREN
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,14 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-CLUSTER_READY = "ClusterReady"
-RUNNING = "Running"
-COMPLETE = "Complete"
-FAILED = "Failed"
-SUSPENDED = "Suspended"
-ALL = (CLUSTER_READY, RUNNING, COMPLETE, FAILED, SUSPENDED)
+from ..api.vocabulary import ConditionType
+
+CLUSTER_READY = ConditionType.CLUSTER_READY
+RUNNING = ConditionType.RUNNING
+COMPLETE = ConditionType.COMPLETE
+FAILED = ConditionType.FAILED
+SUSPENDED = ConditionType.SUSPENDED
+ALL = tuple(ConditionType)
 
 
 def timestamp(now: datetime) -> str:

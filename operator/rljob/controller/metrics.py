@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..api.models import PHASES
+from ..api.vocabulary import TERMINAL_PHASES
 from . import conditions as cond
 
 Key = tuple[str, str]
@@ -62,7 +63,7 @@ def observe_reconcile(key: Key, body: dict[str, Any] | None, seconds: float, fai
             CLUSTER_READY.observe((ready - start).total_seconds())
     done = cond.parse_timestamp(status.get("completionTime"))
     began = cond.parse_timestamp(status.get("startTime"))
-    if done and began and key not in _seen_finished and status.get("phase") in ("Succeeded", "Failed"):
+    if done and began and key not in _seen_finished and status.get("phase") in TERMINAL_PHASES:
         _seen_finished.add(key)
         if done >= _since[0]:
             JOB_DURATION.labels(phase=status["phase"]).observe(max(0.0, (done - began).total_seconds()))

@@ -31,12 +31,13 @@ from typing import Any
 from ..api import constants as c
 from ..api import names
 from ..api.models import RLTrainingJob
+from ..api.vocabulary import ACTIVE_PHASES, Phase, Reason
 from . import conditions as cond
 from .observe import Observed, PodObservation
 
-PENDING, INITIALIZING, RUNNING = "Pending", "Initializing", "Running"
-SUCCEEDED, FAILED, SUSPENDED = "Succeeded", "Failed", "Suspended"
-ACTIVE = (PENDING, INITIALIZING, RUNNING)
+PENDING, INITIALIZING, RUNNING = Phase.PENDING, Phase.INITIALIZING, Phase.RUNNING
+SUCCEEDED, FAILED, SUSPENDED = Phase.SUCCEEDED, Phase.FAILED, Phase.SUSPENDED
+ACTIVE = ACTIVE_PHASES
 
 # How often to look again while waiting on something that has no event (a deadline ahead).
 POLL_SECONDS = 30.0
@@ -99,10 +100,10 @@ class _Machine:
 
     def new(self) -> Decision:
         if self.spec.suspend:
-            return self._suspend("Suspended", "created suspended: set spec.suspend to false to start")
+            return self._suspend(Reason.SUSPENDED, "created suspended: set spec.suspend to false to start")
         self._start_attempt(attempt=1, failures=0, fresh_start=True)
-        self._phase(PENDING, "Accepted", "creating the Ray cluster")
-        self._event("Normal", "Accepted", f"creating head pod and {self.spec.workers.replicas} worker(s)")
+        self._phase(PENDING, Reason.ACCEPTED, "creating the Ray cluster")
+        self._event("Normal", Reason.ACCEPTED, f"creating head pod and {self.spec.workers.replicas} worker(s)")
         return self._done()
 
     def suspended(self) -> Decision:
@@ -112,9 +113,9 @@ class _Machine:
             return self._done()
         attempt = int(self.old.get("attempts") or 0) + 1
         self._start_attempt(attempt=attempt, failures=int(self.old.get("failedAttempts") or 0), fresh_start=True)
-        self._phase(PENDING, "Resumed", f"resuming with attempt {attempt}")
-        self.status["conditions"] = self._set(cond.SUSPENDED, False, "Resumed", "spec.suspend is false")
-        self._event("Normal", "Resumed", f"starting attempt {attempt} from the latest checkpoint")
+        self._phase(PENDING, Reason.RESUMED, f"resuming with attempt {attempt}")
+        self.status["conditions"] = self._set(cond.SUSPENDED, False, Reason.RESUMED, "spec.suspend is false")
+        self._event("Normal", Reason.RESUMED, f"starting attempt {attempt} from the latest checkpoint")
         return self._done()
 
     def active(self) -> Decision:
@@ -124,7 +125,7 @@ class _Machine:
         self._observe_workers()
         if self.spec.suspend:
             self.status["activeSeconds"] = self._active_seconds()  # the run budget pauses while suspended
-            return self._suspend("Suspended", "spec.suspend is true: pods removed, the job is kept")
+            return self._suspend(Reason.SUSPENDED, "spec.suspend is true: pods removed, the job is kept")
         if self._deadline_exceeded():
             return self._done()
         if phase in (INITIALIZING, RUNNING) or (head is not None and head.phase in ("Succeeded", "Failed")):
@@ -141,16 +142,17 @@ class _Machine:
                 if not self._wait_for_earlier_heads(attempt):
                     self.decision.create_head = attempt
                 return self._done()
-            self._phase(INITIALIZING, "ClusterStarting", f"waiting for head pod {head.name} and {self.spec.workers.replicas} worker(s)")
-            self._event("Normal", "ClusterStarting", f"head pod {head.name} created; waiting for the Ray cluster")
+            waiting = f"waiting for head pod {head.name} and {self.spec.workers.replicas} worker(s)"
+            self._phase(INITIALIZING, Reason.CLUSTER_STARTING, waiting)
+            self._event("Normal", Reason.CLUSTER_STARTING, f"head pod {head.name} created; waiting for the Ray cluster")
         self._ensure_workers()
         ready = head is not None and head.ready and self._workers_ready()
         if self.old["phase"] != RUNNING and self.status.get("phase") != RUNNING and ready:
             self.status["clusterReadyTime"] = cond.timestamp(self.now)
-            self._phase(RUNNING, "ClusterReady", f"Ray cluster ready: head and {self.spec.workers.replicas} worker(s); training")
-            self.status["conditions"] = self._set(cond.CLUSTER_READY, True, "ClusterReady", "head and all workers are ready")
-            self.status["conditions"] = self._set(cond.RUNNING, True, "DriverRunning", "the driver is training")
-            self._event("Normal", "ClusterReady", f"head and {self.spec.workers.replicas} worker(s) ready; training")
+            self._phase(RUNNING, Reason.CLUSTER_READY, f"Ray cluster ready: head and {self.spec.workers.replicas} worker(s); training")
+            self.status["conditions"] = self._set(cond.CLUSTER_READY, True, Reason.CLUSTER_READY, "head and all workers are ready")
+            self.status["conditions"] = self._set(cond.RUNNING, True, Reason.DRIVER_RUNNING, "the driver is training")
+            self._event("Normal", Reason.CLUSTER_READY, f"head and {self.spec.workers.replicas} worker(s) ready; training")
         elif self.old["phase"] == RUNNING:
             self._track_cluster_health(ready)
         return self._done()
@@ -159,7 +161,7 @@ class _Machine:
         """Terminal: keep the record, release what still holds resources, honour the TTL."""
         if self.obs.workers.exists and not self.obs.workers.deleting:
             self.decision.delete_workers = True
-        if self.old.get("reason") in ("DeadlineExceeded", "ClusterCoordinationTimeout"):
+        if self.old.get("reason") in (Reason.DEADLINE_EXCEEDED, Reason.CLUSTER_COORDINATION_TIMEOUT):
             self.decision.delete_pods = [p.name for p in self.obs.live_heads()]
         ttl = self.spec.ttl_seconds_after_finished
         finished_at = cond.parse_timestamp(self.old.get("completionTime"))
@@ -179,7 +181,7 @@ class _Machine:
             self.status["startTime"] = stamp
             self.status.pop("completionTime", None)
         self.status.update(attempts=attempt, failedAttempts=failures, attemptStartTime=stamp, headPod=None)
-        self.status["conditions"] = self._set(cond.CLUSTER_READY, False, "Starting", "the Ray cluster is being created")
+        self.status["conditions"] = self._set(cond.CLUSTER_READY, False, Reason.STARTING, "the Ray cluster is being created")
         self.decision.ensure_children = True
         self.decision.requeue_after = 2.0
         if not self._wait_for_earlier_heads(attempt):
@@ -211,19 +213,19 @@ class _Machine:
             self.decision.requeue_after = 2.0
         elif w.replicas != self.spec.workers.replicas:
             self.decision.scale_workers = self.spec.workers.replicas
-            self._event("Normal", "WorkersScaled", f"workers scaled from {w.replicas} to {self.spec.workers.replicas}")
+            self._event("Normal", Reason.WORKERS_SCALED, f"workers scaled from {w.replicas} to {self.spec.workers.replicas}")
 
     def _track_cluster_health(self, ready: bool) -> None:
         current = cond.get(self.old.get("conditions", []), cond.CLUSTER_READY)
         was_ready = bool(current and current.get("status") == "True")
         if ready and not was_ready:
             self.status["clusterReadyTime"] = cond.timestamp(self.now)
-            self.status["conditions"] = self._set(cond.CLUSTER_READY, True, "ClusterReady", "head and all workers are ready")
-            self._event("Normal", "ClusterRecovered", "all workers are ready again")
+            self.status["conditions"] = self._set(cond.CLUSTER_READY, True, Reason.CLUSTER_READY, "head and all workers are ready")
+            self._event("Normal", Reason.CLUSTER_RECOVERED, "all workers are ready again")
         elif not ready and was_ready:
             msg = f"{self.status['workers']} workers ready; the StatefulSet is replacing the others"
-            self.status["conditions"] = self._set(cond.CLUSTER_READY, False, "WorkersNotReady", msg)
-            self._event("Warning", "ClusterDegraded", msg)
+            self.status["conditions"] = self._set(cond.CLUSTER_READY, False, Reason.WORKERS_NOT_READY, msg)
+            self._event("Warning", Reason.CLUSTER_DEGRADED, msg)
 
     def _active_seconds(self) -> int:
         """Active time before this stretch plus this stretch: what the run budget has used up."""
@@ -242,7 +244,7 @@ class _Machine:
             self._requeue(remaining)
             return False
         self._fail(
-            "DeadlineExceeded",
+            Reason.DEADLINE_EXCEEDED,
             f"the job was active longer than maxRunDurationSeconds ({limit}s, all attempts, suspended time excluded): stopped",
         )
         self._remove_pods()
@@ -264,31 +266,31 @@ class _Machine:
             missing.append(f"{self.status.get('workers', '0/' + str(self.spec.workers.replicas))} workers ready")
         problems = self.obs.scheduling_problems()
         detail = "; ".join(missing + problems[:3])
-        self._fail("ClusterCoordinationTimeout", f"the Ray cluster was not up within {limit}s: {detail}")
+        self._fail(Reason.CLUSTER_COORDINATION_TIMEOUT, f"the Ray cluster was not up within {limit}s: {detail}")
         self._remove_pods()
         return True
 
     def _succeed(self, head: PodObservation) -> Decision:
-        self._terminal(SUCCEEDED, "DriverSucceeded", f"the driver in {head.name} finished successfully", head)
-        self.status["conditions"] = self._set(cond.COMPLETE, True, "DriverSucceeded", "training finished")
-        self._event("Normal", "Succeeded", f"training finished (head pod {head.name} exited 0)")
+        self._terminal(SUCCEEDED, Reason.DRIVER_SUCCEEDED, f"the driver in {head.name} finished successfully", head)
+        self.status["conditions"] = self._set(cond.COMPLETE, True, Reason.DRIVER_SUCCEEDED, "training finished")
+        self._event("Normal", Reason.SUCCEEDED, f"training finished (head pod {head.name} exited 0)")
         return self._done()
 
     def _attempt_failed(self, attempt: int, head: PodObservation | None) -> Decision:
         failures = int(self.old.get("failedAttempts") or 0) + 1
         what = _describe_failure(attempt, head)
         if head is not None and head.exit_code == c.EXIT_CONFIG_ERROR:
-            self._terminal(FAILED, "DriverFailed", f"{what}: a configuration error, not retried", head)
+            self._terminal(FAILED, Reason.DRIVER_FAILED, f"{what}: a configuration error, not retried", head)
             self.status["failedAttempts"] = failures
-            self.status["conditions"] = self._set(cond.FAILED, True, "DriverFailed", self.status["message"])
-            self._event("Warning", "DriverFailed", self.status["message"])
+            self.status["conditions"] = self._set(cond.FAILED, True, Reason.DRIVER_FAILED, self.status["message"])
+            self._event("Warning", Reason.DRIVER_FAILED, self.status["message"])
             return self._done()
         if failures > self.spec.backoff_limit:
             msg = f"{what}; backoffLimit {self.spec.backoff_limit} reached"
-            self._terminal(FAILED, "BackoffLimitExceeded", msg, head)
+            self._terminal(FAILED, Reason.BACKOFF_LIMIT_EXCEEDED, msg, head)
             self.status["failedAttempts"] = failures
-            self.status["conditions"] = self._set(cond.FAILED, True, "BackoffLimitExceeded", msg)
-            self._event("Warning", "BackoffLimitExceeded", msg)
+            self.status["conditions"] = self._set(cond.FAILED, True, Reason.BACKOFF_LIMIT_EXCEEDED, msg)
+            self._event("Warning", Reason.BACKOFF_LIMIT_EXCEEDED, msg)
             return self._done()
         if head is not None and head.phase == "Failed":
             self.decision.capture_log = head.name
@@ -297,9 +299,9 @@ class _Machine:
         if head is not None and head.exit_code is not None:
             self.status["lastExitCode"] = head.exit_code
         self._start_attempt(attempt=attempt + 1, failures=failures, fresh_start=False)
-        self._phase(PENDING, "AttemptFailed", f"{what}; starting attempt {attempt + 1} of {self.spec.backoff_limit + 1}")
-        self.status["conditions"] = self._set(cond.RUNNING, False, "AttemptFailed", what)
-        self._event("Warning", "AttemptFailed", f"{what}; starting attempt {attempt + 1} from the latest checkpoint")
+        self._phase(PENDING, Reason.ATTEMPT_FAILED, f"{what}; starting attempt {attempt + 1} of {self.spec.backoff_limit + 1}")
+        self.status["conditions"] = self._set(cond.RUNNING, False, Reason.ATTEMPT_FAILED, what)
+        self._event("Warning", Reason.ATTEMPT_FAILED, f"{what}; starting attempt {attempt + 1} from the latest checkpoint")
         return self._done()
 
     def _terminal(self, phase: str, reason: str, message: str, head: PodObservation | None) -> None:
@@ -329,7 +331,7 @@ class _Machine:
         self.status["conditions"] = self._set(cond.CLUSTER_READY, False, reason, "pods removed while suspended")
         self._observe_workers()
         self._remove_pods()
-        self._event("Normal", "Suspended", message)
+        self._event("Normal", Reason.SUSPENDED, message)
         return self._done()
 
     def _remove_pods(self) -> None:

@@ -16,6 +16,7 @@ from kubernetes.client.exceptions import ApiException
 from .. import resources
 from ..api import constants as c
 from ..api.manifest import ManifestError, parse_job
+from ..api.vocabulary import Reason
 from . import conditions as cond
 from . import observe
 from .apply import ChildCreationFailed, apply
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 
 MAX_BACKOFF_SECONDS = 60.0
-ISOLATION_REQUIRED = "NetworkIsolationRequired"
+ISOLATION_REQUIRED = Reason.NETWORK_ISOLATION_REQUIRED
 
 
 def _rv_text(body: Mapping[str, Any]) -> str | None:
@@ -168,7 +169,7 @@ class Reconciler:
         try:
             job = parse_job(body, f"{c.KIND} {key[0]}/{key[1]}")
         except ManifestError as exc:
-            return await self._refuse(key, body, "ValidationFailed", "; ".join(exc.problems))
+            return await self._refuse(key, body, Reason.VALIDATION_FAILED, "; ".join(exc.problems))
         if self.ctx.require_isolation and not job.spec.network.isolation:
             return await self._refuse(
                 key, body, ISOLATION_REQUIRED,

@@ -1,0 +1,66 @@
+"""The words of the RLTrainingJob API: phases, condition types and reasons, as types.
+
+Every module that sets or reads them imports them from here, and the CRD's descriptions are derived
+from them, so `kubectl explain`, the operator and the tests cannot disagree about a spelling.
+"""
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Phase(StrEnum):
+    """Where a job is in its life (status.phase)."""
+
+    PENDING = "Pending"
+    INITIALIZING = "Initializing"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+
+ACTIVE_PHASES = (Phase.PENDING, Phase.INITIALIZING, Phase.RUNNING)
+TERMINAL_PHASES = (Phase.SUCCEEDED, Phase.FAILED)
+
+
+class ConditionType(StrEnum):
+    """The conditions in status.conditions."""
+
+    CLUSTER_READY = "ClusterReady"
+    RUNNING = "Running"
+    COMPLETE = "Complete"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+
+class Reason(StrEnum):
+    """Why a job is where it is (status.reason, a condition's reason, and the reason of the event that said so)."""
+
+    ACCEPTED = "Accepted"
+    STARTING = "Starting"
+    CLUSTER_STARTING = "ClusterStarting"
+    CLUSTER_READY = "ClusterReady"
+    DRIVER_RUNNING = "DriverRunning"
+    DRIVER_SUCCEEDED = "DriverSucceeded"
+    SUCCEEDED = "Succeeded"
+    DRIVER_FAILED = "DriverFailed"
+    ATTEMPT_FAILED = "AttemptFailed"
+    BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    CLUSTER_COORDINATION_TIMEOUT = "ClusterCoordinationTimeout"
+    SUSPENDED = "Suspended"
+    RESUMED = "Resumed"
+    WORKERS_NOT_READY = "WorkersNotReady"
+    WORKERS_SCALED = "WorkersScaled"
+    CLUSTER_RECOVERED = "ClusterRecovered"
+    CLUSTER_DEGRADED = "ClusterDegraded"
+    CREATE_FAILED = "CreateFailed"
+    WAITING_FOR_OLD_CHILDREN = "WaitingForOldChildren"
+    VALIDATION_FAILED = "ValidationFailed"
+    NETWORK_ISOLATION_REQUIRED = "NetworkIsolationRequired"
+
+
+def words(enum: type[StrEnum]) -> str:
+    """`Pending, Initializing, ... or Suspended`: for descriptions."""
+    values = [m.value for m in enum]
+    return ", ".join(values[:-1]) + " or " + values[-1]
