@@ -130,8 +130,27 @@ def everything_in(cp: ControlPlane, namespace: str) -> list[str]:
     return sorted(f"{o['kind']}/{o['metadata']['name']}" for o in items)
 
 
+@pytest.fixture
+def chart_owns_the_driver_policy(control_plane: ControlPlane) -> Iterator[None]:
+    """The operator tests install the driver's admission policy themselves (as `kubectl apply -f crds/` would); a
+    release installs its own copy, which Helm refuses to adopt, so that one steps aside meanwhile."""
+    from rljob.api.crd import DRIVER_POLICY_NAME, driver_policy_yaml
+
+    kinds = "validatingadmissionpolicy,validatingadmissionpolicybinding"
+    present = control_plane.kubectl("get", kinds, DRIVER_POLICY_NAME, "--ignore-not-found", "-o", "name").stdout.strip()
+    if present:
+        control_plane.kubectl("delete", *present.split())
+    try:
+        yield
+    finally:
+        if present:
+            control_plane.kubectl("apply", "-f", "-", input=driver_policy_yaml())
+
+
 @pytest.mark.parametrize("mode", ["standalone", "ha-namespaced"])
-def test_install_into_a_restricted_namespace_then_uninstall(control_plane: ControlPlane, helm: Helm, namespace: str, mode: str) -> None:
+def test_install_into_a_restricted_namespace_then_uninstall(
+    control_plane: ControlPlane, helm: Helm, namespace: str, mode: str, chart_owns_the_driver_policy: None
+) -> None:
     cp = control_plane
     ns = cp.get_json("namespace", namespace)
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
@@ -164,13 +183,19 @@ def test_install_into_a_restricted_namespace_then_uninstall(control_plane: Contr
     assert created["default"] == [f"Role/{release}-apiserver-endpoints", f"RoleBinding/{release}-apiserver-endpoints"]
     assert created["cluster"] == [f"ClusterRole/{release}", f"ClusterRoleBinding/{release}"]
     if mode == "ha-namespaced":
-        expected = {f"Role/{release}", f"RoleBinding/{release}", "KopfPeering/rljob", f"PodDisruptionBudget/{release}"}
+        expected = {f"Role/{release}", f"RoleBinding/{release}", f"Role/{release}-leader-election",
+                    f"RoleBinding/{release}-leader-election", f"PodDisruptionBudget/{release}"}
         assert expected <= set(created[namespace])
+    from rljob.api.crd import DRIVER_POLICY_NAME
+
+    policy_kinds = "validatingadmissionpolicy,validatingadmissionpolicybinding"
+    assert len(cp.kubectl("get", policy_kinds, DRIVER_POLICY_NAME, "-o", "name").stdout.split()) == 2
 
     helm("uninstall", release, "--namespace", namespace, "--wait", "--timeout", "120s")
     wait_for(lambda: everything_in(cp, namespace) == before, timeout=60, interval=0.5,
              description=f"namespace {namespace} back to {before}")
     assert release_objects(cp, namespace, release) == {namespace: [], "default": [], "cluster": []}
+    assert cp.kubectl("get", policy_kinds, DRIVER_POLICY_NAME, "--ignore-not-found", "-o", "name").stdout.strip() == ""
     crds = {o["metadata"]["name"] for o in cp.get_json("crds")["items"]}
     assert crds >= CHART_CRDS  # helm never deletes what crds/ installed
     assert release not in [r["name"] for r in json.loads(helm("list", "--all-namespaces", "--all", "-o", "json").stdout)]

@@ -14,6 +14,7 @@ Then, from the audit log:
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -228,6 +229,22 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_uses(audited: ControlPla
         wait_for(lambda: not live_pods(cp, ns, "retry"), timeout=30, description="retry's live pods deleted while suspended")
         wait_for(lambda: cp.kubectl("get", "rltj", "ok", "-n", ns, check=False).returncode != 0, timeout=30,
                  description="ok deleted after ttlSecondsAfterFinished")
+
+        # "again" and "claim": deleted while a child lingers (a finalizer holds it: its head, or its checkpoint
+        # claim), then re-created under the same name: the operator reads whose the name is, and waits.
+        for name, extra, kind, child in (("again", {}, "pod", "again-head-1"),
+                                         ("claim", {"checkpoint": {"size": "1Gi"}}, "persistentvolumeclaim", "claim-checkpoints")):
+            cp.apply(small_job(name, ns, **extra))
+            wait_for(lambda n=name: status(cp, ns, n).get("phase") in ("Initializing", "Running"), timeout=60,
+                     description=f"{name}'s head created")
+            held = [*(cp.get_json(kind, child, "-n", ns)["metadata"].get("finalizers") or []), "testing.rljob.io/hold"]
+            cp.kubectl("patch", kind, child, "-n", ns, "--type=merge", "-p", json.dumps({"metadata": {"finalizers": held}}))
+            cp.kubectl("delete", "rltj", name, "-n", ns)
+            cp.apply(small_job(name, ns, **extra))
+            wait_for(lambda n=name, c=child: c in (status(cp, ns, n).get("message") or ""), timeout=60,
+                     description=f"the re-created {name} waits for the old one's {child}")
+            finalizers = [f for f in cp.get_json(kind, child, "-n", ns)["metadata"]["finalizers"] if f != "testing.rljob.io/hold"]
+            cp.kubectl("patch", kind, child, "-n", ns, "--type=merge", "-p", json.dumps({"metadata": {"finalizers": finalizers}}))
     finally:
         deployed.operator.stop()
 
