@@ -443,8 +443,8 @@ def test_a_recreated_job_never_adopts_the_deleted_ones_children(
     old_uid = get_job(cp, namespace, "reuse")["metadata"]["uid"]
     cp.kubectl("patch", "pod", "reuse-head-1", "-n", namespace, "--type=merge", "-p", json.dumps({"metadata": {"finalizers": [HOLD]}}))
     cp.kubectl("delete", "rltj", "reuse", "-n", namespace, "--wait=true")
-    wait_for(lambda: cp.get_json("pod", "reuse-head-1", "-n", namespace)["metadata"].get("deletionTimestamp"), timeout=30,
-             description="the old head is being deleted by the garbage collector")
+    wait_for(lambda: cp.get_json("pod", "reuse-head-1", "-n", namespace)["metadata"].get("deletionTimestamp"), timeout=90,
+             description="the old head is being deleted by the garbage collector (it learns of new CRDs every 30 s)")
 
     cp.apply(small_job("reuse", namespace))
     new_uid = get_job(cp, namespace, "reuse")["metadata"]["uid"]
@@ -483,8 +483,8 @@ def test_no_pod_before_its_network_policies(control_plane: ControlPlane, live_op
     ])
     probe = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "probe", "namespace": namespace},
              "spec": {"podSelector": {}}}
-    wait_for(lambda: cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(probe), check=False).returncode != 0, timeout=30,
-             description="the admission policy in force")
+    wait_for(lambda: cp.kubectl("create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(probe), check=False).returncode != 0,
+             timeout=30, description="the admission policy in force")
     try:
         cp.apply(small_job("fenced", namespace))
         st = wait_for(lambda: (s := status(cp, namespace, "fenced")).get("reason") == "CreateFailed" and s, timeout=30,
