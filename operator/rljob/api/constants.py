@@ -107,3 +107,7 @@ EXIT_COORDINATION_TIMEOUT = 3
 
 # Exit code of `rljob run` when maxRunDurationSeconds ran out (in a cluster the operator ends the job instead).
 EXIT_DEADLINE_EXCEEDED = 4
+
+# The reported mean return (status.progress.episodeReturnMean) covers this many of the latest episodes,
+# RLlib's own default smoothing window (`metrics_num_episodes_for_smoothing`).
+RETURN_WINDOW_EPISODES = 100

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator
 
 from .base import Model, Rule
-from .constants import API_VERSION, KIND, MAX_JOB_NAME_LENGTH
+from .constants import API_VERSION, KIND, MAX_JOB_NAME_LENGTH, RETURN_WINDOW_EPISODES
 from .quantity import QUANTITY_PATTERN, parse_quantity
 from .vocabulary import TERMINAL_PHASES as TERMINAL
 from .vocabulary import ConditionType, Phase, words
@@ -216,7 +216,7 @@ class Entrypoint(Model):
 class StopSpec(Model):
     """When a recipe stops training with success; the first criterion reached wins."""
 
-    episode_return_mean: float | None = Field(None, ge=-1e9, le=1e9, description="Stop when the mean episode return reaches this (Pong: 18 is near-perfect play).")
+    episode_return_mean: float | None = Field(None, ge=-1e9, le=1e9, description=f"Stop when the mean return of the latest {RETURN_WINDOW_EPISODES} episodes reaches this (Pong: 18 is near-perfect play).")
     env_steps: int | None = Field(None, ge=1, description="Stop after this many environment steps sampled.")
     iterations: int | None = Field(None, ge=1, le=10_000_000, description="Stop after this many training iterations.")
 
@@ -443,7 +443,9 @@ class Progress(Model):
 
     attempt: int | None = Field(None, description="The attempt that reported this.")
     iteration: int | None = Field(None, description="Training iterations completed (across attempts: resumed runs continue counting).")
-    episode_return_mean: float | None = Field(None, description="Mean return of recent episodes (Pong: -21 to 21).")
+    episode_return_mean: float | None = Field(
+        None, description=f"Mean return of the latest {RETURN_WINDOW_EPISODES} episodes (Pong: -21 to 21)."
+    )
     env_steps: int | None = Field(None, description="Environment steps sampled in total.")
     env_steps_per_second: float | None = Field(None, description="Sampling throughput over the last iteration.")
     time_total_seconds: float | None = Field(None, description="Training time in total, all attempts.")

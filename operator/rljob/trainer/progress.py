@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from ..api.constants import RETURN_WINDOW_EPISODES
 from ..api.models import Progress
 
 # RLlib (new API stack) result keys.
@@ -100,9 +101,6 @@ def record_from_result(
     )
 
 
-# The reported return is the mean over this many of the latest episodes, RLlib's own default smoothing
-# window (`metrics_num_episodes_for_smoothing`).
-RETURN_WINDOW_EPISODES = 100
 
 
 def episodes_in(result: dict[str, Any]) -> int:
