@@ -246,7 +246,7 @@ def test_full_render(helm_home: dict[str, str], tmp_path: Path) -> None:
     assert deployment["spec"]["replicas"] == 2 and "strategy" not in deployment["spec"]
     assert deployment["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
     env = {e["name"]: e for e in container["env"]}
-    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}  # the Lease holder's identity
+    assert env["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}  # the replica's identity
 
     roles = {r["metadata"]["namespace"]: r for r in by_kind(objs, "Role") if not r["metadata"]["name"].endswith("-leader-election")}
     assert set(roles) == {"team-a", "team-b", "default"}

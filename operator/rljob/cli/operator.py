@@ -88,11 +88,13 @@ def run(args: argparse.Namespace) -> int:
     handlers.CONFIG.dns_labels = _labels(args.dns_selector)
     handlers.CONFIG.cluster_cidrs = tuple(str(ipaddress.ip_network(c_, strict=True)) for c_ in args.cluster_cidr)
     handlers.CONFIG.require_isolation = args.require_network_isolation
+    # The pod's name (POD_ID, set by the chart), else the host's: kopf would otherwise ask the password
+    # database, which has no entry for the image's non-root user.
+    who = os.environ.get("POD_ID") or socket.gethostname()
     if args.leader_elect:
         from ..controller.leader import LeaseSettings
 
-        # The pod's name (unique among replicas) and a random part (unique across restarts of one pod).
-        who = os.environ.get("POD_NAME") or socket.gethostname()
+        # A random part too: unique across restarts of one pod.
         handlers.CONFIG.lease = LeaseSettings(
             name=args.leader_election_id, namespace=args.operator_namespace, identity=f"{who}_{secrets.token_hex(4)}"
         )
@@ -102,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         clusterwide=not args.namespace,
         namespaces=args.namespace or [],
         standalone=True,
+        identity=who,
         liveness_endpoint=liveness,
     )
     return 0

@@ -137,3 +137,31 @@ def test_metrics_move_with_jobs(control_plane: ControlPlane, live_operator: Oper
                      _value(m, "rljob_job_duration_seconds_count", phase="Succeeded") >
                      _value(before, "rljob_job_duration_seconds_count", phase="Succeeded") and m, timeout=30)
     assert _value(after, "rljob_jobs", phase="Succeeded") >= 1
+
+
+def test_a_restarted_operator_does_not_count_finished_jobs_again(
+    control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str
+) -> None:
+    """Histograms count what a process saw happen: after a restart the finished jobs are in status, not new."""
+    cp = control_plane
+    cp.apply(small_job("counted", namespace))
+    wait_phase(cp, namespace, "counted", "Running", 60)
+    cp.set_pod_phase(namespace, "counted-head-1", "Succeeded", exit_code=0)
+    wait_phase(cp, namespace, "counted", "Succeeded", 30)
+    live_operator.kill()
+    live_operator.start()
+
+    def settled() -> dict[Sample, float] | None:  # the restarted operator has reconciled every job again
+        m = _scrape(live_operator.metrics_url)
+        return m if _value(m, "rljob_jobs", phase="Succeeded") >= 1 and _value(m, "rljob_reconcile_duration_seconds_count") > 0 else None
+
+    restarted = wait_for(settled, timeout=30, description="the restarted operator's first reconciles")
+    assert _value(restarted, "rljob_job_duration_seconds_count", phase="Succeeded") == 0
+    assert _value(restarted, "rljob_cluster_ready_seconds_count") == 0
+    cp.apply(small_job("fresh", namespace))  # what finishes after the restart is counted, once
+    wait_phase(cp, namespace, "fresh", "Running", 60)
+    cp.set_pod_phase(namespace, "fresh-head-1", "Succeeded", exit_code=0)
+    wait_phase(cp, namespace, "fresh", "Succeeded", 30)
+    after = wait_for(lambda: (m := _scrape(live_operator.metrics_url)) and
+                     _value(m, "rljob_job_duration_seconds_count", phase="Succeeded") == 1 and m, timeout=30)
+    assert _value(after, "rljob_cluster_ready_seconds_count") == 1
