@@ -144,8 +144,8 @@ class FakeKube:
         self.patches: list[tuple[str, dict[str, Any], str | None]] = []
         self.events: list[tuple[str, str]] = []
 
-    async def patch_job_status(self, ns: str, name: str, status: dict[str, Any], rv: str | None = None) -> dict[str, Any]:
-        self.patches.append((name, status, rv))
+    async def patch_job_status(self, ns: str, name: str, status: dict[str, Any], decided_on: Any = None) -> dict[str, Any]:
+        self.patches.append((name, status, (decided_on or {}).get("metadata", {}).get("resourceVersion")))
         return {"metadata": {"namespace": ns, "name": name, "resourceVersion": "99"}, "status": status}
 
     async def event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:

@@ -23,16 +23,15 @@ log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 40
 LOG_TAIL_CHARS = 4000
-# Why a job stays where it is after creating children failed: the API server refused one (quota, admission),
-# or a child's name is still taken by a deleted job's child of the same name, which the garbage collector
-# is removing.
-CREATE_FAILED = Reason.CREATE_FAILED
-WAITING_FOR_OLD_CHILDREN = Reason.WAITING_FOR_OLD_CHILDREN
 
 
 @dataclass(frozen=True)
 class Problem:
-    reason: str
+    """Why a job stays where it is after creating children failed: the API server refused one (CreateFailed:
+    quota, admission), or its name is still taken by a deleted job's child that the garbage collector is
+    removing (WaitingForOldChildren)."""
+
+    reason: Reason
     message: str
 
 
@@ -54,7 +53,7 @@ async def apply(
     if status is not None and (decision.delete_pods or decision.delete_workers):
         # The decision is written first, and only onto the version of the job it was made from: a replica
         # that acts on a stale view (a frozen former leader) gets a conflict here and deletes nothing.
-        new_body = await kube.patch_job_status(ns, job.name, status, _rv_text(body))
+        new_body = await kube.patch_job_status(ns, job.name, status, body)
         written = True
 
     if decision.ensure_children:
@@ -85,15 +84,15 @@ async def apply(
     if problems:
         # Stay where we are, say why, and retry: a quota or an admission policy may change, a deleted job's
         # children go. No pod was created after a refused NetworkPolicy, ServiceAccount, Role or binding.
-        refused = [p for p in problems if p.reason == CREATE_FAILED]
+        refused = [p for p in problems if p.reason == Reason.CREATE_FAILED]
         status = status if status is not None else {}
-        status["reason"] = CREATE_FAILED if refused else WAITING_FOR_OLD_CHILDREN
+        status["reason"] = Reason.CREATE_FAILED if refused else Reason.WAITING_FOR_OLD_CHILDREN
         status["message"] = "; ".join(p.message for p in (refused or problems))[:2000]
         if (body.get("status") or {}).get("message") != status["message"]:  # not again on every retry
             await kube.event(body, "Warning" if refused else "Normal", status["reason"], status["message"])
         written = False
     if status is not None and not written:
-        new_body = await kube.patch_job_status(ns, job.name, status, _rv_text(new_body or body))
+        new_body = await kube.patch_job_status(ns, job.name, status, new_body or body)
     for event in decision.events:
         await kube.event(new_body or body, event.type, event.reason, event.message)
     if decision.job_labels:
@@ -104,10 +103,6 @@ async def apply(
     if problems:
         raise ChildCreationFailed(status["message"])  # type: ignore[index]
     return new_body
-
-
-def _rv_text(body: dict[str, Any]) -> str | None:
-    return (body.get("metadata") or {}).get("resourceVersion")
 
 
 def _rv(body: dict[str, Any]) -> int:
@@ -137,7 +132,7 @@ async def _create(kube: Kube, obj: dict[str, Any], retries_on_404: int = 5) -> l
             if uid is not None and holder != uid:
                 whose = f"an earlier {c.KIND} of this name (uid {holder})" if holder else "no job (it was not created by rljob)"
                 return [Problem(
-                    WAITING_FOR_OLD_CHILDREN,
+                    Reason.WAITING_FOR_OLD_CHILDREN,
                     f"{kind} {name} already exists and belongs to {whose}; waiting until it is deleted",
                 )]
             return []
@@ -148,7 +143,7 @@ async def _create(kube: Kube, obj: dict[str, Any], retries_on_404: int = 5) -> l
                 await asyncio.sleep(0.2 * (attempt + 1))
                 continue
             if exc.status in (400, 403, 404, 422):  # admission, quota, validation: report, do not crash
-                return [Problem(CREATE_FAILED, f"cannot create {kind} {name}: {error_text(exc)}")]
+                return [Problem(Reason.CREATE_FAILED, f"cannot create {kind} {name}: {error_text(exc)}")]
             raise
     return []
 

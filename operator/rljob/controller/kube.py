@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import secrets
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
@@ -112,12 +113,14 @@ class Kube:
                                   query=[("fieldManager", c.FIELD_MANAGER)])
 
     async def patch_job_status(
-        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+        self, namespace: str, name: str, status: dict[str, Any], decided_on: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
-        """A merge patch of status; with `resource_version`, only if the job is still at that version (else 409)."""
+        """A merge patch of status; given the job body it was `decided_on`, only while the job is still at that
+        body's resourceVersion (else 409: the caller decides again on the fresh one)."""
         patch: dict[str, Any] = {"status": status}
-        if resource_version:
-            patch["metadata"] = {"resourceVersion": resource_version}
+        version = ((decided_on or {}).get("metadata") or {}).get("resourceVersion")
+        if version:
+            patch["metadata"] = {"resourceVersion": version}
         return await self.merge_patch(object_path(c.API_VERSION, c.KIND, namespace, name) + "/status", patch)
 
     async def pod_log_tail(self, namespace: str, name: str, lines: int = 40) -> str | None:

@@ -27,11 +27,6 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 
 MAX_BACKOFF_SECONDS = 60.0
-ISOLATION_REQUIRED = Reason.NETWORK_ISOLATION_REQUIRED
-
-
-def _rv_text(body: Mapping[str, Any]) -> str | None:
-    return (body.get("metadata") or {}).get("resourceVersion")
 
 
 def _rv(body: Mapping[str, Any]) -> int:
@@ -172,7 +167,7 @@ class Reconciler:
             return await self._refuse(key, body, Reason.VALIDATION_FAILED, "; ".join(exc.problems))
         if self.ctx.require_isolation and not job.spec.network.isolation:
             return await self._refuse(
-                key, body, ISOLATION_REQUIRED,
+                key, body, Reason.NETWORK_ISOLATION_REQUIRED,
                 "spec.network.isolation is false, but this cluster's operator requires isolated jobs "
                 "(--require-network-isolation): re-create the job without it",
             )
@@ -206,7 +201,7 @@ class Reconciler:
             "phase": "Failed", "reason": reason, "message": message, "conditions": conditions,
             "observedGeneration": generation, "completionTime": cond.timestamp(now),
         }
-        new_body = await self.kube.patch_job_status(key[0], key[1], patch, _rv_text(body))
+        new_body = await self.kube.patch_job_status(key[0], key[1], patch, body)
         await self.kube.event(new_body, "Warning", reason, message)
         self.upsert_job_quietly(new_body)
         return new_body
