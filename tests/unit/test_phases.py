@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from rljob.api import parse_job
+from rljob.api import JobStatus, parse_job
 from rljob.controller.observe import Observed, PodObservation, WorkersObservation, observe_pod, observe_workers
 from rljob.controller.phases import Decision, step
 from tests.jobs import minimal_job
@@ -40,8 +40,11 @@ def running_status(**extra: Any) -> dict[str, Any]:
 
 
 def merged(d: Decision, old: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The status on the wire after the decision: what the merge patch the operator writes would leave."""
     out = dict(old or {})
-    for k, v in (d.status or {}).items():
+    if d.status is None:
+        return out
+    for k, v in d.status.merge_patch(JobStatus.model_validate(out)).items():
         if v is None:
             out.pop(k, None)
         else:
@@ -313,3 +316,32 @@ def test_suspend_and_resume_do_not_renew_the_run_budget() -> None:
     d = step(job(resumed, **spec), Observed(pods=(head(2),)), T0 + timedelta(hours=1, seconds=32))
     failed = merged(d, resumed)
     assert failed["phase"] == "Failed" and failed["reason"] == "DeadlineExceeded" and "suspended time excluded" in failed["message"]
+
+
+def test_the_decision_is_a_typed_status_and_the_patch_leaves_progress_to_the_driver() -> None:
+    progress = {"attempt": 1, "iteration": 7, "envSteps": 7000}
+    status = running_status(progress=progress)
+    d = step(job(status, suspend=True), Observed(pods=(head(),), workers=workers()), T0 + timedelta(seconds=90))
+    assert isinstance(d.status, JobStatus)
+    assert d.status.phase == "Suspended" and d.status.active_seconds == 90
+    assert d.status.progress is None  # the machine never decides the driver's field ...
+    patch = d.status.merge_patch(JobStatus.model_validate(status))
+    assert "progress" not in patch  # ... and never writes it, not even as a removal
+    assert patch["phase"] == "Suspended" and patch["activeSeconds"] == 90
+    assert "startTime" not in patch and "headPod" not in patch  # unchanged fields are not sent
+    assert merged(d, status)["progress"] == progress
+
+
+def test_a_cleared_field_is_a_null_in_the_patch() -> None:
+    status = {"phase": "Suspended", "attempts": 1, "failedAttempts": 0, "startTime": ts(), "attemptStartTime": ts(),
+              "completionTime": ts(), "headPod": "demo-head-1", "observedGeneration": 1}
+    d = step(job(status, suspend=False), Observed(), T0 + timedelta(seconds=5))
+    assert d.status is not None
+    patch = d.status.merge_patch(JobStatus.model_validate(status))
+    assert patch["completionTime"] is None and patch["attempts"] == 2 and patch["headPod"] == "demo-head-2"
+
+
+def test_nothing_changed_means_no_status_to_write() -> None:
+    status = running_status()
+    d = step(job(status), Observed(pods=(head(),), workers=workers()), T0 + timedelta(seconds=5))
+    assert d.status is None and not d.events

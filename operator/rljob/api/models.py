@@ -480,6 +480,26 @@ class JobStatus(Model):
     driver_log_tail: str | None = Field(None, description="The end of the last finished driver's log, kept after its pod is gone.")
     progress: Progress | None = Field(None, description="Training progress reported by the driver.")
 
+    def condition(self, type_: ConditionType) -> Condition | None:
+        return next((cond for cond in self.conditions if cond.type == type_), None)
+
+    def is_true(self, type_: ConditionType) -> bool:
+        cond = self.condition(type_)
+        return cond is not None and cond.status == "True"
+
+    def operator_fields(self) -> JobStatus:
+        """A deep copy without status.progress, which is the driver's to write and never the operator's."""
+        return self.model_copy(deep=True, update={"progress": None})
+
+    def merge_patch(self, old: JobStatus | None) -> dict[str, Any]:
+        """The JSON merge patch of status that turns `old` into this: changed fields, null for removed ones.
+
+        status.progress is never in it: the driver writes it concurrently, and the operator must not undo it."""
+        new, before = self.wire(), old.wire() if old is not None else {}
+        new.pop("progress", None)
+        before.pop("progress", None)
+        return {key: new.get(key) for key in sorted(set(new) | set(before)) if new.get(key) != before.get(key)}
+
 
 class RLTrainingJob(Model):
     """RLTrainingJob runs Ray RLlib reinforcement-learning training on a Ray cluster the operator builds for it."""

@@ -6,7 +6,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from ..api.vocabulary import TERMINAL_PHASES
+from ..api.vocabulary import TERMINAL_PHASES, Phase
 from .cluster import CliError, Cluster, get_job
 
 TERMINAL = TERMINAL_PHASES
@@ -15,7 +15,7 @@ TERMINAL = TERMINAL_PHASES
 def summary(job: dict[str, Any], now: datetime | None = None) -> str:
     st = job.get("status") or {}
     pr = st.get("progress") or {}
-    parts = [st.get("phase") or "Pending"]
+    parts = [st.get("phase") or Phase.PENDING]
     if st.get("workers"):
         parts.append(f"workers {st['workers']}")
     if pr.get("iteration") is not None:
@@ -67,7 +67,7 @@ def follow(cluster: Cluster, name: str, interval: float = 2.0) -> int:
             if st.get("phase") in TERMINAL:
                 if tty:
                     sys.stdout.write("\n")
-                return 0 if st["phase"] == "Succeeded" else 1
+                return 0 if st["phase"] == Phase.SUCCEEDED else 1
             time.sleep(interval)
     except KeyboardInterrupt:
         print(f"\nstopped following; the job goes on. Later: rljob status {name} -n {cluster.namespace}")

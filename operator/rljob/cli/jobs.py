@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..api import constants as c
+from ..api.vocabulary import Phase
 from .cluster import CliError, Cluster, add_cluster_flags, connect, get_job, list_jobs
 from .follow import duration
 
@@ -75,7 +76,7 @@ def list_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
         st, pr = job.get("status") or {}, (job.get("status") or {}).get("progress") or {}
         reward = pr.get("episodeReturnMean")
         rows.append(([job["metadata"]["namespace"]] if args.all_namespaces else []) + [
-            job["metadata"]["name"], job["spec"].get("experiment", "-"), st.get("phase") or "Pending",
+            job["metadata"]["name"], job["spec"].get("experiment", "-"), st.get("phase") or Phase.PENDING,
             st.get("workers") or "-", str(pr.get("iteration", "-")), f"{reward:.2f}" if reward is not None else "-",
             _since(st.get("startTime"), st.get("completionTime")), _since(job["metadata"].get("creationTimestamp")),
         ])

@@ -12,7 +12,7 @@ from kubernetes.client.exceptions import ApiException
 from .. import resources
 from ..api import constants as c
 from ..api import names
-from ..api.models import RLTrainingJob
+from ..api.models import JobStatus, RLTrainingJob
 from ..api.vocabulary import Reason
 from . import conditions as cond
 from . import observe
@@ -40,7 +40,7 @@ async def apply(
 ) -> dict[str, Any] | None:
     """Returns the job's new body when its status was patched (fresher than the watch), else None."""
     ns = job.namespace
-    status = dict(decision.status) if decision.status is not None else None
+    status = decision.status
     problems: list[Problem] = []
     new_body: dict[str, Any] | None = None
     written = False
@@ -48,12 +48,11 @@ async def apply(
     if decision.capture_log:  # before the pod may go
         tail = await kube.pod_log_tail(ns, decision.capture_log, LOG_TAIL_LINES)
         if tail:
-            status = status if status is not None else {}
-            status["driverLogTail"] = tail[-LOG_TAIL_CHARS:]
+            status = _amended(job, status, driver_log_tail=tail[-LOG_TAIL_CHARS:])
     if status is not None and (decision.delete_pods or decision.delete_workers):
         # The decision is written first, and only onto the version of the job it was made from: a replica
         # that acts on a stale view (a frozen former leader) gets a conflict here and deletes nothing.
-        new_body = await kube.patch_job_status(ns, job.name, status, body)
+        new_body = await _write_status(kube, job, status, body)
         written = True
 
     if decision.ensure_children:
@@ -70,7 +69,7 @@ async def apply(
         if not problems:
             problems += await _create(kube, resources.workers_statefulset(job, ctx))
     if decision.create_head is not None and not problems:
-        current = {**(body.get("status") or {}), **(status or {})}
+        current = status if status is not None else job.status
         pod = resources.head_pod(job, ctx, decision.create_head, _coordination_deadline(job, current))
         problems += await _create(kube, pod)
     for pod_name in decision.delete_pods:
@@ -85,14 +84,14 @@ async def apply(
         # Stay where we are, say why, and retry: a quota or an admission policy may change, a deleted job's
         # children go. No pod was created after a refused NetworkPolicy, ServiceAccount, Role or binding.
         refused = [p for p in problems if p.reason == Reason.CREATE_FAILED]
-        status = status if status is not None else {}
-        status["reason"] = Reason.CREATE_FAILED if refused else Reason.WAITING_FOR_OLD_CHILDREN
-        status["message"] = "; ".join(p.message for p in (refused or problems))[:2000]
-        if (body.get("status") or {}).get("message") != status["message"]:  # not again on every retry
-            await kube.event(body, "Warning" if refused else "Normal", status["reason"], status["message"])
+        reason = Reason.CREATE_FAILED if refused else Reason.WAITING_FOR_OLD_CHILDREN
+        message = "; ".join(p.message for p in (refused or problems))[:2000]
+        status = _amended(job, status, reason=reason, message=message)
+        if (job.status.message if job.status else None) != message:  # not again on every retry
+            await kube.event(body, "Warning" if refused else "Normal", reason, message)
         written = False
     if status is not None and not written:
-        new_body = await kube.patch_job_status(ns, job.name, status, new_body or body)
+        new_body = await _write_status(kube, job, status, new_body or body) or new_body
     for event in decision.events:
         await kube.event(new_body or body, event.type, event.reason, event.message)
     if decision.job_labels:
@@ -101,8 +100,24 @@ async def apply(
     if decision.delete_job:
         await kube.delete(c.API_VERSION, c.KIND, ns, job.name)
     if problems:
-        raise ChildCreationFailed(status["message"])  # type: ignore[index]
+        raise ChildCreationFailed(status.message if status is not None else "")
     return new_body
+
+
+def _amended(job: RLTrainingJob, status: JobStatus | None, **fields: Any) -> JobStatus:
+    """The decided status (or, when the phase machine changed nothing, the job's own) with `fields` set."""
+    base = status if status is not None else (job.status.operator_fields() if job.status else JobStatus())
+    return base.model_copy(update=fields)
+
+
+async def _write_status(
+    kube: Kube, job: RLTrainingJob, status: JobStatus, decided_on: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Writes what differs from the status the decision was made on; nothing when nothing does."""
+    patch = status.merge_patch(job.status)
+    if not patch:
+        return None
+    return await kube.patch_job_status(job.namespace, job.name, patch, decided_on)
 
 
 def _rv(body: dict[str, Any]) -> int:
@@ -148,8 +163,8 @@ async def _create(kube: Kube, obj: dict[str, Any], retries_on_404: int = 5) -> l
     return []
 
 
-def _coordination_deadline(job: RLTrainingJob, status: dict[str, Any]) -> str:
-    started = cond.parse_timestamp(status.get("attemptStartTime"))
+def _coordination_deadline(job: RLTrainingJob, status: JobStatus | None) -> str:
+    started = cond.parse_timestamp(status.attempt_start_time if status is not None else None)
     if started is None:
         return ""
     return cond.timestamp(started + timedelta(seconds=job.spec.cluster_coordination_timeout_seconds))

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
 
+from ..api.models import Condition
 from ..api.vocabulary import ConditionType
 
 CLUSTER_READY = ConditionType.CLUSTER_READY
@@ -25,34 +25,23 @@ def parse_timestamp(value: str | None) -> datetime | None:
 
 
 def set_condition(
-    conditions: list[dict[str, Any]],
-    type_: str,
-    status: bool | str,
+    conditions: list[Condition],
+    type_: ConditionType,
+    status: bool,
     reason: str,
     message: str,
     now: datetime,
     generation: int | None,
-) -> list[dict[str, Any]]:
+) -> list[Condition]:
     """Returns a new list: `conditions` with `type_` set. Order of types is kept stable for readers."""
-    value = status if isinstance(status, str) else ("True" if status else "False")
-    existing = {cond["type"]: cond for cond in conditions}
+    value = "True" if status else "False"
+    existing = {cond.type: cond for cond in conditions}
     old = existing.get(type_)
-    transition = old["lastTransitionTime"] if old and old.get("status") == value else timestamp(now)
-    existing[type_] = {
-        "type": type_,
-        "status": value,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": transition,
-        "observedGeneration": generation,
-    }
+    transition = old.last_transition_time if old and old.status == value else timestamp(now)
+    existing[type_] = Condition(
+        type=type_, status=value, reason=reason, message=message,
+        last_transition_time=transition, observed_generation=generation,
+    )
     ordered = [existing[t] for t in ALL if t in existing]
     ordered += [cond for t, cond in existing.items() if t not in ALL]
     return ordered
-
-
-def get(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:
-    for cond in conditions:
-        if cond.get("type") == type_:
-            return cond
-    return None

@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..api.models import PHASES
-from ..api.vocabulary import TERMINAL_PHASES
+from ..api.vocabulary import TERMINAL_PHASES, Phase
 from . import conditions as cond
 
 Key = tuple[str, str]
@@ -96,7 +96,7 @@ class JobsCollector(Collector):
         ready_workers = GaugeMetricFamily("rljob_job_ready_workers", "Ready worker pods.", labels=JOB_LABELS)
         for (ns, name), body in jobs:
             status = body.get("status") or {}
-            phase = status.get("phase") or "Pending"
+            phase = status.get("phase") or Phase.PENDING
             counts[phase] = counts.get(phase, 0) + 1
             progress = status.get("progress") or {}
             for field, family in per_job.items():

@@ -11,6 +11,10 @@ from typing import Any
 
 from ..api import constants as c
 
+# A pod's own phases (core/v1), not a job's: the two in which its containers have stopped for good.
+POD_SUCCEEDED, POD_FAILED = "Succeeded", "Failed"
+POD_FINISHED = (POD_SUCCEEDED, POD_FAILED)
+
 
 @dataclass(frozen=True)
 class PodObservation:
@@ -25,6 +29,18 @@ class PodObservation:
     message: str | None = None
     resource_version: int = 0
     controller_uid: str | None = None  # the job instance it belongs to; None for children of old operator versions
+
+    @property
+    def succeeded(self) -> bool:
+        return self.phase == POD_SUCCEEDED
+
+    @property
+    def failed(self) -> bool:
+        return self.phase == POD_FAILED
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in POD_FINISHED
 
 
 @dataclass(frozen=True)
@@ -54,12 +70,12 @@ class Observed:
 
     def live_heads(self) -> list[PodObservation]:
         """Head pods still holding resources (any attempt), e.g. to delete on a timeout."""
-        return [p for p in self.pods if p.role == c.ROLE_HEAD and p.phase not in ("Succeeded", "Failed") and not p.deleting]
+        return [p for p in self.pods if p.role == c.ROLE_HEAD and not p.finished and not p.deleting]
 
     def earlier_heads_still_running(self, attempt: int) -> list[PodObservation]:
         """Heads of other attempts whose containers may still run, terminating ones included: a driver
         that is still writing its last checkpoint must be gone before the next one starts on the same volume."""
-        return [p for p in self.pods if p.role == c.ROLE_HEAD and p.attempt != attempt and p.phase not in ("Succeeded", "Failed")]
+        return [p for p in self.pods if p.role == c.ROLE_HEAD and p.attempt != attempt and not p.finished]
 
     def worker_pods(self) -> list[PodObservation]:
         return [p for p in self.pods if p.role == c.ROLE_WORKER]
@@ -107,7 +123,7 @@ def observe_pod(body: Mapping[str, Any]) -> PodObservation:
     scheduled = conditions.get("PodScheduled") or {}
     if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
         reason, message = "Unschedulable", scheduled.get("message")
-    if status.get("phase") == "Failed" and reason is None:
+    if status.get("phase") == POD_FAILED and reason is None:
         reason, message = status.get("reason"), status.get("message")  # e.g. Evicted
     attempt_label = labels.get(c.LABEL_ATTEMPT)
     return PodObservation(

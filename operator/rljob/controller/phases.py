@@ -26,12 +26,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from ..api import constants as c
 from ..api import names
-from ..api.models import RLTrainingJob
-from ..api.vocabulary import ACTIVE_PHASES, Phase, Reason
+from ..api.models import JobStatus, RLTrainingJob
+from ..api.vocabulary import ACTIVE_PHASES, ConditionType, Phase, Reason
 from . import conditions as cond
 from .observe import Observed, PodObservation
 
@@ -57,7 +56,7 @@ class Event:
 class Decision:
     """What to do; the handlers apply it and nothing else."""
 
-    status: dict[str, Any] | None = None  # merge patch of status (never touches status.progress)
+    status: JobStatus | None = None  # the job's whole status as it should be (progress aside); None: unchanged
     ensure_children: bool = False  # static children + worker StatefulSet (create if missing)
     create_head: int | None = None  # attempt whose head pod to create
     delete_pods: list[str] = field(default_factory=list)
@@ -71,9 +70,8 @@ class Decision:
 
 
 def step(job: RLTrainingJob, observed: Observed, now: datetime) -> Decision:
-    status = job.status.model_dump(by_alias=True, exclude_none=True, mode="json") if job.status else {}
-    status.pop("progress", None)
-    phase = status.get("phase")
+    status = job.status.operator_fields() if job.status is not None else JobStatus()
+    phase = status.phase
     machine = _Machine(job, observed, now, status)
     if phase is None:
         decision = machine.new()
@@ -90,10 +88,10 @@ def step(job: RLTrainingJob, observed: Observed, now: datetime) -> Decision:
 
 
 class _Machine:
-    def __init__(self, job: RLTrainingJob, observed: Observed, now: datetime, status: dict[str, Any]) -> None:
+    def __init__(self, job: RLTrainingJob, observed: Observed, now: datetime, status: JobStatus) -> None:
         self.job, self.spec, self.obs, self.now, self.old = job, job.spec, observed, now, status
         self.generation = job.metadata.generation
-        self.status: dict[str, Any] = dict(status)
+        self.status = status.model_copy(deep=True)  # computed on a copy, compared with `old` at the end
         self.decision = Decision()
 
     # ── transitions ────────────────────────────────────────────────────────────────────────────
@@ -111,27 +109,27 @@ class _Machine:
             self._remove_pods()
             self._observe_workers()
             return self._done()
-        attempt = int(self.old.get("attempts") or 0) + 1
-        self._start_attempt(attempt=attempt, failures=int(self.old.get("failedAttempts") or 0), fresh_start=True)
+        attempt = (self.old.attempts or 0) + 1
+        self._start_attempt(attempt=attempt, failures=self.old.failed_attempts or 0, fresh_start=True)
         self._phase(PENDING, Reason.RESUMED, f"resuming with attempt {attempt}")
-        self.status["conditions"] = self._set(cond.SUSPENDED, False, Reason.RESUMED, "spec.suspend is false")
+        self._set(cond.SUSPENDED, False, Reason.RESUMED, "spec.suspend is false")
         self._event("Normal", Reason.RESUMED, f"starting attempt {attempt} from the latest checkpoint")
         return self._done()
 
     def active(self) -> Decision:
-        phase = self.old["phase"]
-        attempt = int(self.old.get("attempts") or 1)
+        phase = self.old.phase
+        attempt = self.old.attempts or 1
         head = self.obs.head(attempt)
         self._observe_workers()
         if self.spec.suspend:
-            self.status["activeSeconds"] = self._active_seconds()  # the run budget pauses while suspended
+            self.status.active_seconds = self._active_seconds()  # the run budget pauses while suspended
             return self._suspend(Reason.SUSPENDED, "spec.suspend is true: pods removed, the job is kept")
         if self._deadline_exceeded():
             return self._done()
-        if phase in (INITIALIZING, RUNNING) or (head is not None and head.phase in ("Succeeded", "Failed")):
-            if head is not None and head.phase == "Succeeded":
+        if phase in (INITIALIZING, RUNNING) or (head is not None and head.finished):
+            if head is not None and head.succeeded:
                 return self._succeed(head)
-            if head is None or head.phase == "Failed" or head.deleting:
+            if head is None or head.failed or head.deleting:
                 return self._attempt_failed(attempt, head)
         if phase in (PENDING, INITIALIZING) and self._coordination_timed_out(attempt, head):
             return self._done()
@@ -147,13 +145,13 @@ class _Machine:
             self._event("Normal", Reason.CLUSTER_STARTING, f"head pod {head.name} created; waiting for the Ray cluster")
         self._ensure_workers()
         ready = head is not None and head.ready and self._workers_ready()
-        if self.old["phase"] != RUNNING and self.status.get("phase") != RUNNING and ready:
-            self.status["clusterReadyTime"] = cond.timestamp(self.now)
+        if self.old.phase != RUNNING and self.status.phase != RUNNING and ready:
+            self.status.cluster_ready_time = cond.timestamp(self.now)
             self._phase(RUNNING, Reason.CLUSTER_READY, f"Ray cluster ready: head and {self.spec.workers.replicas} worker(s); training")
-            self.status["conditions"] = self._set(cond.CLUSTER_READY, True, Reason.CLUSTER_READY, "head and all workers are ready")
-            self.status["conditions"] = self._set(cond.RUNNING, True, Reason.DRIVER_RUNNING, "the driver is training")
+            self._set(cond.CLUSTER_READY, True, Reason.CLUSTER_READY, "head and all workers are ready")
+            self._set(cond.RUNNING, True, Reason.DRIVER_RUNNING, "the driver is training")
             self._event("Normal", Reason.CLUSTER_READY, f"head and {self.spec.workers.replicas} worker(s) ready; training")
-        elif self.old["phase"] == RUNNING:
+        elif self.old.phase == RUNNING:
             self._track_cluster_health(ready)
         return self._done()
 
@@ -161,10 +159,10 @@ class _Machine:
         """Terminal: keep the record, release what still holds resources, honour the TTL."""
         if self.obs.workers.exists and not self.obs.workers.deleting:
             self.decision.delete_workers = True
-        if self.old.get("reason") in (Reason.DEADLINE_EXCEEDED, Reason.CLUSTER_COORDINATION_TIMEOUT):
+        if self.old.reason in (Reason.DEADLINE_EXCEEDED, Reason.CLUSTER_COORDINATION_TIMEOUT):
             self.decision.delete_pods = [p.name for p in self.obs.live_heads()]
         ttl = self.spec.ttl_seconds_after_finished
-        finished_at = cond.parse_timestamp(self.old.get("completionTime"))
+        finished_at = cond.parse_timestamp(self.old.completion_time)
         if ttl is not None and finished_at is not None:
             remaining = (finished_at + timedelta(seconds=ttl) - self.now).total_seconds()
             if remaining <= 0:
@@ -178,10 +176,11 @@ class _Machine:
     def _start_attempt(self, attempt: int, failures: int, fresh_start: bool) -> None:
         stamp = cond.timestamp(self.now)
         if fresh_start:
-            self.status["startTime"] = stamp
-            self.status.pop("completionTime", None)
-        self.status.update(attempts=attempt, failedAttempts=failures, attemptStartTime=stamp, headPod=None)
-        self.status["conditions"] = self._set(cond.CLUSTER_READY, False, Reason.STARTING, "the Ray cluster is being created")
+            self.status.start_time = stamp
+            self.status.completion_time = None
+        self.status.attempts, self.status.failed_attempts = attempt, failures
+        self.status.attempt_start_time, self.status.head_pod = stamp, None
+        self._set(cond.CLUSTER_READY, False, Reason.STARTING, "the Ray cluster is being created")
         self.decision.ensure_children = True
         self.decision.requeue_after = 2.0
         if not self._wait_for_earlier_heads(attempt):
@@ -193,14 +192,14 @@ class _Machine:
         if not earlier:
             return False
         self.decision.delete_pods += [p.name for p in earlier if not p.deleting and p.name not in self.decision.delete_pods]
-        self.status["message"] = f"waiting for {', '.join(p.name for p in earlier)} to stop before attempt {attempt} starts"
+        self.status.message = f"waiting for {', '.join(p.name for p in earlier)} to stop before attempt {attempt} starts"
         return True
 
     def _observe_workers(self) -> None:
         desired = self.spec.workers.replicas
         ready = self.obs.workers.ready if self.obs.workers.exists else 0
-        self.status["readyWorkers"] = ready
-        self.status["workers"] = f"{ready}/{desired}"
+        self.status.ready_workers = ready
+        self.status.workers = f"{ready}/{desired}"
 
     def _workers_ready(self) -> bool:
         desired = self.spec.workers.replicas
@@ -216,29 +215,28 @@ class _Machine:
             self._event("Normal", Reason.WORKERS_SCALED, f"workers scaled from {w.replicas} to {self.spec.workers.replicas}")
 
     def _track_cluster_health(self, ready: bool) -> None:
-        current = cond.get(self.old.get("conditions", []), cond.CLUSTER_READY)
-        was_ready = bool(current and current.get("status") == "True")
+        was_ready = self.old.is_true(cond.CLUSTER_READY)
         if ready and not was_ready:
-            self.status["clusterReadyTime"] = cond.timestamp(self.now)
-            self.status["conditions"] = self._set(cond.CLUSTER_READY, True, Reason.CLUSTER_READY, "head and all workers are ready")
+            self.status.cluster_ready_time = cond.timestamp(self.now)
+            self._set(cond.CLUSTER_READY, True, Reason.CLUSTER_READY, "head and all workers are ready")
             self._event("Normal", Reason.CLUSTER_RECOVERED, "all workers are ready again")
         elif not ready and was_ready:
-            msg = f"{self.status['workers']} workers ready; the StatefulSet is replacing the others"
-            self.status["conditions"] = self._set(cond.CLUSTER_READY, False, Reason.WORKERS_NOT_READY, msg)
+            msg = f"{self.status.workers} workers ready; the StatefulSet is replacing the others"
+            self._set(cond.CLUSTER_READY, False, Reason.WORKERS_NOT_READY, msg)
             self._event("Warning", Reason.CLUSTER_DEGRADED, msg)
 
     def _active_seconds(self) -> int:
         """Active time before this stretch plus this stretch: what the run budget has used up."""
-        started = cond.parse_timestamp(self.old.get("startTime"))
+        started = cond.parse_timestamp(self.old.start_time)
         stretch = (self.now - started).total_seconds() if started is not None else 0.0
-        return int(self.old.get("activeSeconds") or 0) + max(0, int(stretch))
+        return (self.old.active_seconds or 0) + max(0, int(stretch))
 
     def _deadline_exceeded(self) -> bool:
         limit = self.spec.max_run_duration_seconds
-        started = cond.parse_timestamp(self.old.get("startTime"))
+        started = cond.parse_timestamp(self.old.start_time)
         if limit is None or started is None:
             return False
-        budget = limit - int(self.old.get("activeSeconds") or 0)
+        budget = limit - (self.old.active_seconds or 0)
         remaining = (started + TIMESTAMP_RESOLUTION + timedelta(seconds=budget) - self.now).total_seconds()
         if remaining > 0:
             self._requeue(remaining)
@@ -252,7 +250,7 @@ class _Machine:
 
     def _coordination_timed_out(self, attempt: int, head: PodObservation | None) -> bool:
         limit = self.spec.cluster_coordination_timeout_seconds
-        started = cond.parse_timestamp(self.old.get("attemptStartTime"))
+        started = cond.parse_timestamp(self.old.attempt_start_time)
         if started is None:
             return False
         remaining = (started + TIMESTAMP_RESOLUTION + timedelta(seconds=limit) - self.now).total_seconds()
@@ -263,7 +261,7 @@ class _Machine:
         if head is None or not head.ready:
             missing.append(f"head pod {head.name if head else '(not created)'} not ready")
         if not self._workers_ready():
-            missing.append(f"{self.status.get('workers', '0/' + str(self.spec.workers.replicas))} workers ready")
+            missing.append(f"{self.status.workers or f'0/{self.spec.workers.replicas}'} workers ready")
         problems = self.obs.scheduling_problems()
         detail = "; ".join(missing + problems[:3])
         self._fail(Reason.CLUSTER_COORDINATION_TIMEOUT, f"the Ray cluster was not up within {limit}s: {detail}")
@@ -272,63 +270,63 @@ class _Machine:
 
     def _succeed(self, head: PodObservation) -> Decision:
         self._terminal(SUCCEEDED, Reason.DRIVER_SUCCEEDED, f"the driver in {head.name} finished successfully", head)
-        self.status["conditions"] = self._set(cond.COMPLETE, True, Reason.DRIVER_SUCCEEDED, "training finished")
+        self._set(cond.COMPLETE, True, Reason.DRIVER_SUCCEEDED, "training finished")
         self._event("Normal", Reason.SUCCEEDED, f"training finished (head pod {head.name} exited 0)")
         return self._done()
 
     def _attempt_failed(self, attempt: int, head: PodObservation | None) -> Decision:
-        failures = int(self.old.get("failedAttempts") or 0) + 1
+        failures = (self.old.failed_attempts or 0) + 1
         what = _describe_failure(attempt, head)
         if head is not None and head.exit_code == c.EXIT_CONFIG_ERROR:
             self._terminal(FAILED, Reason.DRIVER_FAILED, f"{what}: a configuration error, not retried", head)
-            self.status["failedAttempts"] = failures
-            self.status["conditions"] = self._set(cond.FAILED, True, Reason.DRIVER_FAILED, self.status["message"])
-            self._event("Warning", Reason.DRIVER_FAILED, self.status["message"])
+            self.status.failed_attempts = failures
+            self._set(cond.FAILED, True, Reason.DRIVER_FAILED, self.status.message or "")
+            self._event("Warning", Reason.DRIVER_FAILED, self.status.message or "")
             return self._done()
         if failures > self.spec.backoff_limit:
             msg = f"{what}; backoffLimit {self.spec.backoff_limit} reached"
             self._terminal(FAILED, Reason.BACKOFF_LIMIT_EXCEEDED, msg, head)
-            self.status["failedAttempts"] = failures
-            self.status["conditions"] = self._set(cond.FAILED, True, Reason.BACKOFF_LIMIT_EXCEEDED, msg)
+            self.status.failed_attempts = failures
+            self._set(cond.FAILED, True, Reason.BACKOFF_LIMIT_EXCEEDED, msg)
             self._event("Warning", Reason.BACKOFF_LIMIT_EXCEEDED, msg)
             return self._done()
-        if head is not None and head.phase == "Failed":
+        if head is not None and head.failed:
             self.decision.capture_log = head.name
-        if head is not None and head.phase not in ("Succeeded", "Failed"):
+        if head is not None and not head.finished:
             self.decision.delete_pods.append(head.name)
         if head is not None and head.exit_code is not None:
-            self.status["lastExitCode"] = head.exit_code
+            self.status.last_exit_code = head.exit_code
         self._start_attempt(attempt=attempt + 1, failures=failures, fresh_start=False)
         self._phase(PENDING, Reason.ATTEMPT_FAILED, f"{what}; starting attempt {attempt + 1} of {self.spec.backoff_limit + 1}")
-        self.status["conditions"] = self._set(cond.RUNNING, False, Reason.ATTEMPT_FAILED, what)
+        self._set(cond.RUNNING, False, Reason.ATTEMPT_FAILED, what)
         self._event("Warning", Reason.ATTEMPT_FAILED, f"{what}; starting attempt {attempt + 1} from the latest checkpoint")
         return self._done()
 
-    def _terminal(self, phase: str, reason: str, message: str, head: PodObservation | None) -> None:
+    def _terminal(self, phase: Phase, reason: Reason, message: str, head: PodObservation | None) -> None:
         self._phase(phase, reason, message)
-        self.status["completionTime"] = cond.timestamp(self.now)
+        self.status.completion_time = cond.timestamp(self.now)
         if head is not None:
             if head.exit_code is not None:
-                self.status["lastExitCode"] = head.exit_code
-            if head.phase in ("Succeeded", "Failed"):
+                self.status.last_exit_code = head.exit_code
+            if head.finished:
                 self.decision.capture_log = head.name
-        self.status["conditions"] = self._set(cond.RUNNING, False, reason, message)
-        self.status["conditions"] = self._set(cond.CLUSTER_READY, False, reason, "the Ray cluster was released")
+        self._set(cond.RUNNING, False, reason, message)
+        self._set(cond.CLUSTER_READY, False, reason, "the Ray cluster was released")
         self.decision.delete_workers = self.obs.workers.exists
         ttl = self.spec.ttl_seconds_after_finished
         if ttl is not None:
             self.decision.requeue_after = max(float(ttl), 0.5)
 
-    def _fail(self, reason: str, message: str) -> None:
+    def _fail(self, reason: Reason, message: str) -> None:
         self._terminal(FAILED, reason, message, None)
-        self.status["conditions"] = self._set(cond.FAILED, True, reason, message)
+        self._set(cond.FAILED, True, reason, message)
         self._event("Warning", reason, message)
 
-    def _suspend(self, reason: str, message: str) -> Decision:
+    def _suspend(self, reason: Reason, message: str) -> Decision:
         self._phase(SUSPENDED, reason, message)
-        self.status["conditions"] = self._set(cond.SUSPENDED, True, reason, message)
-        self.status["conditions"] = self._set(cond.RUNNING, False, reason, message)
-        self.status["conditions"] = self._set(cond.CLUSTER_READY, False, reason, "pods removed while suspended")
+        self._set(cond.SUSPENDED, True, reason, message)
+        self._set(cond.RUNNING, False, reason, message)
+        self._set(cond.CLUSTER_READY, False, reason, "pods removed while suspended")
         self._observe_workers()
         self._remove_pods()
         self._event("Normal", Reason.SUSPENDED, message)
@@ -339,16 +337,17 @@ class _Machine:
         if self.obs.workers.exists and not self.obs.workers.deleting:
             self.decision.delete_workers = True
 
-    def _phase(self, phase: str, reason: str, message: str) -> None:
-        self.status.update(phase=phase, reason=reason, message=message)
-        attempt = self.status.get("attempts")
+    def _phase(self, phase: Phase, reason: Reason, message: str) -> None:
+        self.status.phase, self.status.reason, self.status.message = phase, reason, message
+        attempt = self.status.attempts
         if attempt and phase != SUSPENDED:
-            self.status["headPod"] = names.head_pod(self.job.name, int(attempt))
+            self.status.head_pod = names.head_pod(self.job.name, attempt)
 
-    def _set(self, type_: str, value: bool, reason: str, message: str) -> list[dict[str, Any]]:
-        return cond.set_condition(self.status.get("conditions", []), type_, value, reason, message, self.now, self.generation)
+    def _set(self, type_: ConditionType, value: bool, reason: Reason, message: str) -> None:
+        self.status.conditions = cond.set_condition(
+            self.status.conditions, type_, value, reason, message, self.now, self.generation)
 
-    def _event(self, type_: str, reason: str, message: str) -> None:
+    def _event(self, type_: str, reason: Reason, message: str) -> None:
         self.decision.events.append(Event(type_, reason, message))
 
     def _requeue(self, seconds: float) -> None:
@@ -357,16 +356,16 @@ class _Machine:
         self.decision.requeue_after = seconds if current is None else min(current, seconds)
 
     def _done(self) -> Decision:
-        self.status["observedGeneration"] = self.generation
+        self.status.observed_generation = self.generation
         if self.status != self.old:
-            self.decision.status = {k: self.status.get(k) for k in set(self.status) | set(self.old)}
+            self.decision.status = self.status
         return self.decision
 
 
 def _describe_failure(attempt: int, head: PodObservation | None) -> str:
     if head is None:
         return f"attempt {attempt}: the head pod disappeared"
-    if head.deleting and head.phase not in ("Succeeded", "Failed"):
+    if head.deleting and not head.finished:
         return f"attempt {attempt}: the head pod {head.name} was deleted"
     detail = f"exit code {head.exit_code}" if head.exit_code is not None else (head.reason or "failed")
     if head.reason and head.exit_code is not None:

@@ -12,11 +12,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
 
 from .. import resources
 from ..api import constants as c
 from ..api.manifest import ManifestError, parse_job
-from ..api.vocabulary import Reason
+from ..api.models import JobStatus
+from ..api.vocabulary import Phase, Reason
 from . import conditions as cond
 from . import observe
 from .apply import ChildCreationFailed, apply
@@ -187,21 +189,28 @@ class Reconciler:
         if old is None or _rv(body) >= _rv(old):
             self.jobs[key] = dict(body)
 
-    async def _refuse(self, key: Key, body: dict[str, Any], reason: str, message: str) -> dict[str, Any] | None:
+    async def _refuse(self, key: Key, body: dict[str, Any], reason: Reason, message: str) -> dict[str, Any] | None:
         """Ends a job the operator will not run: rules the API server cannot express (ValidationFailed), or an
         admin's (NetworkIsolationRequired). Nothing is created for it."""
-        status = body.get("status") or {}
+        old = _status_of(body)
         message = message[:2000]
-        if status.get("phase") == "Failed" and status.get("message") == message:
+        if old.phase == Phase.FAILED and old.message == message:
             return body
         now = self.clock()
         generation = (body.get("metadata") or {}).get("generation")
-        conditions = cond.set_condition(status.get("conditions") or [], cond.FAILED, True, reason, message, now, generation)
-        patch = {
-            "phase": "Failed", "reason": reason, "message": message, "conditions": conditions,
-            "observedGeneration": generation, "completionTime": cond.timestamp(now),
-        }
-        new_body = await self.kube.patch_job_status(key[0], key[1], patch, body)
+        new = old.operator_fields()
+        new.phase, new.reason, new.message = Phase.FAILED, reason, message
+        new.conditions = cond.set_condition(new.conditions, cond.FAILED, True, reason, message, now, generation)
+        new.observed_generation, new.completion_time = generation, cond.timestamp(now)
+        new_body = await self.kube.patch_job_status(key[0], key[1], new.merge_patch(old), body)
         await self.kube.event(new_body, "Warning", reason, message)
         self.upsert_job_quietly(new_body)
         return new_body
+
+
+def _status_of(body: Mapping[str, Any]) -> JobStatus:
+    """The status of a job whose spec did not parse; a status this operator did not write counts as none."""
+    try:
+        return JobStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        return JobStatus()
