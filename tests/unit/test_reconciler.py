@@ -164,3 +164,28 @@ def test_an_admin_can_require_isolated_jobs() -> None:
     ((_, status, rv),) = kube.patches
     assert status["phase"] == "Failed" and status["reason"] == "NetworkIsolationRequired" and rv == "7"
     assert "network.isolation is false" in status["message"] and kube.events == [("Warning", "NetworkIsolationRequired")]
+
+
+class ReleasingKube:
+    def __init__(self) -> None:
+        self.collections: list[tuple[str, str, str]] = []
+
+    async def delete_collection(self, api_version: str, kind: str, namespace: str, label_selector: str) -> None:
+        self.collections.append((kind, namespace, label_selector))
+
+
+def test_a_deleted_jobs_workers_then_pods_go_in_one_call_each_by_its_uid() -> None:
+    async def scenario(may_act: bool) -> list[tuple[str, str, str]]:
+        kube = ReleasingKube()
+        rec = Reconciler(kube, resources.BuildContext(), concurrency=1)  # type: ignore[arg-type]
+        rec.may_act = lambda: may_act
+        rec.start()
+        rec.remove_job(("ns1", "gone"), "uid-1")
+        rec.remove_job(("ns1", "unknown"))  # no uid: nothing to select by, the garbage collector does it
+        await asyncio.sleep(0.05)
+        await rec.stop()
+        return kube.collections
+
+    selector = "rljob.dev/controller-uid=uid-1"
+    assert asyncio.run(scenario(True)) == [("StatefulSet", "ns1", selector), ("Pod", "ns1", selector)]
+    assert asyncio.run(scenario(False)) == []  # a standby writes nothing

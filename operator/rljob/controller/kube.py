@@ -1,26 +1,31 @@
 """A small async facade over the Kubernetes REST API.
 
-The official client is synchronous; every call runs in a dedicated thread pool so the operator's
-event loop never blocks on the network (50 jobs applied at once must not serialize). Objects are
-plain dicts, addressed by apiVersion/kind through one table of REST paths.
+One aiohttp session (kopf's own HTTP library) on the operator's event loop: no thread pool beside kopf's,
+no per-call thread hop, connections kept alive and shared by every reconcile. Credentials come from the
+official client's loaders (in-cluster service account, or the kubeconfig with its exec plugins), read
+again before each call so that rotated tokens are picked up. Objects are plain dicts, addressed by
+apiVersion/kind through one table of REST paths.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
+import ssl
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
+import aiohttp
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from ..api import constants as c
 
 log = logging.getLogger(__name__)
+
+# As kopf's own requests: long enough for a slow API server, short enough to retry a lost connection.
+REQUEST_TIMEOUT_SECONDS = 60.0
 
 # (apiVersion, kind) → (path prefix, plural). Namespaced resources only.
 _PATHS: dict[tuple[str, str], tuple[str, str]] = {
@@ -48,35 +53,62 @@ def object_path(api_version: str, kind: str, namespace: str, name: str) -> str:
 
 
 class Kube:
-    def __init__(self, api_client: client.ApiClient | None = None, threads: int = 32) -> None:
-        if api_client is None:
-            api_client = new_api_client(threads)
-        self.client = api_client
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube")
+    def __init__(self, configuration: client.Configuration | None = None, connections: int = 32) -> None:
+        self.cfg = configuration if configuration is not None else load_configuration()
+        self.connections = connections
+        self._session: aiohttp.ClientSession | None = None
 
-    def _call(
+    def _open(self) -> aiohttp.ClientSession:
+        """Opened on first use: a session belongs to the event loop that runs it."""
+        connector = aiohttp.TCPConnector(limit=self.connections, ssl=self._ssl_context())
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS),
+            json_serialize=json.dumps,
+        )
+        return self._session
+
+    def _ssl_context(self) -> ssl.SSLContext | bool:
+        cfg = self.cfg
+        if not cfg.host.startswith("https"):
+            return True  # plain HTTP: nothing to verify
+        if not cfg.verify_ssl:
+            return False
+        context = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
+        if cfg.cert_file:
+            context.load_cert_chain(cfg.cert_file, cfg.key_file)
+        return context
+
+    def _headers(self, content_type: str) -> dict[str, str]:
+        headers = {"Content-Type": content_type, "Accept": "application/json, */*"}
+        token = self.cfg.auth_settings().get("BearerToken")  # runs the loader's refresh hook: rotated tokens
+        if token and token.get("value"):
+            headers["Authorization"] = token["value"]
+        return headers
+
+    async def _send(
         self, method: str, path: str, body: Any = None, content_type: str = "application/json",
         query: list[tuple[str, str]] | None = None,
     ) -> bytes:
-        """One blocking HTTP call; raises ApiException (with the server's message) on a non-2xx answer."""
-        serialized = self.client.param_serialize(
-            method=method, resource_path=path, query_params=query or [],
-            header_params={"Content-Type": content_type, "Accept": "application/json, */*"},
-            body=body, auth_settings=["BearerToken"],
-        )
-        resp = self.client.call_api(*serialized)
-        data = resp.read() or b""
-        if not 200 <= resp.status <= 299:
-            raise ApiException.from_response(http_resp=resp, body=data.decode("utf-8", "replace"), data=None)
-        return data
+        """One HTTP call; raises ApiException (status, reason and the server's message) on a non-2xx answer."""
+        session = self._session if self._session is not None else self._open()
+        data = json.dumps(body).encode() if body is not None else None
+        async with session.request(method, self.cfg.host + path, params=query or None, data=data,
+                                   headers=self._headers(content_type)) as resp:
+            raw = await resp.read()
+            if not 200 <= resp.status <= 299:
+                exc = ApiException(status=resp.status, reason=resp.reason)
+                exc.body = raw.decode("utf-8", "replace")
+                exc.headers = resp.headers
+                raise exc
+            return raw
 
     async def request(
         self, method: str, path: str, body: Any = None, content_type: str = "application/json",
         query: list[tuple[str, str]] | None = None,
     ) -> Any:
-        """A JSON API call, run in the thread pool."""
-        data = await asyncio.get_running_loop().run_in_executor(
-            self.pool, lambda: self._call(method, path, body, content_type, query))
+        """A JSON API call."""
+        data = await self._send(method, path, body, content_type, query)
         return json.loads(data) if data else None
 
     async def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
@@ -108,6 +140,11 @@ class Kube:
                 return False
             raise
 
+    async def delete_collection(self, api_version: str, kind: str, namespace: str, label_selector: str) -> None:
+        """Every object of `kind` in `namespace` that the selector matches, in one call."""
+        await self.request("DELETE", collection_path(api_version, kind, namespace), {"propagationPolicy": "Background"},
+                           query=[("labelSelector", label_selector)])
+
     async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
         return await self.request("PATCH", path, patch, content_type="application/merge-patch+json",
                                   query=[("fieldManager", c.FIELD_MANAGER)])
@@ -126,8 +163,7 @@ class Kube:
     async def pod_log_tail(self, namespace: str, name: str, lines: int = 40) -> str | None:
         path = object_path("v1", "Pod", namespace, name) + "/log"
         try:
-            data = await asyncio.get_running_loop().run_in_executor(
-                self.pool, lambda: self._call("GET", path, query=[("tailLines", str(lines))]))
+            data = await self._send("GET", path, query=[("tailLines", str(lines))])
             return data.decode("utf-8", "replace")
         except ApiException as exc:
             log.info("no log for %s/%s: %s", namespace, name, exc.reason)
@@ -160,19 +196,20 @@ class Kube:
         except ApiException as exc:  # events are best effort; never fail a reconcile for them
             log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc.reason)
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
-def new_api_client(pool_size: int = 32) -> client.ApiClient:
+def load_configuration() -> client.Configuration:
     """From the in-cluster service account, else the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
     cfg = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=cfg)
     except config.ConfigException:
         config.load_kube_config(client_configuration=cfg)
-    cfg.connection_pool_maxsize = pool_size
-    return client.ApiClient(configuration=cfg)
+    return cfg
 
 
 def error_text(exc: Exception) -> str:

@@ -1,0 +1,373 @@
+"""A burst of RLTrainingJobs, from `kubectl apply` to every Ray cluster Running, against the no-operator floor.
+
+Not a test: it measures. Each mode runs on a fresh control plane of the project's own (etcd, kube-apiserver,
+controller manager, scheduler, kwok nodes with enough CPUs, memory and GPUs that scheduling never limits):
+
+- floor: no operator; this process creates the very pods the operator would (each job's head pod and its
+  workers as plain pods, from the same builders), with 10 threads. What the API server, scheduler and kwok
+  allow on this machine.
+- floor with StatefulSets: the same, but each job's workers as the operator's StatefulSet: what the
+  controller manager's StatefulSet controller (and its client's rate limit) adds, with no operator.
+- operator: `rljob operator` as production runs it; this process applies the jobs with 10 threads.
+
+    .venv/bin/python benchmarks/operator_burst.py --jobs 100 --workers 10
+    .venv/bin/python benchmarks/operator_burst.py --jobs 1000 --workers 2
+
+It prints one figure per line, each mode's and the operator's as a ratio to the floor: all Running (seconds
+from the first apply until the last job's cluster is up: the job Running for the operator, all its pods Ready
+for the floor), p50/p99 apply-to-Running per job, the operator's peak RSS and CPU seconds, delete-to-no-pods
+and the pods left after it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from pong_time_to_reward import cpu_model
+
+from rljob import resources
+from rljob.api import constants as c
+from rljob.api import parse_job
+from rljob.api.crd import crd_yaml
+from rljob.api.vocabulary import Phase
+from rljob.testing.controlplane import ControlPlane
+from rljob.testing.operatorproc import OperatorProcess
+
+NAMESPACE = "burst"
+THREADS = 10
+PODS_PER_NODE = 250
+PODS_PATH = f"/api/v1/namespaces/{NAMESPACE}/pods"
+STS_PATH = f"/apis/apps/v1/namespaces/{NAMESPACE}/statefulsets"
+MODES = ("floor", "floor-statefulset", "operator")
+
+
+def job_manifest(name: str, workers: int) -> dict[str, Any]:
+    """1 CPU and 2Gi per pod, one GPU on the head, no checkpoint volume."""
+    return {
+        "apiVersion": c.API_VERSION, "kind": c.KIND,
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "entrypoint": {"recipe": "pong"},
+            "head": {"gpus": 1, "cpu": "1", "memory": "2Gi", "shmSize": "512Mi"},
+            "workers": {"replicas": workers, "cpu": "1", "memory": "2Gi", "shmSize": "512Mi"},
+            "clusterCoordinationTimeoutSeconds": 3600,
+        },
+    }
+
+
+def floor_objects(name: str, workers: int, statefulset: bool) -> list[tuple[str, dict[str, Any]]]:
+    """(collection path, body): the head pod the operator would create for this job and its workers, as plain
+    pods or as the operator's StatefulSet; no owner, the namespace's default ServiceAccount (the floor creates
+    nothing else)."""
+    job = parse_job({**job_manifest(name, workers), "metadata": {"name": name, "namespace": NAMESPACE, "uid": "floor"}})
+    ctx = resources.BuildContext()
+    sts = resources.workers_statefulset(job, ctx)
+    objs = [resources.head_pod(job, ctx, 1, "")]
+    if statefulset:
+        objs.append(sts)
+    else:
+        for i in range(workers):
+            template = json.loads(json.dumps(sts["spec"]["template"]))
+            meta = template["metadata"]
+            meta.update(name=f"{sts['metadata']['name']}-{i}", namespace=NAMESPACE)
+            objs.append({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"]})
+    for obj in objs:
+        obj["metadata"].pop("ownerReferences", None)
+        pod_spec = obj["spec"]["template"]["spec"] if obj["kind"] == "StatefulSet" else obj["spec"]
+        pod_spec["serviceAccountName"] = "default"
+    return [(PODS_PATH if o["kind"] == "Pod" else STS_PATH, o) for o in objs]
+
+
+class Watcher:
+    """Reads one watch stream (pods or jobs) as raw JSON lines; notes when each object first met `done`."""
+
+    def __init__(self, api: client.ApiClient, path: str, done: Callable[[dict[str, Any]], bool]) -> None:
+        self.api, self.path, self.done = api, path, done
+        self.first_done: dict[str, float] = {}
+        self.live: set[str] = set()
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.failures = 0
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Watcher:
+        WATCHERS.append(self)
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        rv = ""
+        while not self.stopping:
+            query = [("watch", "true"), ("timeoutSeconds", "60"), ("allowWatchBookmarks", "true")]
+            if rv:
+                query.append(("resourceVersion", rv))
+            try:
+                resp = self.api.call_api(*self.api.param_serialize("GET", self.path, query_params=query,
+                                                                   auth_settings=["BearerToken"]))
+                if resp.status != 200:
+                    raise RuntimeError(f"HTTP {resp.status} {resp.reason}")
+                for line in _lines(resp.response):
+                    event = json.loads(line)
+                    obj = event["object"]
+                    rv = obj.get("metadata", {}).get("resourceVersion", rv)
+                    if event["type"] == "BOOKMARK":
+                        continue
+                    if event["type"] == "ERROR":
+                        rv = ""
+                        break
+                    name = obj["metadata"]["name"]
+                    with self.lock:
+                        if event["type"] == "DELETED":
+                            self.live.discard(name)
+                            continue
+                        self.live.add(name)
+                        if name not in self.first_done and self.done(obj):
+                            self.first_done[name] = time.monotonic()
+                self.failures = 0
+            except Exception as exc:  # a dropped stream: resume from the last version seen
+                self.failures += 1
+                if self.failures > 20:
+                    self.error = f"watch {self.path} keeps failing: {exc}"
+                    return
+                if not self.stopping:
+                    print(f"# watch {self.path}: {exc}; resuming", file=sys.stderr)
+                    time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.stopping = True
+
+
+def _lines(resp: Any) -> Any:
+    buf = b""
+    for chunk in resp.stream(65536):
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            if line.strip():
+                yield line
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    return any(cd.get("type") == "Ready" and cd.get("status") == "True" for cd in pod.get("status", {}).get("conditions") or [])
+
+
+def job_running(job: dict[str, Any]) -> bool:
+    return (job.get("status") or {}).get("phase") == Phase.RUNNING
+
+
+WATCHERS: list[Watcher] = []
+
+
+def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        broken = [w.error for w in WATCHERS if w.error]
+        if broken:
+            raise RuntimeError(broken[0])
+        if check():
+            return True
+        time.sleep(interval)
+    return check()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def control_plane(workdir: Path, jobs: int, workers: int) -> ControlPlane:
+    """Nodes enough that scheduling never limits: at most PODS_PER_NODE pods each, CPUs and memory to spare."""
+    cpu_nodes = max(1, math.ceil(jobs * workers / PODS_PER_NODE))
+    gpu_nodes = max(1, math.ceil(jobs / PODS_PER_NODE))
+    return ControlPlane(workdir, cpu_nodes=cpu_nodes, gpu_nodes=gpu_nodes, node_cpu=str(PODS_PER_NODE * 2),
+                        node_memory=f"{PODS_PER_NODE * 4}Gi", node_pods=PODS_PER_NODE, gpus_per_node=PODS_PER_NODE,
+                        start_timeout=300)
+
+
+def wait_for_garbage_collector(cp: ControlPlane, api: client.ApiClient, jobs_path: str) -> None:
+    """The garbage collector learns of a new CRD on its next discovery pass (up to 30 s): until then deleting a
+    job leaves its children. A probe job and a ConfigMap it owns, deleted until the ConfigMap goes with it."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        probe = api.call_api(*api.param_serialize(
+            "POST", jobs_path, body={**job_manifest("gc-probe", 0), "spec": {"entrypoint": {"recipe": "pong"}}},
+            header_params={"Content-Type": "application/json"}, auth_settings=["BearerToken"]))
+        uid = json.loads(probe.read())["metadata"]["uid"]
+        owned = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "gc-probe", "namespace": NAMESPACE,
+                 "ownerReferences": [{"apiVersion": c.API_VERSION, "kind": c.KIND, "name": "gc-probe", "uid": uid}]}}
+        post(api, f"/api/v1/namespaces/{NAMESPACE}/configmaps", owned)
+        cp.kubectl("delete", c.PLURAL, "gc-probe", "-n", NAMESPACE, "--wait=true")
+        if wait_until(lambda: cp.kubectl("get", "configmap", "gc-probe", "-n", NAMESPACE, check=False).returncode != 0, 10, 0.5):
+            return
+        cp.kubectl("delete", "configmap", "gc-probe", "-n", NAMESPACE, "--wait=true")
+    raise RuntimeError("the garbage collector did not learn of the CRD within 120 s")
+
+
+def api_client(kubeconfig: Path) -> client.ApiClient:
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
+    cfg.connection_pool_maxsize = THREADS * 2
+    return client.ApiClient(cfg)
+
+
+def post(api: client.ApiClient, path: str, body: dict[str, Any]) -> None:
+    for attempt in range(20):
+        try:
+            api.call_api(*api.param_serialize("POST", path, body=body, header_params={"Content-Type": "application/json"},
+                                              auth_settings=["BearerToken"]))
+            return
+        except ApiException as exc:
+            if exc.status != 429 or attempt == 19:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def process_usage(pid: int) -> tuple[float, float]:
+    """(CPU seconds, peak RSS in MB) of a live process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/status") as f:
+        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return cpu, hwm / 1024
+
+
+def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profile: bool = False) -> dict[str, float]:
+    names = [f"burst-{i:04d}" for i in range(jobs)]
+    out: dict[str, float] = {}
+    with control_plane(workdir / mode, jobs, workers) as cp:
+        cp.kubectl("create", "namespace", NAMESPACE)
+        wait_until(lambda: cp.kubectl("get", "serviceaccount", "default", "-n", NAMESPACE, check=False).returncode == 0, 60)
+        api = api_client(cp.kubeconfig)
+        pods_path = PODS_PATH
+        jobs_path = f"/apis/{c.API_VERSION}/namespaces/{NAMESPACE}/{c.PLURAL}"
+        pod_watch = Watcher(api, pods_path, pod_ready).start()
+        operator = None
+        if mode == "operator":
+            cp.apply(crd_yaml())
+            cp.kubectl("wait", "--for=condition=Established", f"crd/{c.PLURAL}.{c.GROUP}", "--timeout=60s")
+            cp.kubectl("create", "namespace", "rljob-system")
+            wait_for_garbage_collector(cp, api, jobs_path)
+            operator = OperatorProcess(cp.kubeconfig, workdir / "operator.log")
+            operator.start()
+            assert operator.proc is not None
+            cpu_before, _ = process_usage(operator.proc.pid)
+            spy = subprocess.Popen(["py-spy", "record", "--pid", str(operator.proc.pid), "--format", "raw", "--output",
+                                    str(workdir / "operator-profile.txt")]) if profile else None
+            job_watch = Watcher(api, jobs_path, job_running).start()
+        time.sleep(1.0)
+        applied: dict[str, float] = {}
+
+        def submit(name: str) -> None:
+            applied[name] = time.monotonic()
+            if mode == "operator":
+                post(api, jobs_path, job_manifest(name, workers))
+            else:
+                for path, obj in floor_objects(name, workers, statefulset=mode == "floor-statefulset"):
+                    post(api, path, obj)
+
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(THREADS) as pool:
+            list(pool.map(submit, names))
+        out["apply seconds"] = time.monotonic() - t0
+
+        expected_pods = jobs * (workers + 1)
+        if mode == "operator":
+            done = lambda: len(job_watch.first_done) >= jobs  # noqa: E731
+            ready_at = job_watch.first_done
+        else:
+            done = lambda: len(pod_watch.first_done) >= expected_pods  # noqa: E731
+            ready_at = {}
+        finished = wait_until(done, timeout, 0.2)
+        if mode != "operator":
+            per_job: dict[str, float] = {}
+            for pod, at in pod_watch.first_done.items():
+                job = pod.rsplit("-", 2)[0] if "-workers-" in pod else pod.rsplit("-head-", 1)[0]
+                per_job[job] = max(per_job.get(job, 0.0), at)
+            ready_at = {j: at for j, at in per_job.items() if j in applied} if finished else {}
+        if len(pod_watch.first_done) >= expected_pods:
+            out["all pods Ready seconds"] = max(pod_watch.first_done.values()) - t0
+        if not finished:
+            print(f"# {mode}: only {len(ready_at)} of {jobs} jobs Running after {timeout:.0f}s", file=sys.stderr)
+        out["all Running seconds"] = (max(ready_at.values()) - t0) if finished else float("nan")
+        latencies = [ready_at[n] - applied[n] for n in names if n in ready_at]
+        out["p50 apply-to-Running seconds"] = statistics.median(latencies) if latencies else float("nan")
+        out["p99 apply-to-Running seconds"] = percentile(latencies, 0.99) if latencies else float("nan")
+        if operator is not None and operator.proc is not None:
+            cpu, rss = process_usage(operator.proc.pid)
+            out["operator CPU seconds"] = cpu - cpu_before
+            out["operator peak RSS MB"] = rss
+
+        t1 = time.monotonic()
+        for delete_path in [jobs_path] if mode == "operator" else [STS_PATH, PODS_PATH]:
+            api.call_api(*api.param_serialize("DELETE", delete_path, body={"propagationPolicy": "Background"},
+                                              header_params={"Content-Type": "application/json"}, auth_settings=["BearerToken"]))
+        gone = wait_until(lambda: not pod_watch.live, timeout, 0.2)
+        out["delete-to-no-pods seconds"] = time.monotonic() - t1 if gone else float("nan")
+        out["pods left"] = float(len(pod_watch.live))
+        if operator is not None and operator.proc is not None:
+            out["operator CPU seconds incl. delete"] = process_usage(operator.proc.pid)[0] - cpu_before
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
+            operator.stop()
+        pod_watch.stop()
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=10)
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for Running, and for deletion")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--profile", action="store_true", help="record the operator with py-spy (installed separately)"
+                        " into the --keep folder, as operator-profile.txt")
+    parser.add_argument("--keep", type=Path, help="keep control-plane logs and the operator log here")
+    args = parser.parse_args()
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="rljob-burst-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    what = f"{args.jobs} jobs x (1 GPU head + {args.workers} workers)"
+    results = {mode: run(mode, args.jobs, args.workers, workdir, args.timeout, args.profile) for mode in args.modes}
+    print(f"hardware: {cpu_model()}, {os.cpu_count()} cores; burst: {what}; one fresh control plane per mode")
+    floor, sts = results.get("floor"), results.get("floor-statefulset")
+    labels = {"floor": "floor", "floor-statefulset": "floor with StatefulSets", "operator": "operator"}
+    for key in ("all Running seconds", "p50 apply-to-Running seconds", "p99 apply-to-Running seconds",
+                "delete-to-no-pods seconds"):
+        for mode, figures in results.items():
+            ratios = [f"{figures[key] / base[key]:.2f}x the {labels[name]}" for name, base in
+                      (("floor", floor), ("floor-statefulset", sts)) if base is not None and name != mode
+                      and not (mode == "floor" and name == "floor-statefulset")]
+            print(f"{labels[mode]} {key}: {figures[key]:.1f}" + (" = " + ", ".join(ratios) if ratios else ""))
+    op = results.get("operator")
+    if op is None:
+        return 0
+    if "all pods Ready seconds" in op:
+        print(f"operator all pods Ready seconds: {op['all pods Ready seconds']:.1f} (the rest of all Running is the"
+              " operator noticing; worker pods come from the StatefulSet controller)")
+    print(f"operator peak RSS: {op['operator peak RSS MB']:.0f} MB")
+    print(f"operator CPU seconds to all Running: {op['operator CPU seconds']:.1f} "
+          f"({1000 * op['operator CPU seconds'] / args.jobs:.0f} ms per job)")
+    print(f"operator CPU seconds incl. delete: {op['operator CPU seconds incl. delete']:.1f}")
+    print("pods left after delete: " + ", ".join(f"{labels[m]} {r['pods left']:.0f}" for m, r in results.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
