@@ -193,8 +193,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def control_plane(workdir: Path, jobs: int, workers: int) -> ControlPlane:
     """Nodes enough that scheduling never limits: at most PODS_PER_NODE pods each, CPUs and memory to spare."""
-    cpu_nodes = max(1, math.ceil(jobs * workers / PODS_PER_NODE))
-    gpu_nodes = max(1, math.ceil(jobs / PODS_PER_NODE))
+    cpu_nodes = math.ceil(jobs * workers / PODS_PER_NODE) + 1
+    gpu_nodes = math.ceil(jobs / PODS_PER_NODE) + 1
     return ControlPlane(workdir, cpu_nodes=cpu_nodes, gpu_nodes=gpu_nodes, node_cpu=str(PODS_PER_NODE * 2),
                         node_memory=f"{PODS_PER_NODE * 4}Gi", node_pods=PODS_PER_NODE, gpus_per_node=PODS_PER_NODE,
                         start_timeout=300)
@@ -315,10 +315,15 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
             out["operator peak RSS MB"] = rss
 
         t1 = time.monotonic()
-        for delete_path in [jobs_path] if mode == "operator" else [STS_PATH, PODS_PATH]:
-            api.call_api(*api.param_serialize("DELETE", delete_path, body={"propagationPolicy": "Background"},
-                                              header_params={"Content-Type": "application/json"}, auth_settings=["BearerToken"]))
-        gone = wait_until(lambda: not pod_watch.live, timeout, 0.2)
+        paths = [jobs_path] if mode == "operator" else [STS_PATH, PODS_PATH]
+        gone, end = False, time.monotonic() + timeout
+        while not gone and time.monotonic() < end:
+            # A deletecollection of thousands of objects can end before all are deleted (the API server's
+            # request timeout): ask again, as `kubectl delete --all` would be run again.
+            for delete_path in paths:
+                api.call_api(*api.param_serialize("DELETE", delete_path, body={"propagationPolicy": "Background"},
+                                                  header_params={"Content-Type": "application/json"}, auth_settings=["BearerToken"]))
+            gone = wait_until(lambda: not pod_watch.live, min(30.0, end - time.monotonic()), 0.2)
         out["delete-to-no-pods seconds"] = time.monotonic() - t1 if gone else float("nan")
         out["pods left"] = float(len(pod_watch.live))
         if operator is not None and operator.proc is not None:

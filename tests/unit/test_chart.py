@@ -189,11 +189,7 @@ def test_rbac_has_no_wildcards_and_no_escalation(helm_home: dict[str, str], tmp_
         for rule in role["rules"]:
             for key in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
                 assert not any("*" in item for item in rule.get(key) or []), (role["metadata"]["name"], rule)
-            assert not set(rule["verbs"]) & {"escalate", "bind", "impersonate"}, rule
-            # deletecollection only where a deleted job's pods are released in one call (as KubeRay's role has it):
-            # no more than list and delete already allow
-            assert "deletecollection" not in rule["verbs"] or (
-                rule["resources"] in (["pods"], ["statefulsets"]) and {"list", "delete"} <= set(rule["verbs"])), rule
+            assert not set(rule["verbs"]) & {"escalate", "bind", "impersonate", "deletecollection"}, rule
             # update only on the jobs' finalizers (what blockOwnerDeletion needs on strict clusters) and on the
             # leader-election Lease: no job's or child's content
             assert "update" not in rule["verbs"] or rule["resources"] in (["rltrainingjobs/finalizers"], ["leases"]), rule

@@ -168,24 +168,36 @@ def test_an_admin_can_require_isolated_jobs() -> None:
 
 class ReleasingKube:
     def __init__(self) -> None:
-        self.collections: list[tuple[str, str, str]] = []
+        self.deleted: list[tuple[str, str, str]] = []
 
-    async def delete_collection(self, api_version: str, kind: str, namespace: str, label_selector: str) -> None:
-        self.collections.append((kind, namespace, label_selector))
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str, propagation: str = "Background",
+                     uid: str = "") -> bool:
+        self.deleted.append((kind, name, uid))
+        return True
 
 
-def test_a_deleted_jobs_workers_then_pods_go_in_one_call_each_by_its_uid() -> None:
+def test_a_deleted_jobs_workers_then_pods_go_at_once_each_by_its_own_uid() -> None:
+    from rljob.controller.observe import PodObservation, WorkersObservation
+
+    key = ("ns1", "gone")
+    pods = [PodObservation("gone-head-1", "head", 1, "Running", controller_uid="job-1", uid="p1"),
+            PodObservation("gone-workers-0", "worker", None, "Running", controller_uid="job-1", uid="p2"),
+            PodObservation("gone-workers-1", "worker", None, "Running", controller_uid="job-1", uid="p3", deleting=True),
+            PodObservation("gone-head-1", "head", 1, "Pending", controller_uid="job-2", uid="p9")]  # the new job's
+    workers = [WorkersObservation(exists=True, controller_uid="job-1", name="gone-workers", uid="s1")]
+
     async def scenario(may_act: bool) -> list[tuple[str, str, str]]:
         kube = ReleasingKube()
         rec = Reconciler(kube, resources.BuildContext(), concurrency=1)  # type: ignore[arg-type]
+        rec.pods, rec.workers = {key: pods}, {key: workers}
         rec.may_act = lambda: may_act
         rec.start()
-        rec.remove_job(("ns1", "gone"), "uid-1")
+        rec.remove_job(key, "job-1")
         rec.remove_job(("ns1", "unknown"))  # no uid: nothing to select by, the garbage collector does it
         await asyncio.sleep(0.05)
         await rec.stop()
-        return kube.collections
+        return kube.deleted
 
-    selector = "rljob.dev/controller-uid=uid-1"
-    assert asyncio.run(scenario(True)) == [("StatefulSet", "ns1", selector), ("Pod", "ns1", selector)]
+    assert asyncio.run(scenario(True)) == [
+        ("StatefulSet", "gone-workers", "s1"), ("Pod", "gone-head-1", "p1"), ("Pod", "gone-workers-0", "p2")]
     assert asyncio.run(scenario(False)) == []  # a standby writes nothing

@@ -130,20 +130,21 @@ class Kube:
                 return None, False
             raise
 
-    async def delete(self, api_version: str, kind: str, namespace: str, name: str, propagation: str = "Background") -> bool:
+    async def delete(
+        self, api_version: str, kind: str, namespace: str, name: str, propagation: str = "Background", uid: str = ""
+    ) -> bool:
+        """False when it is gone already, or (given `uid`) when the name now belongs to another object."""
         path = object_path(api_version, kind, namespace, name)
+        options: dict[str, Any] = {"propagationPolicy": propagation}
+        if uid:
+            options["preconditions"] = {"uid": uid}
         try:
-            await self.request("DELETE", path, {"propagationPolicy": propagation})
+            await self.request("DELETE", path, options)
             return True
         except ApiException as exc:
-            if exc.status == 404:
+            if exc.status == 404 or (uid and exc.status == 409):
                 return False
             raise
-
-    async def delete_collection(self, api_version: str, kind: str, namespace: str, label_selector: str) -> None:
-        """Every object of `kind` in `namespace` that the selector matches, in one call."""
-        await self.request("DELETE", collection_path(api_version, kind, namespace), {"propagationPolicy": "Background"},
-                           query=[("labelSelector", label_selector)])
 
     async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
         return await self.request("PATCH", path, patch, content_type="application/merge-patch+json",

@@ -29,6 +29,7 @@ class PodObservation:
     message: str | None = None
     resource_version: int = 0
     controller_uid: str | None = None  # the job instance it belongs to; None for children of old operator versions
+    uid: str = ""  # the pod's own
 
     @property
     def succeeded(self) -> bool:
@@ -52,6 +53,7 @@ class WorkersObservation:
     resource_version: int = 0
     controller_uid: str | None = None
     name: str = ""
+    uid: str = ""  # the StatefulSet's own
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ def observe_pod(body: Mapping[str, Any]) -> PodObservation:
         message=(message or "")[:500] or None,
         resource_version=_rv(meta),
         controller_uid=controller_uid(meta),
+        uid=meta.get("uid", ""),
     )
 
 
@@ -152,6 +155,7 @@ def observe_workers(body: Mapping[str, Any]) -> WorkersObservation:
         resource_version=_rv(meta),
         controller_uid=controller_uid(meta),
         name=meta.get("name", ""),
+        uid=meta.get("uid", ""),
     )
 
 
