@@ -4,7 +4,8 @@ Only watch-only handlers (on.event, index) are used: they add no finalizer and w
 job, so deleting a job never needs the operator, and the job's annotations stay clean. All of them are
 coroutines: kopf runs a plain function in its thread pool, a hop per event that a burst of thousands of
 pod events cannot afford. kopf starts the on.event handlers only after every index has been filled from
-its initial listing, so the first reconcile of a job already sees all of its pods (no duplicate head after an operator restart).
+its initial listing, so the first reconcile of a job already sees all of its pods (no duplicate head
+after an operator restart).
 """
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ class EssencelessDiffBase(kopf.DiffBaseStorage):
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         return None
+
+
 _state: dict[str, Any] = {}
 
 
