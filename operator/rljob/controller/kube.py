@@ -64,7 +64,6 @@ class Kube:
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS),
-            json_serialize=json.dumps,
         )
         return self._session
 
