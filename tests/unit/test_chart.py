@@ -305,16 +305,12 @@ def test_metrics_off_render(helm_home: dict[str, str], tmp_path: Path) -> None:
 
 
 def defined_metric_names() -> set[str]:
-    """Every sample name the operator's metrics module can expose."""
-    from prometheus_client import REGISTRY
+    """Every sample name the operator exposes: rljob.api.metrics' definitions, checked against what its metrics module
+    emits in tests/unit/test_operator_metrics.py."""
+    from rljob.api import metrics as m
 
-    from rljob.controller import metrics
-
-    families = [f for f in REGISTRY.collect() if f.name.startswith("rljob_")]
-    families += list(metrics.JobsCollector().collect())
-    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"), "gauge": ("",)}
-    names = {f.name + s for f in families for s in suffixes[f.type]}
-    assert {"rljob_jobs", "rljob_cluster_ready_seconds_bucket", "rljob_reconcile_errors_total"} <= names
+    names = {name for d in m.exported_by(m.Source.OPERATOR) for name in d.samples()}
+    assert {"rljob_jobs", "rljob_job_info", "rljob_cluster_ready_seconds_bucket", "rljob_reconcile_errors_total"} <= names
     return names
 
 
@@ -338,12 +334,21 @@ def test_dashboard_queries_only_metrics_the_operator_defines() -> None:
     for expr in exprs:
         names = set(re.findall(r"\brljob_[a-zA-Z0-9_:]+", expr))
         assert names, f"no rljob metric in {expr!r}"
-        assert names <= defined, f"{expr!r} uses {sorted(names - defined)}, which rljob/controller/metrics.py does not define"
+        assert names <= defined, f"{expr!r} uses {sorted(names - defined)}, which the operator does not export (rljob.api.metrics)"
         used |= names
     assert {
-        "rljob_jobs", "rljob_job_episode_return_mean", "rljob_job_env_steps_per_second", "rljob_cluster_ready_seconds_bucket",
+        "rljob_jobs", "rljob_job_info", "rljob_job_episode_return_mean", "rljob_job_env_steps_per_second",
+        "rljob_job_env_steps_total", "rljob_job_training_iterations_total", "rljob_cluster_ready_seconds_bucket",
         "rljob_reconcile_errors_total", "rljob_reconcile_duration_seconds_bucket",
     } <= used
+
+
+def test_dashboard_pickers_list_jobs_that_have_not_reported_yet() -> None:
+    """The namespace and job pickers read rljob_job_info, which the operator exports for every job it knows; a
+    progress metric would leave out jobs still starting (and every job when only the driver were scraped)."""
+    board = json.loads(DASHBOARD.read_text())
+    pickers = {v["name"]: v["definition"] for v in board["templating"]["list"] if v.get("definition")}
+    assert pickers and all(d.startswith("label_values(rljob_job_info") for d in pickers.values()), pickers
 
 
 def test_dashboard_is_well_formed() -> None:

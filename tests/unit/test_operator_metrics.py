@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
 from prometheus_client import REGISTRY
 
 from rljob.controller import metrics
@@ -30,3 +31,50 @@ def test_jobs_finished_before_this_process_started_are_not_counted_again() -> No
         metrics.observe_reconcile(("ns", "new"), finished("new", "2026-12-01T12:00:00Z", "2026-12-01T12:00:00Z"), 0.01, False)
     assert _count("rljob_job_duration_seconds", phase="Succeeded") == done + 1
     assert _count("rljob_cluster_ready_seconds") == ready + 1
+
+
+def test_the_operator_exports_what_rljob_api_metrics_defines_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every job the operator knows has an info series (experiment, phase) before its driver reports, and the
+    progress it reads from status comes out under the driver's names, counters as counters."""
+    from types import SimpleNamespace
+
+    from rljob.api import metrics as m
+    from rljob.controller import handlers
+
+    jobs = {
+        ("ns", "fresh"): {"spec": {"experiment": "sweep", "workers": {"replicas": 2}}},
+        ("ns", "busy"): {"spec": {"experiment": "sweep", "workers": {"replicas": 3}}, "status": {
+            "phase": "Running", "attempts": 2, "readyWorkers": 3,
+            "progress": {"iteration": 7, "envSteps": 7000, "timeTotalSeconds": 70.5, "episodeReturnMean": -19.5,
+                         "envStepsPerSecond": 100.0}}},
+    }
+    monkeypatch.setitem(handlers._state, "reconciler", SimpleNamespace(jobs=jobs))
+    families = list(metrics.JobsCollector().collect())
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
+    assert samples[("rljob_job_info", (("experiment", "sweep"), ("namespace", "ns"), ("phase", "Pending"),
+                                       ("rltrainingjob", "fresh")))] == 1
+    assert samples[("rljob_job_info", (("experiment", "sweep"), ("namespace", "ns"), ("phase", "Running"),
+                                       ("rltrainingjob", "busy")))] == 1
+    busy = (("namespace", "ns"), ("rltrainingjob", "busy"))
+    assert samples[("rljob_job_training_iterations_total", busy)] == 7
+    assert samples[("rljob_job_env_steps_total", busy)] == 7000
+    assert samples[("rljob_job_training_seconds_total", busy)] == 70.5
+    assert samples[("rljob_job_episode_return_mean", busy)] == -19.5
+    assert samples[("rljob_job_attempt", busy)] == 2
+    assert samples[("rljob_job_ready_workers", busy)] == 3
+    assert samples[("rljob_job_desired_workers", busy)] == 3
+    assert samples[("rljob_jobs", (("phase", "Running"),))] == 1
+    assert ("rljob_job_training_iterations_total", (("namespace", "ns"), ("rltrainingjob", "fresh"))) not in samples
+
+    emitted = {(f.name, f.type) for f in families} | {(f.name, f.type) for f in REGISTRY.collect() if f.name.startswith("rljob_")}
+    defined = {(d.name, str(d.kind)) for d in m.exported_by(m.Source.OPERATOR)}
+    assert emitted == defined
+
+
+def test_the_readme_documents_every_metric_as_defined() -> None:
+    from pathlib import Path
+
+    from rljob.api import metrics as m
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert m.markdown_table() in readme, "README.md's metrics table is out of date: paste rljob.api.metrics.markdown_table()"

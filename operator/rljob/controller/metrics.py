@@ -1,9 +1,9 @@
 """Prometheus metrics of the operator: jobs by phase, durations, cluster-ready latency, reconcile
-health, and each job's training progress as read from its status (the driver's own report).
+health, and each job's training progress as read from its status (the driver's own report). Names, types and
+labels are defined once, in rljob.api.metrics, for the operator and the driver alike.
 
 Gauges that describe current state are computed at scrape time from the reconciler's cache, so
-they can never drift from what `kubectl get rltj` shows. Per-job series are labelled `namespace` and
-`rltrainingjob`: `job` would collide with Prometheus' own scrape-job label.
+they can never drift from what `kubectl get rltj` shows.
 """
 from __future__ import annotations
 
@@ -12,30 +12,35 @@ from datetime import datetime, timezone
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from ..api.models import PHASES
+from ..api import metrics as m
+from ..api.models import PHASES, JobSpec
 from ..api.vocabulary import TERMINAL_PHASES, Phase
 from . import conditions as cond
 
 Key = tuple[str, str]
+DEFAULT_EXPERIMENT = str(JobSpec.model_fields["experiment"].default)
 
 RECONCILE_SECONDS = Histogram(
-    "rljob_reconcile_duration_seconds", "Time to reconcile one job once.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    m.RECONCILE_DURATION.name, m.RECONCILE_DURATION.help, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-RECONCILE_ERRORS = Counter("rljob_reconcile_errors_total", "Reconciles that failed and were retried.")
+RECONCILE_ERRORS = Counter(m.RECONCILE_ERRORS.name, m.RECONCILE_ERRORS.help)
 JOB_DURATION = Histogram(
-    "rljob_job_duration_seconds", "Wall time of finished jobs, from start to completion.", ["phase"],
+    m.JOB_DURATION.name, m.JOB_DURATION.help, list(m.JOB_DURATION.labels),
     buckets=(60, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, 259200),
 )
-CLUSTER_READY = Histogram(
-    "rljob_cluster_ready_seconds", "Time from an attempt's start until its Ray cluster (head and all workers) was ready.",
-    buckets=(1, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600),
-)
+CLUSTER_READY = Histogram(m.CLUSTER_READY.name, m.CLUSTER_READY.help, buckets=(1, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600))
 
-JOB_LABELS = ["namespace", "rltrainingjob"]
+# status.progress field -> the metric it feeds (the same names the driver exports).
+PROGRESS_METRICS: dict[str, m.Metric] = {
+    "iteration": m.TRAINING_ITERATIONS,
+    "envSteps": m.ENV_STEPS,
+    "timeTotalSeconds": m.TRAINING_SECONDS,
+    "episodeReturnMean": m.EPISODE_RETURN_MEAN,
+    "envStepsPerSecond": m.ENV_STEPS_PER_SECOND,
+}
 
 _seen_finished: set[Key] = set()
 _seen_ready: set[tuple[Key, str]] = set()
@@ -75,41 +80,49 @@ def forget_job(key: Key) -> None:
         _seen_ready.discard(item)
 
 
-class JobsCollector(Collector):
-    """Reads the reconciler's cache of job bodies at scrape time."""
+def family(metric: m.Metric) -> CounterMetricFamily | GaugeMetricFamily:
+    if metric.kind is m.Kind.COUNTER:
+        return CounterMetricFamily(metric.name, metric.help, labels=list(metric.labels))
+    return GaugeMetricFamily(metric.name, metric.help, labels=list(metric.labels))
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+
+class JobsCollector(Collector):
+    """Reads the reconciler's cache of job bodies at scrape time: every job the operator knows has a
+    `rljob_job_info` series from its first event on, before its driver reports anything."""
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | InfoMetricFamily]:
         from .handlers import _state
 
         rec = _state.get("reconciler")
         jobs = list(rec.jobs.items()) if rec else []
-        by_phase = GaugeMetricFamily("rljob_jobs", "RLTrainingJobs by phase.", labels=["phase"])
+        by_phase = family(m.JOBS)
         counts = dict.fromkeys(PHASES, 0)
-        per_job = {
-            "iteration": GaugeMetricFamily("rljob_job_training_iteration", "Training iterations done.", labels=JOB_LABELS),
-            "episodeReturnMean": GaugeMetricFamily(
-                "rljob_job_episode_return_mean", "Mean episode return reported by the driver.", labels=JOB_LABELS),
-            "envSteps": GaugeMetricFamily("rljob_job_env_steps", "Environment steps sampled in total.", labels=JOB_LABELS),
-            "envStepsPerSecond": GaugeMetricFamily(
-                "rljob_job_env_steps_per_second", "Sampling throughput over the last iteration.", labels=JOB_LABELS),
-        }
-        ready_workers = GaugeMetricFamily("rljob_job_ready_workers", "Ready worker pods.", labels=JOB_LABELS)
+        info = InfoMetricFamily(m.JOB_INFO.name, m.JOB_INFO.help, labels=list(m.JOB_LABELS))
+        progress_families = {field: family(metric) for field, metric in PROGRESS_METRICS.items()}
+        attempt, ready, desired = family(m.ATTEMPT), family(m.READY_WORKERS), family(m.DESIRED_WORKERS)
         for (ns, name), body in jobs:
             status = body.get("status") or {}
             phase = status.get("phase") or Phase.PENDING
             counts[phase] = counts.get(phase, 0) + 1
+            experiment = (body.get("spec") or {}).get("experiment") or DEFAULT_EXPERIMENT
+            info.add_metric([ns, name], {"experiment": str(experiment), "phase": phase})
             progress = status.get("progress") or {}
-            for field, family in per_job.items():
+            for field, fam in progress_families.items():
                 value = progress.get(field)
-                if isinstance(value, (int, float)):
-                    family.add_metric([ns, name], float(value))
-            if isinstance(status.get("readyWorkers"), int):
-                ready_workers.add_metric([ns, name], float(status["readyWorkers"]))
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    fam.add_metric([ns, name], float(value))
+            for fam, value in ((attempt, status.get("attempts")), (ready, status.get("readyWorkers")),
+                               (desired, ((body.get("spec") or {}).get("workers") or {}).get("replicas"))):
+                if isinstance(value, int) and not isinstance(value, bool):
+                    fam.add_metric([ns, name], float(value))
         for phase, n in counts.items():
             by_phase.add_metric([phase], n)
         yield by_phase
-        yield from per_job.values()
-        yield ready_workers
+        yield info
+        yield from progress_families.values()
+        yield attempt
+        yield ready
+        yield desired
 
 
 _served: list[int] = []

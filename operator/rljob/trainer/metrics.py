@@ -2,7 +2,8 @@
 
 A custom collector renders the latest ProgressRecord at scrape time, so counters that continue
 across attempts (env steps, training time) are exposed as counters with their true lifetime values
-rather than as prometheus_client Counters that would restart at zero in every new head pod.
+rather than as prometheus_client Counters that would restart at zero in every new head pod. The names and
+labels are the operator's (rljob.api.metrics): one query works against either.
 """
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from ..api import metrics as m
 from .progress import ProgressRecord
 
 log = logging.getLogger(__name__)
 
 
 class ProgressCollector:
-    """Exposes the latest record; before the first iteration only rljob_info is shown."""
+    """Exposes the latest record; before the first iteration only rljob_driver_info is shown."""
 
-    def __init__(self, job: str, namespace: str, recipe: str) -> None:
-        self.labels = {"rljob": job, "namespace": namespace, "recipe": recipe}
+    def __init__(self, job: str, namespace: str, recipe: str, experiment: str = "") -> None:
+        self.job_labels = [namespace, job]  # in the order of rljob.api.metrics.JOB_LABELS
+        self.info = {"experiment": experiment or job, "recipe": recipe}
         self.record: ProgressRecord | None = None
         self.checkpoint_iteration: int | None = None
 
@@ -31,37 +34,30 @@ class ProgressCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
-        yield InfoMetricFamily("rljob", "The training job this driver runs.", value=self.labels)
+        info = InfoMetricFamily(m.DRIVER_INFO.name, m.DRIVER_INFO.help, labels=list(m.JOB_LABELS))
+        info.add_metric(self.job_labels, self.info)
+        yield info
         r = self.record
         if r is None:
             return
-        names = list(self.labels)
-        values = list(self.labels.values())
 
-        def gauge(name: str, doc: str, value: float) -> Any:
-            g = GaugeMetricFamily(name, doc, labels=names)
-            g.add_metric(values, value)
-            return g
+        def one(metric: m.Metric, value: float) -> Any:
+            cls = CounterMetricFamily if metric.kind is m.Kind.COUNTER else GaugeMetricFamily
+            fam = cls(metric.name, metric.help, labels=list(metric.labels))
+            fam.add_metric(self.job_labels, float(value))
+            return fam
 
-        yield gauge("rljob_training_iteration", "Training iterations completed (all attempts).", r.iteration)
+        yield one(m.TRAINING_ITERATIONS, r.iteration)
+        yield one(m.ENV_STEPS, r.env_steps)
+        yield one(m.TRAINING_SECONDS, r.time_total_s)
         if r.episode_return_mean is not None:
-            yield gauge("rljob_episode_return_mean", "Mean return of recent episodes.", r.episode_return_mean)
-        steps = CounterMetricFamily("rljob_env_steps", "Environment steps sampled (all attempts).", labels=names)
-        steps.add_metric(values, r.env_steps)
-        yield steps
-        yield gauge("rljob_env_steps_per_second", "Sampling throughput over the last iteration.", r.env_steps_per_second)
-        time_total = CounterMetricFamily(
-            "rljob_training_time_seconds", "Training time (all attempts).", labels=names
-        )
-        time_total.add_metric(values, r.time_total_s)
-        yield time_total
+            yield one(m.EPISODE_RETURN_MEAN, r.episode_return_mean)
+        yield one(m.ENV_STEPS_PER_SECOND, r.env_steps_per_second)
         if r.attempt is not None:
-            yield gauge("rljob_attempt", "The attempt this driver runs.", r.attempt)
-        yield gauge("rljob_last_iteration_timestamp_seconds", "When the last iteration ended (Unix time).", r.timestamp)
+            yield one(m.ATTEMPT, r.attempt)
+        yield one(m.LAST_ITERATION_TIME, r.timestamp)
         if self.checkpoint_iteration is not None:
-            yield gauge(
-                "rljob_last_checkpoint_iteration", "Iteration of the latest checkpoint.", self.checkpoint_iteration
-            )
+            yield one(m.LAST_CHECKPOINT_ITERATION, self.checkpoint_iteration)
 
 
 def serve(collector: ProgressCollector, port: int, addr: str = "0.0.0.0") -> Any:

@@ -127,7 +127,9 @@ def test_metrics_move_with_jobs(control_plane: ControlPlane, live_operator: Oper
 
     during = wait_for(progressed, timeout=30, description="progress in metrics")
     assert _value(during, "rljob_jobs", phase="Running") >= 1
-    assert _value(during, "rljob_job_training_iteration", namespace=namespace, rltrainingjob="metered") == 3
+    assert _value(during, "rljob_job_training_iterations_total", namespace=namespace, rltrainingjob="metered") == 3
+    assert _value(during, "rljob_job_info", namespace=namespace, rltrainingjob="metered", experiment="default",
+                  phase="Running") == 1
     assert _value(during, "rljob_job_ready_workers", namespace=namespace, rltrainingjob="metered") == 2
     assert _value(during, "rljob_reconcile_duration_seconds_count") > _value(before, "rljob_reconcile_duration_seconds_count")
     assert _value(during, "rljob_cluster_ready_seconds_count") > _value(before, "rljob_cluster_ready_seconds_count")
