@@ -79,11 +79,7 @@ def connect(args: argparse.Namespace) -> Cluster:
         if args.kubeconfig or args.context or not _in_cluster():
             config.load_kube_config(config_file=args.kubeconfig, context=args.context, client_configuration=cfg)
             if namespace is None:
-                _, active = config.list_kube_config_contexts(config_file=args.kubeconfig)
-                if args.context:
-                    contexts, _ = config.list_kube_config_contexts(config_file=args.kubeconfig)
-                    active = next((x for x in contexts if x["name"] == args.context), active)
-                namespace = (active or {}).get("context", {}).get("namespace")
+                namespace = _context_namespace(config, args)
         else:
             config.load_incluster_config(client_configuration=cfg)
             namespace = namespace or Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read_text().strip()
@@ -91,6 +87,34 @@ def connect(args: argparse.Namespace) -> Cluster:
         raise CliError(f"no usable kubeconfig: {exc}") from None
     cfg.retries = 1
     return Cluster(api=client.ApiClient(cfg), namespace=namespace or "default", host=cfg.host)
+
+
+def _context_namespace(config: Any, args: argparse.Namespace) -> str | None:
+    """The namespace the kubeconfig context names (the one --context picks, else the current one)."""
+    contexts, active = config.list_kube_config_contexts(config_file=args.kubeconfig)
+    if args.context:
+        active = next((x for x in contexts if x["name"] == args.context), active)
+    return ((active or {}).get("context") or {}).get("namespace")
+
+
+def target_namespace(args: argparse.Namespace) -> str:
+    """The namespace a command would use, read without contacting the cluster (for --dry-run): -n, else the
+    kubeconfig context's, else the pod's own when running in one, else default, as kubectl decides it."""
+    if args.namespace:
+        return str(args.namespace)
+    try:
+        from kubernetes import config
+    except ImportError:
+        return "default"
+    if args.kubeconfig or args.context or not _in_cluster():
+        try:
+            return _context_namespace(config, args) or "default"
+        except (config.ConfigException, OSError, TypeError):
+            return "default"  # no kubeconfig at all: a dry run still shows the manifest
+    try:
+        return Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read_text().strip() or "default"
+    except OSError:
+        return "default"
 
 
 def _in_cluster() -> bool:

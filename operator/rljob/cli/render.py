@@ -26,6 +26,17 @@ def run(args: argparse.Namespace) -> int:
         for line in exc.lines():
             print(line, file=sys.stderr)
         return 2
+    entry = job.spec.entrypoint
+    if entry.recipe is not None:
+        # The CRD keeps recipe arguments as plain strings; only the recipe's own parser knows them (without ray).
+        from ..trainer.errors import ConfigError
+        from ..trainer.recipes import prepare
+
+        try:
+            prepare(entry.recipe, entry.args)
+        except ConfigError as exc:
+            print(f"{args.filename}: spec.entrypoint.args: {exc}", file=sys.stderr)
+            return 2
     ctx = resources.BuildContext(operator_namespace=args.operator_namespace)
     if args.default_image:
         ctx = resources.BuildContext(default_image=args.default_image, operator_namespace=args.operator_namespace)

@@ -16,6 +16,7 @@ import yaml
 
 from ..api import ManifestError, parse_job
 from ..api import constants as c
+from ..api.models import RECIPES
 
 CONFIGMAP_LIMIT = 1024 * 1024  # bytes the API server accepts in one ConfigMap's data
 SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", ".ruff_cache", "node_modules", "runs"}
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--entry", metavar="SCRIPT", help="script to run, relative to --source-dir")
-    what.add_argument("--recipe", choices=["pong", "cartpole"], help="a built-in recipe instead of a script")
+    what.add_argument("--recipe", choices=RECIPES, help="a built-in recipe instead of a script")
     p.add_argument("--source-dir", type=Path, help="directory holding the script and its files (packed into a ConfigMap)")
     p.add_argument("--name", help="job name (default: derived from the script or recipe, plus a random suffix)")
     p.add_argument("--experiment", default=None, help="experiment name (groups runs; a label)")
@@ -169,7 +170,22 @@ def build_manifests(args: argparse.Namespace, namespace: str, name: str) -> tupl
     labels = {c.LABEL_EXPERIMENT: args.experiment} if args.experiment else {}
     job = {"apiVersion": c.API_VERSION, "kind": c.KIND, "metadata": {"name": name, "namespace": namespace, "labels": labels}, "spec": spec}
     parse_job(job, "submit")  # the flags become exactly what the API server would accept
+    if args.recipe:
+        check_recipe_args(args.recipe, script_args)
     return job, configmap
+
+
+def check_recipe_args(recipe: str, recipe_args: list[str]) -> None:
+    """Refuses arguments the recipe does not take before anything is created: the CRD holds them as plain
+    strings, so otherwise the job would only fail once its head pod ran the driver (DriverFailed).
+    Parsing needs no ray: recipes build their parsers from the standard library alone."""
+    from ..trainer.errors import ConfigError
+    from ..trainer.recipes import prepare
+
+    try:
+        prepare(recipe, recipe_args)
+    except ConfigError as exc:
+        raise SubmitError(f"spec.entrypoint.args: {exc}") from None
 
 
 def _quarter(memory: str | None) -> str | None:
@@ -185,12 +201,12 @@ def _quarter(memory: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cluster import CliError, connect
+    from .cluster import CliError, connect, target_namespace
 
     name = args.name or default_name(args)
     try:
         cluster = None if args.dry_run else connect(args)
-        namespace = args.namespace or "default" if cluster is None else cluster.namespace
+        namespace = target_namespace(args) if cluster is None else cluster.namespace
         job, configmap = build_manifests(args, namespace, name)
     except (SubmitError, CliError) as exc:
         print(f"rljob: {exc}", file=sys.stderr)
