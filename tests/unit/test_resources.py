@@ -168,6 +168,28 @@ def test_network_policies_isolate_the_job() -> None:
     assert "allow-egress" not in pol
 
 
+def test_a_monitoring_namespace_may_scrape_the_metrics_ports_only() -> None:
+    ctx = BuildContext(operator_namespace="ops", metrics_scrape_namespaces=("monitoring", "ops", "prom-2"))
+    pol = _policies(job(), ctx)
+    scrape = pol["allow-metrics-scrape"]
+    assert scrape["podSelector"]["matchLabels"] == {c.LABEL_JOB: "demo", c.LABEL_ROLE: c.ROLE_HEAD}
+    assert scrape["policyTypes"] == ["Ingress"]
+    (rule,) = scrape["ingress"]
+    # The operator's namespace already has its own rule (allow-operator); it is not repeated here.
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+                            for ns in ("monitoring", "prom-2")]
+    assert sorted(p["port"] for p in rule["ports"]) == sorted([c.PORT_METRICS, c.PORT_RAY_METRICS])
+    assert c.PORT_DASHBOARD not in {p["port"] for p in rule["ports"]}  # Ray's job-submission API stays closed
+    assert pol["allow-operator"]["ingress"][0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}]
+
+
+def test_no_scrape_policy_unless_a_monitoring_namespace_is_named() -> None:
+    assert "allow-metrics-scrape" not in _policies(job())
+    assert "allow-metrics-scrape" not in _policies(job(), BuildContext(operator_namespace="ops", metrics_scrape_namespaces=("ops",)))
+    assert _policies(job(network={"isolation": False}), BuildContext(metrics_scrape_namespaces=("monitoring",))) == {}
+
+
 def test_dns_where_no_selector_names_it() -> None:
     dns = _policies(job(), BuildContext(dns_labels=()))["allow-dns"]["egress"][0]
     assert "to" not in dns and {p["port"] for p in dns["ports"]} == {53}

@@ -25,7 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="namespace the operator runs in: job NetworkPolicies admit scrapes from it (default %(default)s)")
     p.add_argument("--metrics-port", type=int, default=_env_port("RLJOB_METRICS_PORT", 8080),
                    help="Prometheus metrics port, 0 to disable (default %(default)s)")
-    p.add_argument("--health-port", type=int, default=8081, help="liveness endpoint port, 0 to disable (default %(default)s)")
+    p.add_argument("--health-port", type=int, default=8081,
+                   help="port of the liveness (/healthz) and readiness (/readyz) endpoints, 0 to disable (default %(default)s)")
+    p.add_argument("--no-cluster-scan", action="store_true",
+                   help="do not list or watch CustomResourceDefinitions and Namespaces (cluster-scoped): the operator then "
+                   "needs no cluster-wide permission, but only exact --namespace names, and the CRD must be installed "
+                   "before it starts")
     p.add_argument("--leader-elect", action="store_true",
                    help="elect a leader among several replicas through a Lease in --operator-namespace: only the "
                    "holder reconciles; the others stand by (without it the operator acts alone)")
@@ -38,6 +43,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "destination on port 53 (NodeLocal DNSCache, host resolvers) (default %(default)s)")
     net.add_argument("--cluster-cidr", action="append", default=[], metavar="CIDR",
                      help="the cluster's pod and Service ranges (repeatable): network.allowInternetEgress leaves them out")
+    net.add_argument("--api-server-endpoint", action="append", default=[], metavar="CIDR:PORT",
+                     help="where job drivers reach the Kubernetes API, e.g. 10.0.0.1:6443 or 10.0.0.0/29:6443 (repeatable): "
+                     "the jobs' egress policies name these instead of the `kubernetes` EndpointSlices in `default` (then not read)")
+    net.add_argument("--no-api-server-discovery", action="store_true",
+                     help="do not read the `kubernetes` EndpointSlices in `default` (no permission there): without "
+                     "--api-server-endpoint the drivers may then reach ports 443 and 6443 at any address")
+    net.add_argument("--metrics-scrape-namespace", action="append", default=[], metavar="NS",
+                     help="a namespace (your Prometheus') whose pods may scrape the job heads' metrics ports, like the "
+                     "operator's own (repeatable)")
     net.add_argument("--require-network-isolation", action="store_true",
                      help="refuse jobs with network.isolation false (they end Failed, NetworkIsolationRequired)")
     p.add_argument("--concurrency", type=int, default=16, help="jobs reconciled at once (default %(default)s)")
@@ -66,7 +80,34 @@ def _labels(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _api_server_endpoints(values: list[str]) -> tuple[tuple[str, int], ...]:
+    """`CIDR:PORT` or `ADDRESS:PORT` values (an IPv6 CIDR keeps its colons: the port is after the last one)."""
+    out = []
+    for value in values:
+        cidr, sep, port = value.rpartition(":")
+        try:
+            if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("no port")
+            out.append((str(ipaddress.ip_network(cidr, strict=True)), int(port)))
+        except ValueError as exc:
+            raise SystemExit(f"rljob operator: --api-server-endpoint: {value!r} is not CIDR:PORT ({exc})") from None
+    return tuple(out)
+
+
+def _check_scope(args: argparse.Namespace) -> None:
+    """kopf serves only exact namespace names when it may not follow the Namespaces themselves."""
+    if not args.no_cluster_scan:
+        return
+    if not args.namespace:
+        raise SystemExit("rljob operator: --no-cluster-scan needs --namespace (an operator for every namespace follows them)")
+    patterns = [ns for ns in args.namespace if any(ch in ns for ch in "*?[!")]
+    if patterns:
+        raise SystemExit(f"rljob operator: --no-cluster-scan takes exact --namespace names, not patterns: {patterns}")
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_scope(args)
+    endpoints = _api_server_endpoints(args.api_server_endpoint)
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -88,6 +129,11 @@ def run(args: argparse.Namespace) -> int:
     handlers.CONFIG.dns_labels = _labels(args.dns_selector)
     handlers.CONFIG.cluster_cidrs = tuple(str(ipaddress.ip_network(c_, strict=True)) for c_ in args.cluster_cidr)
     handlers.CONFIG.require_isolation = args.require_network_isolation
+    handlers.CONFIG.api_server = endpoints
+    handlers.CONFIG.discover_api_server = not endpoints and not args.no_api_server_discovery
+    handlers.CONFIG.metrics_scrape_namespaces = tuple(dict.fromkeys(args.metrics_scrape_namespace))
+    handlers.CONFIG.cluster_scan = not args.no_cluster_scan
+    handlers.CONFIG.health_port = args.health_port or None
     # The pod's name (POD_ID, set by the chart), else the host's: kopf would otherwise ask the password
     # database, which has no entry for the image's non-root user.
     who = os.environ.get("POD_ID") or socket.gethostname()
@@ -98,13 +144,13 @@ def run(args: argparse.Namespace) -> int:
         handlers.CONFIG.lease = LeaseSettings(
             name=args.leader_election_id, namespace=args.operator_namespace, identity=f"{who}_{secrets.token_hex(4)}"
         )
-    liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
     # kopf itself always runs standalone: the Lease, not kopf's peering, decides who acts (controller/leader.py).
+    # The health endpoints are the operator's own (handlers.HealthServer): kopf's serves one path only, and
+    # readiness needs a second.
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace or [],
         standalone=True,
         identity=who,
-        liveness_endpoint=liveness,
     )
     return 0

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import kopf
+from aiohttp import web
 
 from .. import resources
 from ..api import constants as c
@@ -40,9 +41,55 @@ class OperatorConfig:
     dns_labels: tuple[tuple[str, str], ...] = resources.BuildContext.dns_labels
     cluster_cidrs: tuple[str, ...] = ()
     require_isolation: bool = False
+    # Where drivers reach the API (CIDR, port), given by the installer; empty: discovered, or not.
+    api_server: tuple[tuple[str, int], ...] = ()
+    # Read the `kubernetes` EndpointSlices in `default` at start-up (needs a Role there).
+    discover_api_server: bool = True
+    metrics_scrape_namespaces: tuple[str, ...] = ()
+    # kopf's scanning of CRDs and Namespaces (cluster-scoped list/watch); off for an operator with Roles only.
+    cluster_scan: bool = True
+    health_port: int | None = None
 
 
 CONFIG = OperatorConfig()
+
+
+class HealthServer:
+    """/healthz (liveness: the event loop answers) and /readyz (readiness) on one port.
+
+    Ready means that the start-up finished (the API server answered, the job network context is built, the
+    reconciler exists and either reconciles or stands by for the Lease) and that the operator is not shutting
+    down. A standby is ready too: it watches and indexes, and a rollout of several replicas must not wait for
+    the leader to go. Not ready before and after, so the metrics Service leaves out a replica that is starting
+    or stopping.
+    """
+
+    def __init__(self, port: int, host: str = "0.0.0.0") -> None:
+        self.port, self.host = port, host
+        self.ready = False
+        self.reason = "starting"
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.add_routes([web.get("/healthz", self._healthz), web.get("/readyz", self._readyz)])
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+
+    def set_ready(self, ready: bool, reason: str) -> None:
+        self.ready, self.reason = ready, reason
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        return web.json_response({"ready": self.ready, "reason": self.reason}, status=200 if self.ready else 503)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
 
 class EssencelessDiffBase(kopf.DiffBaseStorage):
@@ -76,15 +123,23 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 60
     settings.persistence.finalizer = f"{c.GROUP}/unused-finalizer"  # never added: no handler needs one
     settings.persistence.diffbase_storage = EssencelessDiffBase()
+    # Exact namespaces and no CRD or Namespace watch: no cluster-scoped list/watch at all (kopf then serves the
+    # resources it finds at start-up, in the namespaces it was given).
+    settings.scanning.disabled = not CONFIG.cluster_scan
+    if CONFIG.health_port and "health" not in _state:  # (kopf retries a failed start-up handler)
+        health = HealthServer(CONFIG.health_port)
+        await health.start()
+        _state["health"] = health
     kube = Kube()
     ctx = resources.BuildContext(
         default_image=CONFIG.default_image,
         operator_namespace=CONFIG.operator_namespace,
-        api_server=await discover_api_server(kube),
+        api_server=await api_server_endpoints(kube),
         dns_namespace=CONFIG.dns_namespace,
         dns_labels=CONFIG.dns_labels,
         cluster_cidrs=CONFIG.cluster_cidrs,
         require_isolation=CONFIG.require_isolation,
+        metrics_scrape_namespaces=CONFIG.metrics_scrape_namespaces,
     )
     on_reconciled = None
     if CONFIG.metrics_port:
@@ -103,6 +158,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         _state["leader"] = asyncio.create_task(_lead_when_elected(elector), name="rljob-leader-election")
     log.info("rljob operator started: default image %s, API server endpoints %s",
              ctx.default_image, [f"{e.cidr}:{e.port}" for e in ctx.api_server] or "unknown (ports 443/6443 allowed)")
+    if "health" in _state:
+        _state["health"].set_ready(True, "reconciling" if CONFIG.lease is None else "leader election candidate")
 
 
 def _lead() -> None:
@@ -129,6 +186,9 @@ def _stop_acting() -> None:
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
+    health: HealthServer | None = _state.pop("health", None)
+    if health is not None:
+        health.set_ready(False, "stopping")
     task = _state.pop("leader", None)
     if task is not None:
         task.cancel()
@@ -139,6 +199,8 @@ async def cleanup(**_: Any) -> None:
         if elector is not None:
             await elector.release()  # a standby takes over at once instead of after the lease duration
         await rec.kube.close()
+    if health is not None:
+        await health.stop()
 
 
 @kopf.index("", "v1", "pods", labels=MANAGED)
@@ -187,6 +249,17 @@ async def job_event(event: kopf.RawEvent, rljob_pods: kopf.Index, rljob_workers:
         metrics.forget_job(key)
     else:
         rec.upsert_job(obj)
+
+
+async def api_server_endpoints(kube: Kube) -> tuple[resources.ApiServerEndpoint, ...]:
+    """Given by the installer, else read from the cluster, else unknown (the drivers may reach 443/6443 anywhere)."""
+    if CONFIG.api_server:
+        return tuple(resources.ApiServerEndpoint(cidr=cidr, port=port) for cidr, port in CONFIG.api_server)
+    if not CONFIG.discover_api_server:
+        log.warning("the API server's addresses are neither given (--api-server-endpoint) nor read: job drivers may "
+                    "reach ports 443/6443 at any address")
+        return ()
+    return await discover_api_server(kube)
 
 
 async def discover_api_server(kube: Kube) -> tuple[resources.ApiServerEndpoint, ...]:

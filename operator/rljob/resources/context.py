@@ -33,3 +33,5 @@ class BuildContext:
     cluster_cidrs: tuple[str, ...] = ()
     # An admin's rule: jobs with network.isolation false are refused (Failed, NetworkIsolationRequired).
     require_isolation: bool = False
+    # Namespaces whose pods (a Prometheus) may scrape the head's metrics ports, besides the operator's own.
+    metrics_scrape_namespaces: tuple[str, ...] = ()

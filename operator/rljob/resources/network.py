@@ -54,18 +54,29 @@ def network_policies(job: RLTrainingJob, ctx: BuildContext) -> list[dict[str, An
                         "from": [
                             {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ctx.operator_namespace}}}
                         ],
-                        # The metrics ports only: Ray's dashboard (8265) also serves its job-submission API.
-                        "ports": [{"protocol": "TCP", "port": p} for p in (c.PORT_METRICS, c.PORT_RAY_METRICS)],
+                        "ports": _metrics_ports(),
                     }
                 ],
             },
         ),
         _policy(job, "allow-apiserver", head_selector(job), {"policyTypes": ["Egress"], "egress": _api_server_egress(ctx)}),
     ]
+    scrapers = [ns for ns in ctx.metrics_scrape_namespaces if ns != ctx.operator_namespace]
+    if scrapers:
+        out.append(_policy(job, "allow-metrics-scrape", head_selector(job), {"policyTypes": ["Ingress"], "ingress": [{
+            # A Prometheus in its own namespace (a PodMonitor's scrapes): the same metrics ports as the operator's.
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}} for ns in scrapers],
+            "ports": _metrics_ports(),
+        }]}))
     extra = _extra_egress(job, ctx)
     if extra:
         out.append(_policy(job, "allow-egress", own, {"policyTypes": ["Egress"], "egress": extra}))
     return out
+
+
+def _metrics_ports() -> list[dict[str, Any]]:
+    """The head's metrics ports only: Ray's dashboard (8265) also serves its job-submission API, which runs code."""
+    return [{"protocol": "TCP", "port": p} for p in (c.PORT_METRICS, c.PORT_RAY_METRICS)]
 
 
 def _api_server_egress(ctx: BuildContext) -> list[dict[str, Any]]:

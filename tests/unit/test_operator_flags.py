@@ -1,0 +1,151 @@
+"""`rljob operator`'s installation flags (scope, API server endpoints, metrics scrapers) and its health endpoints.
+
+The flags are what the chart passes for a namespaced install without cluster-wide permissions; what they do against
+a real API server is in tests/integration/test_helm_namespaced.py.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from rljob.cli import build_parser
+from rljob.cli import operator as operator_cli
+from rljob.controller import handlers
+from rljob.resources import ApiServerEndpoint
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["operator", *argv])
+
+
+@pytest.fixture
+def config() -> Iterator[handlers.OperatorConfig]:
+    saved = handlers.CONFIG
+    handlers.CONFIG = handlers.OperatorConfig()
+    try:
+        yield handlers.CONFIG
+    finally:
+        handlers.CONFIG = saved
+
+
+def test_api_server_endpoints_parse_ipv4_and_ipv6() -> None:
+    assert operator_cli._api_server_endpoints(["10.0.0.1/32:6443", "fd00::1/128:443", "10.0.0.2:443"]) == (
+        ("10.0.0.1/32", 6443), ("fd00::1/128", 443), ("10.0.0.2/32", 443))  # an address is its own /32
+    for bad in ("10.0.0.0/8", "10.0.0.1/32:", "10.0.0.1/32:99999", "10.0.0.1/24:443", "host/32:443"):
+        with pytest.raises(SystemExit, match="--api-server-endpoint"):
+            operator_cli._api_server_endpoints([bad])
+
+
+def test_no_cluster_scan_needs_exact_namespaces() -> None:
+    operator_cli._check_scope(parse("--no-cluster-scan", "-n", "team-a", "-n", "team-b"))
+    operator_cli._check_scope(parse())  # cluster-wide with scanning: nothing to check
+    with pytest.raises(SystemExit, match="needs --namespace"):
+        operator_cli._check_scope(parse("--no-cluster-scan"))
+    with pytest.raises(SystemExit, match="not patterns"):
+        operator_cli._check_scope(parse("--no-cluster-scan", "-n", "team-*"))
+
+
+class NoKube:
+    """A Kube that must not be called: the endpoints come from the flags, or are not read at all."""
+
+    async def request(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise AssertionError(f"the operator read the API server's EndpointSlices: {args}")
+
+
+class SlicesKube:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    async def request(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(args)
+        return {"items": [{"ports": [{"port": 6443}], "endpoints": [{"addresses": ["172.18.0.2"]}]}]}
+
+
+def test_given_endpoints_are_used_as_they_are(config: handlers.OperatorConfig) -> None:
+    config.api_server = (("10.0.0.1/32", 6443),)
+    config.discover_api_server = False
+    got = asyncio.run(handlers.api_server_endpoints(NoKube()))  # type: ignore[arg-type]
+    assert got == (ApiServerEndpoint("10.0.0.1/32", 6443),)
+
+
+def test_no_discovery_leaves_the_endpoints_unknown_and_says_so(
+    config: handlers.OperatorConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    config.discover_api_server = False
+    assert asyncio.run(handlers.api_server_endpoints(NoKube())) == ()  # type: ignore[arg-type]
+    assert "443/6443 at any address" in caplog.text
+
+
+def test_discovery_reads_the_kubernetes_endpointslices(config: handlers.OperatorConfig) -> None:
+    kube = SlicesKube()
+    assert asyncio.run(handlers.api_server_endpoints(kube)) == (ApiServerEndpoint("172.18.0.2/32", 6443),)  # type: ignore[arg-type]
+    assert kube.calls == [("GET", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_health_server_is_live_at_once_and_ready_when_told() -> None:
+    port = _free_port()
+
+    async def scenario() -> list[tuple[int, dict[str, Any]]]:
+        server = handlers.HealthServer(port, host="127.0.0.1")
+        await server.start()
+        base = f"http://127.0.0.1:{port}"
+        seen = []
+        try:
+            for step in ("starting", "ready", "stopping"):
+                if step == "ready":
+                    server.set_ready(True, "reconciling")
+                elif step == "stopping":
+                    server.set_ready(False, "stopping")
+                seen.append(await asyncio.to_thread(_get, f"{base}/healthz"))
+                seen.append(await asyncio.to_thread(_get, f"{base}/readyz"))
+        finally:
+            await server.stop()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen == [
+        (200, {"status": "ok"}), (503, {"ready": False, "reason": "starting"}),
+        (200, {"status": "ok"}), (200, {"ready": True, "reason": "reconciling"}),
+        (200, {"status": "ok"}), (503, {"ready": False, "reason": "stopping"}),
+    ]
+    with socket.socket() as s, pytest.raises(ConnectionRefusedError):  # stopped: nothing listens any more
+        s.connect(("127.0.0.1", port))
+
+
+def test_flags_reach_the_operator_config(monkeypatch: pytest.MonkeyPatch, config: handlers.OperatorConfig) -> None:
+    import kopf
+
+    ran: dict[str, Any] = {}
+    monkeypatch.setattr(kopf, "run", lambda **kw: ran.update(kw))
+    args = parse("-n", "team-a", "--no-cluster-scan", "--api-server-endpoint", "10.0.0.1/32:6443",
+                 "--metrics-scrape-namespace", "monitoring", "--metrics-scrape-namespace", "monitoring",
+                 "--health-port", "9999")
+    assert operator_cli.run(args) == 0
+    assert ran["namespaces"] == ["team-a"] and ran["clusterwide"] is False
+    assert "liveness_endpoint" not in ran  # the operator serves /healthz and /readyz itself
+    assert config.cluster_scan is False and config.discover_api_server is False
+    assert config.api_server == (("10.0.0.1/32", 6443),)
+    assert config.metrics_scrape_namespaces == ("monitoring",)
+    assert config.health_port == 9999
