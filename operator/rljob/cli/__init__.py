@@ -14,7 +14,7 @@ import sys
 from .. import __version__
 
 # Subcommand modules under rljob.cli, in the order `rljob --help` lists them.
-COMMANDS = ("run", "recipes", "render", "crd", "submit", "jobs", "control", "forward", "operator", "pod", "completion")
+COMMANDS = ("run", "play", "recipes", "render", "crd", "submit", "jobs", "fetch", "control", "forward", "operator", "pod", "completion")
 
 
 def build_parser() -> argparse.ArgumentParser:

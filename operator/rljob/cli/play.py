@@ -1,0 +1,106 @@
+"""`rljob play CHECKPOINT_OR_RUN_DIR`: watch a trained policy play, and export it (see rljob.trainer.evaluate)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TextIO
+
+EXIT_BAD_INPUT = 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "play",
+        help="play a trained policy: returns, a GIF of a game, an exported network",
+        description="Restores the policy from a checkpoint (or the latest in a run folder such as runs/NAME/, "
+        "its checkpoints/ or a folder from `rljob fetch`), plays it on the env it trained on with the same "
+        "preprocessing, prints each episode's return and the mean, and writes a GIF of the first episode. "
+        "Needs the trainer's packages (torch, RLlib, ale-py), not a Ray cluster. Checkpoints are pickles: "
+        "play only checkpoints you trust. Exit codes: 0 played, 2 no usable checkpoint.",
+    )
+    p.add_argument("path", type=Path, metavar="CHECKPOINT_OR_RUN_DIR")
+    p.add_argument("--episodes", type=_positive_int, default=3, metavar="N", help="episodes to play (default 3)")
+    p.add_argument("--max-steps", type=_positive_int, default=None, metavar="N",
+                   help="cut each episode off after N agent steps (default: the env's own limit)")
+    p.add_argument("--sample", action="store_true",
+                   help="draw actions from the policy's distribution (default: greedy, its most likely action)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the env resets and the sampled actions (default 0)")
+    gif = p.add_mutually_exclusive_group()
+    gif.add_argument("--gif", type=Path, metavar="OUT.gif",
+                     help="where the GIF of the first episode goes (default: play-<checkpoint>.gif here)")
+    gif.add_argument("--no-gif", action="store_true", help="write no GIF")
+    p.add_argument("--gif-every", type=_positive_int, default=None, metavar="K",
+                   help="keep every K-th step in the GIF (default 2: real time at a third of the frames)")
+    p.add_argument("--export", choices=("torchscript", "torch-export"), default=None,
+                   help="also write the policy network alone (observations in, action logits out) for serving")
+    p.add_argument("--export-path", type=Path, default=None, metavar="FILE",
+                   help="where --export writes (default: policy-<checkpoint>.pt / .pt2 here)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return play_command(args, sys.stdout, sys.stderr)
+
+
+def play_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import logging
+
+    from ..trainer import evaluate
+    from ..trainer.errors import TrainerError
+
+    def fail(line: str, code: int) -> int:
+        err.write(f"rljob play: error: {line}\n")
+        return code
+
+    # The checkpoint is found and read before torch and RLlib are imported: a wrong path fails in a moment.
+    try:
+        checkpoint = evaluate.read_checkpoint(evaluate.find_checkpoint(args.path))
+    except TrainerError as exc:
+        return fail("; ".join(exc.lines), EXIT_BAD_INPUT)
+    for noisy in ("ray", "ray.rllib"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)  # RLlib's deprecation notes about its own restore path
+    greedy = not args.sample
+    gif_every = args.gif_every or evaluate.GIF_EVERY
+    name = checkpoint.path.name
+    what = f"{checkpoint.recipe} " if checkpoint.recipe else ""
+    out.write(f"{what}checkpoint {checkpoint.path}"
+              f"{f' (iteration {checkpoint.iteration})' if checkpoint.iteration is not None else ''}\n")
+    out.flush()
+    try:
+        module = evaluate.load_module(checkpoint)
+        if args.export:
+            target = args.export_path or Path(f"policy-{name}{evaluate.EXPORT_FORMATS[args.export]}")
+            evaluate.export_policy(module, target, args.export)
+            out.write(f"exported the policy network ({args.export}): {target}\n")
+        env = evaluate.make_env(checkpoint, module)
+        try:
+            result = evaluate.play(
+                env, evaluate.policy_fn(module, greedy, args.seed), args.episodes, args.max_steps,
+                record=not args.no_gif, seed=args.seed, gif_every=gif_every,
+            )
+            for i, (ret, steps, cut) in enumerate(zip(result.returns, result.lengths, result.truncated, strict=True), 1):
+                out.write(f"episode {i}: return {ret:+g} in {steps} steps{' (cut off)' if cut else ''}\n")
+            out.write(evaluate.describe(result, greedy) + "\n")
+            if not args.no_gif:
+                gif = args.gif or Path(f"play-{name}.gif")
+                frames = evaluate.write_gif(result, gif, frame_ms=evaluate.frame_ms(env, gif_every))
+                out.write(f"GIF of episode 1 ({frames} frames): {gif}\n")
+        finally:
+            env.close()
+    except TrainerError as exc:
+        return fail("; ".join(exc.lines), exc.exit_code)
+    except OSError as exc:  # an unwritable GIF or export path
+        return fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), 1)
+    out.flush()
+    return 0

@@ -1,0 +1,384 @@
+"""Watching a trained policy play: restore the RLModule from a checkpoint, play episodes, write a GIF.
+
+Used by `rljob play` on a checkpoint the user has, and at the end of training by the pod driver and
+`rljob run` (a short evaluation whose GIF lands next to the checkpoints). No Ray cluster is involved:
+the RLModule is restored with RLlib's own `RLModule.from_checkpoint`, which builds the torch network
+in this process, and the policy runs on one environment stepped here.
+
+The environment is rebuilt from the algorithm config saved in the checkpoint (its env name and
+env_config), so a checkpoint needs nothing else to be played: not the job manifest, not the recipe
+args. The Atari recipes are played through the single-env preprocessing of `atari_env.make_atari_env`
+(grayscale, resize, max-and-skip 4, no-op starts, FIRE at reset), the same frames the training saw up
+to the order of max and resize, with gymnasium's `rgb_array` rendering giving the colour screen for
+the GIF. Unlike training, a lost life does not end the episode: the return is the game's score.
+
+Checkpoints are pickles, as all RLlib checkpoints are: play only checkpoints you trust.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pickle
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import checkpoints
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Where the RLlib checkpoint keeps what `play` needs (Algorithm.save_to_path's layout).
+ALGORITHM_CTOR_FILE = "class_and_ctor_args.pkl"
+RLLIB_MARKER = "rllib_checkpoint.json"
+MODULE_PATH = ("learner_group", "learner", "rl_module", "default_policy")
+
+# The end-of-training evaluation: on by default and small, so that a two-iteration test run pays
+# for one capped game (a few seconds) and a long run gets a GIF of its final policy. A job turns it
+# off or up through its environment (spec.env in the manifest; the shell's for `rljob run`).
+ENV_EVAL_EPISODES = "RLJOB_EVAL_EPISODES"
+ENV_EVAL_MAX_STEPS = "RLJOB_EVAL_MAX_STEPS"
+DEFAULT_EVAL_EPISODES = 1
+# Agent steps (4 emulator frames each in Atari): 3,000 are 200 s of Pong, long enough for a full game of
+# an untrained or a winning agent; a long rally between two good players is cut off rather than waited for.
+DEFAULT_EVAL_MAX_STEPS = 3000
+EVAL_GIF = "evaluation.gif"
+
+# The GIF keeps every GIF_EVERY-th agent step: Pong at 60 Hz with 4 frames skipped per step then plays
+# at 7.5 frames/s in real time, smooth enough to follow the ball, and a game stays near a megabyte.
+GIF_EVERY = 2
+GIF_MAX_FRAMES = 2000  # memory bound for very long episodes: the rest of the game is not drawn
+SCORE_STRIP_PX = 14
+ATARI_HZ = 60.0
+
+
+@dataclass(frozen=True)
+class PolicyCheckpoint:
+    """One RLlib checkpoint and the environment its algorithm trained on."""
+
+    path: Path
+    env: str
+    env_config: dict[str, Any]
+    iteration: int | None = None
+    recipe: str | None = None
+
+
+@dataclass
+class Evaluation:
+    """Returns of the played episodes; `frames` are the first episode's RGB screens when recorded."""
+
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    truncated: list[bool] = field(default_factory=list)
+    frames: list[Any] = field(default_factory=list)
+    frame_returns: list[float] = field(default_factory=list)
+
+    @property
+    def mean_return(self) -> float:
+        return sum(self.returns) / len(self.returns) if self.returns else math.nan
+
+
+def find_checkpoint(target: Path) -> Path:
+    """The checkpoint `target` names: a checkpoint folder, or the latest one in a checkpoints or run folder.
+
+    Accepts what users have at hand: runs/NAME/ from `rljob run`, its checkpoints/, a folder from
+    `rljob fetch`, or one iteration-NNNNNN folder. Raises ConfigError with one line otherwise.
+    """
+    if not target.exists():
+        raise ConfigError(f"{target}: no such file or directory")
+    if not target.is_dir():
+        raise ConfigError(f"{target}: not a checkpoint folder (expected an iteration-NNNNNN folder or a run folder)")
+    if (target / RLLIB_MARKER).is_file():
+        return target
+    for folder in (target, target / "checkpoints"):
+        found = checkpoints.latest(folder)
+        if found is not None:
+            return found.path
+    raise ConfigError(
+        f"{target}: no checkpoint here (neither an RLlib checkpoint with {RLLIB_MARKER} "
+        "nor a folder with complete iteration-NNNNNN checkpoints)"
+    )
+
+
+def read_checkpoint(path: Path) -> PolicyCheckpoint:
+    """The env name and env_config from the algorithm config pickled in the checkpoint."""
+    ctor = path / ALGORITHM_CTOR_FILE
+    module_dir = path.joinpath(*MODULE_PATH)
+    if not ctor.is_file() or not module_dir.is_dir():
+        raise ConfigError(f"{path}: not a checkpoint of an RLlib algorithm with a single policy (no {ctor.name} "
+                          f"or {'/'.join(MODULE_PATH)})")
+    try:
+        with ctor.open("rb") as f:
+            saved = pickle.load(f)
+        args, kwargs = saved["ctor_args_and_kwargs"]
+        config = args[0] if args else kwargs["config"]
+        env = config["env"]
+        env_config = dict(config.get("env_config") or {})
+    except Exception as exc:  # a truncated file, another RLlib version's layout
+        raise ConfigError(f"{ctor}: cannot read the algorithm config: {type(exc).__name__}: {exc}") from None
+    if not isinstance(env, str):
+        raise ConfigError(f"{path}: the algorithm's env is {env!r}, not a registered name this command can rebuild")
+    info = checkpoints.read_info(path)
+    return PolicyCheckpoint(
+        path=path, env=env, env_config=env_config,
+        iteration=info.iteration if info else checkpoints.iteration_of(path),
+        recipe=info.recipe if info else None,
+    )
+
+
+def load_module(checkpoint: PolicyCheckpoint) -> Any:
+    """The trained RLModule on the CPU, in inference mode; built by RLlib from the checkpoint's own spec."""
+    import torch
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    try:
+        module = RLModule.from_checkpoint(str(checkpoint.path.joinpath(*MODULE_PATH).resolve()))
+    except Exception as exc:
+        raise ConfigError(f"{checkpoint.path}: cannot restore the policy: {type(exc).__name__}: {exc}") from None
+    if isinstance(module, torch.nn.Module):
+        module.eval()
+    return module
+
+
+def frame_layout(observation_space: Any) -> tuple[int, int]:
+    """(frame size, frames stacked) of an Atari module's input, whichever layout it was trained on.
+
+    The lean runner's modules take uint8 stacks (frames, dim, dim); the stock runner's take float
+    frames stacked last (dim, dim, frames). Both also accept the latter, which is what is fed here.
+    """
+    shape = tuple(observation_space.shape)
+    if len(shape) != 3:
+        raise ConfigError(f"an Atari policy takes stacked frames, but this one takes observations of shape {shape}")
+    if str(observation_space.dtype) == "uint8":
+        return int(shape[1]), int(shape[0])
+    return int(shape[0]), int(shape[2])
+
+
+def make_env(checkpoint: PolicyCheckpoint, module: Any) -> Any:
+    """The env the policy trained on, rendering RGB frames; one env, not a vector."""
+    import gymnasium as gym
+
+    from .recipes.atari_env import ENV_NAME, _quiet_ale
+    from .recipes.atari_runner import FRAMESTACK_KEY, INFERENCE_THREADS_KEY
+
+    if checkpoint.env != ENV_NAME:
+        try:
+            return gym.make(checkpoint.env, render_mode="rgb_array", **checkpoint.env_config)
+        except Exception as exc:
+            raise ConfigError(f"cannot create the env {checkpoint.env!r}: {type(exc).__name__}: {exc}") from None
+    import ale_py
+    from ray.rllib.env.wrappers.atari_wrappers import EpisodicLifeEnv, wrap_atari_for_new_api_stack
+
+    dim, framestack = frame_layout(module.observation_space)
+    settings = dict(checkpoint.env_config)
+    for runner_only in ("num_threads", "dim", FRAMESTACK_KEY, INFERENCE_THREADS_KEY):
+        settings.pop(runner_only, None)
+    env_id = settings.pop("env_id")
+    _quiet_ale()
+    gym.register_envs(ale_py)
+    try:
+        base = gym.make(env_id, render_mode="rgb_array", **settings)
+    except Exception as exc:
+        raise ConfigError(f"cannot create {env_id!r}: {type(exc).__name__}: {exc}") from None
+    env = wrap_atari_for_new_api_stack(base, dim=dim, framestack=framestack)
+    return _without_episodic_life(env, EpisodicLifeEnv)
+
+
+def _without_episodic_life(env: Any, episodic: type) -> Any:
+    """Unhooks the wrapper that ends an episode at each lost life: evaluation scores whole games."""
+    outer = env
+    while hasattr(outer, "env"):
+        if isinstance(outer.env, episodic):
+            outer.env = outer.env.env
+            return env
+        outer = outer.env
+    return env
+
+
+def policy_fn(module: Any, greedy: bool, seed: int | None) -> Callable[[Any], int]:
+    """obs -> action: the argmax of the action logits (greedy) or a draw from them."""
+    import numpy as np
+    import torch
+    from ray.rllib.core.columns import Columns
+
+    generator = torch.Generator().manual_seed(seed if seed is not None else int.from_bytes(os.urandom(4), "little"))
+
+    def act(obs: Any) -> int:
+        with torch.inference_mode():
+            batch = torch.from_numpy(np.asarray(obs)[None])
+            logits = module.forward_inference({Columns.OBS: batch})[Columns.ACTION_DIST_INPUTS][0]
+            if greedy:
+                return int(logits.argmax())
+            return int(torch.multinomial(torch.softmax(logits.float(), dim=-1), 1, generator=generator))
+
+    return act
+
+
+def play(
+    env: Any,
+    act: Callable[[Any], int],
+    episodes: int,
+    max_steps: int | None,
+    *,
+    record: bool = True,
+    seed: int | None = None,
+    gif_every: int = GIF_EVERY,
+) -> Evaluation:
+    """Plays `episodes` episodes; an episode cut off at `max_steps` counts with the score it had."""
+    import gymnasium as gym
+
+    if not isinstance(env.action_space, gym.spaces.Discrete):
+        raise ConfigError(f"only discrete actions can be played; this env's action space is {env.action_space}")
+    result = Evaluation()
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=None if seed is None else seed + episode)
+        total, steps, done, cut = 0.0, 0, False, False
+        recording = record and episode == 0
+        if recording:
+            _keep_frame(env, result, total)
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            total += float(reward)
+            steps += 1
+            done = terminated or truncated
+            if max_steps is not None and steps >= max_steps and not done:
+                done = cut = True
+            if recording and (steps % gif_every == 0 or done) and len(result.frames) < GIF_MAX_FRAMES:
+                _keep_frame(env, result, total)
+        result.returns.append(total)
+        result.lengths.append(steps)
+        result.truncated.append(cut or bool(truncated))
+    return result
+
+
+def _keep_frame(env: Any, result: Evaluation, total: float) -> None:
+    frame = env.render()
+    if frame is not None:
+        result.frames.append(frame)
+        result.frame_returns.append(total)
+
+
+def write_gif(evaluation: Evaluation, path: Path, *, frame_ms: int = 133, title: str = "") -> int:
+    """An animated GIF of the recorded episode with the running return above the picture; returns the frame count.
+
+    Written under a temporary name and renamed, so a reader of the checkpoint volume never sees half a GIF.
+    """
+    from PIL import Image, ImageDraw
+
+    if not evaluation.frames:
+        raise ConfigError("no frames were recorded (the env renders nothing)")
+    images = []
+    for frame, total in zip(evaluation.frames, evaluation.frame_returns, strict=True):
+        picture = Image.fromarray(frame).convert("RGB")
+        canvas = Image.new("RGB", (picture.width, picture.height + SCORE_STRIP_PX), (0, 0, 0))
+        canvas.paste(picture, (0, SCORE_STRIP_PX))
+        ImageDraw.Draw(canvas).text((2, 1), f"{title}return {total:+g}".strip(), fill=(255, 255, 255))
+        images.append(canvas)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".partial-{path.name}")
+    images[0].save(partial, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
+    partial.replace(path)
+    return len(images)
+
+
+def frame_ms(env: Any, gif_every: int) -> int:
+    """GIF frame time that plays the game in real time: skipped frames x kept steps at the env's frame rate."""
+    if getattr(env.unwrapped, "ale", None) is not None:
+        fps, skip = ATARI_HZ, 4  # the emulator's frame rate, whatever the env's render metadata says
+    else:
+        fps, skip = float((getattr(env, "metadata", None) or {}).get("render_fps") or 0) or 30.0, 1
+    return max(20, round(1000.0 * skip * gif_every / fps))
+
+
+def describe(evaluation: Evaluation, greedy: bool) -> str:
+    n = len(evaluation.returns)
+    cut = sum(evaluation.truncated)
+    note = f", {cut} cut off at the step limit" if cut else ""
+    return (f"mean return {evaluation.mean_return:+.2f} over {n} episode{'s' if n != 1 else ''} "
+            f"({'greedy' if greedy else 'sampled'} actions{note})")
+
+
+def eval_settings(env: Mapping[str, str]) -> tuple[int, int]:
+    """(episodes, max steps) of the end-of-training evaluation from the job's environment."""
+    def number(name: str, default: int) -> int:
+        text = env.get(name, "").strip()
+        if not text:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            log.warning("%s=%r is not a whole number; using %d", name, text, default)
+            return default
+        return max(0, value)
+
+    return number(ENV_EVAL_EPISODES, DEFAULT_EVAL_EPISODES), number(ENV_EVAL_MAX_STEPS, DEFAULT_EVAL_MAX_STEPS)
+
+
+def after_training(checkpoint: str | Path | None, gif: Path, env: Mapping[str, str]) -> Evaluation | None:
+    """The short evaluation that ends a successful run; never fails the run (a warning instead).
+
+    Greedy, like a deployed policy. Returns None when it is turned off or could not run.
+    """
+    episodes, max_steps = eval_settings(env)
+    if not episodes or checkpoint is None:
+        return None
+    try:
+        ckpt = read_checkpoint(Path(checkpoint))
+        module = load_module(ckpt)
+        game = make_env(ckpt, module)
+        try:
+            result = play(game, policy_fn(module, greedy=True, seed=0), episodes, max_steps or None, seed=0)
+            frames = write_gif(result, gif, frame_ms=frame_ms(game, GIF_EVERY))
+        finally:
+            game.close()
+    except Exception as exc:  # a trained policy matters more than its film
+        log.warning("evaluation after training skipped: %s", exc)
+        return None
+    log.info("evaluation of %s: %s; %d-frame GIF: %s", Path(checkpoint).name, describe(result, True), frames, gif)
+    return result
+
+
+EXPORT_FORMATS = {"torchscript": ".pt", "torch-export": ".pt2"}
+
+
+def export_policy(module: Any, path: Path, fmt: str) -> Path:
+    """The policy network alone, observations in, action logits out, for serving without RLlib.
+
+    Inputs are batches in the module's own observation layout (uint8 frame stacks for the Atari
+    recipes: the scaling is part of the exported graph). "torchscript" is a traced TorchScript file
+    (torch.jit.load); "torch-export" a torch.export program with a dynamic batch size
+    (torch.export.load), the format torch keeps developing.
+    """
+    import warnings
+
+    import numpy as np
+    import torch
+    from ray.rllib.core.columns import Columns
+
+    class PolicyNetwork(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, obs: torch.Tensor) -> torch.Tensor:
+            return self.inner.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+
+    network = PolicyNetwork(module).eval()
+    # Two observations: a batch of one would let tracing and export specialise the batch size to 1.
+    example = torch.from_numpy(np.stack([module.observation_space.sample() for _ in range(2)]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch marks TorchScript deprecated; it still loads everywhere
+        if fmt == "torchscript":
+            with torch.no_grad():
+                torch.jit.trace(network, example, check_trace=False).save(str(path))
+        elif fmt == "torch-export":
+            from torch.export import Dim, export
+
+            program = export(network, (example,), dynamic_shapes={"obs": {0: Dim("batch")}})
+            torch.export.save(program, str(path))
+        else:
+            raise ConfigError(f"unknown export format {fmt!r} (choose from {', '.join(EXPORT_FORMATS)})")
+    return path
