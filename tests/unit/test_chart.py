@@ -58,7 +58,15 @@ def helm_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             "XDG_CONFIG_HOME": str(home / "config"), "XDG_DATA_HOME": str(home / "data")}
 
 
+# `helm template` assumes the Kubernetes version helm was built against; the project's helm, built from the Go module
+# proxy without release flags, assumes 1.20, which the chart's kubeVersion (>=1.30) refuses. Render for the
+# control plane's version.
+KUBE_VERSION = "1.35.0"
+
+
 def helm(env: dict[str, str], *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    if args and args[0] == "template" and not any(str(a).startswith("--kube-version") for a in args):
+        args = (*args, "--kube-version", KUBE_VERSION)
     res = subprocess.run([helm_bin(), *map(str, args)], capture_output=True, text=True, env=env, timeout=120)
     if check and res.returncode != 0:
         raise AssertionError(f"helm {' '.join(map(str, args))} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
@@ -78,6 +86,10 @@ def render(env: dict[str, str], tmp_path: Path, values: dict[str, Any], namespac
 
 def by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [o for o in objs if o["kind"] == kind]
+
+
+def operator_cluster_roles(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in by_kind(objs, "ClusterRole") if not aggregated(r)]
 
 
 def operator_container(objs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -120,7 +132,10 @@ def test_chart_metadata_matches_the_package() -> None:
 
 
 def test_values_schema_rejects_mistakes(helm_home: dict[str, str], tmp_path: Path) -> None:
-    for bad in ({"logLevel": "verbose"}, {"watch": {"namespaces": ["team-*"]}}, {"replicaCount": 0}, {"metric": {}}):
+    for bad in ({"logLevel": "verbose"}, {"watch": {"namespaces": ["team-*"]}}, {"replicaCount": 0}, {"metric": {}},
+                {"globals": {}}, {"global": "shared"}, {"rbac": {"clusterscoped": False}},
+                {"podMonitor": {"enable": True}}, {"jobNetwork": {"apiServerEndpoints": ["kubernetes.default:443"]}},
+                {"jobNetwork": {"metricsScrapeNamespaces": ["Monitoring"]}}):
         res = helm(helm_home, "template", "rljob", CHART, "-f", values_file(tmp_path, bad), check=False)
         assert res.returncode != 0, bad
     res = helm(helm_home, "template", "rljob", CHART, "-f",
@@ -180,10 +195,15 @@ def test_rendered_pods_meet_restricted(helm_home: dict[str, str], tmp_path: Path
         assert spec["securityContext"]["runAsUser"] == 65532
 
 
+def aggregated(role: dict[str, Any]) -> bool:
+    """A ClusterRole for the cluster's users (aggregated into admin/edit/view), not the operator's."""
+    return any(k.startswith("rbac.authorization.k8s.io/aggregate-to-") for k in role["metadata"].get("labels", {}))
+
+
 @pytest.mark.parametrize("values", list(VALUE_SETS))
 def test_rbac_has_no_wildcards_and_no_escalation(helm_home: dict[str, str], tmp_path: Path, values: str) -> None:
     objs = render(helm_home, tmp_path, VALUE_SETS[values])
-    roles = [o for o in objs if o["kind"] in ("ClusterRole", "Role")]
+    roles = [o for o in objs if o["kind"] in ("ClusterRole", "Role") and not aggregated(o)]
     assert roles
     for role in roles:
         for rule in role["rules"]:
@@ -207,13 +227,14 @@ def test_the_driver_policy_can_be_left_out(helm_home: dict[str, str], tmp_path: 
 def test_default_render(helm_home: dict[str, str], tmp_path: Path) -> None:
     objs = render(helm_home, tmp_path, {})
     kinds = sorted(o["kind"] for o in objs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount",
-                     "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    assert kinds == ["ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding",
+                     "Service", "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    assert sorted(r["metadata"]["name"] for r in by_kind(objs, "ClusterRole") if aggregated(r)) == ["rljob-edit", "rljob-view"]
     assert [o for o in objs if o["kind"].startswith("ValidatingAdmissionPolicy")] == driver_policy()
     (role,) = by_kind(objs, "Role")
     assert role["metadata"]["namespace"] == "default"  # the API server's EndpointSlices, nothing else
     assert role["rules"] == [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]}]
-    (cluster_role,) = by_kind(objs, "ClusterRole")
+    (cluster_role,) = operator_cluster_roles(objs)
     granted = {(g, r) for rule in cluster_role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
     assert ("rljob.dev", "rltrainingjobs/status") in granted and ("", "namespaces") not in granted
     assert not any(g == "kopf.dev" for g, _ in granted)
@@ -228,6 +249,9 @@ def test_default_render(helm_home: dict[str, str], tmp_path: Path) -> None:
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert container["readinessProbe"]["periodSeconds"] == 5
+    assert not args.no_cluster_scan and not args.no_api_server_discovery and args.api_server_endpoint == []
     env = {e["name"]: e for e in container["env"]}
     assert env[c.ENV_OPERATOR_NAMESPACE]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     (service,) = by_kind(objs, "Service")
@@ -254,7 +278,7 @@ def test_full_render(helm_home: dict[str, str], tmp_path: Path) -> None:
         resources = {r for rule in roles[ns]["rules"] for r in rule["resources"]}
         assert {"pods", "statefulsets", "rltrainingjobs", "rltrainingjobs/status"} <= resources
         assert any(b["metadata"]["namespace"] == ns and b["roleRef"]["kind"] == "Role" for b in by_kind(objs, "RoleBinding"))
-    (cluster_role,) = by_kind(objs, "ClusterRole")
+    (cluster_role,) = operator_cluster_roles(objs)
     cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
     assert cluster_resources == {"customresourcedefinitions", "namespaces"}  # nothing namespaced cluster-wide
 
@@ -280,7 +304,7 @@ def test_ha_cluster_wide_render(helm_home: dict[str, str], tmp_path: Path) -> No
     objs = render(helm_home, tmp_path, {"replicaCount": 3, "leaderElection": {"leaseName": "ops"}})
     args = parse_operator_args(operator_container(objs)["args"])
     assert args.leader_elect and args.leader_election_id == "ops"
-    (cluster_role,) = by_kind(objs, "ClusterRole")
+    (cluster_role,) = operator_cluster_roles(objs)
     assert not [r for r in cluster_role["rules"] if "leases" in r["resources"]]  # only in its own namespace
     assert [r["metadata"]["name"] for r in by_kind(objs, "RoleBinding")].count("rljob-leader-election") == 1
 
@@ -299,6 +323,138 @@ def test_metrics_off_render(helm_home: dict[str, str], tmp_path: Path) -> None:
     container = operator_container(objs)
     assert parse_operator_args(container["args"]).metrics_port == 0
     assert [p["name"] for p in container["ports"]] == ["health"]
+
+
+def test_kubernetes_130_or_later(helm_home: dict[str, str], tmp_path: Path) -> None:
+    """The CRD's CEL rules (quantity(), isCIDR()) and the ValidatingAdmissionPolicy are GA from 1.30."""
+    assert yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"] == ">=1.30.0-0"
+    res = helm(helm_home, "template", "rljob", CHART, "--kube-version", "1.29.9", check=False)
+    assert res.returncode != 0 and "incompatible with Kubernetes v1.29.9" in res.stderr
+    helm(helm_home, "template", "rljob", CHART, "--kube-version", "1.30.0")
+    helm(helm_home, "template", "rljob", CHART, "--kube-version", "1.31.0-eks-1234")  # providers' pre-release suffixes
+
+
+NAMESPACED_ONLY = {"rbac": {"clusterScoped": False}, "watch": {"namespaces": ["team-a", "team-b"]}, "replicaCount": 2}
+
+
+def test_no_cluster_scoped_rbac(helm_home: dict[str, str], tmp_path: Path) -> None:
+    objs = render(helm_home, tmp_path, NAMESPACED_ONLY)
+    # Nothing cluster-scoped (every object names its namespace), and nothing outside the release's and the
+    # watched namespaces: an installer with rights there alone can install it.
+    assert all(o["metadata"].get("namespace") in {"rljob-system", "team-a", "team-b"} for o in objs), \
+        sorted({f"{o['kind']}/{o['metadata']['name']}" for o in objs if o["metadata"].get("namespace") is None})
+    assert not {"ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy"} & {o["kind"] for o in objs}
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in by_kind(objs, "Role")}
+    assert set(roles) == {("team-a", "rljob"), ("team-b", "rljob"), ("rljob-system", "rljob-leader-election")}
+    resources = {r for rule in roles[("team-a", "rljob")]["rules"] for r in rule["resources"]}
+    assert {"pods", "statefulsets", "rltrainingjobs", "rltrainingjobs/status"} <= resources
+    bindings = {(b["metadata"]["namespace"], b["roleRef"]["kind"], b["roleRef"]["name"]) for b in by_kind(objs, "RoleBinding")}
+    assert bindings == {("team-a", "Role", "rljob"), ("team-b", "Role", "rljob"), ("rljob-system", "Role", "rljob-leader-election")}
+    args = parse_operator_args(operator_container(objs)["args"])
+    assert args.no_cluster_scan and args.namespace == ["team-a", "team-b"]
+    # No Role in `default` to read the API server's EndpointSlices: the operator must not try.
+    assert args.no_api_server_discovery and args.api_server_endpoint == []
+
+    args = parse_operator_args(operator_container(render(helm_home, tmp_path, {
+        **NAMESPACED_ONLY, "jobNetwork": {"apiServerEndpoints": ["10.0.0.1:6443", "fd00::1/128:443"]}}))["args"])
+    assert args.api_server_endpoint == ["10.0.0.1:6443", "fd00::1/128:443"] and not args.no_api_server_discovery
+
+    res = helm(helm_home, "template", "rljob", CHART, "-f", values_file(tmp_path, {"rbac": {"clusterScoped": False}}), check=False)
+    assert res.returncode != 0 and "rbac.clusterScoped false needs watch.namespaces" in res.stderr
+
+
+def test_given_api_server_endpoints_need_no_role_in_default(helm_home: dict[str, str], tmp_path: Path) -> None:
+    objs = render(helm_home, tmp_path, {"jobNetwork": {"apiServerEndpoints": ["172.18.0.2:6443"]}})
+    assert [r for r in by_kind(objs, "Role") if r["metadata"]["namespace"] == "default"] == []
+    args = parse_operator_args(operator_container(objs)["args"])
+    assert args.api_server_endpoint == ["172.18.0.2:6443"] and not args.no_api_server_discovery and not args.no_cluster_scan
+
+
+def test_aggregated_user_roles(helm_home: dict[str, str], tmp_path: Path) -> None:
+    roles = {r["metadata"]["name"]: r for r in by_kind(render(helm_home, tmp_path, {}), "ClusterRole") if aggregated(r)}
+    edit, view = roles["rljob-edit"], roles["rljob-view"]
+    agg = {k: v for k, v in edit["metadata"]["labels"].items() if k.startswith("rbac.")}
+    assert agg == {"rbac.authorization.k8s.io/aggregate-to-admin": "true", "rbac.authorization.k8s.io/aggregate-to-edit": "true"}
+    assert {k: v for k, v in view["metadata"]["labels"].items() if k.startswith("rbac.")} == {
+        "rbac.authorization.k8s.io/aggregate-to-view": "true"}
+
+    def grants(role: dict[str, Any]) -> set[tuple[str, str]]:
+        return {(res, verb) for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"]
+                if rule["apiGroups"] == [c.GROUP]}
+
+    assert {("rltrainingjobs", v) for v in ("create", "delete", "patch", "update", "get", "list", "watch")} <= grants(edit)
+    # The status stays the operator's: users read it.
+    assert not {g for g in grants(edit) if g[0] == "rltrainingjobs/status" and g[1] not in ("get", "list", "watch")}
+    assert grants(view) == {(r, v) for r in ("rltrainingjobs", "rltrainingjobs/status") for v in ("get", "list", "watch")}
+    bindings = [b for b in render(helm_home, tmp_path, {}) if b["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    assert not [b for b in bindings if b["roleRef"]["name"] in roles]  # bound by the built-in roles' aggregation only
+
+    off = render(helm_home, tmp_path, {"rbac": {"aggregatedRoles": {"enabled": False}}})
+    assert [r for r in by_kind(off, "ClusterRole") if aggregated(r)] == []
+    assert [r for r in by_kind(render(helm_home, tmp_path, NAMESPACED_ONLY), "ClusterRole")] == []  # cluster-scoped: off
+
+
+def test_pod_monitor_scrapes_the_job_heads(helm_home: dict[str, str], tmp_path: Path) -> None:
+    from rljob import resources
+    from rljob.api import parse_job
+    from tests.jobs import minimal_job
+
+    assert by_kind(render(helm_home, tmp_path, {}), "PodMonitor") == []
+    values = {"podMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+              "jobNetwork": {"metricsScrapeNamespaces": ["monitoring"]}}
+    objs = render(helm_home, tmp_path, values)
+    (monitor,) = by_kind(objs, "PodMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1" and monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    # The selector finds exactly the head pods the operator builds, on their metrics ports (by name).
+    body = minimal_job()
+    body["metadata"]["uid"] = "uid-1"
+    built = resources.build(parse_job(body), resources.BuildContext(), attempt=1, coordination_deadline="2026-01-01T00:00:00Z")
+    pods = {o["metadata"]["labels"][c.LABEL_ROLE]: o for o in built if o["kind"] == "Pod"}
+    workers = next(o for o in built if o["kind"] == "StatefulSet")["spec"]["template"]
+    selector = monitor["spec"]["selector"]["matchLabels"].items()
+    assert selector <= pods[c.ROLE_HEAD]["metadata"]["labels"].items()
+    assert not selector <= workers["metadata"]["labels"].items()
+    head_ports = {p["name"]: p["containerPort"] for p in pods[c.ROLE_HEAD]["spec"]["containers"][0]["ports"]}
+    endpoints = monitor["spec"]["podMetricsEndpoints"]
+    assert {head_ports[e["port"]] for e in endpoints} == {c.PORT_METRICS, c.PORT_RAY_METRICS}
+    for e in endpoints:
+        assert {"sourceLabels": ["__meta_kubernetes_pod_label_rljob_dev_job"], "targetLabel": "rltrainingjob"} in e["relabelings"]
+    args = parse_operator_args(operator_container(objs)["args"])
+    assert args.metrics_scrape_namespace == ["monitoring"]
+
+    (monitor,) = by_kind(render(helm_home, tmp_path, {**values, **NAMESPACED_ONLY}), "PodMonitor")
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
+
+
+def umbrella_chart(root: Path, rljob_values: dict[str, Any]) -> Path:
+    """A platform's own chart with rljob as a dependency (file://), and values for both."""
+    chart = root / "platform"
+    chart.mkdir()
+    (chart / "Chart.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "v2", "name": "platform", "version": "1.0.0",
+        "dependencies": [{"name": "rljob", "version": "0.1.0", "repository": f"file://{CHART}"}],
+    }))
+    (chart / "values.yaml").write_text(yaml.safe_dump({"global": {"imageRegistry": "registry.example.com"},
+                                                       "rljob": rljob_values}))
+    return chart
+
+
+def test_as_a_dependency_of_an_umbrella_chart(helm_home: dict[str, str], tmp_path: Path) -> None:
+    """Helm hands every subchart the parent's `global` values: the schema must take them (and nothing else unknown)."""
+    chart = umbrella_chart(tmp_path, {"watch": {"namespaces": ["team-a"]}})
+    helm(helm_home, "dependency", "update", chart)
+    assert (chart / "charts" / "rljob-0.1.0.tgz").exists()
+    out = helm(helm_home, "template", "platform", chart, "--namespace", "platform").stdout
+    objs = [d for d in yaml.safe_load_all(out) if d]
+    args = parse_operator_args(operator_container(objs)["args"])
+    assert args.namespace == ["team-a"]
+    assert operator_container(objs)["image"] == "rljob/operator:0.1.0"  # global.imageRegistry is the platform's, not read here
+
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(yaml.safe_dump({"rljob": {"replicas": 2}}))
+    res = helm(helm_home, "template", "platform", chart, "-f", bad, check=False)
+    assert res.returncode != 0 and "replicas" in res.stderr
 
 
 # ── the Grafana dashboard ────────────────────────────────────────────────────────────────────────────

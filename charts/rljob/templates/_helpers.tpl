@@ -51,6 +51,23 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/*
+Cluster-scoped objects (ClusterRoles and their bindings, the driver's admission policy, the aggregated
+roles) only with rbac.clusterScoped; without it the release needs rights in its namespaces alone, which
+only makes sense for an operator that watches exact namespaces.
+*/}}
+{{- define "rljob.clusterScoped" -}}
+{{- if .Values.rbac.clusterScoped -}}true
+{{- else if not .Values.watch.namespaces -}}
+{{- fail "rbac.clusterScoped false needs watch.namespaces: an operator for every namespace needs a ClusterRole" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Read the API server's EndpointSlices in `default`: only if nobody named the endpoints and the release may grant that. */}}
+{{- define "rljob.discoverApiServer" -}}
+{{- if and (include "rljob.clusterScoped" .) (not .Values.jobNetwork.apiServerEndpoints) -}}true{{- end -}}
+{{- end -}}
+
 {{/* Several replicas elect a leader through a Lease; one replica runs alone. */}}
 {{- define "rljob.leaderElection" -}}
 {{- if gt (int .Values.replicaCount) 1 -}}true{{- end -}}
@@ -119,6 +136,9 @@ Role per watched namespace.
 {{- range .Values.watch.namespaces }}
 - --namespace={{ . }}
 {{- end }}
+{{- if not (include "rljob.clusterScoped" .) }}
+- --no-cluster-scan
+{{- end }}
 {{- if include "rljob.leaderElection" . }}
 - --leader-elect
 - --leader-election-id={{ .Values.leaderElection.leaseName }}
@@ -128,6 +148,15 @@ Role per watched namespace.
 - --dns-selector={{ .Values.jobNetwork.dnsSelector }}
 {{- range .Values.jobNetwork.clusterCIDRs }}
 - --cluster-cidr={{ . }}
+{{- end }}
+{{- range .Values.jobNetwork.apiServerEndpoints }}
+- --api-server-endpoint={{ . }}
+{{- end }}
+{{- if not (or .Values.jobNetwork.apiServerEndpoints (include "rljob.discoverApiServer" .)) }}
+- --no-api-server-discovery
+{{- end }}
+{{- range .Values.jobNetwork.metricsScrapeNamespaces }}
+- --metrics-scrape-namespace={{ . }}
 {{- end }}
 {{- if .Values.jobNetwork.requireIsolation }}
 - --require-network-isolation
