@@ -77,7 +77,7 @@ def connect(args: argparse.Namespace) -> Cluster:
     namespace = args.namespace
     try:
         if args.kubeconfig or args.context or not _in_cluster():
-            config.load_kube_config(config_file=args.kubeconfig, context=args.context, client_configuration=cfg)
+            config.load_kube_config(config_file=_config_file(args), context=args.context, client_configuration=cfg)
             if namespace is None:
                 namespace = _context_namespace(config, args)
         else:
@@ -89,9 +89,16 @@ def connect(args: argparse.Namespace) -> Cluster:
     return Cluster(api=client.ApiClient(cfg), namespace=namespace or "default", host=cfg.host)
 
 
+def _config_file(args: argparse.Namespace) -> str | None:
+    """--kubeconfig, else $KUBECONFIG as it is now: the client reads the variable once, when it is imported."""
+    import os
+
+    return args.kubeconfig or os.environ.get("KUBECONFIG") or None
+
+
 def _context_namespace(config: Any, args: argparse.Namespace) -> str | None:
     """The namespace the kubeconfig context names (the one --context picks, else the current one)."""
-    contexts, active = config.list_kube_config_contexts(config_file=args.kubeconfig)
+    contexts, active = config.list_kube_config_contexts(config_file=_config_file(args))
     if args.context:
         active = next((x for x in contexts if x["name"] == args.context), active)
     return ((active or {}).get("context") or {}).get("namespace")
