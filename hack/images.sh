@@ -5,8 +5,19 @@
 #   rljob/operator:TAG      images/operator/Dockerfile   (the `operator` extra)
 #   rljob/runtime:TAG-cpu   images/runtime/Dockerfile     (the `trainer` extra, VARIANT=cpu)
 #
-# Usage: hack/images.sh [base|operator|runtime|all]... (default: all)
+# Usage: hack/images.sh [base|operator|runtime|all|push]... (default: all)
 #   env: VARIANT=cpu|cuda (runtime), TAG (default: the version in pyproject.toml, e.g. 0.1.0)
+#
+# To run them on a cluster, push them to your registry (after building them; `push` builds nothing):
+#
+#   REGISTRY=registry.example.com/team hack/images.sh push        # or: hack/images.sh all push
+#
+# tags rljob/operator:TAG as $REGISTRY/rljob-operator:TAG and rljob/runtime:TAG-VARIANT as
+# $REGISTRY/rljob-runtime:TAG-VARIANT (one path segment each, which every registry accepts, Docker Hub included),
+# pushes both with `docker push` (log in first: `docker login registry.example.com`), and prints the chart values
+# that use them. PUSH="operator" or PUSH="runtime" pushes one only; DRY_RUN=1 prints the docker commands instead
+# of running them (no daemon needed). A local cluster needs no registry: charts/rljob/README.md shows how to load
+# the images into containerd, kind or minikube.
 #
 # Cached and idempotent; everything it keeps lives under ${RLJOB_CACHE:-~/.cache/rljob}:
 #   base/bookworm.tar       the debootstrap root filesystem (re-imported if the image is gone)
@@ -192,15 +203,73 @@ build_image() { # build_image DOCKERFILE TAG [build args...]
   log "built $tag in $(($(date +%s) - start))s ($("$DOCKER_BIN" image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.2f GB", $1/1e9}'))"
 }
 
+# The docker commands of `push`, or with DRY_RUN=1 just their text on stdout.
+docker_cmd() {
+  if [[ -n ${DRY_RUN:-} ]]; then
+    echo "docker $*"
+  else
+    "$DOCKER_BIN" "$@"
+  fi
+}
+
+# The registry repository of a local image: rljob/operator:0.1.0 -> $REGISTRY/rljob-operator:0.1.0.
+registry_ref() {
+  local repo=${1%%:*} tag=${1#*:}
+  echo "$REGISTRY/${repo//\//-}:$tag"
+}
+
+push_images() {
+  REGISTRY=${REGISTRY%/}
+  [[ -n $REGISTRY ]] || die "push: set REGISTRY, e.g. REGISTRY=registry.example.com/team hack/images.sh push"
+  # host[:port][/path...], lowercase (an image reference's repository part is lowercase; no scheme).
+  [[ $REGISTRY =~ ^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*$ ]] \
+    || die "push: REGISTRY=$REGISTRY is not a registry host with an optional path (lowercase, no scheme), e.g. registry.example.com/team"
+  local refs=() which ref target
+  for which in ${PUSH:-operator runtime}; do
+    case $which in
+      operator) refs+=("rljob/operator:$TAG") ;;
+      runtime) refs+=("rljob/runtime:$TAG-$VARIANT") ;;
+      *) die "push: PUSH names '$which' (operator, runtime)" ;;
+    esac
+  done
+  for ref in "${refs[@]}"; do
+    if [[ -z ${DRY_RUN:-} ]] && ! "$DOCKER_BIN" image inspect "$ref" >/dev/null 2>&1; then
+      die "push: $ref is not built here (hack/images.sh ${ref#rljob/}; then push)"
+    fi
+  done
+  for ref in "${refs[@]}"; do
+    target=$(registry_ref "$ref")
+    log "push $ref as $target"
+    docker_cmd tag "$ref" "$target"
+    docker_cmd push "$target"
+  done
+  log "${DRY_RUN:+(dry run) }install the chart with them:"
+  local set_args=""
+  for ref in "${refs[@]}"; do
+    case $ref in
+      rljob/operator:*) set_args+=" --set image.repository=$REGISTRY/rljob-operator --set image.tag=$TAG" ;;
+      rljob/runtime:*) set_args+=" --set jobDefaults.image=$(registry_ref "$ref")" ;;
+    esac
+  done
+  log "  helm install rljob charts/rljob -n rljob-system --create-namespace$set_args"
+}
+
 main() {
-  local what=("$@")
+  local what=("$@") built=""
   ((${#what[@]})) || what=(all)
-  DOCKER_BIN=$(pick_docker)
-  ensure_daemon
+  if [[ -n ${DRY_RUN:-} ]]; then
+    [[ ${what[*]} == push ]] || die "DRY_RUN=1 is for 'push' alone (builds are cached: just run them)"
+    DOCKER_BIN=docker
+  else
+    DOCKER_BIN=$(pick_docker)
+    ensure_daemon
+  fi
   local t0
   t0=$(date +%s)
   for w in "${what[@]}"; do
+    [[ $w == push ]] || built=1
     case $w in
+      push) push_images ;;
       base) build_base ;;
       operator | runtime | all)
         build_base
@@ -213,9 +282,10 @@ main() {
           build_image images/runtime/Dockerfile "rljob/runtime:$TAG-$VARIANT" --build-arg "VARIANT=$VARIANT"
         fi
         ;;
-      *) die "unknown target '$w' (base, operator, runtime, all)" ;;
+      *) die "unknown target '$w' (base, operator, runtime, all, push)" ;;
     esac
   done
+  [[ -n $built ]] || return 0
   # Superseded builds of our tags (dangling); their big layers are shared with the current ones.
   "$DOCKER_BIN" image prune -f --filter "label!=rljob.keep" >/dev/null 2>&1 || true
   # BuildKit's cache keeps every superseded ~6.5 GB dependency layer; keep the most recently used ones only.

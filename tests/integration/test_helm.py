@@ -47,8 +47,13 @@ class Helm:
             "XDG_DATA_HOME": str(home / "data"),
         }
         self.values_dir = home
+        self.kube_version = cp.raw("/version")["gitVersion"]
 
     def __call__(self, *args: str | Path, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        if args and args[0] == "template":
+            # Offline, helm assumes the Kubernetes version it was built against (1.20 for the project's helm, built
+            # without release flags), which the chart's kubeVersion refuses: render for this control plane's.
+            args = (*args, "--kube-version", self.kube_version)
         cmd = [self.cp.bin("helm"), f"--kubeconfig={self.cp.kubeconfig}", *map(str, args)]
         res = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=timeout)
         if check and res.returncode != 0:
@@ -181,7 +186,10 @@ def test_install_into_a_restricted_namespace_then_uninstall(
     created = release_objects(cp, namespace, release)
     assert f"Deployment/{release}" in created[namespace] and f"ConfigMap/{release}-dashboard" in created[namespace]
     assert created["default"] == [f"Role/{release}-apiserver-endpoints", f"RoleBinding/{release}-apiserver-endpoints"]
-    assert created["cluster"] == [f"ClusterRole/{release}", f"ClusterRoleBinding/{release}"]
+    assert created["cluster"] == [f"ClusterRole/{release}", f"ClusterRole/{release}-edit", f"ClusterRole/{release}-view",
+                                  f"ClusterRoleBinding/{release}"]
+    deployment_probe = deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    assert deployment_probe["httpGet"] == {"path": "/readyz", "port": "health", "scheme": "HTTP"}
     if mode == "ha-namespaced":
         expected = {f"Role/{release}", f"RoleBinding/{release}", f"Role/{release}-leader-election",
                     f"RoleBinding/{release}-leader-election", f"PodDisruptionBudget/{release}"}
@@ -199,6 +207,81 @@ def test_install_into_a_restricted_namespace_then_uninstall(
     crds = {o["metadata"]["name"] for o in cp.get_json("crds")["items"]}
     assert crds >= CHART_CRDS  # helm never deletes what crds/ installed
     assert release not in [r["name"] for r in json.loads(helm("list", "--all-namespaces", "--all", "-o", "json").stdout)]
+
+
+def as_user(cp: ControlPlane, user: str, *args: str, input: Any = None) -> subprocess.CompletedProcess[str]:
+    """kubectl as another user (impersonated by the admin): the API server authorizes the request as that user."""
+    return cp.kubectl(f"--as={user}", *args, input=input, check=False)
+
+
+def bind(cp: ControlPlane, namespace: str, user: str, cluster_role: str) -> None:
+    cp.create({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": f"{user}-{cluster_role}", "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    })
+
+
+def test_umbrella_chart_install_and_user_roles(
+    control_plane: ControlPlane, helm: Helm, namespace: str, tmp_path: Path, chart_owns_the_driver_policy: None
+) -> None:
+    """rljob as a dependency of a platform's chart (which hands it `global` values), installed for real; then the
+    aggregated roles: a user with the built-in `edit` in a namespace creates jobs there, one with `view` only reads
+    them."""
+    cp = control_plane
+    platform = tmp_path / "platform"
+    platform.mkdir()
+    (platform / "Chart.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "v2", "name": "platform", "version": "1.0.0",
+        "dependencies": [{"name": "rljob", "version": "0.1.0", "repository": f"file://{CHART}"}],
+    }))
+    (platform / "values.yaml").write_text(yaml.safe_dump({
+        "global": {"imageRegistry": "registry.example.com", "storageClass": "fast"},
+        "rljob": {"driverPolicy": {"enabled": True}},
+    }))
+    helm("dependency", "update", platform)
+    release = f"platform-{secrets.token_hex(3)}"
+    res = helm("install", release, platform, "--namespace", namespace, "--wait", "--timeout", "120s")
+    assert "STATUS: deployed" in res.stdout
+    try:
+        deployment = cp.get_json("deployment", f"{release}-rljob", "-n", namespace)
+        assert deployment["status"].get("readyReplicas") == 1
+        cluster = release_objects(cp, namespace, release)["cluster"]
+        assert {f"ClusterRole/{release}-rljob-edit", f"ClusterRole/{release}-rljob-view"} <= set(cluster)
+
+        from tests.jobs import minimal_job
+
+        alice, bob = f"alice-{secrets.token_hex(2)}", f"bob-{secrets.token_hex(2)}"
+        bind(cp, namespace, alice, "edit")
+        bind(cp, namespace, bob, "view")
+        job = minimal_job("by-alice")
+        job["metadata"]["namespace"] = namespace
+        # The aggregation controller copies the rules into edit and view shortly after the ClusterRoles appear.
+        wait_for(lambda: as_user(cp, alice, "auth", "can-i", "create", "rltrainingjobs.rljob.dev", "-n", namespace).returncode == 0,
+                 timeout=30, interval=0.5, description="edit aggregates rljob-edit")
+        wait_for(lambda: as_user(cp, bob, "auth", "can-i", "list", "rltrainingjobs.rljob.dev", "-n", namespace).returncode == 0,
+                 timeout=30, interval=0.5, description="view aggregates rljob-view")
+        created = as_user(cp, alice, "create", "-f", "-", input=job)
+        assert created.returncode == 0, created.stderr
+        assert as_user(cp, alice, "patch", "rltj", "by-alice", "-n", namespace, "--type=merge",
+                       "-p", '{"spec":{"suspend":true}}').returncode == 0
+        for verb in (("get", "rltj", "by-alice"), ("get", "rltj")):
+            got = as_user(cp, bob, *verb, "-n", namespace, "-o", "name")
+            assert got.returncode == 0 and "rltrainingjob.rljob.dev/by-alice" in got.stdout, got.stderr
+        job["metadata"]["name"] = "by-bob"
+        refused = as_user(cp, bob, "create", "-f", "-", input=job)
+        assert refused.returncode != 0 and "forbidden" in refused.stderr.lower()
+        refused = as_user(cp, bob, "delete", "rltj", "by-alice", "-n", namespace)
+        assert refused.returncode != 0 and "forbidden" in refused.stderr.lower()
+        # Status is the operator's: not even an editor writes it.
+        refused = as_user(cp, alice, "patch", "rltj", "by-alice", "-n", namespace, "--subresource=status", "--type=merge",
+                          "-p", '{"status":{"phase":"Succeeded"}}')
+        assert refused.returncode != 0 and "forbidden" in refused.stderr.lower()
+        assert as_user(cp, alice, "delete", "rltj", "by-alice", "-n", namespace).returncode == 0
+    finally:
+        helm("uninstall", release, "--namespace", namespace, "--wait", "--timeout", "120s")
+    assert release_objects(cp, namespace, release)["cluster"] == []
 
 
 def test_helm_env_is_isolated(helm: Helm) -> None:
