@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..api.models import JobSpec
+from . import evaluate
 from .cluster import ClusterSummary, parse_deadline, wait_for_workers
 from .env_contract import DriverEnv, driver_env
 from .errors import TrainerError
@@ -153,6 +154,9 @@ def _train_in_cluster(
         resume=True,
     )
     outcome = run_training(run, cluster, Sinks(sinks), stop)
+    if outcome.exit_code == 0:  # a finished run, not one cut off or interrupted: the pod may be going away
+        # Logs the mean return; the GIF lies on the checkpoint volume, next to the checkpoints `rljob fetch` copies.
+        evaluate.after_training(outcome.checkpoint, denv.checkpoint_dir / evaluate.EVAL_GIF, env)
     log.info("finished (exit %d): %s", outcome.exit_code, outcome.reason)
     return outcome.exit_code
 

@@ -16,7 +16,7 @@ from typing import TextIO
 
 from ..api.manifest import ManifestError, load_job_file
 from ..api.models import JobSpec
-from . import checkpoints
+from . import checkpoints, evaluate
 from .cluster import summarize
 from .display import Display, DisplayLogHandler
 from .driver import PROGRESS_FILE, TENSORBOARD_DIR, Entrypoint, resolve_entrypoint
@@ -179,8 +179,13 @@ def _run(
         finally:
             rljob_logger.removeHandler(handler)
             rljob_logger.propagate = True
+        played = None
+        if outcome.exit_code == 0:  # not after Ctrl-C: the user asked to stop
+            played = evaluate.after_training(outcome.checkpoint, output / evaluate.EVAL_GIF, os.environ)
         curve = _plot(output, name)
         out.write(f"stopped: {outcome.reason}\n")
+        if played is not None:
+            out.write(f"evaluation: {evaluate.describe(played, greedy=True)}: {output / evaluate.EVAL_GIF}\n")
         if outcome.checkpoint:
             out.write(f"checkpoint: {outcome.checkpoint}\n")
         out.write(f"outputs: {output}/ ({PROGRESS_FILE}, {CHECKPOINTS_DIR}/, {TENSORBOARD_DIR}/"
