@@ -389,6 +389,14 @@ def test_aggregated_user_roles(helm_home: dict[str, str], tmp_path: Path) -> Non
     bindings = [b for b in render(helm_home, tmp_path, {}) if b["kind"] in ("RoleBinding", "ClusterRoleBinding")]
     assert not [b for b in bindings if b["roleRef"]["name"] in roles]  # bound by the built-in roles' aggregation only
 
+    assert "rljob-namespace-operator" not in roles  # widens every namespace admin: only when asked for
+    on = render(helm_home, tmp_path, {"rbac": {"aggregatedRoles": {"namespaceAdminsRunOperators": True}}})
+    (delegate,) = [r for r in by_kind(on, "ClusterRole") if r["metadata"]["name"] == "rljob-namespace-operator"]
+    assert {k for k in delegate["metadata"]["labels"] if k.startswith("rbac.")} == {"rbac.authorization.k8s.io/aggregate-to-admin"}
+    assert {(r, v) for rule in delegate["rules"] for r in rule["resources"] for v in rule["verbs"]} == {
+        ("rltrainingjobs/status", "get"), ("rltrainingjobs/status", "patch"), ("rltrainingjobs/finalizers", "update"),
+        ("events", "create"), ("leases", "create"), ("leases", "get"), ("leases", "update")}
+
     off = render(helm_home, tmp_path, {"rbac": {"aggregatedRoles": {"enabled": False}}})
     assert [r for r in by_kind(off, "ClusterRole") if aggregated(r)] == []
     assert [r for r in by_kind(render(helm_home, tmp_path, NAMESPACED_ONLY), "ClusterRole")] == []  # cluster-scoped: off
