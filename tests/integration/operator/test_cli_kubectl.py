@@ -7,6 +7,7 @@ import json
 import os
 import queue
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -281,3 +282,30 @@ def test_the_contexts_namespace_for_dry_run_and_submit(control_plane: ControlPla
     assert refused.returncode == 2
     assert refused.stderr == "rljob: spec.entrypoint.args: recipe pong: error: unrecognized arguments: --bogus 1\n"
     assert cp.kubectl("get", "rltj", "bad-args", "-n", namespace, check=False).returncode != 0  # nothing was created
+
+
+def test_without_kubectl_the_dashboard_uses_the_clients_port_forward(
+        control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str, tmp_path: Path) -> None:
+    """The fallback listens locally and opens a port-forward stream per connection. The cluster's nodes have no
+    kubelet to forward to (kwok answers for them, with no forwards configured), so what comes back is the refusal:
+    one line, and the command keeps serving."""
+    cp = control_plane
+    run_to(cp, namespace, small_job("pf", namespace))
+    env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig), "PATH": str(tmp_path)}  # no kubectl on PATH
+    proc = subprocess.Popen([rljob_executable(), "dashboard", "pf", "-n", namespace, "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines = Lines(proc)
+        url = lines.wait(r"^Ray dashboard of pf: http://127\.0\.0\.1:\d+ ")
+        port = int(url.split("http://127.0.0.1:")[1].split()[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+            conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert conn.recv(1024) == b""  # closed: nothing to forward to
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    assert err.startswith("rljob: port-forward to pod pf-head-1: ") and "Traceback" not in err, err
+    assert "8265" in err
