@@ -1,0 +1,98 @@
+"""The checkpoint reader pod `rljob fetch` starts: which claim, owned by the job, restricted, not the operator's."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from rljob.api import constants as c
+from rljob.api import parse_job
+from rljob.resources import fetch
+from tests.jobs import minimal_job
+
+
+def job(uid: str | None = "uid-123", **spec: Any) -> Any:
+    body = minimal_job(**spec)
+    if uid:
+        body["metadata"]["uid"] = uid
+    return parse_job(body)
+
+
+def test_mounts_the_jobs_own_claim_read_only_where_the_head_did() -> None:
+    pod = fetch.reader_pod(job(checkpoint={"size": "5Gi"}), "img:1", name="demo-fetch-abcde")
+    spec = pod["spec"]
+    assert spec["volumes"] == [{"name": "checkpoints", "persistentVolumeClaim": {"claimName": "demo-checkpoints", "readOnly": True}}]
+    (container,) = spec["containers"]
+    assert container["volumeMounts"] == [{"name": "checkpoints", "mountPath": c.CHECKPOINT_MOUNT, "readOnly": True}]
+    assert container["image"] == "img:1"
+    assert container["command"] == ["sleep", str(fetch.DEFAULT_LIFETIME_S)]
+    # It ends by itself shortly after the sleep, should the command that started it never delete it.
+    assert spec["activeDeadlineSeconds"] > fetch.DEFAULT_LIFETIME_S
+    assert spec["restartPolicy"] == "Never"
+    assert pod["metadata"]["name"] == "demo-fetch-abcde" and pod["metadata"]["namespace"] == "ns1"
+
+
+def test_an_existing_claim_is_mounted_by_its_name() -> None:
+    pod = fetch.reader_pod(job(checkpoint={"claimName": "shared-ckpts"}), "img:1")
+    assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "shared-ckpts"
+    assert fetch.checkpoint_claim_name(job(checkpoint={"claimName": "shared-ckpts"})) == "shared-ckpts"
+
+
+@pytest.mark.parametrize("spec", [{}, {"checkpoint": {"everySeconds": 60}}])
+def test_a_job_without_a_claim_has_nothing_to_mount(spec: dict[str, Any]) -> None:
+    j = job(**spec)
+    assert fetch.checkpoint_claim_name(j) is None
+    with pytest.raises(ValueError, match="emptyDir"):
+        fetch.reader_pod(j, "img:1")
+
+
+def test_owned_by_the_job_but_not_the_operators() -> None:
+    pod = fetch.reader_pod(job(checkpoint={"size": "1Gi"}), "img:1")
+    meta = pod["metadata"]
+    # Deleting the job deletes the pod; the job's controller (the operator) does not manage it.
+    assert meta["ownerReferences"] == [{
+        "apiVersion": c.API_VERSION, "kind": c.KIND, "name": "demo", "uid": "uid-123",
+        "controller": False, "blockOwnerDeletion": False,
+    }]
+    # The operator indexes pods by its managed-by label: this one must never look like a head or a worker.
+    assert meta["labels"][c.LABEL_APP_MANAGED_BY] != c.MANAGED_BY
+    assert c.LABEL_ROLE not in meta["labels"]
+    # The job label puts it under the job's NetworkPolicies (default deny).
+    assert meta["labels"][c.LABEL_JOB] == "demo"
+    with pytest.raises(ValueError, match="uid"):
+        fetch.reader_pod(job(uid=None, checkpoint={"size": "1Gi"}), "img:1")
+
+
+def test_meets_pod_security_restricted_and_needs_no_token() -> None:
+    spec = fetch.reader_pod(job(checkpoint={"size": "1Gi"}), "img:1")["spec"]
+    psc = spec["securityContext"]
+    assert psc["runAsNonRoot"] is True and psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert psc["runAsUser"] == 1000 and psc["fsGroupChangePolicy"] == "OnRootMismatch"
+    sc = spec["containers"][0]["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["readOnlyRootFilesystem"] is True
+    assert spec["automountServiceAccountToken"] is False
+    assert set(spec["containers"][0]["resources"]) == {"requests", "limits"}
+
+
+def test_scheduled_like_the_head_or_pinned_to_a_running_heads_node() -> None:
+    j = job(checkpoint={"size": "1Gi"}, head={"nodeSelector": {"pool": "gpu"},
+                                            "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+            imagePullSecrets=[{"name": "regcred"}], imagePullPolicy="Always")
+    spec = fetch.reader_pod(j, "img:1")["spec"]
+    assert spec["nodeSelector"] == {"pool": "gpu"}
+    assert spec["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+    assert spec["containers"][0]["imagePullPolicy"] == "Always"
+    assert "nodeName" not in spec
+    # A ReadWriteOnce volume attached to the running head's node is mountable there only.
+    pinned = fetch.reader_pod(j, "img:1", node_name="node-7")["spec"]
+    assert pinned["nodeName"] == "node-7" and "nodeSelector" not in pinned
+    assert pinned["tolerations"] == spec["tolerations"]
+
+
+def test_names_are_unique_valid_and_short() -> None:
+    first, second = fetch.reader_pod_name("demo"), fetch.reader_pod_name("demo")
+    assert first != second and first.startswith("demo-fetch-")
+    long = fetch.reader_pod_name("j" * 63, suffix="abcde")
+    assert len(long) <= 63 and long.endswith("-fetch-abcde")
