@@ -81,6 +81,16 @@ def test_submit_refuses_arguments_the_recipe_does_not_take(kubeconfig: Path, cap
     assert "argument --lr: invalid positive float value: 'fast'" in capsys.readouterr().err
 
 
+def test_the_refusal_comes_before_any_cluster_is_needed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert main(["submit", "--recipe", "pong", "--name", "x", "--", "--bogus", "1"]) == 2
+    assert capsys.readouterr().err == "rljob: spec.entrypoint.args: recipe pong: error: unrecognized arguments: --bogus 1\n"
+    assert main(["submit", "--recipe", "pong", "--name", "x"]) == 2  # valid: now the missing kubeconfig is the problem
+    assert capsys.readouterr().err.startswith("rljob: no usable kubeconfig")
+
+
 def test_submit_passes_a_scripts_arguments_through(kubeconfig: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "train.py").write_text("")
     assert main(["submit", "--entry", "train.py", "--source-dir", str(tmp_path), "--dry-run", "--", "--bogus", "1"]) == 0

@@ -205,9 +205,13 @@ def run(args: argparse.Namespace) -> int:
 
     name = args.name or default_name(args)
     try:
+        # Every check first, with nothing contacted: a refused flag or recipe argument never waits on the cluster.
+        job, configmap = build_manifests(args, target_namespace(args), name)
         cluster = None if args.dry_run else connect(args)
-        namespace = target_namespace(args) if cluster is None else cluster.namespace
-        job, configmap = build_manifests(args, namespace, name)
+        if cluster is not None:
+            for doc in (job, configmap):
+                if doc:
+                    doc["metadata"]["namespace"] = cluster.namespace
     except (SubmitError, CliError) as exc:
         print(f"rljob: {exc}", file=sys.stderr)
         return 2
