@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,21 +109,45 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
         cp.stop()
 
 
-def helm_template(cp: ControlPlane, release: str, values: dict[str, Any], home: Path) -> list[dict[str, Any]]:
-    values_file = home / f"{release}-values.yaml"
-    values_file.write_text(yaml.safe_dump(values))
-    env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"), "XDG_CONFIG_HOME": str(home / "config"),
-           "XDG_DATA_HOME": str(home / "data")}
-    res = subprocess.run([cp.bin("helm"), "template", release, str(CHART), "--namespace", OPERATOR_NS, "-f", str(values_file)],
-                         capture_output=True, text=True, env=env, timeout=60, check=False)
+def helm_env(home: Path) -> dict[str, str]:
+    return {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"), "XDG_CONFIG_HOME": str(home / "config"),
+            "XDG_DATA_HOME": str(home / "data")}
+
+
+def values_file(home: Path, release: str, values: dict[str, Any]) -> Path:
+    path = home / f"{release}-values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def helm_template(cp: ControlPlane, release: str, values: dict[str, Any], home: Path, *extra: str) -> list[dict[str, Any]]:
+    # Offline, helm assumes the Kubernetes version it was built against (1.20 for the project's helm): render for
+    # this control plane's, which the chart's kubeVersion accepts.
+    cmd = [cp.bin("helm"), "template", release, str(CHART), "--namespace", OPERATOR_NS, "-f", str(values_file(home, release, values)),
+           "--kube-version", cp.raw("/version")["gitVersion"], *extra]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=helm_env(home), timeout=60, check=False)
     assert res.returncode == 0, res.stderr
     return [doc for doc in yaml.safe_load_all(res.stdout) if doc]
 
 
-class Deployed:
-    """The chart's identity and permissions applied to the cluster, and an operator that runs with them."""
+def token_kubeconfig(cp: ControlPlane, namespace: str, service_account: str, path: Path) -> Path:
+    """A kubeconfig that holds only a ServiceAccount's token: its requests are authorized as that account's."""
+    token = cp.kubectl("create", "token", service_account, "-n", namespace, "--duration=1h").stdout.strip()
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "c", "cluster": {"server": cp.server,
+                                               "certificate-authority-data": base64.b64encode(cp.ca_crt.read_bytes()).decode()}}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
+    }))
+    return path
 
-    def __init__(self, cp: ControlPlane, release: str, values: dict[str, Any], workdir: Path) -> None:
+
+class Deployed:
+    """The chart's identity and permissions applied to the cluster (or already installed by `helm install`: apply
+    False), and an operator that runs with them."""
+
+    def __init__(self, cp: ControlPlane, release: str, values: dict[str, Any], workdir: Path, apply: bool = True) -> None:
         self.cp = cp
         self.objs = helm_template(cp, release, values, workdir)
         (deployment,) = [o for o in self.objs if o["kind"] == "Deployment"]
@@ -133,16 +158,9 @@ class Deployed:
         assert args[0] == "operator"
         # The chart's own flags, except the ports: the test picks free ones.
         self.args = tuple(a for a in args[1:] if not a.startswith(("--metrics-port", "--health-port")))
-        cp.apply([o for o in self.objs if o["kind"] in RBAC_KINDS])
-        token = cp.kubectl("create", "token", self.service_account, "-n", OPERATOR_NS, "--duration=1h").stdout.strip()
-        self.kubeconfig = workdir / f"{release}.kubeconfig"
-        self.kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-            "clusters": [{"name": "c", "cluster": {"server": cp.server,
-                                                   "certificate-authority-data": base64.b64encode(cp.ca_crt.read_bytes()).decode()}}],
-            "users": [{"name": "sa", "user": {"token": token}}],
-            "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
-        }))
+        if apply:
+            cp.apply([o for o in self.objs if o["kind"] in RBAC_KINDS])
+        self.kubeconfig = token_kubeconfig(cp, OPERATOR_NS, self.service_account, workdir / f"{release}.kubeconfig")
         self.operator = OperatorProcess(self.kubeconfig, workdir / f"{release}-operator.log", self.args)
 
     def granted(self) -> set[Permission]:
@@ -169,7 +187,7 @@ class Deployed:
                 seen[event["auditID"]] = event  # a watch has a ResponseStarted and, once closed, a ResponseComplete
         return list(seen.values())
 
-    def check(self, expect_used: set[Permission] | None = None) -> set[Permission]:
+    def check(self, expect_used: set[Permission] | None = None, endpoint_reads: frozenset[str] = frozenset({"default"})) -> set[Permission]:
         """No request refused; returns the permissions used. Every granted one must be used (or exempt)."""
         requests = self.requests()
         assert requests, f"no audited request of {self.user}"
@@ -188,8 +206,8 @@ class Deployed:
             assert expect_used <= granted
             unused = expect_used - used
         assert unused == set(), f"granted by the chart but never used by the operator: {sorted(unused)}"
-        endpoint_reads = {e["objectRef"].get("namespace") for e in requests if e["objectRef"]["resource"] == "endpointslices"}
-        assert endpoint_reads == {"default"}
+        read = {e["objectRef"].get("namespace") for e in requests if e["objectRef"]["resource"] == "endpointslices"}
+        assert read == endpoint_reads
         log = self.operator.log_path.read_text()
         assert "Forbidden" not in log and "Not enough permissions" not in log, self.operator.log_tail()
         return used
@@ -285,3 +303,92 @@ def test_namespaced_ha_rbac_is_enough(audited: ControlPlane, tmp_path: Path) -> 
     assert outside == set(), f"the namespaced operator reached into {outside}"
     assert not [e for e in deployed.requests() if e["objectRef"]["resource"] == "pods" and not e["objectRef"].get("namespace")]
     assert used >= expected
+
+
+def test_a_namespace_admin_installs_without_cluster_rbac(audited: ControlPlane, tmp_path: Path) -> None:
+    """`rbac.clusterScoped: false`: a user who is admin in two namespaces only (the operator's and the team's) installs
+    the chart with `helm install --skip-crds`; the cluster admin has applied the CRD and the aggregated roles before.
+    The operator, with the installed release's identity and flags, then runs a job in the team's namespace: nothing
+    refused, and not one request outside those two namespaces (no CRD or Namespace watch, no EndpointSlices in
+    `default`)."""
+    cp = audited
+    team = restricted_namespace(cp, "rbac-own")
+    # The cluster admin's part: the CRD (the fixture applied crds/) and the roles aggregated into `admin`, with which a
+    # namespace admin holds, and so may grant, what the operator's Roles contain.
+    cluster_part = helm_template(cp, "cluster-part", {"rbac": {"aggregatedRoles": {"namespaceAdminsRunOperators": True}}},
+                                 tmp_path, "--show-only", "templates/aggregated-roles.yaml")
+    assert {o["kind"] for o in cluster_part} == {"ClusterRole"}
+    cp.apply(cluster_part)
+
+    cp.create({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "installer", "namespace": team}})
+    installer = f"system:serviceaccount:{team}:installer"
+    for ns in (OPERATOR_NS, team):
+        cp.create({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "installer-admin", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+            "subjects": [{"kind": "ServiceAccount", "name": "installer", "namespace": team}],
+        })
+    for verb, what, ns in (("create", "clusterroles", None), ("create", "customresourcedefinitions", None),
+                           ("list", "namespaces", None), ("list", "endpointslices", "default")):
+        where = ["-n", ns] if ns else []
+        res = cp.kubectl("auth", "can-i", verb, what, *where, f"--as={installer}", check=False)
+        assert res.stdout.strip() == "no", f"the installer may {verb} {what}: the test would prove nothing"
+    # The aggregation controller fills `admin` with the new rules shortly after they appear.
+    def aggregated() -> bool:
+        res = cp.kubectl("auth", "can-i", "patch", "rltrainingjobs.rljob.dev", "--subresource=status", "-n", team,
+                         f"--as={installer}", check=False)
+        return res.stdout.strip() == "yes"
+
+    wait_for(aggregated, timeout=30, interval=0.5, description="admin aggregates the operator's extras")
+
+    release = "team-ops"
+    # A Lease of its own: the other tests' operators in this namespace left theirs.
+    values = {"rbac": {"clusterScoped": False}, "watch": {"namespaces": [team]}, "replicaCount": 2,
+              "leaderElection": {"leaseName": "team-ops"}}
+    kubeconfig = token_kubeconfig(cp, team, "installer", tmp_path / "installer.kubeconfig")
+    res = subprocess.run(
+        [cp.bin("helm"), "install", release, str(CHART), "--namespace", OPERATOR_NS, "--skip-crds", f"--kubeconfig={kubeconfig}",
+         "-f", str(values_file(tmp_path, release, values)), "--wait", "--timeout", "120s"],
+        capture_output=True, text=True, env=helm_env(tmp_path), timeout=180, check=False)
+    assert res.returncode == 0, f"helm install as a namespace admin failed:\n{res.stdout}\n{res.stderr}"
+    assert "STATUS: deployed" in res.stdout
+    assert "Roles in the watched namespaces only" in res.stdout and "may reach ports 443/6443" in res.stdout  # NOTES.txt
+
+    deployed = Deployed(cp, release, values, tmp_path, apply=False)
+    installed = cp.get_json("deployment", deployed.service_account, "-n", OPERATOR_NS)
+    installed_args = installed["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert tuple(a for a in installed_args[1:] if not a.startswith(("--metrics-port", "--health-port"))) == deployed.args
+    assert "--no-cluster-scan" in deployed.args and "--no-api-server-discovery" in deployed.args
+    assert installed["status"].get("readyReplicas") == 2
+    deployed.operator.start()
+    try:
+        ready = f"http://127.0.0.1:{deployed.operator.health_port}/readyz"
+        wait_for(lambda: json.loads(urllib.request.urlopen(ready, timeout=5).read()) == {
+            "ready": True, "reason": "leader election candidate"}, timeout=30, interval=0.3, description="the operator ready")
+        cp.apply(small_job("own", team, workers={"replicas": 1, "cpu": "1", "memory": "2Gi", "shmSize": "512Mi"}))
+        wait_phase(cp, team, "own", "Running", 60)
+        cp.set_pod_phase(team, "own-head-1", "Succeeded", exit_code=0)
+        wait_phase(cp, team, "own", "Succeeded", 30)
+        assert cp.get_json("lease", "team-ops", "-n", OPERATOR_NS)["spec"]["holderIdentity"]
+        policies = {p["metadata"]["name"] for p in cp.get_json("networkpolicies", "-n", team)["items"]}
+        assert "own-allow-apiserver" in policies  # ports 443/6443 anywhere: the addresses were neither given nor read
+    finally:
+        deployed.operator.stop()
+
+    expected = {
+        ("list", c.GROUP, c.PLURAL, ""), ("watch", c.GROUP, c.PLURAL, ""), ("patch", c.GROUP, c.PLURAL, "status"),
+        ("create", "", "pods", ""), ("create", "apps", "statefulsets", ""), ("create", "rbac.authorization.k8s.io", "roles", ""),
+        ("get", "coordination.k8s.io", "leases", ""), ("create", "coordination.k8s.io", "leases", ""),
+        ("update", "coordination.k8s.io", "leases", ""),
+    }
+    deployed.check(expect_used=expected, endpoint_reads=frozenset())
+    namespaces = {e["objectRef"].get("namespace") for e in deployed.requests()}
+    assert namespaces <= {team, OPERATOR_NS}, f"the operator reached outside its namespaces: {namespaces - {team, OPERATOR_NS}}"
+    assert not [r for r in deployed.granted() if r[2] in ("customresourcedefinitions", "namespaces", "endpointslices")]
+    log = deployed.operator.log_path.read_text()
+    assert "443/6443 at any address" in log  # said, not silent
+
+    uninstall = subprocess.run([cp.bin("helm"), "uninstall", release, "--namespace", OPERATOR_NS, f"--kubeconfig={kubeconfig}", "--wait"],
+                               capture_output=True, text=True, env=helm_env(tmp_path), timeout=180, check=False)
+    assert uninstall.returncode == 0, uninstall.stderr
