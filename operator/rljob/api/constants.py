@@ -111,3 +111,15 @@ EXIT_DEADLINE_EXCEEDED = 4
 # The reported mean return (status.progress.episodeReturnMean) covers this many of the latest episodes,
 # RLlib's own default smoothing window (`metrics_num_episodes_for_smoothing`).
 RETURN_WINDOW_EPISODES = 100
+
+# Kueue (kueue.x-k8s.io): a job labelled with a queue name is admitted by Kueue as one Workload, the head
+# and all its workers together; the operator creates that Workload and starts the job only once it is admitted.
+KUEUE_GROUP = "kueue.x-k8s.io"
+KUEUE_VERSION = "v1beta2"
+KUEUE_API_VERSION = f"{KUEUE_GROUP}/{KUEUE_VERSION}"
+KUEUE_QUEUE_LABEL = f"{KUEUE_GROUP}/queue-name"
+KUEUE_PRIORITY_LABEL = f"{KUEUE_GROUP}/priority-class"
+KUEUE_FRAMEWORK = f"{KIND}.{VERSION}.{GROUP}"  # how Kueue's integrations.externalFrameworks names this kind
+PODSET_HEAD = "head"
+PODSET_WORKERS = "workers"
+COMPONENT_WORKLOAD = "workload"

@@ -33,3 +33,8 @@ def checkpoint_claim(job: str) -> str:
 
 def network_policy(job: str, purpose: str) -> str:
     return f"{job}-{purpose}"
+
+
+def workload(job: str) -> str:
+    """The Kueue Workload that admits the job's Ray cluster as one unit."""
+    return f"rltrainingjob-{job}"

@@ -58,6 +58,9 @@ class Reason(StrEnum):
     WAITING_FOR_OLD_CHILDREN = "WaitingForOldChildren"
     VALIDATION_FAILED = "ValidationFailed"
     NETWORK_ISOLATION_REQUIRED = "NetworkIsolationRequired"
+    QUEUED = "Queued"  # waiting for Kueue to admit the whole Ray cluster
+    ADMITTED = "Admitted"  # Kueue admitted it: the cluster starts
+    EVICTED = "Evicted"  # Kueue took the admission back (preemption, a stopped queue): pods removed, queued again
 
 
 def words(enum: type[StrEnum]) -> str:

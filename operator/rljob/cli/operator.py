@@ -54,6 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "operator's own (repeatable)")
     net.add_argument("--require-network-isolation", action="store_true",
                      help="refuse jobs with network.isolation false (they end Failed, NetworkIsolationRequired)")
+    p.add_argument("--kueue", action="store_true",
+                   help="admit jobs labelled kueue.x-k8s.io/queue-name through Kueue: one Workload per job (head and workers "
+                        "together); Kueue's CRDs must be installed and Kueue configured with the external framework "
+                        f"{c.KUEUE_FRAMEWORK}")
     p.add_argument("--concurrency", type=int, default=16, help="jobs reconciled at once (default %(default)s)")
     p.add_argument("--log-level", default=os.environ.get("RLJOB_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"], help="(default %(default)s)")
@@ -134,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
     handlers.CONFIG.metrics_scrape_namespaces = tuple(dict.fromkeys(args.metrics_scrape_namespace))
     handlers.CONFIG.cluster_scan = not args.no_cluster_scan
     handlers.CONFIG.health_port = args.health_port or None
+    if args.kueue:
+        handlers.register_kueue()
     # The pod's name (POD_ID, set by the chart), else the host's: kopf would otherwise ask the password
     # database, which has no entry for the image's non-root user.
     who = os.environ.get("POD_ID") or socket.gethostname()

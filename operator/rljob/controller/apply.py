@@ -15,7 +15,7 @@ from ..api import names
 from ..api.models import JobStatus, RLTrainingJob
 from ..api.vocabulary import Reason
 from . import conditions as cond
-from . import observe
+from . import kueue, observe
 from .kube import Kube, error_text, object_path
 from .phases import Decision
 
@@ -36,9 +36,12 @@ class Problem:
 
 
 async def apply(
-    kube: Kube, ctx: resources.BuildContext, job: RLTrainingJob, body: dict[str, Any], decision: Decision
+    kube: Kube, ctx: resources.BuildContext, job: RLTrainingJob, body: dict[str, Any], decision: Decision,
+    workload: observe.WorkloadObservation | None = None,
 ) -> dict[str, Any] | None:
-    """Returns the job's new body when its status was patched (fresher than the watch), else None."""
+    """Returns the job's new body when its status was patched (fresher than the watch), else None.
+
+    `job` is the job as its pods are built: for a job Kueue admitted, with its flavors' placement added."""
     ns = job.namespace
     status = decision.status
     problems: list[Problem] = []
@@ -54,6 +57,17 @@ async def apply(
         # that acts on a stale view (a frozen former leader) gets a conflict here and deletes nothing.
         new_body = await _write_status(kube, job, status, body)
         written = True
+
+    if decision.ensure_workload:
+        await kueue.ensure(kube, ctx, job)
+    if decision.workload_active is not None:
+        await kueue.set_active(kube, job, decision.workload_active)
+    if decision.replace_workload:
+        await kueue.replace(kube, job, workload)
+    if decision.release_workload is not None:
+        await kueue.write_status(kube, job, "released", *decision.release_workload)
+    if decision.finish_workload is not None:
+        await kueue.write_status(kube, job, "finished", *decision.finish_workload)
 
     if decision.ensure_children:
         # Independent of each other, so created concurrently; all of them before any pod exists,

@@ -49,6 +49,8 @@ class OperatorConfig:
     # kopf's scanning of CRDs and Namespaces (cluster-scoped list/watch); off for an operator with Roles only.
     cluster_scan: bool = True
     health_port: int | None = None
+    # Admit jobs labelled kueue.x-k8s.io/queue-name through Kueue Workloads (register_kueue() adds the watch).
+    kueue: bool = False
 
 
 CONFIG = OperatorConfig()
@@ -148,6 +150,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         metrics.serve(CONFIG.metrics_port)
         on_reconciled = metrics.observe_reconcile
     rec = Reconciler(kube, ctx, concurrency=CONFIG.concurrency, on_reconciled=on_reconciled)
+    if CONFIG.kueue:
+        rec.workloads = {}  # queued jobs wait for their Workload from the first reconcile on
     _state["reconciler"] = rec
     if CONFIG.lease is None:
         _lead()
@@ -215,30 +219,48 @@ async def rljob_workers(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
     return {key: observe.observe_workers(body)} if key else None
 
 
-def _bind_indices(rljob_pods: kopf.Index, rljob_workers: kopf.Index) -> Reconciler:
+def _bind_indices(rljob_pods: kopf.Index, rljob_workers: kopf.Index, indices: dict[str, Any]) -> Reconciler:
     rec = reconciler()
     rec.pods = rljob_pods  # live views, updated by kopf as events arrive
     rec.workers = rljob_workers
+    if "rljob_workloads" in indices:  # kopf passes every index to every handler; this one exists with --kueue
+        rec.workloads = indices["rljob_workloads"]
     return rec
 
 
 @kopf.on.event("", "v1", "pods", labels=MANAGED)
-async def pod_event(body: kopf.Body, rljob_pods: kopf.Index, rljob_workers: kopf.Index, **_: Any) -> None:
+async def pod_event(body: kopf.Body, rljob_pods: kopf.Index, rljob_workers: kopf.Index, **kw: Any) -> None:
     key = observe.job_key(body)
     if key:
-        _bind_indices(rljob_pods, rljob_workers).enqueue(key)
+        _bind_indices(rljob_pods, rljob_workers, kw).enqueue(key)
 
 
 @kopf.on.event("apps", "v1", "statefulsets", labels=MANAGED)
-async def workers_event(body: kopf.Body, rljob_pods: kopf.Index, rljob_workers: kopf.Index, **_: Any) -> None:
+async def workers_event(body: kopf.Body, rljob_pods: kopf.Index, rljob_workers: kopf.Index, **kw: Any) -> None:
     key = observe.job_key(body)
     if key:
-        _bind_indices(rljob_pods, rljob_workers).enqueue(key)
+        _bind_indices(rljob_pods, rljob_workers, kw).enqueue(key)
+
+
+def register_kueue() -> None:
+    """Watch the jobs' Kueue Workloads (operator started with --kueue; Kueue's CRDs must be installed)."""
+    CONFIG.kueue = True
+
+    @kopf.index(c.KUEUE_GROUP, c.KUEUE_VERSION, "workloads", labels=MANAGED)
+    async def rljob_workloads(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+        key = observe.job_key(body)
+        return {key: observe.observe_workload(body)} if key else None
+
+    @kopf.on.event(c.KUEUE_GROUP, c.KUEUE_VERSION, "workloads", labels=MANAGED)
+    async def workload_event(body: kopf.Body, rljob_pods: kopf.Index, rljob_workers: kopf.Index, **kw: Any) -> None:
+        key = observe.job_key(body)
+        if key:
+            _bind_indices(rljob_pods, rljob_workers, kw).enqueue(key)
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
-async def job_event(event: kopf.RawEvent, rljob_pods: kopf.Index, rljob_workers: kopf.Index, **_: Any) -> None:
-    rec = _bind_indices(rljob_pods, rljob_workers)
+async def job_event(event: kopf.RawEvent, rljob_pods: kopf.Index, rljob_workers: kopf.Index, **kw: Any) -> None:
+    rec = _bind_indices(rljob_pods, rljob_workers, kw)
     obj = event["object"]
     meta = obj.get("metadata", {})
     key = (meta.get("namespace", ""), meta.get("name", ""))

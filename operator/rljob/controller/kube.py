@@ -40,6 +40,7 @@ _PATHS: dict[tuple[str, str], tuple[str, str]] = {
     ("rbac.authorization.k8s.io/v1", "Role"): ("/apis/rbac.authorization.k8s.io/v1", "roles"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     (c.API_VERSION, c.KIND): (f"/apis/{c.API_VERSION}", c.PLURAL),
+    (c.KUEUE_API_VERSION, "Workload"): (f"/apis/{c.KUEUE_API_VERSION}", "workloads"),
 }
 
 

@@ -57,12 +57,36 @@ class WorkersObservation:
 
 
 @dataclass(frozen=True)
+class WorkloadObservation:
+    """The job's Kueue Workload, reduced to Kueue's verdict on it."""
+
+    name: str
+    uid: str = ""
+    controller_uid: str | None = None
+    active: bool = True
+    admitted: bool = False  # condition Admitted: quota reserved and every admission check passed
+    quota_reserved: bool = False  # status.admission is set (Kueue holds quota for it)
+    evicted: bool = False
+    evicted_reason: str = ""
+    evicted_message: str = ""
+    finished: bool = False
+    cluster_queue: str = ""
+    flavors: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (pod set, the flavors of its resources), once admitted
+    counts: tuple[tuple[str, int], ...] = ()  # (pod set, pods) as the Workload's spec asks
+    queue_name: str = ""
+    deleting: bool = False
+    resource_version: int = 0
+
+
+@dataclass(frozen=True)
 class Observed:
     """Everything the phase machine may look at besides the job itself."""
 
     pods: tuple[PodObservation, ...] = ()
     workers: WorkersObservation = field(default_factory=WorkersObservation)
     foreign: tuple[str, ...] = ()  # children by this job's name that belong to another instance (a deleted job's)
+    kueue: bool = False  # the operator admits jobs labelled with a Kueue queue name through Kueue
+    workload: WorkloadObservation | None = None  # the job's Workload, when Kueue admits it
 
     def head(self, attempt: int) -> PodObservation | None:
         for pod in self.pods:
@@ -159,6 +183,41 @@ def observe_workers(body: Mapping[str, Any]) -> WorkersObservation:
     )
 
 
+def observe_workload(body: Mapping[str, Any]) -> WorkloadObservation:
+    meta = body.get("metadata", {}) or {}
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    conditions = {c_["type"]: c_ for c_ in status.get("conditions") or [] if isinstance(c_, dict) and c_.get("type")}
+
+    def true(kind: str) -> bool:
+        return (conditions.get(kind) or {}).get("status") == "True"
+
+    admission = status.get("admission") or {}
+    flavors = tuple(
+        (str(a.get("name", "")), tuple(sorted(set((a.get("flavors") or {}).values()))))
+        for a in admission.get("podSetAssignments") or []
+    )
+    evicted = conditions.get("Evicted") or {}
+    return WorkloadObservation(
+        name=meta.get("name", ""),
+        uid=meta.get("uid", ""),
+        controller_uid=controller_uid(meta),
+        active=spec.get("active", True) is not False,
+        admitted=true("Admitted"),
+        quota_reserved=bool(admission),
+        evicted=true("Evicted"),
+        evicted_reason=str(evicted.get("reason") or ""),
+        evicted_message=str(evicted.get("message") or ""),
+        finished=true("Finished"),
+        cluster_queue=str(admission.get("clusterQueue") or ""),
+        flavors=flavors,
+        counts=tuple((str(p.get("name", "")), int(p.get("count") or 0)) for p in spec.get("podSets") or []),
+        queue_name=str(spec.get("queueName") or ""),
+        deleting=bool(meta.get("deletionTimestamp")),
+        resource_version=_rv(meta),
+    )
+
+
 def job_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
     """(namespace, job) for a child, from its rljob.dev/job label."""
     meta = body.get("metadata", {}) or {}
@@ -166,21 +225,30 @@ def job_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
     return (meta.get("namespace", ""), job) if job else None
 
 
-def merge(pods: Iterable[PodObservation], workers: Iterable[WorkersObservation], uid: str | None = None) -> Observed:
+def merge(
+    pods: Iterable[PodObservation],
+    workers: Iterable[WorkersObservation],
+    uid: str | None = None,
+    workloads: Iterable[WorkloadObservation] = (),
+    kueue: bool = False,
+) -> Observed:
     """The children of the job instance `uid`; those of another instance are named in `foreign` only.
 
     Children are found by the job-name label, which a deleted job's leftovers share with a new job of
     the same name: its Succeeded head would otherwise end the new job, its terminating one fail it.
     """
 
-    def ours(o: PodObservation | WorkersObservation) -> bool:
+    def ours(o: PodObservation | WorkersObservation | WorkloadObservation) -> bool:
         return uid is None or o.controller_uid is None or o.controller_uid == uid
 
     pods, workers = list(pods), [w for w in workers if w.exists]
     foreign = sorted({o.name for o in [*pods, *workers] if not ours(o)})
     live_workers = [w for w in workers if ours(w)]
+    live_workloads = [w for w in workloads if ours(w)]
     return Observed(
         pods=tuple(sorted((p for p in pods if ours(p)), key=lambda p: p.name)),
         workers=max(live_workers, key=lambda w: w.resource_version) if live_workers else WorkersObservation(),
         foreign=tuple(foreign),
+        kueue=kueue,
+        workload=max(live_workloads, key=lambda w: w.resource_version) if live_workloads else None,
     )

@@ -16,6 +16,12 @@
     Initializing   head ready and all workers ready              Running        ClusterReady
     Running        workers not all ready                         Running        ClusterReady=False (Degraded)
     Suspended      spec.suspend false                            Pending        Resumed (new attempt)
+  With Kueue (a job labelled kueue.x-k8s.io/queue-name, operator run with --kueue): one Workload per job
+    (new)          -                                             Suspended      Queued (Workload created)
+    Suspended      Workload admitted                             Pending        Admitted (new attempt)
+    any active     Workload evicted, gone or resized             Suspended      Evicted / Queued (pods deleted)
+    Suspended      evicted, pods gone                            Suspended      (admission released: requeued)
+    Succeeded/Failed  Workload not finished                      -              (Workload marked Finished)
     Succeeded/Failed  ttlSecondsAfterFinished elapsed            (deleted)      -
 
 Time-based rules read timestamps from status, never in-memory timers, so they hold across
@@ -65,6 +71,12 @@ class Decision:
     capture_log: str | None = None  # a finished head pod whose log tail to keep in status
     delete_job: bool = False
     job_labels: dict[str, str] | None = None  # labels to merge into the job's own metadata
+    # Kueue: the job's Workload.
+    ensure_workload: bool = False  # create it if missing
+    workload_active: bool | None = None  # set its spec.active (False: out of the queue while the user suspends)
+    replace_workload: bool = False  # delete it (its pod sets no longer match the job); the next pass creates it
+    release_workload: tuple[str, str] | None = None  # evicted and stopped: give the quota back (reason, message)
+    finish_workload: tuple[str, str] | None = None  # the job ended: Finished (reason, message) frees the quota
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
 
@@ -97,14 +109,20 @@ class _Machine:
     # ── transitions ────────────────────────────────────────────────────────────────────────────
 
     def new(self) -> Decision:
+        if self._queue() is not None:
+            self.decision.ensure_workload = True
         if self.spec.suspend:
             return self._suspend(Reason.SUSPENDED, "created suspended: set spec.suspend to false to start")
+        if self._queue() is not None:
+            return self._suspend(Reason.QUEUED, self._queued_message())
         self._start_attempt(attempt=1, failures=0, fresh_start=True)
         self._phase(PENDING, Reason.ACCEPTED, "creating the Ray cluster")
         self._event("Normal", Reason.ACCEPTED, f"creating head pod and {self.spec.workers.replicas} worker(s)")
         return self._done()
 
     def suspended(self) -> Decision:
+        if self._queue() is not None:
+            return self._suspended_in_queue()
         if self.spec.suspend:
             self._remove_pods()
             self._observe_workers()
@@ -124,6 +142,10 @@ class _Machine:
         if self.spec.suspend:
             self.status.active_seconds = self._active_seconds()  # the run budget pauses while suspended
             return self._suspend(Reason.SUSPENDED, "spec.suspend is true: pods removed, the job is kept")
+        lost = self._admission_lost()
+        if lost is not None:
+            self.status.active_seconds = self._active_seconds()
+            return self._suspend(*lost)
         if self._deadline_exceeded():
             return self._done()
         if phase in (INITIALIZING, RUNNING) or (head is not None and head.finished):
@@ -157,6 +179,9 @@ class _Machine:
 
     def finished(self) -> Decision:
         """Terminal: keep the record, release what still holds resources, honour the TTL."""
+        wl = self.obs.workload
+        if self._queue() is not None and wl is not None and not wl.finished and not wl.deleting:
+            self.decision.finish_workload = (str(self.old.phase), self.old.message or str(self.old.phase))
         if self.obs.workers.exists and not self.obs.workers.deleting:
             self.decision.delete_workers = True
         if self.old.reason in (Reason.DEADLINE_EXCEEDED, Reason.CLUSTER_COORDINATION_TIMEOUT):
@@ -169,6 +194,85 @@ class _Machine:
                 self.decision.delete_job = True
             else:
                 self.decision.requeue_after = remaining
+        return self._done()
+
+    # ── Kueue ──────────────────────────────────────────────────────────────────────────────────
+
+    def _queue(self) -> str | None:
+        """The LocalQueue the job waits in, when this operator admits jobs through Kueue."""
+        if not self.obs.kueue:
+            return None
+        return self.job.metadata.labels.get(c.KUEUE_QUEUE_LABEL) or None
+
+    def _pod_set_counts(self) -> tuple[tuple[str, int], ...]:
+        counts = [(c.PODSET_HEAD, 1)]
+        if self.spec.workers.replicas > 0:
+            counts.append((c.PODSET_WORKERS, self.spec.workers.replicas))
+        return tuple(counts)
+
+    def _queued_message(self) -> str:
+        return (f"waiting in Kueue queue {self._queue()} for the head and {self.spec.workers.replicas} worker(s) "
+                "to be admitted together; no pod is created before")
+
+    def _admission_lost(self) -> tuple[Reason, str] | None:
+        """Why an active queued job must stop (Kueue evicted it, its Workload went, or the job no longer matches
+        what was admitted), or None."""
+        if self._queue() is None:
+            return None
+        wl = self.obs.workload
+        if wl is not None and wl.evicted:
+            return Reason.EVICTED, (f"Kueue evicted the job ({wl.evicted_reason}: {wl.evicted_message}): pods removed; "
+                                    f"it waits in queue {self._queue()} and resumes from its latest checkpoint")
+        if wl is None or wl.deleting or not wl.admitted:
+            return Reason.QUEUED, "the job's Kueue Workload is gone or no longer admitted: pods removed; " + self._queued_message()
+        if wl.counts != self._pod_set_counts():
+            return Reason.QUEUED, (f"the workers changed to {self.spec.workers.replicas}: pods removed until Kueue admits "
+                                   "the new size; " + self._queued_message())
+        return None
+
+    def _suspended_in_queue(self) -> Decision:
+        """A suspended job that Kueue admits: out of the queue while the user holds it, started once admitted."""
+        wl = self.obs.workload
+        self._remove_pods()
+        self._observe_workers()
+        stopped = not self.obs.live_heads() and not self.obs.workers.exists
+        if wl is None:
+            self.decision.ensure_workload = True
+            self.decision.requeue_after = 2.0
+        elif wl.active == self.spec.suspend and not wl.deleting:
+            self.decision.workload_active = not self.spec.suspend
+        if self.spec.suspend:
+            if self.old.reason != Reason.SUSPENDED:
+                return self._suspend(Reason.SUSPENDED, "spec.suspend is true: the job left the Kueue queue, pods removed")
+            return self._done()
+        if wl is None or wl.deleting:
+            return self._wait_in_queue()
+        if wl.counts != self._pod_set_counts():
+            if stopped:
+                self.decision.replace_workload = True  # Kueue's pod sets cannot change: a new Workload, queued anew
+            self._requeue(2.0)
+            return self._wait_in_queue()
+        if wl.evicted:
+            if wl.quota_reserved and stopped:
+                self.decision.release_workload = (wl.evicted_reason or Reason.EVICTED, wl.evicted_message)
+            self._requeue(2.0)
+            return self._done()
+        if wl.admitted and stopped:
+            attempt = (self.old.attempts or 0) + 1
+            self._start_attempt(attempt=attempt, failures=self.old.failed_attempts or 0, fresh_start=True)
+            where = f"ClusterQueue {wl.cluster_queue}" if wl.cluster_queue else "Kueue"
+            self._phase(PENDING, Reason.ADMITTED, f"admitted by {where}: starting attempt {attempt}")
+            self._set(cond.SUSPENDED, False, Reason.ADMITTED, f"admitted by {where}")
+            self._event("Normal", Reason.ADMITTED, f"admitted by {where} with the head and {self.spec.workers.replicas} "
+                        f"worker(s); starting attempt {attempt}" + (" from the latest checkpoint" if attempt > 1 else ""))
+            return self._done()
+        if wl.admitted:
+            self._requeue(2.0)  # the previous attempt's pods are still going
+        return self._wait_in_queue()
+
+    def _wait_in_queue(self) -> Decision:
+        if self.old.reason not in (Reason.QUEUED, Reason.EVICTED):
+            return self._suspend(Reason.QUEUED, self._queued_message())
         return self._done()
 
     # ── pieces ─────────────────────────────────────────────────────────────────────────────────
@@ -329,7 +433,7 @@ class _Machine:
         self._set(cond.CLUSTER_READY, False, reason, "pods removed while suspended")
         self._observe_workers()
         self._remove_pods()
-        self._event("Normal", Reason.SUSPENDED, message)
+        self._event("Warning" if reason == Reason.EVICTED else "Normal", reason, message)
         return self._done()
 
     def _remove_pods(self) -> None:

@@ -20,7 +20,7 @@ from ..api.manifest import ManifestError, parse_job
 from ..api.models import JobStatus, RLTrainingJob
 from ..api.vocabulary import Phase, Reason
 from . import conditions as cond
-from . import observe
+from . import kueue, observe
 from .apply import ChildCreationFailed, apply
 from .kube import Kube, error_text
 from .phases import step
@@ -51,6 +51,9 @@ class Reconciler:
         self.jobs: dict[Key, dict[str, Any]] = {}
         self.pods: Mapping[Key, Iterable[observe.PodObservation]] = {}
         self.workers: Mapping[Key, Iterable[observe.WorkersObservation]] = {}
+        # Kueue: jobs labelled with a queue name are admitted through a Workload (None: the integration is off).
+        self.workloads: Mapping[Key, Iterable[observe.WorkloadObservation]] | None = None
+        self.flavors = kueue.Flavors(kube)
         self.on_reconciled = on_reconciled
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
@@ -195,9 +198,16 @@ class Reconciler:
                 "spec.network.isolation is false, but this cluster's operator requires isolated jobs "
                 "(--require-network-isolation): re-create the job without it",
             )
-        observed = observe.merge(self.pods.get(key, ()), self.workers.get(key, ()), job.metadata.uid)
+        observed = observe.merge(
+            self.pods.get(key, ()), self.workers.get(key, ()), job.metadata.uid,
+            workloads=self.workloads.get(key, ()) if self.workloads is not None else (), kueue=self.workloads is not None,
+        )
         decision = step(job, observed, self.clock())
-        new_body = await apply(self.kube, self.ctx, job, body, decision)
+        placed = job
+        if (decision.ensure_children or decision.create_head is not None) and observed.workload is not None \
+                and observed.workload.admitted and job.metadata.labels.get(c.KUEUE_QUEUE_LABEL):
+            placed = await self.flavors.admitted(job, observed.workload)  # where Kueue's flavors put the pods
+        new_body = await apply(self.kube, self.ctx, placed, body, decision, observed.workload)
         if new_body is not None and key in self.jobs:
             self.upsert_job_quietly(new_body)
         if decision.requeue_after is not None and key in self.jobs:
