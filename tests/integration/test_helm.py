@@ -39,6 +39,16 @@ SERVICE_MONITOR_CRD = {
 }
 
 
+POD_MONITOR_CRD = {
+    **SERVICE_MONITOR_CRD,
+    "metadata": {"name": "podmonitors.monitoring.coreos.com"},
+    "spec": {
+        **SERVICE_MONITOR_CRD["spec"],
+        "names": {"kind": "PodMonitor", "listKind": "PodMonitorList", "plural": "podmonitors", "singular": "podmonitor"},
+    },
+}
+
+
 class Helm:
     def __init__(self, cp: ControlPlane, home: Path) -> None:
         self.cp = cp
@@ -73,12 +83,14 @@ def helm(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture
 def service_monitor_crd(control_plane: ControlPlane) -> Iterator[None]:
-    control_plane.apply(SERVICE_MONITOR_CRD)
-    control_plane.kubectl("wait", "--for=condition=Established", "crd/servicemonitors.monitoring.coreos.com", "--timeout=30s")
+    """The Prometheus Operator's ServiceMonitor and PodMonitor kinds (their CRDs, reduced)."""
+    names = [crd["metadata"]["name"] for crd in (SERVICE_MONITOR_CRD, POD_MONITOR_CRD)]
+    control_plane.apply([SERVICE_MONITOR_CRD, POD_MONITOR_CRD])
+    control_plane.kubectl("wait", "--for=condition=Established", *[f"crd/{n}" for n in names], "--timeout=30s")
     try:
         yield
     finally:
-        control_plane.kubectl("delete", "crd", "servicemonitors.monitoring.coreos.com", "--ignore-not-found", "--wait=false", check=False)
+        control_plane.kubectl("delete", "crd", *names, "--ignore-not-found", "--wait=false", check=False)
 
 
 def install_chart_crds(cp: ControlPlane) -> None:
@@ -109,6 +121,16 @@ def test_template_passes_server_side_dry_run(
             assert res.returncode == 0, f"values {values}:\n{res.stderr}"
             assert "(server dry run)" in res.stdout
             assert "Warning" not in res.stderr, res.stderr  # e.g. a Pod Security warning on the Deployment
+        # Without cluster-scoped RBAC, with the job monitoring: nothing cluster-scoped at all.
+        values = {"rbac": {"clusterScoped": False}, "watch": {"namespaces": [namespace, watched]}, "replicaCount": 2,
+                  "podMonitor": {"enabled": True}, "jobNetwork": {"metricsScrapeNamespaces": ["monitoring"],
+                                                                  "apiServerEndpoints": ["10.0.0.1:6443"]}}
+        rendered = helm("template", "dry", CHART, "--namespace", namespace, "-f", helm.values(values)).stdout
+        kinds = {doc["kind"] for doc in yaml.safe_load_all(rendered) if doc}
+        assert "PodMonitor" in kinds and not {"ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy"} & kinds
+        res = cp.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered, check=False)
+        assert res.returncode == 0 and "Warning" not in res.stderr, f"values {values}:\n{res.stderr}"
+        assert "podmonitor.monitoring.coreos.com/dry-rljob-jobs created (server dry run)" in res.stdout
     finally:
         cp.kubectl("delete", "namespace", watched, "--wait=false", check=False)
 
