@@ -92,7 +92,9 @@ def play_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             for i, (ret, steps, cut) in enumerate(zip(result.returns, result.lengths, result.truncated, strict=True), 1):
                 out.write(f"episode {i}: return {ret:+g} in {steps} steps{' (cut off)' if cut else ''}\n")
             out.write(evaluate.describe(result, greedy) + "\n")
-            if not args.no_gif:
+            if not args.no_gif and not result.frames:
+                err.write(f"rljob play: no GIF: {result.render_error}\n")
+            elif not args.no_gif:
                 gif = args.gif or Path(f"play-{name}.gif")
                 frames = evaluate.write_gif(result, gif, frame_ms=evaluate.frame_ms(env, gif_every))
                 out.write(f"GIF of episode 1 ({frames} frames): {gif}\n")

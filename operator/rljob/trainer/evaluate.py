@@ -74,6 +74,8 @@ class Evaluation:
     truncated: list[bool] = field(default_factory=list)
     frames: list[Any] = field(default_factory=list)
     frame_returns: list[float] = field(default_factory=list)
+    render_error: str | None = None  # why no frames were recorded (e.g. CartPole's renderer needs pygame)
+    gif: Path | None = None  # where after_training wrote the GIF
 
     @property
     def mean_return(self) -> float:
@@ -235,9 +237,7 @@ def play(
     for episode in range(episodes):
         obs, _ = env.reset(seed=None if seed is None else seed + episode)
         total, steps, done, cut = 0.0, 0, False, False
-        recording = record and episode == 0
-        if recording:
-            _keep_frame(env, result, total)
+        recording = record and episode == 0 and _keep_frame(env, result, total)
         while not done:
             obs, reward, terminated, truncated, _ = env.step(act(obs))
             total += float(reward)
@@ -246,18 +246,26 @@ def play(
             if max_steps is not None and steps >= max_steps and not done:
                 done = cut = True
             if recording and (steps % gif_every == 0 or done) and len(result.frames) < GIF_MAX_FRAMES:
-                _keep_frame(env, result, total)
+                recording = _keep_frame(env, result, total)
         result.returns.append(total)
         result.lengths.append(steps)
         result.truncated.append(cut or bool(truncated))
     return result
 
 
-def _keep_frame(env: Any, result: Evaluation, total: float) -> None:
-    frame = env.render()
-    if frame is not None:
-        result.frames.append(frame)
-        result.frame_returns.append(total)
+def _keep_frame(env: Any, result: Evaluation, total: float) -> bool:
+    """Records the screen; False (and why, in the result) when the env cannot render: the returns still count."""
+    try:
+        frame = env.render()
+    except Exception as exc:  # gymnasium's classic-control renderers need pygame, which the trainer does not ship
+        result.render_error = f"{type(exc).__name__}: {exc}"
+        return False
+    if frame is None:
+        result.render_error = "the env rendered no frame"
+        return False
+    result.frames.append(frame)
+    result.frame_returns.append(total)
+    return True
 
 
 def write_gif(evaluation: Evaluation, path: Path, *, frame_ms: int = 133, title: str = "") -> int:
@@ -268,7 +276,7 @@ def write_gif(evaluation: Evaluation, path: Path, *, frame_ms: int = 133, title:
     from PIL import Image, ImageDraw
 
     if not evaluation.frames:
-        raise ConfigError("no frames were recorded (the env renders nothing)")
+        raise ConfigError(f"no frames were recorded: {evaluation.render_error or 'nothing was played'}")
     images = []
     for frame, total in zip(evaluation.frames, evaluation.frame_returns, strict=True):
         picture = Image.fromarray(frame).convert("RGB")
@@ -330,13 +338,20 @@ def after_training(checkpoint: str | Path | None, gif: Path, env: Mapping[str, s
         game = make_env(ckpt, module)
         try:
             result = play(game, policy_fn(module, greedy=True, seed=0), episodes, max_steps or None, seed=0)
-            frames = write_gif(result, gif, frame_ms=frame_ms(game, GIF_EVERY))
         finally:
             game.close()
     except Exception as exc:  # a trained policy matters more than its film
         log.warning("evaluation after training skipped: %s", exc)
         return None
-    log.info("evaluation of %s: %s; %d-frame GIF: %s", Path(checkpoint).name, describe(result, True), frames, gif)
+    film = f"no GIF ({result.render_error})"
+    if result.frames:
+        try:
+            film = f"{write_gif(result, gif, frame_ms=frame_ms(game, GIF_EVERY))}-frame GIF: {gif}"
+            result.gif = gif
+        except Exception as exc:  # e.g. a full or read-only volume
+            result.render_error = f"{type(exc).__name__}: {exc}"
+            film = f"no GIF ({result.render_error})"
+    log.info("evaluation of %s: %s; %s", Path(checkpoint).name, describe(result, True), film)
     return result
 
 

@@ -185,7 +185,8 @@ def _run(
         curve = _plot(output, name)
         out.write(f"stopped: {outcome.reason}\n")
         if played is not None:
-            out.write(f"evaluation: {evaluate.describe(played, greedy=True)}: {output / evaluate.EVAL_GIF}\n")
+            film = played.gif or f"no GIF ({played.render_error})"
+            out.write(f"evaluation: {evaluate.describe(played, greedy=True)}: {film}\n")
         if outcome.checkpoint:
             out.write(f"checkpoint: {outcome.checkpoint}\n")
         out.write(f"outputs: {output}/ ({PROGRESS_FILE}, {CHECKPOINTS_DIR}/, {TENSORBOARD_DIR}/"
