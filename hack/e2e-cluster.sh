@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The e2e cluster: one real node (containerd + runc + kubelet + kube-proxy + CoreDNS, CNI bridge) joined to the
-# project's control plane, all inside the network namespace "rljob-e2e" (see tests/e2e/cluster.py).
+# The e2e cluster: one real node (containerd + runc + kubelet + kube-proxy + CoreDNS, CNI bridge, kube-router's
+# NetworkPolicy controller) joined to the project's control plane, all inside the network namespace "rljob-e2e"
+# (see tests/e2e/cluster.py).
 #
 #   hack/e2e-cluster.sh prereqs   apt-get install what is missing (docker.io, containerd, runc, CNI plugins, ...)
-#   hack/e2e-cluster.sh bins      build kubelet, kube-proxy (k8s v1.35.4), CoreDNS (trimmed) and the pause binary
-#                                 into ${RLJOB_CACHE:-~/.cache/rljob}/k8s/v1.35.4/bin (skipped when present)
+#   hack/e2e-cluster.sh bins      build kubelet, kube-proxy (k8s v1.35.4), kube-router (v2.1.0), CoreDNS (trimmed)
+#                                 and the pause binary into ${RLJOB_CACHE:-~/.cache/rljob}/k8s/v1.35.4/bin (skipped
+#                                 when present; the tests' cluster fixture runs this, so `make test` builds them)
 #   hack/e2e-cluster.sh images    hack/images.sh operator runtime (cached)
 #   hack/e2e-cluster.sh up        all of the above, then the cluster (+ the operator, installed with the Helm chart)
 #                                 in the foreground until Ctrl-C
@@ -18,6 +20,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE="${RLJOB_CACHE:-$HOME/.cache/rljob}"
 K8S_VERSION=v1.35.4 # must match hack/cluster-bins.sh
+KUBE_ROUTER_VERSION=v2.1.0 # must match hack/k8s/kube-router/go.mod
 BIN="$CACHE/k8s/$K8S_VERSION/bin"
 PY="$ROOT/.venv/bin/python"
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml" | head -n1)
@@ -60,6 +63,17 @@ bins() {
       k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
     mv -f "$tmp/kubelet" "$tmp/kube-proxy" "$BIN/" && rm -rf "$tmp"
     log "built kubelet, kube-proxy in $(($(date +%s) - start))s"
+  fi
+  # kube-router: only its network policy controller runs (tests/e2e/cluster.py). A different version in the cache
+  # (the binary answers --version) is rebuilt, since the cache directory is keyed by the Kubernetes version only.
+  if [[ ! -x $BIN/kube-router ]] || ! "$BIN/kube-router" --version 2>&1 | grep -q "$KUBE_ROUTER_VERSION"; then
+    start=$(date +%s)
+    log "building kube-router $KUBE_ROUTER_VERSION ..."
+    (cd "$ROOT/hack/k8s/kube-router" && nice -n 10 go build -trimpath \
+      -ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION" \
+      -o "$BIN/kube-router.tmp" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router)
+    mv -f "$BIN/kube-router.tmp" "$BIN/kube-router"
+    log "built kube-router in $(($(date +%s) - start))s"
   fi
   local name
   for name in coredns pause; do

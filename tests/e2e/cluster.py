@@ -10,6 +10,7 @@ starts the cluster joins it first (``setns``), so every process it starts lives 
   on :data:`POD_CIDR`, a sandbox image built from ``hack/e2e/pause``,
 * kubelet v1.35 (cgroup v1 accepted with ``failCgroupV1: false``, cgroupfs driver) as node :data:`NODE_NAME`,
 * kube-proxy (iptables mode) for Services, CoreDNS (``hack/e2e/coredns``, a trimmed build) as cluster DNS,
+* kube-router v2.1.0 with only its network policy controller (iptables + ipset) enforcing NetworkPolicies,
 * images from the local Docker daemon, loaded with ``docker save | ctr images import`` (no registry).
 
 Nothing listens outside the namespace; the namespace has no route out. Binaries: ``hack/e2e-cluster.sh bins``.
@@ -37,6 +38,7 @@ import yaml
 
 from rljob.testing.controlplane import (
     _PKI,
+    SERVICE_CLUSTER_IP_RANGE,
     ControlPlane,
     _die_with_parent,
     _tail,
@@ -57,12 +59,15 @@ STATE_DIR = Path("/var/lib/rljob-e2e")  # kubelet's root, CNI IPAM
 CONTAINERD_ROOT = CACHE / "e2e" / "containerd"  # images survive between runs
 PAUSE_IMAGE = "rljob.local/pause:1"
 COREDNS_IMAGE = "rljob.local/coredns:1"
-E2E_BINARIES = ("kubelet", "kube-proxy", "coredns", "pause")
+E2E_BINARIES = ("kubelet", "kube-proxy", "kube-router", "coredns", "pause")
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 CLONE_NEWNET = 0x40000000
 #: Whether something on this node enforces NetworkPolicies (see images/README.md, "NetworkPolicy enforcement").
-NETWORK_POLICY_ENFORCER = True  # tests/e2e/netpol.py
+NETWORK_POLICY_ENFORCER = True  # kube-router's network policy controller (Cluster._start_netpol)
 NO_ENFORCER_REASON = ""
+#: A rule kube-router appends to its top-level chains at the end of every completed full sync: once it is in
+#: the filter table, the policies that existed when the sync began are enforced.
+KUBE_ROUTER_SYNCED = "rule to explicitly ACCEPT traffic that comply to network policies"
 
 
 def bin_dir() -> Path:
@@ -448,18 +453,62 @@ state = "{RUN_DIR / 'containerd-state'}"
 
         wait_for(synced, 60, 0.5, "kube-proxy's rules for the kubernetes Service")
 
-    def _start_netpol(self) -> None:
-        """The NetworkPolicy enforcer (tests/e2e/netpol.py: iptables + ipset)."""
+    def _kube_router_kubeconfig(self) -> Path:
+        """kube-router's own identity with what its network policy controller reads (it builds informers for
+        Services, Endpoints and EndpointSlices too, whichever controllers run), as its DaemonSet's ClusterRole
+        grants in a real cluster; no write access, since the router and service proxy, which annotate nodes and
+        report load balancer IPs, are off."""
         assert self.cp is not None
-        self._spawn("netpol", [sys.executable, "-m", "tests.e2e.netpol", f"--kubeconfig={self.cp.kubeconfig}",
-                               f"--kubectl={self.bin / 'kubectl'}", f"--pod-cidr={POD_CIDR}"],
-                    env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+        crt, key = _PKI(self.cp.pki_dir).make_cert("kube-router", "system:kube-router", client=True)
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+             "metadata": {"name": "rljob-e2e:kube-router"},
+             "rules": [
+                 {"apiGroups": [""], "resources": ["pods", "namespaces", "nodes", "services", "endpoints"],
+                  "verbs": ["get", "list", "watch"]},
+                 {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+                 {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["get", "list", "watch"]},
+             ]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+             "metadata": {"name": "rljob-e2e:kube-router"},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "rljob-e2e:kube-router"},
+             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:kube-router"}]},
+        ]))  # fmt: skip
+        return _write_kubeconfig(self.workdir / "kube-router.conf", self.cp.server, self.cp.ca_crt, crt, key,
+                                 "system:kube-router")  # fmt: skip
 
-        def hooked() -> bool:
-            self._alive("netpol")
-            return "RLJOB-NETPOL" in sh("iptables-save", "-t", "filter", check=False).stdout
+    def _start_netpol(self) -> None:
+        """NetworkPolicy enforcement: kube-router's network policy controller alone (iptables + ipset).
 
-        wait_for(hooked, 60, 0.5, "the NetworkPolicy enforcer's chains")
+        Its router (BGP, pod routes, its own CNI config) and service proxy (IPVS) are off: the bridge CNI and
+        kube-proxy do those jobs here, and both disabled controllers are where kube-router v2.1.0's published
+        advisories lie (images/README.md). It finds the node by name and takes the node's InternalIP
+        (``--node-ip``) as the address whose pods it polices (``status.hostIP``); the policy controller needs no
+        pod CIDR. Its chains hook INPUT, FORWARD (with ``physdev`` for bridged frames, which br_netfilter shows to
+        iptables after kube-proxy's DNAT, so Service traffic is judged by its real endpoint) and OUTPUT.
+        """
+        kubeconfig = self._kube_router_kubeconfig()
+        self._spawn("kube-router", [
+            self.bin / "kube-router",
+            f"--kubeconfig={kubeconfig}",
+            f"--hostname-override={NODE_NAME}",
+            "--run-firewall=true",
+            "--run-router=false",
+            "--run-service-proxy=false",
+            "--enable-cni=false",
+            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            # Its health server would listen on every address of the namespace, pods' gateway included, and
+            # nothing here asks it: readiness is read from the filter table (below). Metrics stay off by default.
+            "--health-port=0",
+            "--v=1",
+        ])  # fmt: skip
+
+        def synced() -> bool:
+            self._alive("kube-router")
+            rules = sh("iptables-save", "-t", "filter", check=False).stdout
+            return "-j KUBE-ROUTER-FORWARD" in rules and KUBE_ROUTER_SYNCED in rules
+
+        wait_for(synced, 90, 0.5, "kube-router's first network policy sync")
 
     def _start_dns(self) -> None:
         manifest = (Path(__file__).resolve().parent / "manifests" / "coredns.yaml").read_text()
@@ -477,7 +526,7 @@ state = "{RUN_DIR / 'containerd-state'}"
                              "--wait=false", check=False, timeout=30)  # fmt: skip
                 self.kubectl("delete", "pods", "--all", "-A", "--wait=false", "--grace-period=3", check=False, timeout=30)
                 wait_for(lambda: not self.ctr("tasks", "ls", "-q", timeout=10).stdout.strip(), 40, 1.0, "containers gone")
-        for name in ("netpol", "kube-proxy", "kubelet"):
+        for name in ("kube-router", "kube-proxy", "kubelet"):
             self._terminate(name)
         self._kill_containers()
         self._terminate("containerd")
