@@ -1,6 +1,7 @@
 """The checkpoint reader pod `rljob fetch` starts: which claim, owned by the job, restricted, not the operator's."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -96,3 +97,36 @@ def test_names_are_unique_valid_and_short() -> None:
     assert first != second and first.startswith("demo-fetch-")
     long = fetch.reader_pod_name("j" * 63, suffix="abcde")
     assert len(long) <= 63 and long.endswith("-fetch-abcde")
+
+
+def test_the_exec_status_gives_the_exit_code() -> None:
+    from rljob.cli.fetch import _exit_code
+
+    assert _exit_code(b'{"metadata":{},"status":"Success"}') == 0
+    failure = (b'{"metadata":{},"status":"Failure","message":"command terminated with non-zero exit code",'
+               b'"reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"2"}]}}')
+    assert _exit_code(failure) == 2
+    assert _exit_code(b"") == -1 and _exit_code(b"not json") == -1  # no status at all is no success
+
+
+def test_checkpoint_ids_and_refused_archives(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from rljob.cli.cluster import CliError
+    from rljob.cli.fetch import _extract, _wanted
+
+    assert _wanted(None) is None and _wanted("12") == 12 and _wanted("iteration-000012") == 12
+    with pytest.raises(CliError, match="iteration number"):
+        _wanted("latest")
+    # A tar whose entry climbs out of the output folder is refused, not unpacked beside it.
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        data = b"x"
+        info = tarfile.TarInfo("../escaped")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    raw.seek(0)
+    with pytest.raises(CliError, match="cannot unpack"):
+        _extract(raw, tmp_path / "out")
+    assert not (tmp_path / "escaped").exists()
