@@ -66,7 +66,9 @@ bins() {
   fi
   # kube-router: only its network policy controller runs (tests/e2e/cluster.py). A different version in the cache
   # (the binary answers --version) is rebuilt, since the cache directory is keyed by the Kubernetes version only.
-  if [[ ! -x $BIN/kube-router ]] || ! "$BIN/kube-router" --version 2>&1 | grep -q "$KUBE_ROUTER_VERSION"; then
+  local have=""
+  [[ -x $BIN/kube-router ]] && have=$("$BIN/kube-router" --version 2>&1 || true)
+  if [[ $have != *" version $KUBE_ROUTER_VERSION,"* ]]; then
     start=$(date +%s)
     log "building kube-router $KUBE_ROUTER_VERSION ..."
     (cd "$ROOT/hack/k8s/kube-router" && nice -n 10 go build -trimpath \

@@ -1,3 +1,15 @@
+// Wrapper module that pins kube-router, whose network policy controller
+// enforces NetworkPolicies on the e2e node (built by hack/e2e-cluster.sh bins;
+// only --run-firewall runs, see tests/e2e/cluster.py).
+//
+// v2.1.0 is the only kube-router/v2 version the Go module proxy serves. Two
+// advisories are published against it: GHSA-phqm-jgc3-qf8g (service proxy:
+// Service externalIPs / load balancer IPs are not checked against the
+// configured ranges) and GHSA-v5mh-h5hx-7v92 (router: GoBGP's gRPC API bound
+// to the node IP without authentication). Both controllers are off on the e2e
+// node, which runs no untrusted tenants and has no route out, so it still
+// fits a test harness; do not deploy this build to a cluster. Why no other
+// engine: images/README.md.
 module rljob.local/hack/k8s/kube-router
 
 go 1.26.0
