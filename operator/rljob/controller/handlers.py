@@ -59,11 +59,11 @@ CONFIG = OperatorConfig()
 class HealthServer:
     """/healthz (liveness: the event loop answers) and /readyz (readiness) on one port.
 
-    Ready means that the start-up finished (the API server answered, the job network context is built, the
-    reconciler exists and either reconciles or stands by for the Lease) and that the operator is not shutting
-    down. A standby is ready too: it watches and indexes, and a rollout of several replicas must not wait for
-    the leader to go. Not ready before and after, so the metrics Service leaves out a replica that is starting
-    or stopping.
+    It listens once the start-up has finished (the API server answered, the job network context is built, the
+    reconciler exists and reconciles or stands by for the Lease), as kopf's own liveness endpoint did: a test or a
+    probe that sees /healthz answer knows the operator has started. /readyz then says ready until the shutdown
+    begins, and 503 from then on, so the metrics Service drops a stopping replica before it goes. A standby is
+    ready too: it watches and indexes, and a rollout of several replicas must not wait for the leader to leave.
     """
 
     def __init__(self, port: int, host: str = "0.0.0.0") -> None:
@@ -128,10 +128,6 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Exact namespaces and no CRD or Namespace watch: no cluster-scoped list/watch at all (kopf then serves the
     # resources it finds at start-up, in the namespaces it was given).
     settings.scanning.disabled = not CONFIG.cluster_scan
-    if CONFIG.health_port and "health" not in _state:  # (kopf retries a failed start-up handler)
-        health = HealthServer(CONFIG.health_port)
-        await health.start()
-        _state["health"] = health
     kube = Kube()
     ctx = resources.BuildContext(
         default_image=CONFIG.default_image,
@@ -162,8 +158,11 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         _state["leader"] = asyncio.create_task(_lead_when_elected(elector), name="rljob-leader-election")
     log.info("rljob operator started: default image %s, API server endpoints %s",
              ctx.default_image, [f"{e.cidr}:{e.port}" for e in ctx.api_server] or "unknown (ports 443/6443 allowed)")
-    if "health" in _state:
-        _state["health"].set_ready(True, "reconciling" if CONFIG.lease is None else "leader election candidate")
+    if CONFIG.health_port and "health" not in _state:  # (kopf retries a failed start-up handler)
+        health = HealthServer(CONFIG.health_port)
+        health.set_ready(True, "reconciling" if CONFIG.lease is None else "leader election candidate")
+        await health.start()
+        _state["health"] = health
 
 
 def _lead() -> None:
