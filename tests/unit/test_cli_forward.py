@@ -22,6 +22,7 @@ from rljob.cli.forward import (
     PACK_SCRIPT,
     TENSORBOARD_DIR,
     exec_command,
+    exec_status,
     fetch_events,
     forwarded_url,
     live_head_pod,
@@ -169,3 +170,20 @@ def test_kubectl_forward_prints_the_url_and_passes_kubectls_exit_code(
     assert logged(fake_kubectl) == [command[1:]]
     monkeypatch.setenv("FAKE_EXIT", "1")  # e.g. the pod went away
     assert run_kubectl_forward(command, "Ray dashboard of pong") == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"metadata":{},"status":"Success"}', (0, "")),
+        ('{"metadata":{},"status":"Failure","message":"command terminated with non-zero exit code: exit status 3",'
+         '"reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"3"}]}}', (3, "exit code 3")),
+        ('{"metadata":{},"status":"Failure","message":"Internal error occurred: error executing command in container: '
+         'no exec found for container \\"ray-head\\"","reason":"InternalError","details":{"causes":[{"message":"no exec"}]}}',
+         (None, 'Internal error occurred: error executing command in container: no exec found for container "ray-head"')),
+        ("", (None, "the exec ended without a status")),
+        ("not json\n at all", (None, "not json at all")),
+    ],
+)
+def test_exec_status_tells_an_exit_code_from_a_command_that_never_ran(text: str, expected: tuple[int | None, str]) -> None:
+    assert exec_status(text) == expected

@@ -16,6 +16,7 @@ import argparse
 import base64
 import contextlib
 import io
+import json
 import shutil
 import socket
 import subprocess
@@ -229,24 +230,56 @@ def fetch_events(cluster: Cluster, args: argparse.Namespace, pod: str) -> bytes 
             raise CliError(f"copy from pod {pod}: {' '.join(out.stderr.split()) or f'kubectl exit {out.returncode}'}")
         text = out.stdout
     else:
-        from kubernetes.stream import stream
-
-        resp = stream(cluster.core().connect_get_namespaced_pod_exec, pod, cluster.namespace,
-                      container=c.CONTAINER_NAME_HEAD, command=["python", "-c", PACK_SCRIPT, remote_dir],
-                      stdout=True, stderr=True, stdin=False, tty=False, _preload_content=False)
-        chunks: list[str] = []
-        errors: list[str] = []
-        while resp.is_open():
-            resp.update(timeout=5)
-            chunks.append(resp.read_stdout())
-            errors.append(resp.read_stderr())
-        resp.close()
-        if resp.returncode == NO_EVENTS_YET:
+        code, text, problem = _client_exec(cluster, pod, ["python", "-c", PACK_SCRIPT, remote_dir])
+        if code == NO_EVENTS_YET:
             return None
-        if resp.returncode != 0:
-            raise CliError(f"copy from pod {pod}: {' '.join(''.join(errors).split()) or f'exit {resp.returncode}'}")
-        text = "".join(chunks)
+        if code != 0:
+            raise CliError(f"copy from pod {pod}: {problem}")
     return base64.b64decode(text)
+
+
+def _client_exec(cluster: Cluster, pod: str, command: list[str]) -> tuple[int | None, str, str]:
+    """(exit code or None, stdout, what went wrong) of a command in the head container, through the client."""
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.stream import stream
+    from kubernetes.stream.ws_client import ERROR_CHANNEL
+
+    try:
+        resp = stream(cluster.core().connect_get_namespaced_pod_exec, pod, cluster.namespace,
+                      container=c.CONTAINER_NAME_HEAD, command=command,
+                      stdout=True, stderr=True, stdin=False, tty=False, _preload_content=False)
+    except ApiException as exc:  # the upgrade itself refused: no such pod, not allowed
+        return None, "", f"{exc.status} {exc.reason}"
+    out: list[str] = []
+    err: list[str] = []
+    status = ""
+    while resp.is_open():
+        resp.update(timeout=5)
+        out.append(resp.read_stdout())
+        err.append(resp.read_stderr())
+        status += resp.read_channel(ERROR_CHANNEL)
+    resp.close()
+    code, message = exec_status(status)
+    return code, "".join(out), " ".join("".join(err).split()) or message
+
+
+def exec_status(text: str) -> tuple[int | None, str]:
+    """The exit code in an exec's status message (the error channel's metav1.Status), or None and the reason
+    when the command did not run at all (e.g. the node could not exec it)."""
+    try:
+        status = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return None, " ".join(text.split())
+    if status.get("status") == "Success":
+        return 0, ""
+    for cause in (status.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode":
+            try:
+                code = int(cause.get("message", ""))
+            except ValueError:
+                break
+            return code, f"exit code {code}"
+    return None, " ".join(str(status.get("message") or "the exec ended without a status").split())
 
 
 def unpack_events(archive: bytes, logdir: Path) -> int:

@@ -310,3 +310,17 @@ def test_without_kubectl_the_dashboard_uses_the_clients_port_forward(
         proc.terminate()
         proc.wait(10)
     assert not any("Traceback" in line for line in errors.seen)
+
+
+def test_without_kubectl_tensorboard_execs_through_the_client(
+        control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str, tmp_path: Path) -> None:
+    """The same fallback for the copy of the event files: the exec reaches the node's (kwok's) server, and its
+    refusal is one line and exit 1, not a traceback."""
+    cp = control_plane
+    run_to(cp, namespace, small_job("tb", namespace))
+    env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig), "PATH": str(tmp_path)}  # no kubectl on PATH
+    out = subprocess.run([rljob_executable(), "tensorboard", "tb", "-n", namespace, "--once", "--logdir", str(tmp_path / "tb")],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stderr.startswith("rljob: copy from pod tb-head-1: ") and len(out.stderr.splitlines()) == 1, out.stderr
+    assert "no exec found" in out.stderr  # kwok's own words, passed on
