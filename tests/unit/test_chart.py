@@ -325,6 +325,13 @@ def test_metrics_off_render(helm_home: dict[str, str], tmp_path: Path) -> None:
     assert [p["name"] for p in container["ports"]] == ["health"]
 
 
+@pytest.mark.parametrize("values", [*VALUE_SETS, "namespaced-only"])
+def test_helm_lint_strict(helm_home: dict[str, str], tmp_path: Path, values: str) -> None:
+    chosen = NAMESPACED_ONLY if values == "namespaced-only" else VALUE_SETS[values]
+    res = helm(helm_home, "lint", "--strict", CHART, "--kube-version", KUBE_VERSION, "-f", values_file(tmp_path, chosen))
+    assert "0 chart(s) failed" in res.stdout and "[WARNING]" not in res.stdout and "[ERROR]" not in res.stdout, res.stdout
+
+
 def test_kubernetes_130_or_later(helm_home: dict[str, str], tmp_path: Path) -> None:
     """The CRD's CEL rules (quantity(), isCIDR()) and the ValidatingAdmissionPolicy are GA from 1.30."""
     assert yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"] == ">=1.30.0-0"
