@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="where the GIF of the first episode goes (default: play-<checkpoint>.gif here)")
     gif.add_argument("--no-gif", action="store_true", help="write no GIF")
     p.add_argument("--gif-every", type=_positive_int, default=None, metavar="K",
-                   help="keep every K-th step in the GIF (default 2: real time at a third of the frames)")
+                   help="keep every K-th step in the GIF (default 2: half the steps, still played in real time)")
     p.add_argument("--export", choices=("torchscript", "torch-export"), default=None,
                    help="also write the policy network alone (observations in, action logits out) for serving")
     p.add_argument("--export-path", type=Path, default=None, metavar="FILE",
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def play_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import importlib.util
     import logging
 
     from ..trainer import evaluate
@@ -63,6 +64,10 @@ def play_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"rljob play: error: {line}\n")
         return code
 
+    missing = [m for m in ("torch", "ray", "gymnasium") if importlib.util.find_spec(m) is None]
+    if missing:
+        return fail(f"this command needs the trainer's packages ({', '.join(missing)} missing): "
+                    "pip install 'rljob[trainer]'", 1)
     # The checkpoint is found and read before torch and RLlib are imported: a wrong path fails in a moment.
     try:
         checkpoint = evaluate.read_checkpoint(evaluate.find_checkpoint(args.path))
