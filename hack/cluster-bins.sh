@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the pinned binaries of the local Kubernetes control plane used by the
 # integration tests (rljob.testing.controlplane): etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubectl, kwok and helm.
+# kube-controller-manager, kube-scheduler, kubectl, kwok and helm; and Kueue with its CRDs and webhook
+# configurations (the integration tests run it: tests/kueue.py).
 #
 # They go into a cache outside the clone (CI clones afresh on every run):
 #   ${RLJOB_CACHE:-$HOME/.cache/rljob}/k8s/<k8s-version>/bin/
@@ -23,6 +24,7 @@ K8S_VERSION=v1.35.4      # must match hack/k8s/kubernetes/go.mod
 ETCD_VERSION=v3.6.16     # must match hack/k8s/etcd/go.mod
 KWOK_VERSION=v0.8.0      # must match hack/k8s/kwok/go.mod
 HELM_VERSION=v3.22.0     # must match hack/k8s/helm/go.mod
+KUEUE_VERSION=v0.17.0    # must match hack/k8s/kueue/go.mod
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MODS="$ROOT/hack/k8s"
@@ -111,15 +113,40 @@ helm_build() {
     helm.sh/helm/v3/cmd/helm
 }
 
+# --- Kueue: the binary and, from the same module, its CRDs and webhook configurations -----------------------
+# In a directory of its own version, so that a bump builds anew instead of reusing the old binary.
+KUEUE="$CACHE/k8s/$K8S_VERSION/kueue-$KUEUE_VERSION"
+kueue_build() {
+  if [[ -x $KUEUE/kueue && -f $KUEUE/webhooks.yaml ]]; then
+    log "skip kueue (already in $KUEUE)"
+    return 0
+  fi
+  need_go
+  local start src
+  start=$(date +%s)
+  log "build kueue $KUEUE_VERSION ..."
+  mkdir -p "$KUEUE/crds"
+  (cd "$MODS/kueue" && go build -trimpath -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION" \
+    -o "$KUEUE/kueue.tmp" sigs.k8s.io/kueue/cmd/kueue) >&2
+  src=$(cd "$MODS/kueue" && go list -m -f '{{.Dir}}' sigs.k8s.io/kueue)
+  cp "$src"/config/components/crd/bases/*.yaml "$KUEUE/crds/"
+  cp "$src/config/components/webhook/manifests.yaml" "$KUEUE/webhooks.yaml.tmp"
+  chmod -R u+w "$KUEUE"
+  mv -f "$KUEUE/kueue.tmp" "$KUEUE/kueue"
+  mv -f "$KUEUE/webhooks.yaml.tmp" "$KUEUE/webhooks.yaml"
+  log "built kueue in $(($(date +%s) - start))s"
+}
+
 total_start=$(date +%s)
 # Small ones first so a broken k8s build still leaves them usable.
 build_into etcd -- etcd_build
 build_into kwok -- kwok_build
 build_into helm -- helm_build
 build_into kube-apiserver kube-controller-manager kube-scheduler kubectl -- k8s_build
+kueue_build
 
 for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm; do
   [[ -x $BIN/$b ]] || { echo "cluster-bins: $BIN/$b missing" >&2; exit 1; }
 done
-log "done in $(($(date +%s) - total_start))s (k8s $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION)"
+log "done in $(($(date +%s) - total_start))s (k8s $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION, kueue $KUEUE_VERSION)"
 echo "$BIN"

@@ -110,8 +110,10 @@ def test_the_users_suspend_takes_the_job_out_of_the_queue_and_back() -> None:
     d = step(queued_job(queued_status(), suspend=True), Observed(kueue=True, workload=workload()), T0)
     assert d.workload_active is False and merged(d, queued_status())["reason"] == "Suspended"
     held = queued_status(reason="Suspended")
-    d = step(queued_job(held), Observed(kueue=True, workload=workload(active=False)), T0)
-    assert d.workload_active is True and merged(d, held)["reason"] == "Queued"
+    # Kueue marks an inactive Workload Evicted (reason Deactivated) and leaves the condition when it is active again.
+    inactive = workload(active=False, evicted=True, evicted_reason="Deactivated")
+    d = step(queued_job(held), Observed(kueue=True, workload=inactive), T0)
+    assert d.workload_active is True and merged(d, held)["reason"] == "Queued" and d.release_workload is None
 
 
 def test_a_finished_job_marks_its_workload_finished_once() -> None:

@@ -245,12 +245,13 @@ def register_kueue() -> None:
     """Watch the jobs' Kueue Workloads (operator started with --kueue; Kueue's CRDs must be installed)."""
     CONFIG.kueue = True
 
-    @kopf.index(c.KUEUE_GROUP, c.KUEUE_VERSION, "workloads", labels=MANAGED)
+    # Explicit ids: kopf names handlers (and the index kwargs it passes) by their qualified name otherwise.
+    @kopf.index(c.KUEUE_GROUP, c.KUEUE_VERSION, "workloads", labels=MANAGED, id="rljob_workloads")
     async def rljob_workloads(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
         key = observe.job_key(body)
         return {key: observe.observe_workload(body)} if key else None
 
-    @kopf.on.event(c.KUEUE_GROUP, c.KUEUE_VERSION, "workloads", labels=MANAGED)
+    @kopf.on.event(c.KUEUE_GROUP, c.KUEUE_VERSION, "workloads", labels=MANAGED, id="workload_event")
     async def workload_event(body: kopf.Body, rljob_pods: kopf.Index, rljob_workers: kopf.Index, **kw: Any) -> None:
         key = observe.job_key(body)
         if key:

@@ -252,11 +252,11 @@ class _Machine:
                 self.decision.replace_workload = True  # Kueue's pod sets cannot change: a new Workload, queued anew
             self._requeue(2.0)
             return self._wait_in_queue()
-        if wl.evicted:
-            if wl.quota_reserved and stopped:
+        if wl.evicted and wl.quota_reserved:  # (without a reservation, Evicted is history: an inactive Workload's)
+            if stopped:
                 self.decision.release_workload = (wl.evicted_reason or Reason.EVICTED, wl.evicted_message)
             self._requeue(2.0)
-            return self._done()
+            return self._wait_in_queue()
         if wl.admitted and stopped:
             attempt = (self.old.attempts or 0) + 1
             self._start_attempt(attempt=attempt, failures=self.old.failed_attempts or 0, fresh_start=True)

@@ -203,6 +203,10 @@ class Reconciler:
             workloads=self.workloads.get(key, ()) if self.workloads is not None else (), kueue=self.workloads is not None,
         )
         decision = step(job, observed, self.clock())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("reconcile %s/%s (generation %s, suspend %s): phase %s -> %s; workload %s", *key,
+                      job.metadata.generation, job.spec.suspend, job.status.phase if job.status else None,
+                      decision.status.phase if decision.status else "(unchanged)", observed.workload)
         placed = job
         if (decision.ensure_children or decision.create_head is not None) and observed.workload is not None \
                 and observed.workload.admitted and job.metadata.labels.get(c.KUEUE_QUEUE_LABEL):
