@@ -548,3 +548,26 @@ def test_operator_survives_a_service_link_variable(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setenv("RLJOB_METRICS_PORT", "tcp://10.96.3.4:8080")
     assert build_parser().parse_args(["operator"]).metrics_port == 8080
+
+
+def test_kueue(helm_home: dict[str, str], tmp_path: Path) -> None:
+    """kueue.enabled: the operator admits queued jobs through Workloads, with exactly the rights that takes."""
+    objs = render(helm_home, tmp_path, {"kueue": {"enabled": True}})
+    assert parse_operator_args(operator_container(objs)["args"]).kueue
+    (role,) = operator_cluster_roles(objs)
+    rules = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    assert rules[("kueue.x-k8s.io", "workloads")] == {"create", "delete", "get", "list", "patch", "watch"}
+    assert rules[("kueue.x-k8s.io", "workloads/status")] == {"patch"}
+    assert rules[("kueue.x-k8s.io", "resourceflavors")] == {"get"}
+
+    namespaced = render(helm_home, tmp_path, {"kueue": {"enabled": True}, "watch": {"namespaces": ["team-a"]}})
+    (team_role,) = [r for r in by_kind(namespaced, "Role") if r["metadata"]["namespace"] == "team-a"]
+    assert any("workloads" in rule["resources"] for rule in team_role["rules"])
+
+    off = render(helm_home, tmp_path, {})
+    assert not parse_operator_args(operator_container(off)["args"]).kueue
+    assert not any(g == "kueue.x-k8s.io" for r in by_kind(off, "ClusterRole") for rule in r["rules"] for g in rule["apiGroups"])
+
+    res = helm(helm_home, "template", "rljob", CHART, "-f", values_file(tmp_path, {**NAMESPACED_ONLY, "kueue": {"enabled": True}}),
+               check=False)
+    assert res.returncode != 0 and "kueue.enabled needs rbac.clusterScoped" in res.stderr

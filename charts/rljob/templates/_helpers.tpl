@@ -125,6 +125,16 @@ Role per watched namespace.
 - apiGroups: [rljob.dev]
   resources: [rltrainingjobs/finalizers]
   verbs: [update]
+{{- if .Values.kueue.enabled }}
+# Kueue: each queued job's Workload, watched, created, activated or deactivated (a merge patch of spec.active),
+# replaced when the job's pod sets change; its status read and amended (Finished, the reservation released).
+- apiGroups: [kueue.x-k8s.io]
+  resources: [workloads]
+  verbs: [create, delete, get, list, patch, watch]
+- apiGroups: [kueue.x-k8s.io]
+  resources: [workloads/status]
+  verbs: [patch]
+{{- end }}
 {{- end -}}
 
 
@@ -160,6 +170,9 @@ Role per watched namespace.
 {{- end }}
 {{- if .Values.jobNetwork.requireIsolation }}
 - --require-network-isolation
+{{- end }}
+{{- if .Values.kueue.enabled }}
+- --kueue
 {{- end }}
 - --concurrency={{ int .Values.concurrency }}
 - --log-level={{ .Values.logLevel }}
