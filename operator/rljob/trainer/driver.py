@@ -101,7 +101,7 @@ def _main(env: Mapping[str, str], stop: StopRequest) -> int:
     entry = resolve_entrypoint(denv.spec, denv.source_dir)
     collector = None
     if entry.recipe_run is not None:
-        collector = ProgressCollector(denv.name, denv.namespace, entry.recipe_run.recipe.name)
+        collector = ProgressCollector(denv.name, denv.namespace, entry.recipe_run.recipe.name, denv.spec.experiment)
         serve(collector, denv.metrics_port)
 
     import ray

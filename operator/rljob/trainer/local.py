@@ -159,7 +159,7 @@ def _run(
         if opts.metrics_port:
             from .metrics import ProgressCollector, serve
 
-            collector = ProgressCollector(name, "local", entry.recipe_run.recipe.name)
+            collector = ProgressCollector(name, "local", entry.recipe_run.recipe.name, spec.experiment)
             serve(collector, opts.metrics_port, addr="127.0.0.1")
             sinks.append(MetricsSink(collector))
         if opts.resume and checkpoints.latest(checkpoint_dir) is None:
