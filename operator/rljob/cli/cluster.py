@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -128,6 +129,19 @@ def _in_cluster() -> bool:
     import os
 
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+def guarded(fn: Callable[[Cluster, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A subcommand that talks to the cluster: connected first, and a CliError printed as one line (exit 1)."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(connect(args), args)
+        except CliError as exc:
+            print(f"rljob: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 1
+
+    return run
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

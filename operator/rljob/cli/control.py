@@ -6,12 +6,11 @@ schema and CEL rules stay the judge of the values, and its refusal is printed as
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from ..api import constants as c
 from ..api.vocabulary import TERMINAL_PHASES
-from .cluster import CliError, Cluster, add_cluster_flags, connect, get_job
+from .cluster import CliError, Cluster, add_cluster_flags, get_job, guarded
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,30 +19,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "and its run budget (suspended time does not count). `rljob resume` starts a new attempt.")
     p.add_argument("name")
     add_cluster_flags(p)
-    p.set_defaults(func=_guard(suspend_cmd))
+    p.set_defaults(func=guarded(suspend_cmd))
 
     p = sub.add_parser("resume", help="start a suspended job again, from its latest checkpoint (spec.suspend: false)")
     p.add_argument("name")
     add_cluster_flags(p)
-    p.set_defaults(func=_guard(resume_cmd))
+    p.set_defaults(func=guarded(resume_cmd))
 
     p = sub.add_parser("scale", help="change the number of worker pods of a job (spec.workers.replicas)")
     p.add_argument("name")
     p.add_argument("--workers", "--replicas", dest="workers", type=int, required=True, metavar="N",
                    help="worker pods the job should have")
     add_cluster_flags(p)
-    p.set_defaults(func=_guard(scale_cmd))
+    p.set_defaults(func=guarded(scale_cmd))
 
-
-def _guard(fn: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(connect(args), args)
-        except CliError as exc:
-            print(f"rljob: {' '.join(str(exc).split())}", file=sys.stderr)
-            return 1
-
-    return run
 
 
 def _live(cluster: Cluster, name: str, verb: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from typing import Any
 from ..api import constants as c
 from ..api import names
 from ..api.vocabulary import Phase
-from .cluster import CliError, Cluster, add_cluster_flags, connect, get_job
+from .cluster import CliError, Cluster, add_cluster_flags, get_job, guarded
 
 # The driver's folder for event files under its checkpoint directory (rljob.trainer.driver.TENSORBOARD_DIR; not
 # imported from there because the driver module pulls in the trainer's dependencies).
@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=c.PORT_DASHBOARD,
                    help="local port (default %(default)s; 0 picks a free one)")
     add_cluster_flags(p)
-    p.set_defaults(func=_guard(dashboard_cmd))
+    p.set_defaults(func=guarded(dashboard_cmd))
 
     p = sub.add_parser("tensorboard", help="copy a job's TensorBoard files here and serve them (until Ctrl-C)",
                        description="Copies the event files the driver writes on the head pod (under "
@@ -72,18 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interval", type=float, default=30.0, help="seconds between refreshes (default %(default)s)")
     p.add_argument("--once", action="store_true", help="copy the files once and exit, without starting TensorBoard")
     add_cluster_flags(p)
-    p.set_defaults(func=_guard(tensorboard_cmd))
+    p.set_defaults(func=guarded(tensorboard_cmd))
 
-
-def _guard(fn: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(connect(args), args)
-        except CliError as exc:
-            print(f"rljob: {exc}", file=sys.stderr)
-            return 1
-
-    return run
 
 
 def live_head_pod(job: dict[str, Any], what: str) -> str:

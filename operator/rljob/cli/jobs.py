@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..api import constants as c
-from .cluster import CliError, Cluster, add_cluster_flags, connect, get_job, list_jobs
+from .cluster import CliError, Cluster, add_cluster_flags, get_job, guarded, list_jobs
 from .output import (
     add_output_flag,
     as_list,
@@ -39,37 +39,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="after the list, print a job again whenever it changes (until Ctrl-C)")
     add_output_flag(p)
     add_cluster_flags(p)
-    p.set_defaults(func=_guard(list_cmd))
+    p.set_defaults(func=guarded(list_cmd))
 
     p = sub.add_parser("status", help="a job's phase, conditions, progress and recent events")
     p.add_argument("name")
     add_output_flag(p)
     add_cluster_flags(p)
-    p.set_defaults(func=_guard(status_cmd))
+    p.set_defaults(func=guarded(status_cmd))
 
     p = sub.add_parser("logs", help="the driver's log (kept in status after its pod is gone)")
     p.add_argument("name")
     p.add_argument("-f", "--follow", action="store_true", help="stream the log while the driver runs")
     p.add_argument("--tail", type=int, default=None, help="only the last N lines")
     add_cluster_flags(p)
-    p.set_defaults(func=_guard(logs_cmd))
+    p.set_defaults(func=guarded(logs_cmd))
 
     p = sub.add_parser("delete", help="delete jobs (and everything they own)")
     p.add_argument("names", nargs="*", metavar="NAME")
     p.add_argument("-l", "--selector", default="", help="delete the jobs this label selector matches instead")
     add_cluster_flags(p)
-    p.set_defaults(func=_guard(delete_cmd))
+    p.set_defaults(func=guarded(delete_cmd))
 
-
-def _guard(fn: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(connect(args), args)
-        except CliError as exc:
-            print(f"rljob: {exc}", file=sys.stderr)
-            return 1
-
-    return run
 
 
 def _selected(jobs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
