@@ -108,9 +108,25 @@ kwok_build() {
   go_build "$MODS/kwok" "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" sigs.k8s.io/kwok/cmd/kwok
 }
 
+# As helm's release builds do: the Kubernetes version `helm template` and `helm lint` assume without a cluster is
+# the client-go version helm is built with (its major + 1), not the library default (1.20), which the chart's
+# kubeVersion refuses.
+helm_ldflags() {
+  local v major minor
+  v=$(cd "$MODS/helm" && go list -m -f '{{.Version}}' k8s.io/client-go)
+  v=${v#v}
+  major=$((${v%%.*} + 1))
+  minor=${v#*.}
+  minor=${minor%%.*}
+  local ld="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    ld+=" -X $pkg.k8sVersionMajor=$major -X $pkg.k8sVersionMinor=$minor"
+  done
+  echo "$ld"
+}
+
 helm_build() {
-  go_build "$MODS/helm" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
-    helm.sh/helm/v3/cmd/helm
+  go_build "$MODS/helm" "$(helm_ldflags)" helm.sh/helm/v3/cmd/helm
 }
 
 # --- Kueue: the binary and, from the same module, its CRDs and webhook configurations -----------------------
@@ -141,7 +157,12 @@ total_start=$(date +%s)
 # Small ones first so a broken k8s build still leaves them usable.
 build_into etcd -- etcd_build
 build_into kwok -- kwok_build
+# A helm built before the release flags above assumes Kubernetes 1.20: rebuilt when its flags differ.
+if [[ -x $BIN/helm && "$(cat "$BIN/.helm-ldflags" 2>/dev/null)" != "$(helm_ldflags)" ]]; then
+  rm -f "$BIN/helm"
+fi
 build_into helm -- helm_build
+helm_ldflags >"$BIN/.helm-ldflags"
 build_into kube-apiserver kube-controller-manager kube-scheduler kubectl -- k8s_build
 kueue_build
 
