@@ -51,7 +51,7 @@ demo: venv
 	$(RLJOB) run -f examples/pong-local.yaml --max-duration $${DEMO_SECONDS:-600} --resume
 
 dev-cluster: venv cluster-bins
-	$(PY) -m rljob.testing.devcluster
+	$(PY) -m tests.cluster
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache runs build

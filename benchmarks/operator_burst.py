@@ -45,8 +45,12 @@ from rljob.api import constants as c
 from rljob.api import parse_job
 from rljob.api.crd import crd_yaml
 from rljob.api.vocabulary import Phase
-from rljob.testing.controlplane import ControlPlane
-from rljob.testing.operatorproc import OperatorProcess
+
+# Run as a script, sys.path starts with benchmarks/ only; the test cluster is development tooling that lives in
+# the repository's `tests` package, not in the installed rljob.
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.operator_process import OperatorProcess
 
 NAMESPACE = "burst"
 THREADS = 10

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the pinned binaries of the local Kubernetes control plane used by the
-# integration tests (rljob.testing.controlplane): etcd, kube-apiserver,
+# integration tests (tests/cluster/controlplane.py): etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, kubectl, kwok and helm; and Kueue with its CRDs and webhook
 # configurations (the integration tests run it: tests/kueue.py).
 #

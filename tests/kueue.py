@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from rljob.api import constants as c
-from rljob.testing.controlplane import ControlPlane, wait_for
+from tests.cluster.controlplane import ControlPlane, wait_for
 
 KUEUE_NAMESPACE = "kueue-system"
 METRICS_CERT_DIR = Path("/etc/kueue/metrics/certs")

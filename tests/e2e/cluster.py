@@ -3,7 +3,7 @@
 Everything runs on this machine inside one network namespace made for it (``rljob-e2e``): the process that
 starts the cluster joins it first (``setns``), so every process it starts lives there too:
 
-* the project's control plane (:class:`rljob.testing.controlplane.ControlPlane`, no kwok nodes) with
+* the project's control plane (:class:`tests.cluster.controlplane.ControlPlane`, no kwok nodes) with
   kube-apiserver on :data:`NODE_IP`, an address on the namespace's loopback device,
 * containerd (Debian's) with runc and the CRI plugin, its own socket/state/root (images stay cached in
   ``~/.cache/rljob/e2e/containerd``), CNI ``bridge`` + ``host-local`` (Debian's containernetworking-plugins)
@@ -36,16 +36,9 @@ from typing import Any
 
 import yaml
 
-from rljob.testing.controlplane import (
-    _PKI,
-    SERVICE_CLUSTER_IP_RANGE,
-    ControlPlane,
-    _die_with_parent,
-    _tail,
-    _write_kubeconfig,
-    default_bin_dir,
-    wait_for,
-)
+from tests.cluster.controlplane import SERVICE_CLUSTER_IP_RANGE, ControlPlane, default_bin_dir, wait_for
+from tests.cluster.pki import PKI, write_kubeconfig
+from tests.cluster.processes import die_with_parent, tail
 
 ROOT = Path(__file__).resolve().parents[2]
 NETNS = "rljob-e2e"
@@ -219,7 +212,7 @@ class Cluster:
         log.flush()
         proc = subprocess.Popen(
             [str(a) for a in args], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent(os.getpid()), env=env,
+            start_new_session=True, preexec_fn=die_with_parent(os.getpid()), env=env,
         )  # fmt: skip
         self.procs[name] = proc
         return proc
@@ -227,7 +220,7 @@ class Cluster:
     def _alive(self, name: str) -> None:
         proc = self.procs[name]
         if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{_tail(self.logs / f'{name}.log')}")
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail(self.logs / f'{name}.log')}")
 
     def _phase(self, name: str, fn: Any) -> None:
         t = time.monotonic()
@@ -345,12 +338,12 @@ state = "{RUN_DIR / 'containerd-state'}"
 
     def _kubelet_credentials(self) -> tuple[Path, Path]:
         assert self.cp is not None
-        pki = _PKI(self.cp.pki_dir)
+        pki = PKI(self.cp.pki_dir)
         crt, key = pki.make_cert("kubelet-client", f"system:node:{NODE_NAME}", ["system:nodes"], client=True)
-        kubeconfig = _write_kubeconfig(self.workdir / "kubelet.conf", self.cp.server, self.cp.ca_crt, crt, key,
+        kubeconfig = write_kubeconfig(self.workdir / "kubelet.conf", self.cp.server, self.cp.ca_crt, crt, key,
                                        f"system:node:{NODE_NAME}")  # fmt: skip
         proxy_crt, proxy_key = pki.make_cert("kube-proxy", "system:kube-proxy", client=True)
-        proxy_conf = _write_kubeconfig(self.workdir / "kube-proxy.conf", self.cp.server, self.cp.ca_crt, proxy_crt,
+        proxy_conf = write_kubeconfig(self.workdir / "kube-proxy.conf", self.cp.server, self.cp.ca_crt, proxy_crt,
                                        proxy_key, "system:kube-proxy")  # fmt: skip
         # The API server's kubelet client (logs, exec) may use the kubelet API; kube-proxy gets its usual role.
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([
@@ -459,7 +452,7 @@ state = "{RUN_DIR / 'containerd-state'}"
         grants in a real cluster; no write access, since the router and service proxy, which annotate nodes and
         report load balancer IPs, are off."""
         assert self.cp is not None
-        crt, key = _PKI(self.cp.pki_dir).make_cert("kube-router", "system:kube-router", client=True)
+        crt, key = PKI(self.cp.pki_dir).make_cert("kube-router", "system:kube-router", client=True)
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([
             {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
              "metadata": {"name": "rljob-e2e:kube-router"},
@@ -474,7 +467,7 @@ state = "{RUN_DIR / 'containerd-state'}"
              "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "rljob-e2e:kube-router"},
              "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:kube-router"}]},
         ]))  # fmt: skip
-        return _write_kubeconfig(self.workdir / "kube-router.conf", self.cp.server, self.cp.ca_crt, crt, key,
+        return write_kubeconfig(self.workdir / "kube-router.conf", self.cp.server, self.cp.ca_crt, crt, key,
                                  "system:kube-router")  # fmt: skip
 
     def _start_netpol(self) -> None:

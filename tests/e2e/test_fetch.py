@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from rljob.testing.controlplane import KubectlError, wait_for
+from tests.cluster.controlplane import KubectlError, wait_for
 from tests.e2e import cluster as e2e
 from tests.e2e.test_pong import apply, job_manifest, namespace, wait_job  # noqa: F401  (namespace is a fixture)
 

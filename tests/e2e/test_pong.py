@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rljob.testing.controlplane import KubectlError, wait_for
+from tests.cluster.controlplane import KubectlError, wait_for
 from tests.e2e import cluster as e2e
 from tests.e2e.conftest import RUNTIME_IMAGE, get_json
 

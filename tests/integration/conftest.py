@@ -1,4 +1,4 @@
-"""Fixtures for the integration tests: one real local control plane per test session (rljob.testing.controlplane).
+"""Fixtures for the integration tests: one real local control plane per test session (tests.cluster.controlplane).
 
 Every test under tests/integration is marked ``integration``. Missing binaries are a failure, not a skip: build
 them with ``make cluster-bins``.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rljob.testing.controlplane import (
+from tests.cluster.controlplane import (
     ControlPlane,
     ControlPlaneError,
     MissingBinariesError,

@@ -1,4 +1,4 @@
-"""Smoke tests of the local control plane harness (rljob.testing.controlplane)."""
+"""Smoke tests of the local control plane harness (tests.cluster.controlplane)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from rljob.testing.controlplane import (
+from tests.cluster.controlplane import (
     GPU_RESOURCE,
     K8S_VERSION,
     ControlPlane,
@@ -24,6 +24,7 @@ from rljob.testing.controlplane import (
     find_bin_dir,
     wait_for,
 )
+from tests.jobs import ROOT
 
 RESTRICTED_SECURITY_CONTEXT = {
     "allowPrivilegeEscalation": False,
@@ -263,9 +264,10 @@ def test_dev_cluster_entry_point_stops_everything_on_sigterm(tmp_path: Path) -> 
     bin_dir = find_bin_dir()
     kubeconfig = tmp_path / "kubeconfig"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rljob.testing.controlplane", f"--workdir={tmp_path / 'state'}",
+        [sys.executable, "-m", "tests.cluster.controlplane", f"--workdir={tmp_path / 'state'}",
          f"--kubeconfig={kubeconfig}", f"--bin-dir={bin_dir}", "--cpu-nodes=1", "--gpu-nodes=0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,  # `tests` is importable from the repository's root, as with `make dev-cluster`
     )  # fmt: skip
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or ()], daemon=True).start()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rljob.testing.controlplane import ControlPlane, wait_for
+from tests.cluster.controlplane import ControlPlane, wait_for
 from tests.jobs import ROOT
 
 CHART = ROOT / "charts" / "rljob"

@@ -26,8 +26,8 @@ import pytest
 import yaml
 
 from rljob.api import constants as c
-from rljob.testing.controlplane import ControlPlane, ControlPlaneError, find_bin_dir, wait_for
-from rljob.testing.operatorproc import OperatorProcess
+from tests.cluster.controlplane import ControlPlane, ControlPlaneError, find_bin_dir, wait_for
+from tests.cluster.operator_process import OperatorProcess
 from tests.jobs import ROOT, minimal_job
 
 CHART = ROOT / "charts" / "rljob"

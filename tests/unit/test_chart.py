@@ -43,7 +43,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 
 
 def helm_bin() -> str:
-    from rljob.testing.controlplane import MissingBinariesError, find_bin_dir
+    from tests.cluster.controlplane import MissingBinariesError, find_bin_dir
 
     try:
         return str(find_bin_dir(required=("helm",)) / "helm")

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from rljob.testing.controlplane import ControlPlane
-from rljob.testing.operatorproc import OperatorProcess
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.operator_process import OperatorProcess
 
 # ── The operator, as production runs it (`rljob operator` in a subprocess) ───────────────────────────
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from rljob.api import constants as c
-from rljob.testing.controlplane import ControlPlane, wait_for
-from rljob.testing.operatorproc import OperatorProcess, rljob_executable
+from tests.cluster.controlplane import ControlPlane, wait_for
+from tests.cluster.operator_process import OperatorProcess, rljob_executable
 from tests.integration.operator.test_operator import small_job, status, wait_phase
 
 

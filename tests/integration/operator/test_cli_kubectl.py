@@ -20,8 +20,8 @@ import yaml
 from rljob.api import constants as c
 from rljob.cli import build_parser
 from rljob.cli.completion import bash_script
-from rljob.testing.controlplane import ControlPlane, wait_for
-from rljob.testing.operatorproc import OperatorProcess, rljob_executable
+from tests.cluster.controlplane import ControlPlane, wait_for
+from tests.cluster.operator_process import OperatorProcess, rljob_executable
 from tests.integration.operator.test_cli_and_metrics import rljob
 from tests.integration.operator.test_operator import run_to, small_job, wait_phase
 

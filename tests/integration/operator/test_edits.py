@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from rljob.testing.controlplane import ControlPlane
+from tests.cluster.controlplane import ControlPlane
 from tests.jobs import minimal_job
 
 pytestmark = pytest.mark.integration

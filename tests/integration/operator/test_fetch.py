@@ -12,8 +12,8 @@ from typing import Any
 from rljob.api import constants as c
 from rljob.api import parse_job
 from rljob.resources.fetch import COMPONENT_FETCH, reader_pod
-from rljob.testing.controlplane import ControlPlane, wait_for
-from rljob.testing.operatorproc import rljob_executable
+from tests.cluster.controlplane import ControlPlane, wait_for
+from tests.cluster.operator_process import rljob_executable
 from tests.integration.operator.test_operator import small_job
 
 

@@ -6,8 +6,8 @@ import signal
 import time
 from pathlib import Path
 
-from rljob.testing.controlplane import ControlPlane, wait_for
-from rljob.testing.operatorproc import OperatorProcess
+from tests.cluster.controlplane import ControlPlane, wait_for
+from tests.cluster.operator_process import OperatorProcess
 from tests.integration.operator.test_operator import run_to, small_job, status, wait_phase
 
 LEASE = ("lease", "rljob-operator", "-n", "rljob-system")

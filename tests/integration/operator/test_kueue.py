@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from rljob.api import constants as c
-from rljob.testing.controlplane import ControlPlane, wait_for
-from rljob.testing.operatorproc import OperatorProcess
+from tests.cluster.controlplane import ControlPlane, wait_for
+from tests.cluster.operator_process import OperatorProcess
 from tests.integration.operator.test_operator import small_job, status, wait_phase
 from tests.kueue import Kueue
 

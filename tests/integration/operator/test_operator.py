@@ -15,9 +15,9 @@ import yaml
 from rljob import resources
 from rljob.api import constants as c
 from rljob.api import load_job_file, parse_job
-from rljob.testing.controlplane import ControlPlane, KubectlError, wait_for
-from rljob.testing.operatorproc import OperatorProcess
 from tests import invalid_manifests
+from tests.cluster.controlplane import ControlPlane, KubectlError, wait_for
+from tests.cluster.operator_process import OperatorProcess
 from tests.jobs import ROOT, minimal_job
 
 CHILD_KINDS = "pods,statefulsets,services,networkpolicies,serviceaccounts,roles,rolebindings,persistentvolumeclaims"

@@ -1,4 +1,5 @@
-"""`make dev-cluster`: the test suite's control plane plus the operator, in the foreground.
+"""`make dev-cluster` (``python -m tests.cluster`` from the repository's root): the test suite's control plane
+plus the operator, in the foreground.
 
 A person can then `kubectl apply -f examples/pong.yaml` and watch `kubectl get rltj -w`; pods become
 Running on kwok's fake nodes (no containers run), and `kubectl patch` or the harness can finish them.
@@ -13,9 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..api.crd import crd_yaml
+from rljob.api.crd import crd_yaml
+
 from .controlplane import ControlPlaneError, format_timings, start_control_plane
-from .operatorproc import OperatorProcess
+from .operator_process import OperatorProcess
 
 
 def _follow(path: Path, stop: threading.Event) -> None:

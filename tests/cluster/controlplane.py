@@ -21,26 +21,23 @@ Usage::
         cp.kubectl("get", "nodes")
         cp.apply({...})
 
-or, from a shell, ``python -m rljob.testing.controlplane`` (a dev cluster in the foreground).
+or, from a shell in the repository's root, ``python -m tests.cluster.controlplane`` (a dev cluster in the
+foreground; ``python -m tests.cluster`` adds the operator).
 
-Every process is started in its own session and stopped by :meth:`ControlPlane.stop` (SIGTERM, then SIGKILL),
-which also runs at interpreter exit and on SIGTERM/SIGHUP; on Linux the processes also get SIGKILL if the
-thread that started them dies (``PR_SET_PDEATHSIG``), so even a killed test run leaves nothing behind.
+Every process is started in its own session (:mod:`tests.cluster.processes`) and stopped by
+:meth:`ControlPlane.stop` (SIGTERM, then SIGKILL), which also runs at interpreter exit and on SIGTERM/SIGHUP; on
+Linux the processes also get SIGKILL if the thread that started them dies (``PR_SET_PDEATHSIG``), so even a
+killed test run leaves nothing behind. The certificates come from :mod:`tests.cluster.pki`.
 """
 
 from __future__ import annotations
 
 import argparse
-import atexit
-import base64
 import contextlib
-import ctypes
 import json
 import os
-import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -49,11 +46,25 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any
 
 import yaml
+
+from .errors import ControlPlaneError, KubectlError, MissingBinariesError
+from .pki import PKI, write_kubeconfig
+from .processes import (
+    LOCALHOST,
+    Component,
+    forget_on_exit,
+    free_port,
+    install_signal_handlers,
+    spawn,
+    stop_on_exit,
+    tail,
+    terminate,
+    wait_for,
+)
 
 __all__ = [
     "BINARIES",
@@ -61,12 +72,16 @@ __all__ = [
     "GPU_RESOURCE",
     "K8S_VERSION",
     "KWOK_NODE_ANNOTATION",
+    "LOCALHOST",
+    "SERVICE_CLUSTER_IP_RANGE",
+    "STAGES_DIR",
     "ControlPlane",
     "ControlPlaneError",
     "KubectlError",
     "MissingBinariesError",
     "default_bin_dir",
     "find_bin_dir",
+    "format_timings",
     "main",
     "start_control_plane",
     "wait_for",
@@ -93,7 +108,6 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 #: Pod IPs handed out by kwok. Loopback on purpose: nothing that tries to reach a pod leaves this machine. The
 #: price: EndpointSlices/Endpoints reject loopback addresses, so Services get no endpoints.
 DEFAULT_POD_CIDR = "127.244.0.0/16"
-LOCALHOST = "127.0.0.1"
 
 #: The audit policy used with ``ControlPlane(audit_log=True)`` when none is given: every request, metadata only
 #: (who, verb, resource, subresource, namespace, name, response code), from the moment the response starts (so
@@ -105,26 +119,9 @@ DEFAULT_AUDIT_POLICY: dict[str, Any] = {
     "rules": [{"level": "Metadata"}],
 }
 
+#: kwok's stages for the fake nodes and their pods.
 STAGES_DIR = Path(__file__).resolve().parent / "kwok"
 STAGE_FILES = ("node-stages.yaml", "pod-stages.yaml")
-
-T = TypeVar("T")
-
-
-class ControlPlaneError(RuntimeError):
-    """The control plane could not be started, or a component died."""
-
-
-class MissingBinariesError(ControlPlaneError):
-    """The Kubernetes binaries have not been built."""
-
-
-class KubectlError(subprocess.CalledProcessError):
-    """A kubectl command failed; ``str()`` includes its stderr."""
-
-    def __str__(self) -> str:
-        cmd = " ".join(str(a) for a in self.cmd[1:] if not str(a).startswith(("--kubeconfig=", "--cache-dir=")))
-        return f"kubectl {cmd} exited with {self.returncode}: {(self.stderr or '').strip()}"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -162,61 +159,11 @@ def find_bin_dir(bin_dir: str | os.PathLike[str] | None = None, required: Sequen
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Small utilities
-
-
-def wait_for(
-    predicate: Callable[[], T],
-    timeout: float = 30.0,
-    interval: float = 0.2,
-    description: str | None = None,
-    ignore: tuple[type[BaseException], ...] = (),
-) -> T:
-    """Call ``predicate`` until it returns something truthy, and return that; raise ``TimeoutError`` after
-    ``timeout`` seconds. Exceptions of the ``ignore`` types count as "not yet" (the last one is reported)."""
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except ignore as e:
-            last_error = e
-        if time.monotonic() >= deadline:
-            what = description or getattr(predicate, "__name__", "condition")
-            extra = f" (last error: {last_error})" if last_error else ""
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}{extra}")
-        time.sleep(interval)
-
-
-_allocated_ports: set[int] = set()
-
-
-def _free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (not handed out before by this process)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((LOCALHOST, 0))
-            port = s.getsockname()[1]
-        if port not in _allocated_ports:
-            _allocated_ports.add(port)
-            return port
-    raise ControlPlaneError("could not find a free port on 127.0.0.1")
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            text = f.read().decode("utf-8", "replace")
-    except OSError as e:
-        return f"<cannot read {path}: {e}>"
-    return "\n".join(text.splitlines()[-lines:])
+# Manifests
 
 
 def _dump_manifest(obj: Any) -> str:
+    """kubectl's stdin: YAML text as is, objects dumped (a list as a multi-document stream)."""
     if isinstance(obj, str):
         return obj
     if isinstance(obj, (list, tuple)):
@@ -224,182 +171,8 @@ def _dump_manifest(obj: Any) -> str:
     return yaml.safe_dump(obj, sort_keys=False)
 
 
-# PR_SET_PDEATHSIG: the kernel sends SIGKILL to a child when the thread that forked it dies, so a test run that
-# is killed with SIGKILL (where no Python cleanup can run) still leaves no process behind. Resolved here, in the
-# parent, so the child only makes one plain call between fork and exec.
-_PR_SET_PDEATHSIG = 1
-try:
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
-except (OSError, AttributeError):  # pragma: no cover
-    _prctl = None
-
-
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
-    def setup() -> None:
-        if _prctl is not None:
-            _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-            if os.getppid() != parent_pid:  # the parent died before prctl
-                os._exit(1)
-
-    return setup
-
-
-# Every started control plane, so that interpreter exit and SIGTERM/SIGHUP stop them.
-_live: set[ControlPlane] = set()
-_live_lock = threading.Lock()
-
-
-def _stop_all() -> None:
-    with _live_lock:
-        planes = list(_live)
-    for cp in planes:
-        with contextlib.suppress(Exception):
-            cp.stop()
-
-
-atexit.register(_stop_all)
-
-
-def _on_fatal_signal(signum: int, frame: Any) -> None:
-    _stop_all()
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
-
-
-def _install_signal_handlers() -> None:
-    """Stop the control planes on SIGTERM/SIGHUP, then die of the signal as before; only where nobody else
-    handles the signal already (Python's default for them skips atexit)."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) == signal.SIG_DFL:
-            signal.signal(sig, _on_fatal_signal)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Certificates (openssl CLI)
-
-
-class _PKI:
-    """A throw-away CA and the certificates of the cluster, made with the openssl command (EC P-256 keys)."""
-
-    def __init__(self, directory: Path, openssl: str = "openssl") -> None:
-        self.dir = directory
-        self.openssl = shutil.which(openssl) or openssl
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.ca_crt = self.dir / "ca.crt"
-        self.ca_key = self.dir / "ca.key"
-
-    def _run(self, *args: str | Path) -> None:
-        try:
-            subprocess.run([self.openssl, *map(str, args)], check=True, capture_output=True, text=True, cwd=self.dir)
-        except FileNotFoundError as e:
-            raise ControlPlaneError("the `openssl` command is needed to make the cluster's certificates") from e
-        except subprocess.CalledProcessError as e:
-            raise ControlPlaneError(f"openssl {' '.join(map(str, args))} failed: {e.stderr.strip()}") from e
-
-    def key(self, name: str) -> Path:
-        path = self.dir / f"{name}.key"
-        self._run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path)
-        path.chmod(0o600)
-        return path
-
-    def public_key(self, key: Path, name: str) -> Path:
-        path = self.dir / f"{name}.pub"
-        self._run("pkey", "-in", key, "-pubout", "-out", path)
-        return path
-
-    def _config(self, name: str, cn: str, orgs: Sequence[str], extensions: Sequence[str]) -> Path:
-        dn = [f"CN = {cn}"] + [f"{i}.O = {o}" for i, o in enumerate(orgs)]
-        text = "\n".join(["[req]", "distinguished_name = dn", "prompt = no", "[dn]", *dn, "[ext]", *extensions, ""])
-        path = self.dir / f"{name}.cnf"
-        path.write_text(text)
-        return path
-
-    def make_ca(self, cn: str = "rljob-test-ca") -> None:
-        self.key("ca")
-        cnf = self._config(
-            "ca",
-            cn,
-            (),
-            [
-                "basicConstraints = critical, CA:TRUE",
-                "keyUsage = critical, keyCertSign, cRLSign, digitalSignature",
-                "subjectKeyIdentifier = hash",
-            ],
-        )
-        self._run(
-            "req", "-x509", "-new", "-key", self.ca_key, "-config", cnf, "-extensions", "ext",
-            "-days", "3650", "-sha256", "-out", self.ca_crt,
-        )  # fmt: skip
-
-    def make_cert(
-        self,
-        name: str,
-        cn: str,
-        orgs: Sequence[str] = (),
-        *,
-        server: bool = False,
-        client: bool = False,
-        dns: Sequence[str] = (),
-        ips: Sequence[str] = (),
-    ) -> tuple[Path, Path]:
-        key = self.key(name)
-        usages = (["serverAuth"] if server else []) + (["clientAuth"] if client else [])
-        ext = [
-            "basicConstraints = critical, CA:FALSE",
-            "keyUsage = critical, digitalSignature, keyEncipherment",
-            f"extendedKeyUsage = {', '.join(usages)}",
-            "authorityKeyIdentifier = keyid",
-        ]
-        if dns or ips:
-            ext.append("subjectAltName = " + ", ".join([f"DNS:{d}" for d in dns] + [f"IP:{i}" for i in ips]))
-        cnf = self._config(name, cn, orgs, ext)
-        csr = self.dir / f"{name}.csr"
-        crt = self.dir / f"{name}.crt"
-        self._run("req", "-new", "-key", key, "-config", cnf, "-out", csr)
-        self._run(
-            "x509", "-req", "-in", csr, "-CA", self.ca_crt, "-CAkey", self.ca_key,
-            "-set_serial", "0x" + secrets.token_hex(16), "-days", "3650", "-sha256",
-            "-extfile", cnf, "-extensions", "ext", "-out", crt,
-        )  # fmt: skip
-        return crt, key
-
-
-def _b64(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode()
-
-
-def _write_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path, user: str) -> Path:
-    """A self-contained kubeconfig (certificates embedded)."""
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "rljob-test", "cluster": {"server": server, "certificate-authority-data": _b64(ca)}}],
-        "users": [{"name": user, "user": {"client-certificate-data": _b64(cert), "client-key-data": _b64(key)}}],
-        "contexts": [{"name": "rljob-test", "context": {"cluster": "rljob-test", "user": user}}],
-        "current-context": "rljob-test",
-        "preferences": {},
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    path.chmod(0o600)
-    return path
-
-
 # --------------------------------------------------------------------------------------------------------------
 # The control plane
-
-
-@dataclass
-class _Component:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    log_file: IO[bytes]
-
-    def exited(self) -> int | None:
-        return self.proc.poll()
 
 
 class ControlPlane:
@@ -459,7 +232,7 @@ class ControlPlane:
         self.ports: dict[str, int] = {}
         #: seconds spent in each start-up phase, and in all (``total``)
         self.timings: dict[str, float] = {}
-        self._components: list[_Component] = []
+        self._components: list[Component] = []
         self._lock = threading.RLock()
         self._started = False
         self._used = False
@@ -507,9 +280,8 @@ class ControlPlane:
                 raise ControlPlaneError("a ControlPlane starts only once; make a new one (in a fresh workdir)")
             self._started = self._used = True
         t0 = time.monotonic()
-        with _live_lock:
-            _live.add(self)
-        _install_signal_handlers()
+        stop_on_exit(self)
+        install_signal_handlers()
         try:
             self.bin_dir = find_bin_dir(self._bin_dir_arg)
             self._phase("certificates", self._prepare)
@@ -535,12 +307,11 @@ class ControlPlane:
         known = {n for group in order for n in group}
         order.append([c.name for c in components if c.name not in known])
         for group in order:
-            self._terminate([by_name[n] for n in group if n in by_name], grace=5.0)
+            terminate([by_name[n] for n in group if n in by_name], grace=5.0)
         for c in components:
             with contextlib.suppress(OSError):
                 c.log_file.close()
-        with _live_lock:
-            _live.discard(self)
+        forget_on_exit(self)
 
     def pids(self) -> dict[str, int]:
         """Process ids of the running components."""
@@ -684,10 +455,10 @@ class ControlPlane:
         for d in (self.workdir, self.logs_dir, self.pki_dir):
             d.mkdir(parents=True, exist_ok=True)
         for name in ("etcd", "apiserver", "controller-manager", "scheduler", "kwok", "kwok-server"):
-            self.ports[name] = _free_port()
+            self.ports[name] = free_port()
         self.server = f"https://{self.apiserver_address}:{self.ports['apiserver']}"
 
-        pki = _PKI(self.pki_dir)
+        pki = PKI(self.pki_dir)
         pki.make_ca()
         self.ca_crt = pki.ca_crt
         self.ca_key = pki.ca_key
@@ -709,7 +480,7 @@ class ControlPlane:
         )
         # The aggregation layer's front proxy (request-header authentication), with a CA of its own as kubeadm
         # does; without it every component logs errors about the missing requestheader CA.
-        front = _PKI(self.pki_dir / "front-proxy")
+        front = PKI(self.pki_dir / "front-proxy")
         front.make_ca("rljob-test-front-proxy-ca")
         self.front_proxy_ca = front.ca_crt
         self.front_proxy_crt, self.front_proxy_key = front.make_cert("front-proxy-client", "front-proxy-client", client=True)
@@ -724,41 +495,27 @@ class ControlPlane:
         kwok = pki.make_cert("kwok", "kwok-controller", ["system:masters"], client=True)
 
         kc = self.workdir / "kubeconfigs"
-        _write_kubeconfig(self.kubeconfig, self.server, self.ca_crt, *admin, "kubernetes-admin")
-        self.kcm_kubeconfig = _write_kubeconfig(
+        write_kubeconfig(self.kubeconfig, self.server, self.ca_crt, *admin, "kubernetes-admin")
+        self.kcm_kubeconfig = write_kubeconfig(
             kc / "controller-manager.conf", self.server, self.ca_crt, *kcm, "system:kube-controller-manager"
         )
-        self.scheduler_kubeconfig = _write_kubeconfig(kc / "scheduler.conf", self.server, self.ca_crt, *sched, "system:kube-scheduler")
-        self.kwok_kubeconfig = _write_kubeconfig(kc / "kwok.conf", self.server, self.ca_crt, *kwok, "kwok")
+        self.scheduler_kubeconfig = write_kubeconfig(kc / "scheduler.conf", self.server, self.ca_crt, *sched, "system:kube-scheduler")
+        self.kwok_kubeconfig = write_kubeconfig(kc / "kwok.conf", self.server, self.ca_crt, *kwok, "kwok")
 
         ctx = ssl.create_default_context(cafile=str(self.ca_crt))
         ctx.load_cert_chain(str(admin[0]), str(admin[1]))
         self._ssl = ctx
 
-    def _spawn(self, name: str, args: Sequence[str | os.PathLike[str]], env: Mapping[str, str] | None = None) -> _Component:
-        log_path = self.log_path(name)
-        log_file = open(log_path, "ab")  # noqa: SIM115 - closed by stop()
-        log_file.write(f"# {' '.join(map(str, args))}\n".encode())
-        log_file.flush()
-        proc = subprocess.Popen(
-            [str(a) for a in args],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-            env=dict(env) if env is not None else None,
-            start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()) if self.die_with_parent else None,
-        )
-        component = _Component(name, proc, log_path, log_file)
+    def _spawn(self, name: str, args: Sequence[str | os.PathLike[str]], env: Mapping[str, str] | None = None) -> Component:
+        component = spawn(name, args, self.log_path(name), cwd=self.workdir, env=env, with_parent=self.die_with_parent)
         with self._lock:
             self._components.append(component)
         return component
 
-    def _component_error(self, c: _Component, what: str) -> ControlPlaneError:
+    def _component_error(self, c: Component, what: str) -> ControlPlaneError:
         rc = c.exited()
         state = f"exited with code {rc}" if rc is not None else "still running"
-        return ControlPlaneError(f"{c.name} {what} ({state}); last lines of {c.log_path}:\n{_tail(c.log_path)}")
+        return ControlPlaneError(f"{c.name} {what} ({state}); last lines of {c.log_path}:\n{tail(c.log_path)}")
 
     def _http_ok(self, url: str) -> bool:
         try:
@@ -767,7 +524,7 @@ class ControlPlane:
         except (urllib.error.URLError, OSError, ssl.SSLError):
             return False
 
-    def _wait_healthy(self, components: Iterable[tuple[_Component, str]], timeout: float | None = None) -> None:
+    def _wait_healthy(self, components: Iterable[tuple[Component, str]], timeout: float | None = None) -> None:
         pending = dict((c.name, (c, url)) for c, url in components)
         deadline = time.monotonic() + (timeout or self.start_timeout)
         while pending:
@@ -785,7 +542,7 @@ class ControlPlane:
 
     def _start_etcd(self) -> None:
         port = self.ports["etcd"]
-        peer = _free_port()
+        peer = free_port()
         url = f"http://{LOCALHOST}:{port}"
         c = self._spawn(
             "etcd",
@@ -1021,29 +778,6 @@ class ControlPlane:
             kcm = next(c for c in self._components if c.name == "kube-controller-manager")
             raise self._component_error(kcm, str(e)) from e
 
-    # ---- stopping --------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _killpg(c: _Component, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(c.proc.pid, sig)  # its own session: pgid == pid
-
-    def _terminate(self, components: list[_Component], grace: float) -> None:
-        if not components:
-            return
-        for c in components:
-            if c.exited() is None:
-                self._killpg(c, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for c in components:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                c.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        for c in components:
-            # Also reaps anything the component left in its process group.
-            self._killpg(c, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                c.proc.wait(timeout=5)
-
 
 def start_control_plane(
     workdir: str | os.PathLike[str],
@@ -1068,14 +802,15 @@ def start_control_plane(
 
 
 def format_timings(cp: ControlPlane) -> str:
+    """One line: the start-up time in all and per phase."""
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in cp.timings.items() if k != "total")
     return f"control plane ready in {cp.timings.get('total', 0.0):.1f}s ({phases})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m rljob.testing.controlplane``: run a dev cluster in the foreground until Ctrl-C/SIGTERM."""
+    """``python -m tests.cluster.controlplane``: run a dev cluster in the foreground until Ctrl-C/SIGTERM."""
     parser = argparse.ArgumentParser(
-        prog="python -m rljob.testing.controlplane",
+        prog="python -m tests.cluster.controlplane",
         description="Run a local Kubernetes control plane (etcd, kube-apiserver, controller manager, scheduler, "
         "kwok fake nodes) in the foreground.",
     )

@@ -12,7 +12,9 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from .controlplane import _die_with_parent, _free_port, _tail, wait_for
+from .processes import die_with_parent, free_port, tail, wait_for
+
+__all__ = ["OperatorProcess", "rljob_executable"]
 
 
 def rljob_executable() -> str:
@@ -27,10 +29,14 @@ def rljob_executable() -> str:
 
 
 class OperatorProcess:
+    """`rljob operator` against ``kubeconfig`` on free metrics and health ports, its output appended to
+    ``log_path``; :meth:`start` returns once its liveness endpoint answers. It can be started again after
+    :meth:`stop` or :meth:`kill` (a restart, as a Deployment would do); it is stopped at interpreter exit."""
+
     def __init__(self, kubeconfig: Path, log_path: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.kubeconfig, self.log_path, self.extra_args = kubeconfig, log_path, extra_args
-        self.metrics_port = _free_port()
-        self.health_port = _free_port()
+        self.metrics_port = free_port()
+        self.health_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         atexit.register(self.stop)
@@ -62,7 +68,7 @@ class OperatorProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()),
+            preexec_fn=die_with_parent(os.getpid()),
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
@@ -72,7 +78,7 @@ class OperatorProcess:
 
     def _healthy(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:
-            raise RuntimeError(f"the operator exited early:\n{self.log_tail()}")
+            raise RuntimeError(f"the operator exited early:\n{self.logtail()}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as resp:
                 return resp.status == 200
@@ -98,5 +104,5 @@ class OperatorProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def log_tail(self, lines: int = 60) -> str:
-        return _tail(self.log_path, lines)
+    def logtail(self, lines: int = 60) -> str:
+        return tail(self.log_path, lines)
