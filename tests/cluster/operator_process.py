@@ -78,7 +78,7 @@ class OperatorProcess:
 
     def _healthy(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:
-            raise RuntimeError(f"the operator exited early:\n{self.logtail()}")
+            raise RuntimeError(f"the operator exited early:\n{self.log_tail()}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as resp:
                 return resp.status == 200
@@ -104,5 +104,5 @@ class OperatorProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def logtail(self, lines: int = 60) -> str:
+    def log_tail(self, lines: int = 60) -> str:
         return tail(self.log_path, lines)
