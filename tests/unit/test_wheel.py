@@ -1,0 +1,130 @@
+"""What users get: the rljob wheel, built as hack/images.sh builds it, holds the package and nothing of the test
+suite (the local control plane, kwok's stages, the tests), and the images install that wheel alone.
+
+The test cluster lives in tests/cluster/, outside operator/: these tests keep it from drifting back in.
+"""
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.jobs import ROOT
+from tests.unit.test_images import OPERATOR, RUNTIME, instructions
+
+IMAGES_SCRIPT = ROOT / "hack" / "images.sh"
+PACKAGE_DIR = ROOT / "operator" / "rljob"
+# What the build of the test cluster would have put into the wheel if it were inside the package.
+KWOK_STAGE_FILES = {p.name for p in (ROOT / "tests" / "cluster" / "kwok").glob("*.yaml")}
+
+
+def sources_copied_by_images_script() -> list[str]:
+    """The paths hack/images.sh copies out of the checkout to build the wheel from."""
+    m = re.search(r"\(cd \"\$ROOT\" && tar (?P<args>[^|]*) -cf - (?P<paths>[^)]*)\)", IMAGES_SCRIPT.read_text())
+    assert m, "hack/images.sh no longer builds the wheel from a tar of the checkout; update this test"
+    return shlex.split(m.group("paths"))
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel built from a clean copy of what hack/images.sh copies (a build in the checkout itself could pick
+    up stale files from build/), offline, with the build tools of this environment."""
+    src = tmp_path_factory.mktemp("src")
+    for name in sources_copied_by_images_script():
+        path = ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(path, src / name)
+    out = tmp_path_factory.mktemp("dist")
+    res = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+         "--disable-pip-version-check", "-w", str(out), str(src)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, f"building the wheel failed:\n{res.stdout}\n{res.stderr}"
+    [built] = out.glob("rljob-*.whl")
+    return built
+
+
+def wheel_files(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as z:
+        return [n for n in z.namelist() if not n.endswith("/")]
+
+
+def test_images_script_builds_the_wheel_from_the_package_sources_only() -> None:
+    # Neither tests/ nor anything else of the checkout reaches the wheel's build.
+    assert sorted(sources_copied_by_images_script()) == ["README.md", "operator", "pyproject.toml"]
+
+
+def test_wheel_holds_the_rljob_package_and_nothing_else(wheel: Path) -> None:
+    names = wheel_files(wheel)
+    top = {n.split("/", 1)[0] for n in names}
+    dist_info = next(t for t in top if t.endswith(".dist-info"))
+    assert top == {"rljob", dist_info}
+    with zipfile.ZipFile(wheel) as z:
+        assert z.read(f"{dist_info}/top_level.txt").decode().split() == ["rljob"]
+    # Every module of the package, and only files of the package (nothing stale, nothing generated).
+    packaged = {n.removeprefix("rljob/") for n in names if n.startswith("rljob/")}
+    sources = {
+        p.relative_to(PACKAGE_DIR).as_posix()
+        for p in PACKAGE_DIR.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    assert packaged <= sources, f"files in the wheel that are not in operator/rljob: {sorted(packaged - sources)}"
+    assert {s for s in sources if s.endswith(".py")} <= packaged
+
+
+def test_wheel_holds_no_test_tooling(wheel: Path) -> None:
+    names = wheel_files(wheel)
+    assert not [n for n in names if n.startswith(("tests/", "rljob/testing/"))]
+    assert not [n for n in names if Path(n).name in KWOK_STAGE_FILES or "kwok" in n.lower()]
+    # The package does not reach for the test suite either: no module imports `tests` or `rljob.testing`.
+    offenders = []
+    with zipfile.ZipFile(wheel) as z:
+        for name in names:
+            if not name.endswith(".py"):
+                continue
+            for node in ast.walk(ast.parse(z.read(name), filename=name)):
+                if isinstance(node, ast.Import):
+                    modules = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    modules = [node.module]
+                else:
+                    continue
+                offenders += [f"{name}: {m}" for m in modules if m.split(".")[0] == "tests" or m.startswith("rljob.testing")]
+    assert not offenders
+
+
+def test_kwok_stages_and_the_cluster_live_in_the_tests() -> None:
+    assert {"node-stages.yaml", "pod-stages.yaml"} == KWOK_STAGE_FILES
+    assert not (PACKAGE_DIR / "testing").exists()
+
+
+@pytest.mark.parametrize("dockerfile", [OPERATOR, RUNTIME], ids=["operator", "runtime"])
+def test_images_install_only_the_wheel(dockerfile: Path) -> None:
+    steps = instructions(dockerfile)
+    # Nothing of a checkout is copied into a layer: files come in through bind mounts of the build context only.
+    assert not [args for word, args in steps if word in ("COPY", "ADD")]
+    sources = {m for word, args in steps if word == "RUN" for m in re.findall(r"--mount=type=bind,source=([^,\s]+)", args)}
+    assert sources == {"wheels", "requirements", "dist"}
+    # The package itself is installed from dist/ (the wheel hack/images.sh builds), offline.
+    [install] = [args for word, args in steps if word == "RUN" and re.search(r'pip install [^&]*"rljob\[', args)]
+    assert "--no-index" in install and "--find-links=/dist" in install
+    assert "source=dist,target=/dist" in install
+
+
+def test_images_build_context_is_the_wheel_and_its_dependencies() -> None:
+    script = IMAGES_SCRIPT.read_text()
+    # The context is a directory of its own, not the checkout, and no other rljob wheel sits among the
+    # dependencies' wheels.
+    assert re.search(r'^CTX="\$CACHE/images/context"$', script, re.M)
+    assert 'rm -f "$CTX"/wheels/rljob-*.whl' in script
+    assert re.search(r'"\$CTX" >&2$', script, re.M), "docker build no longer gets $CTX as its context"
