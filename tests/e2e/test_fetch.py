@@ -38,6 +38,7 @@ def test_fetch_a_finished_jobs_checkpoint_and_play_it(
     assert (out / "iteration-000002" / "rljob.json").is_file(), sorted(p.name for p in out.iterdir())
     assert f"{name}: iteration-000002 -> {out / 'iteration-000002'}" in fetched.stdout
     # The driver's end-of-training game came along.
+    assert (out / "evaluation.gif").is_file(), fetched.stdout + fetched.stderr + str(sorted(p.name for p in out.iterdir()))
     with Image.open(out / "evaluation.gif") as gif:
         assert gif.n_frames > 1
     # The reader pod is gone once the copy is done.

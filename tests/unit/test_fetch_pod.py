@@ -1,6 +1,7 @@
 """The checkpoint reader pod `rljob fetch` starts: which claim, owned by the job, restricted, not the operator's."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,56 @@ def test_checkpoint_ids_and_refused_archives(tmp_path: Path) -> None:
     with pytest.raises(CliError, match="cannot unpack"):
         _extract(raw, tmp_path / "out")
     assert not (tmp_path / "escaped").exists()
+
+
+class _FakeExec:
+    """The exec websocket as the kubernetes client behaves: update() buffers what arrived (here one frame per call),
+    read_channel() of a channel with nothing buffered updates first, read_all() empties every channel."""
+
+    def __init__(self, frames: list[tuple[int, bytes]]) -> None:
+        self.frames, self._channels, self.open = list(frames), {}, True
+        self._all = io.BytesIO()
+
+    def update(self, timeout: float = 0) -> None:
+        if not self.open:
+            return
+        if not self.frames:
+            self.open = False
+            return
+        channel, data = self.frames.pop(0)
+        self._channels[channel] = self._channels.get(channel, b"") + data
+        self._all.write(data)
+
+    def read_channel(self, channel: int, timeout: float = 0) -> bytes:
+        if channel not in self._channels:
+            self.update(timeout)
+        return self._channels.pop(channel, b"")
+
+    def read_all(self) -> bytes:
+        self._channels = {}
+        return self._all.getvalue()
+
+    def is_open(self) -> bool:
+        return self.open
+
+    def close(self) -> None:
+        self.open = False
+
+
+def test_exec_output_arrives_whole_however_it_is_framed() -> None:
+    """Output that arrives while another channel is read is kept for the next round, not dropped: a tar stream
+    missing a piece would end early without an error, leaving files out of the copy."""
+    from types import SimpleNamespace
+
+    from kubernetes.stream.ws_client import ERROR_CHANNEL, STDOUT_CHANNEL
+
+    from rljob.cli.fetch import _exec_to
+
+    chunks = [bytes([i]) * 1000 for i in range(20)]
+    frames = [(STDOUT_CHANNEL, chunk) for chunk in chunks] + [(ERROR_CHANNEL, b'{"status":"Success"}')]
+    fake = _FakeExec(frames)
+    cluster = SimpleNamespace(core=lambda: SimpleNamespace(connect_get_namespaced_pod_exec=None), namespace="ns",
+                              call=lambda what, fn, *a, **kw: fake)
+    sink = io.BytesIO()
+    _exec_to(cluster, "reader", "reader", ["tar", "-cf", "-", "x"], sink)  # type: ignore[arg-type]
+    assert sink.getvalue() == b"".join(chunks)

@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def fetch(cluster: Cluster, args: argparse.Namespace) -> int:
+    from kubernetes.client.exceptions import ApiException
+
     from ..resources.fetch import CONTAINER_NAME, checkpoint_claim_name, reader_pod
 
     try:
@@ -73,6 +75,14 @@ def fetch(cluster: Cluster, args: argparse.Namespace) -> int:
     wanted = _wanted(args.checkpoint)
     output = args.output or Path(args.name)
     core = cluster.core()
+    claim = checkpoint_claim_name(job)
+    try:
+        core.read_namespaced_persistent_volume_claim(claim, cluster.namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise CliError(f"read claim {cluster.namespace}/{claim}: {exc.reason}") from None
+        raise CliError(f"{args.name}'s checkpoint volume claim {claim} does not exist: the operator has not created it "
+                       "yet (is it running?), or it was deleted") from None
     heads = cluster.call(
         "list head pods", core.list_namespaced_pod, cluster.namespace,
         label_selector=f"{c.LABEL_JOB}={args.name},{c.LABEL_ROLE}={c.ROLE_HEAD}",
@@ -174,11 +184,18 @@ def _exec_to(cluster: Cluster, pod: str, container: str, command: list[str], sin
     try:
         while True:
             ws.update(timeout=1)
+            # read_channel() of a channel with nothing buffered updates again, and may buffer more of the others:
+            # those stay buffered for the next round. (The client's read_all() would drop them: it empties every
+            # channel, and a tar stream missing a piece ends early without an error.)
             sink.write(ws.read_channel(STDOUT_CHANNEL))
             stderr += ws.read_channel(STDERR_CHANNEL)
             status += ws.read_channel(ERROR_CHANNEL)
-            ws.read_all()  # the client also keeps a copy of all output; what was read above is all it holds
+            if hasattr(ws, "_all"):  # the client's second copy of all output, which nothing here reads
+                ws._all = ws._all.__class__()
             if not ws.is_open():
+                sink.write(ws.read_channel(STDOUT_CHANNEL))
+                stderr += ws.read_channel(STDERR_CHANNEL)
+                status += ws.read_channel(ERROR_CHANNEL)
                 break
     finally:
         ws.close()

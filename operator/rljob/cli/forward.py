@@ -243,11 +243,19 @@ def _client_exec(cluster: Cluster, pod: str, command: list[str]) -> tuple[int | 
     out: list[str] = []
     err: list[str] = []
     status = ""
-    while resp.is_open():
+    while True:
         resp.update(timeout=5)
+        # Reading a channel with nothing buffered updates again and may buffer more of the others: the last
+        # round, after the connection closed, takes those too.
+        last = not resp.is_open()
         out.append(resp.read_stdout())
         err.append(resp.read_stderr())
         status += resp.read_channel(ERROR_CHANNEL)
+        if last:
+            out.append(resp.read_stdout())
+            err.append(resp.read_stderr())
+            status += resp.read_channel(ERROR_CHANNEL)
+            break
     resp.close()
     code, message = exec_status(status)
     return code, "".join(out), " ".join("".join(err).split()) or message

@@ -71,11 +71,19 @@ def test_a_reader_that_cannot_start_is_reported_and_deleted(
     control_plane: ControlPlane, crd_installed: None, namespace: str
 ) -> None:
     cp = control_plane
-    # No operator here, so the job's claim was never created: the scheduler cannot place the reader.
+    # No operator here, so the job's claim was never created: refused before any pod is made, naming the claim.
     cp.create(small_job("unplaced", namespace, workers={"replicas": 0}, checkpoint={"size": "1Gi"}))
+    out = rljob(cp, "fetch", "unplaced", "-n", namespace, "--timeout", "5")
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stdout + out.stderr
+    assert "checkpoint volume claim unplaced-checkpoints does not exist" in out.stderr, out.stderr
+    assert readers(cp, namespace) == []
+    # The claim exists but nothing provisions it (no storage here): the scheduler cannot place the reader.
+    cp.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+               "metadata": {"name": "unplaced-checkpoints", "namespace": namespace},
+               "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
     out = rljob(cp, "fetch", "unplaced", "-n", namespace, "--timeout", "5")
     assert out.returncode == 1, out.stdout + out.stderr
     lines = out.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("rljob fetch: error: the reader pod unplaced-fetch-"), out.stderr
-    assert "did not start within 5s" in lines[0] and "unplaced-checkpoints" in lines[0], lines[0]
+    assert "did not start within 5s" in lines[0] and "Unschedulable" in lines[0], lines[0]
     assert readers(cp, namespace) == []
