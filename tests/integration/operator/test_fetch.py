@@ -71,8 +71,9 @@ def test_a_reader_that_cannot_start_is_reported_and_deleted(
     control_plane: ControlPlane, crd_installed: None, namespace: str
 ) -> None:
     cp = control_plane
-    # No operator here, so the job's claim was never created: refused before any pod is made, naming the claim.
-    cp.create(small_job("unplaced", namespace, workers={"replicas": 0}, checkpoint={"size": "1Gi"}))
+    # Created suspended, so no operator (the session's may be running) creates its claim: refused before any pod is
+    # made, naming the claim.
+    cp.create(small_job("unplaced", namespace, workers={"replicas": 0}, checkpoint={"size": "1Gi"}, suspend=True))
     out = rljob(cp, "fetch", "unplaced", "-n", namespace, "--timeout", "5")
     assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stdout + out.stderr
     assert "checkpoint volume claim unplaced-checkpoints does not exist" in out.stderr, out.stderr
