@@ -37,6 +37,7 @@ from ..api import constants as c
 from ..api import names
 from ..api.models import JobStatus, RLTrainingJob
 from ..api.vocabulary import ACTIVE_PHASES, ConditionType, Phase, Reason
+from ..resources.workload import pod_set_counts
 from . import conditions as cond
 from .observe import Observed, PodObservation
 
@@ -204,12 +205,6 @@ class _Machine:
             return None
         return self.job.metadata.labels.get(c.KUEUE_QUEUE_LABEL) or None
 
-    def _pod_set_counts(self) -> tuple[tuple[str, int], ...]:
-        counts = [(c.PODSET_HEAD, 1)]
-        if self.spec.workers.replicas > 0:
-            counts.append((c.PODSET_WORKERS, self.spec.workers.replicas))
-        return tuple(counts)
-
     def _queued_message(self) -> str:
         return (f"waiting in Kueue queue {self._queue()} for the head and {self.spec.workers.replicas} worker(s) "
                 "to be admitted together; no pod is created before")
@@ -225,7 +220,7 @@ class _Machine:
                                     f"it waits in queue {self._queue()} and resumes from its latest checkpoint")
         if wl is None or wl.deleting or not wl.admitted:
             return Reason.QUEUED, "the job's Kueue Workload is gone or no longer admitted: pods removed; " + self._queued_message()
-        if wl.counts != self._pod_set_counts():
+        if wl.counts != pod_set_counts(self.job):
             return Reason.QUEUED, (f"the workers changed to {self.spec.workers.replicas}: pods removed until Kueue admits "
                                    "the new size; " + self._queued_message())
         return None
@@ -247,7 +242,7 @@ class _Machine:
             return self._done()
         if wl is None or wl.deleting:
             return self._wait_in_queue()
-        if wl.counts != self._pod_set_counts():
+        if wl.counts != pod_set_counts(self.job):
             if stopped:
                 self.decision.replace_workload = True  # Kueue's pod sets cannot change: a new Workload, queued anew
             self._requeue(2.0)

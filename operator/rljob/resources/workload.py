@@ -26,20 +26,20 @@ def queue_name(job: RLTrainingJob) -> str | None:
     return job.metadata.labels.get(c.KUEUE_QUEUE_LABEL) or None
 
 
-def pod_set_counts(job: RLTrainingJob) -> dict[str, int]:
-    counts = {c.PODSET_HEAD: 1}
+def pod_set_counts(job: RLTrainingJob) -> tuple[tuple[str, int], ...]:
+    """(pod set, pods) as the job's Workload asks: the head, and the workers when there are any. Kueue cannot change
+    a Workload's pod sets, so a job whose counts differ from its Workload's needs a new one."""
     if job.spec.workers.replicas > 0:
-        counts[c.PODSET_WORKERS] = job.spec.workers.replicas
-    return counts
+        return (c.PODSET_HEAD, 1), (c.PODSET_WORKERS, job.spec.workers.replicas)
+    return ((c.PODSET_HEAD, 1),)
 
 
 def workload(job: RLTrainingJob, ctx: BuildContext, active: bool = True) -> dict[str, Any]:
     head = head_pod(job, ctx, attempt=1, coordination_deadline="")
-    pod_sets = [{"name": c.PODSET_HEAD, "count": 1, "template": {"metadata": {"labels": head["metadata"]["labels"]},
-                                                                   "spec": head["spec"]}}]
+    templates = {c.PODSET_HEAD: {"metadata": {"labels": head["metadata"]["labels"]}, "spec": head["spec"]}}
     if job.spec.workers.replicas > 0:
-        template = workers_statefulset(job, ctx)["spec"]["template"]
-        pod_sets.append({"name": c.PODSET_WORKERS, "count": job.spec.workers.replicas, "template": template})
+        templates[c.PODSET_WORKERS] = workers_statefulset(job, ctx)["spec"]["template"]
+    pod_sets = [{"name": name, "count": count, "template": templates[name]} for name, count in pod_set_counts(job)]
     spec: dict[str, Any] = {"queueName": queue_name(job) or "", "podSets": pod_sets, "active": active}
     return {
         "apiVersion": c.KUEUE_API_VERSION,
