@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,6 +25,23 @@ KEY_RETURN_MEAN = "episode_return_mean"
 KEY_NUM_EPISODES = "num_episodes"
 KEY_TIME_SINCE_RESTORE = "time_since_restore"
 KEY_TIME_THIS_ITER = "time_this_iter_s"
+KEY_LEARNERS = "learners"
+KEY_EPISODE_LEN_MEAN = "episode_len_mean"
+SINGLE_MODULE = "default_policy"
+
+# What tells a researcher whether the agent is learning before the return moves: the policy's entropy
+# falling from uniform, the value function explaining the returns, the size of each update. Our name:
+# RLlib's key in `result["learners"][<module>]` (the same for PPO, APPO and IMPALA on the new stack).
+LEARNER_DIAGNOSTICS: dict[str, str] = {
+    "entropy": "entropy",
+    "policy_loss": "policy_loss",
+    "vf_loss": "vf_loss",
+    "vf_explained_var": "vf_explained_var",
+    "kl": "mean_kl_loss",
+    "grad_norm": "gradients_default_optimizer_global_norm",
+    "learning_rate": "default_optimizer_learning_rate",
+    "entropy_coeff": "curr_entropy_coeff",
+}
 
 
 @dataclass(frozen=True)
@@ -38,6 +56,8 @@ class ProgressRecord:
     checkpoint: str | None = None
     attempt: int | None = None
     timestamp: float = 0.0
+    # Learner diagnostics (LEARNER_DIAGNOSTICS, "episode_len_mean"): what moves first when an agent learns.
+    learner: dict[str, float] = field(default_factory=dict)
 
     def with_checkpoint(self, path: str | None) -> ProgressRecord:
         return replace(self, checkpoint=path)
@@ -48,6 +68,7 @@ class ProgressRecord:
         data["episode_return_mean"] = _round(self.episode_return_mean, 4)
         data["env_steps_per_second"] = _round(self.env_steps_per_second, 1)
         data["time_total_s"] = _round(self.time_total_s, 2)
+        data["learner"] = {k: _round(v, 6) for k, v in self.learner.items()}
         return json.dumps(data, sort_keys=False)
 
     @classmethod
@@ -63,9 +84,10 @@ def _round(value: float | None, digits: int) -> float | None:
 
 def _number(value: Any) -> float | None:
     """RLlib reports nan (or leaves the key out) until an episode has finished."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy's float32 is no float
         return None
-    return None if math.isnan(value) or math.isinf(value) else float(value)
+    value = float(value)
+    return None if math.isnan(value) or math.isinf(value) else value
 
 
 def record_from_result(
@@ -98,7 +120,32 @@ def record_from_result(
         time_total_s=time_offset_s + since_restore,
         attempt=attempt,
         timestamp=time.time() if now is None else now,
+        learner=learner_diagnostics(result),
     )
+
+
+def learner_diagnostics(result: dict[str, Any]) -> dict[str, float]:
+    """The iteration's learner figures and mean episode length; what RLlib left out (or nan) is left out.
+
+    A single-agent run has one module, `default_policy`, whose figures keep their plain names; any
+    other module's are prefixed with its id, so a multi-module recipe reports them all, apart.
+    """
+    diagnostics: dict[str, float] = {}
+    length = _number((result.get(KEY_ENV_RUNNERS) or {}).get(KEY_EPISODE_LEN_MEAN))
+    if length is not None:
+        diagnostics[KEY_EPISODE_LEN_MEAN] = length
+    learners = result.get(KEY_LEARNERS)
+    if not isinstance(learners, dict):
+        return diagnostics
+    for module, figures in sorted(learners.items()):
+        if module.startswith("__") or not isinstance(figures, dict):  # __all_modules__: totals, timers
+            continue
+        prefix = "" if module == SINGLE_MODULE else f"{module}/"
+        for name, key in LEARNER_DIAGNOSTICS.items():
+            value = _number(figures.get(key))
+            if value is not None:
+                diagnostics[prefix + name] = value
+    return diagnostics
 
 
 

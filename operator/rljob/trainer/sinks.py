@@ -117,6 +117,8 @@ class TensorBoardSink(Sink):
         self.writer.add_scalar("rljob/env_steps_per_second", record.env_steps_per_second, step)
         self.writer.add_scalar("rljob/training_iteration", record.iteration, step)
         self.writer.add_scalar("rljob/time_total_s", record.time_total_s, step)
+        for name, value in record.learner.items():
+            self.writer.add_scalar(f"learner/{name}", value, step)
         self.writer.flush()
 
     def close(self, outcome: Outcome) -> None:

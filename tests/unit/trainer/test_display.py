@@ -20,6 +20,12 @@ def test_status_text() -> None:
     assert "iter     3" in text and "-20.50" in text and "12,345" in text and "321 steps/s" in text
     assert "elapsed 00:30" in text and "ETA 01:30" in text
     assert "n/a" in status_text(ProgressRecord(1, None, 0, 0.0, 1.0), 1.0, None)
+    assert "entropy" not in text
+
+
+def test_status_text_shows_the_policy_entropy_once_the_learner_reports_it() -> None:
+    text = status_text(ProgressRecord(3, -20.5, 12345, 321.0, 30.0, learner={"entropy": 1.6512, "vf_loss": 0.1}), 30.0, None)
+    assert "return  -20.50 | entropy 1.651 | env steps" in text
 
 
 def test_plain_lines() -> None:

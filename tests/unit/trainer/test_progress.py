@@ -3,9 +3,20 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
+
+import numpy as np
+import pytest
 
 from rljob.api.models import Progress
-from rljob.trainer.progress import ProgressRecord, ReturnWindow, episodes_in, record_from_result, status_patch
+from rljob.trainer.progress import (
+    ProgressRecord,
+    ReturnWindow,
+    episodes_in,
+    learner_diagnostics,
+    record_from_result,
+    status_patch,
+)
 
 
 def result(iteration: int = 3, ret: float | None = -20.5, steps: float = 3000, since: float = 30.0) -> dict:
@@ -110,3 +121,73 @@ def test_episodes_in_result() -> None:
     assert episodes_in({"env_runners": {}}) == 0
     assert episodes_in({}) == 0
     assert episodes_in({"env_runners": {"num_episodes": math.nan}}) == 0
+
+
+def rllib_learner_result() -> dict:
+    """The shape of RLlib 2.x's (new API stack) result for one PPO iteration, as far as diagnostics go."""
+    res = result()
+    res["env_runners"]["episode_len_mean"] = np.float64(812.5)
+    res["learners"] = {
+        "__all_modules__": {"num_env_steps_trained": 1024, "learner_connector_timer": 0.15},
+        "default_policy": {
+            "entropy": np.float32(1.75),
+            "policy_loss": -0.0123,
+            "vf_loss": 0.04,
+            "vf_explained_var": math.nan,
+            "mean_kl_loss": 0.002,
+            "gradients_default_optimizer_global_norm": 0.4,
+            "default_optimizer_learning_rate": 0.00025,
+            "curr_entropy_coeff": 0.01,
+            "num_trainable_parameters": 1_000_000,
+        },
+    }
+    return res
+
+
+def test_learner_diagnostics_from_an_rllib_result() -> None:
+    d = learner_diagnostics(rllib_learner_result())
+    assert d == {
+        "episode_len_mean": 812.5, "entropy": 1.75, "policy_loss": -0.0123, "vf_loss": 0.04, "kl": 0.002,
+        "grad_norm": 0.4, "learning_rate": 0.00025, "entropy_coeff": 0.01,
+    }  # nan (no variance yet) is left out, and so are totals and counts
+    assert all(type(v) is float for v in d.values())  # numpy scalars would not serialize
+    r = record_from_result(rllib_learner_result(), previous_env_steps=0, time_offset_s=0, attempt=None)
+    assert r.learner == d
+    assert learner_diagnostics(result()) == {}
+
+
+def test_other_modules_keep_their_names_apart() -> None:
+    res = rllib_learner_result()
+    res["learners"]["opponent"] = {"entropy": 0.5}
+    d = learner_diagnostics(res)
+    assert d["entropy"] == 1.75 and d["opponent/entropy"] == 0.5
+
+
+def test_learner_diagnostics_travel_in_the_json_line() -> None:
+    r = record_from_result(rllib_learner_result(), previous_env_steps=0, time_offset_s=0, attempt=None)
+    back = ProgressRecord.from_json(r.json_line())
+    assert back.learner["entropy"] == pytest.approx(1.75) and back.learner["episode_len_mean"] == 812.5
+    old = json.dumps({"iteration": 1, "episode_return_mean": None, "env_steps": 0, "env_steps_per_second": 0.0,
+                      "time_total_s": 1.0})  # a progress.jsonl written before the diagnostics existed
+    assert ProgressRecord.from_json(old).learner == {}
+
+
+def test_tensorboard_files_hold_the_learner_diagnostics(tmp_path: Path) -> None:
+    from tensorboardX.proto import event_pb2
+
+    from rljob.trainer.sinks import Outcome, TensorBoardSink
+
+    sink = TensorBoardSink(tmp_path)
+    sink.record(record_from_result(rllib_learner_result(), previous_env_steps=0, time_offset_s=0, attempt=None))
+    sink.close(Outcome(0, "done"))
+    tags: dict[str, float] = {}
+    for path in tmp_path.iterdir():
+        data = path.read_bytes()
+        at = 0
+        while at < len(data):  # TFRecord: length, its crc, the event, its crc
+            length = int.from_bytes(data[at:at + 8], "little")
+            event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            tags.update({v.tag: v.simple_value for v in event.summary.value})
+    assert tags["learner/entropy"] == pytest.approx(1.75) and tags["learner/episode_len_mean"] == 812.5
+    assert "rljob/episode_return_mean" in tags and "learner/vf_explained_var" not in tags
