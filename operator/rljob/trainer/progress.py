@@ -31,13 +31,13 @@ SINGLE_MODULE = "default_policy"
 
 # What tells a researcher whether the agent is learning before the return moves: the policy's entropy
 # falling from uniform, the value function explaining the returns, the size of each update. Our name:
-# RLlib's key in `result["learners"][<module>]` (the same for PPO, APPO and IMPALA on the new stack).
+# RLlib's key in `result["learners"][<module>]`, the same for PPO, APPO and IMPALA on the new stack
+# (`mean_kl_loss` is left out: it stays 0 unless the KL term is in the loss).
 LEARNER_DIAGNOSTICS: dict[str, str] = {
     "entropy": "entropy",
     "policy_loss": "policy_loss",
     "vf_loss": "vf_loss",
     "vf_explained_var": "vf_explained_var",
-    "kl": "mean_kl_loss",
     "grad_norm": "gradients_default_optimizer_global_norm",
     "learning_rate": "default_optimizer_learning_rate",
     "entropy_coeff": "curr_entropy_coeff",

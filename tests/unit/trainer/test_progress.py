@@ -147,7 +147,7 @@ def rllib_learner_result() -> dict:
 def test_learner_diagnostics_from_an_rllib_result() -> None:
     d = learner_diagnostics(rllib_learner_result())
     assert d == {
-        "episode_len_mean": 812.5, "entropy": 1.75, "policy_loss": -0.0123, "vf_loss": 0.04, "kl": 0.002,
+        "episode_len_mean": 812.5, "entropy": 1.75, "policy_loss": -0.0123, "vf_loss": 0.04,
         "grad_norm": 0.4, "learning_rate": 0.00025, "entropy_coeff": 0.01,
     }  # nan (no variance yet) is left out, and so are totals and counts
     assert all(type(v) is float for v in d.values())  # numpy scalars would not serialize
