@@ -6,8 +6,8 @@ import copy
 from typing import Any
 
 import pytest
-from kubernetes.client.exceptions import ApiException
 
+from rljob.controller.kube import ApiException
 from rljob.controller.leader import LeaderElector, LeaseSettings
 
 

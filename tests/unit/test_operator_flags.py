@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import socket
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +19,8 @@ import pytest
 
 from rljob.cli import build_parser
 from rljob.cli import operator as operator_cli
-from rljob.controller import handlers
+from rljob.controller import credentials, handlers
+from rljob.controller.credentials import Credentials
 from rljob.resources import ApiServerEndpoint
 
 
@@ -139,6 +141,10 @@ def test_flags_reach_the_operator_config(monkeypatch: pytest.MonkeyPatch, config
 
     ran: dict[str, Any] = {}
     monkeypatch.setattr(kopf, "run", lambda **kw: ran.update(kw))
+    creds = Credentials(server="https://127.0.0.1:6443", token="t")
+    monkeypatch.setattr(credentials, "load", lambda kubeconfig=None: creds)
+    # run() makes `kubernetes` unimportable for the rest of the process; this one goes on with other tests.
+    monkeypatch.setitem(sys.modules, "kubernetes", sys.modules.get("kubernetes"))
     args = parse("-n", "team-a", "--no-cluster-scan", "--api-server-endpoint", "10.0.0.1/32:6443",
                  "--metrics-scrape-namespace", "monitoring", "--metrics-scrape-namespace", "monitoring",
                  "--health-port", "9999")
@@ -149,3 +155,4 @@ def test_flags_reach_the_operator_config(monkeypatch: pytest.MonkeyPatch, config
     assert config.api_server == (("10.0.0.1/32", 6443),)
     assert config.metrics_scrape_namespaces == ("monitoring",)
     assert config.health_port == 9999
+    assert config.credentials is creds

@@ -4,9 +4,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from rljob import resources
+from rljob.controller.kube import ApiException
 from rljob.controller.reconciler import Reconciler
 
 

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from .. import resources
 from ..api import constants as c
 from ..api import names
@@ -16,7 +14,7 @@ from ..api.models import JobStatus, RLTrainingJob
 from ..api.vocabulary import Reason
 from . import conditions as cond
 from . import kueue, observe
-from .kube import Kube, error_text, object_path
+from .kube import ApiException, Kube, error_text, object_path
 from .phases import Decision
 
 log = logging.getLogger(__name__)

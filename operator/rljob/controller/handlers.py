@@ -21,7 +21,8 @@ from aiohttp import web
 
 from .. import resources
 from ..api import constants as c
-from . import observe
+from . import credentials, observe
+from .credentials import Credentials
 from .kube import Kube
 from .leader import LeaderElector, LeaseSettings
 from .reconciler import Reconciler
@@ -51,9 +52,44 @@ class OperatorConfig:
     health_port: int | None = None
     # Admit jobs labelled kueue.x-k8s.io/queue-name through Kueue Workloads (register_kueue() adds the watch).
     kueue: bool = False
+    # Read once by `rljob operator` (a clear error before kopf starts); None: read at start-up.
+    credentials: Credentials | None = None
 
 
 CONFIG = OperatorConfig()
+
+
+def _credentials() -> Credentials:
+    if CONFIG.credentials is None:
+        CONFIG.credentials = credentials.load()
+    return CONFIG.credentials
+
+
+def connection_info(creds: Credentials) -> kopf.ConnectionInfo:
+    """kopf's watches use the operator's own credentials (kopf's defaults would import the official client)."""
+    token = creds.bearer_token()
+    pair = creds.client_certificate()
+    basic = token is None and creds.username is not None
+    return kopf.ConnectionInfo(
+        server=creds.server,
+        ca_path=None if creds.ca_data is not None else creds.ca_file,
+        ca_data=creds.ca_data,
+        insecure=creds.insecure or None,
+        scheme="Bearer" if token else None,
+        token=token,
+        username=creds.username if basic else None,
+        password=creds.password if basic else None,
+        certificate_data=pair[0] if pair else None,
+        private_key_data=pair[1] if pair else None,
+        default_namespace=creds.namespace,
+        expiration=creds.expires(),
+    )
+
+
+@kopf.on.login()
+async def login(**_: Any) -> kopf.ConnectionInfo:
+    # On start and whenever the API server answers 401: a rotated token file is read again by then.
+    return connection_info(_credentials())
 
 
 class HealthServer:
@@ -128,7 +164,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Exact namespaces and no CRD or Namespace watch: no cluster-scoped list/watch at all (kopf then serves the
     # resources it finds at start-up, in the namespaces it was given).
     settings.scanning.disabled = not CONFIG.cluster_scan
-    kube = Kube()
+    kube = Kube(_credentials())
     ctx = resources.BuildContext(
         default_image=CONFIG.default_image,
         operator_namespace=CONFIG.operator_namespace,

@@ -1,26 +1,25 @@
 """A small async facade over the Kubernetes REST API.
 
 One aiohttp session (kopf's own HTTP library) on the operator's event loop: no thread pool beside kopf's,
-no per-call thread hop, connections kept alive and shared by every reconcile. Credentials come from the
-official client's loaders (in-cluster service account, or the kubeconfig with its exec plugins), read
-again before each call so that rotated tokens are picked up. Objects are plain dicts, addressed by
-apiVersion/kind through one table of REST paths.
+no per-call thread hop, connections kept alive and shared by every reconcile. Credentials come from
+controller.credentials (the pod's service account, or the kubeconfig with its exec plugins); the token is
+asked for before each call, so that rotated tokens are picked up. Objects are plain dicts, addressed by
+apiVersion/kind through one table of REST paths. The official client is not imported at all.
 """
 from __future__ import annotations
 
 import json
 import logging
 import secrets
-import ssl
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 
 from ..api import constants as c
+from . import credentials
+from .credentials import Credentials
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +43,23 @@ _PATHS: dict[tuple[str, str], tuple[str, str]] = {
 }
 
 
+class ApiException(Exception):
+    """A non-2xx answer: its status, reason, the server's body (a Status object as text) and headers.
+
+    Named and shaped as the official client's, whose callers read the same four attributes.
+    """
+
+    def __init__(self, status: int = 0, reason: str = "", body: str | None = None, headers: Any = None) -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+        self.body = body
+        self.headers = headers
+
+    def __str__(self) -> str:
+        return f"({self.status}) {self.reason}: {error_text(self)}" if self.body else f"({self.status}) {self.reason}"
+
+
 def collection_path(api_version: str, kind: str, namespace: str) -> str:
     prefix, plural = _PATHS[(api_version, kind)]
     return f"{prefix}/namespaces/{namespace}/{plural}"
@@ -54,36 +70,25 @@ def object_path(api_version: str, kind: str, namespace: str, name: str) -> str:
 
 
 class Kube:
-    def __init__(self, configuration: client.Configuration | None = None, connections: int = 32) -> None:
-        self.cfg = configuration if configuration is not None else load_configuration()
+    def __init__(self, creds: Credentials | None = None, connections: int = 32) -> None:
+        self.creds = creds if creds is not None else credentials.load()
         self.connections = connections
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         """Opened on first use: a session belongs to the event loop that runs it."""
-        connector = aiohttp.TCPConnector(limit=self.connections, ssl=self._ssl_context())
+        connector = aiohttp.TCPConnector(limit=self.connections, ssl=self.creds.ssl_context())
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS),
         )
         return self._session
 
-    def _ssl_context(self) -> ssl.SSLContext | bool:
-        cfg = self.cfg
-        if not cfg.host.startswith("https"):
-            return True  # plain HTTP: nothing to verify
-        if not cfg.verify_ssl:
-            return False
-        context = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
-        if cfg.cert_file:
-            context.load_cert_chain(cfg.cert_file, cfg.key_file)
-        return context
-
     def _headers(self, content_type: str) -> dict[str, str]:
         headers = {"Content-Type": content_type, "Accept": "application/json, */*"}
-        token = self.cfg.auth_settings().get("BearerToken")  # runs the loader's refresh hook: rotated tokens
-        if token and token.get("value"):
-            headers["Authorization"] = token["value"]
+        authorization = self.creds.authorization()  # cached; re-read when rotated or expired
+        if authorization:
+            headers["Authorization"] = authorization
         return headers
 
     async def _send(
@@ -93,14 +98,11 @@ class Kube:
         """One HTTP call; raises ApiException (status, reason and the server's message) on a non-2xx answer."""
         session = self._session if self._session is not None else self._open()
         data = json.dumps(body).encode() if body is not None else None
-        async with session.request(method, self.cfg.host + path, params=query or None, data=data,
+        async with session.request(method, self.creds.server + path, params=query or None, data=data,
                                    headers=self._headers(content_type)) as resp:
             raw = await resp.read()
             if not 200 <= resp.status <= 299:
-                exc = ApiException(status=resp.status, reason=resp.reason)
-                exc.body = raw.decode("utf-8", "replace")
-                exc.headers = resp.headers
-                raise exc
+                raise ApiException(resp.status, resp.reason or "", raw.decode("utf-8", "replace"), resp.headers)
             return raw
 
     async def request(
@@ -203,21 +205,13 @@ class Kube:
             self._session = None
 
 
-def load_configuration() -> client.Configuration:
-    """From the in-cluster service account, else the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
-    cfg = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=cfg)
-    except config.ConfigException:
-        config.load_kube_config(client_configuration=cfg)
-    return cfg
-
-
 def error_text(exc: Exception) -> str:
     """The API server's own message, which names the field or the policy that refused."""
     if isinstance(exc, ApiException):
         try:
-            return json.loads(exc.body or "{}").get("message") or f"{exc.status} {exc.reason}"
+            status = json.loads(exc.body or "{}")
         except ValueError:
-            return f"{exc.status} {exc.reason}"
+            status = None
+        message = status.get("message") if isinstance(status, dict) else None
+        return message or f"{exc.status} {exc.reason}"
     return str(exc)

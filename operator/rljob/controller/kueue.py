@@ -10,15 +10,13 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
-from kubernetes.client.exceptions import ApiException
-
 from .. import resources
 from ..api import constants as c
 from ..api import names
 from ..api.models import RLTrainingJob
 from ..resources import workload as wl
 from . import conditions as cond
-from .kube import Kube, object_path
+from .kube import ApiException, Kube, object_path
 from .observe import WorkloadObservation
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
-from .kube import Kube
+from .kube import ApiException, Kube
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from .. import resources
@@ -22,7 +21,7 @@ from ..api.vocabulary import Phase, Reason
 from . import conditions as cond
 from . import kueue, observe
 from .apply import ChildCreationFailed, apply
-from .kube import Kube, error_text
+from .kube import ApiException, Kube, error_text
 from .phases import step
 
 log = logging.getLogger(__name__)
