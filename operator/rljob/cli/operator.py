@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # kopf imports the official client whenever it is installed, only to recognise its model objects; the
     # operator reads its credentials itself (controller.credentials) and never hands kopf such objects.
-    # Unloaded, it leaves about 14 MB of memory and half a second of start-up out.
+    # Unloaded, it leaves about 9 MB of memory and 275 modules out.
     sys.modules.setdefault("kubernetes", None)  # type: ignore[assignment]
     import kopf
 
