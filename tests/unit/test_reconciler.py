@@ -200,3 +200,20 @@ def test_a_deleted_jobs_workers_then_pods_go_at_once_each_by_its_own_uid() -> No
     assert asyncio.run(scenario(True)) == [
         ("StatefulSet", "gone-workers", "s1"), ("Pod", "gone-head-1", "p1"), ("Pod", "gone-workers-0", "p2")]
     assert asyncio.run(scenario(False)) == []  # a standby writes nothing
+
+
+def test_the_cached_job_leaves_managed_fields_out() -> None:
+    async def scenario() -> None:
+        rec = Recording()
+        body = job("a", 5)
+        body["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
+        body["spec"] = {"experiment": "x"}
+        rec.upsert_job(body)
+        rec.upsert_job_quietly({**job("b", 2), "spec": {}})
+        cached = rec.jobs[("ns", "a")]
+        assert "managedFields" not in cached["metadata"] and cached["metadata"]["resourceVersion"] == "5"
+        assert cached["spec"] == {"experiment": "x"}
+        assert "managedFields" in body["metadata"]  # the caller's (kopf's) body is not changed
+        assert rec.jobs[("ns", "b")]["spec"] == {}
+
+    run(scenario())

@@ -37,6 +37,16 @@ def _rv(body: Mapping[str, Any]) -> int:
         return 0
 
 
+def cached_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The job as the reconciler keeps it: without metadata.managedFields, which no decision reads and which
+    (one entry per field manager, the operator's status writes included) is often the bulk of a job's metadata.
+    """
+    meta = body.get("metadata") or {}
+    if "managedFields" not in meta:
+        return dict(body)
+    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
 class Reconciler:
     def __init__(
         self,
@@ -73,7 +83,7 @@ class Reconciler:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         old = self.jobs.get(key)
         if old is None or _rv(body) >= _rv(old):
-            self.jobs[key] = dict(body)
+            self.jobs[key] = cached_body(body)
         self.enqueue(key)
 
     def remove_job(self, key: Key, uid: str | None = None) -> None:
@@ -233,7 +243,7 @@ class Reconciler:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         old = self.jobs.get(key)
         if old is None or _rv(body) >= _rv(old):
-            self.jobs[key] = dict(body)
+            self.jobs[key] = cached_body(body)
 
     async def _refuse(self, key: Key, body: dict[str, Any], reason: Reason, message: str) -> dict[str, Any] | None:
         """Ends a job the operator will not run: rules the API server cannot express (ValidationFailed), or an
