@@ -26,9 +26,12 @@ def test_jobs_finished_before_this_process_started_are_not_counted_again() -> No
     metrics.observe_reconcile(("ns", "old"), finished("old", "2026-12-01T11:00:00Z", "2026-12-01T10:01:00Z"), 0.01, False)
     assert _count("rljob_job_duration_seconds", phase="Succeeded") == done
     assert _count("rljob_cluster_ready_seconds") == ready
-    # One that finishes now is counted, once, however often it is reconciled.
+    # Nor one stamped in the very second this process started: a fast restart reconciles it within that second.
+    metrics.observe_reconcile(("ns", "just"), finished("just", "2026-12-01T12:00:00Z", "2026-12-01T12:00:00Z"), 0.01, False)
+    assert _count("rljob_job_duration_seconds", phase="Succeeded") == done
+    # One that finishes later is counted, once, however often it is reconciled.
     for _ in range(3):
-        metrics.observe_reconcile(("ns", "new"), finished("new", "2026-12-01T12:00:00Z", "2026-12-01T12:00:00Z"), 0.01, False)
+        metrics.observe_reconcile(("ns", "new"), finished("new", "2026-12-01T12:00:01Z", "2026-12-01T12:00:01Z"), 0.01, False)
     assert _count("rljob_job_duration_seconds", phase="Succeeded") == done + 1
     assert _count("rljob_cluster_ready_seconds") == ready + 1
 

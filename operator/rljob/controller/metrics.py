@@ -8,7 +8,7 @@ they can never drift from what `kubectl get rltj` shows.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
@@ -46,13 +46,19 @@ _seen_finished: set[Key] = set()
 _seen_ready: set[tuple[Key, str]] = set()
 # Histograms count what happened while this process ran: after a restart or a failover the jobs that
 # finished (or became ready) earlier are in status, but were counted by the process that saw them happen.
-# Status times have one-second resolution, hence the truncation.
-_since: list[datetime] = [datetime.now(timezone.utc).replace(microsecond=0)]
+# Status times have one-second resolution: a job that finished in the very second this process started is
+# the previous process's (a restarted operator can be reconciling within that second; no transition of its
+# own comes that fast), so counting starts at the next whole second.
+def _next_second(when: datetime) -> datetime:
+    return when.astimezone(timezone.utc).replace(microsecond=0) + timedelta(seconds=1)
+
+
+_since: list[datetime] = [_next_second(datetime.now(timezone.utc))]
 
 
 def count_from(when: datetime) -> None:
-    """Counts transitions at or after `when` only (the start of this process, or of its leadership)."""
-    _since[0] = when.astimezone(timezone.utc).replace(microsecond=0)
+    """Counts transitions stamped after the second of `when` only (the start of this process, or of its leadership)."""
+    _since[0] = _next_second(when)
 
 
 def observe_reconcile(key: Key, body: dict[str, Any] | None, seconds: float, failed: bool) -> None:
