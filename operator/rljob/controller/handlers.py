@@ -10,6 +10,7 @@ after an operator restart).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -199,6 +200,10 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         health.set_ready(True, "reconciling" if CONFIG.lease is None else "leader election candidate")
         await health.start()
         _state["health"] = health
+    # What start-up made (modules, kopf's registries, the reconciler) lives as long as the process: moved out of
+    # the cyclic collector's generations, so that its full passes during a burst of watch events walk only what
+    # the events made.
+    gc.freeze()
 
 
 def _lead() -> None:
