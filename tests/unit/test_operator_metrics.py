@@ -1,8 +1,6 @@
 """The operator's histograms count what happened while the process ran, never a restart's backlog again."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import pytest
 from prometheus_client import REGISTRY
 
@@ -19,21 +17,35 @@ def finished(name: str, completed: str, ready: str) -> dict:
         "clusterReadyTime": ready, "completionTime": completed}}
 
 
-def test_jobs_finished_before_this_process_started_are_not_counted_again() -> None:
-    metrics.count_from(datetime(2026, 12, 1, 12, 0, 0, 500_000, tzinfo=timezone.utc))
+def running(name: str) -> dict:
+    return {"metadata": {"namespace": "ns", "name": name}, "status": {
+        "phase": "Running", "startTime": "2026-12-01T10:00:00Z", "attemptStartTime": "2026-12-01T10:00:00Z"}}
+
+
+def test_jobs_finished_before_this_process_saw_them_are_not_counted_again() -> None:
     done, ready = _count("rljob_job_duration_seconds", phase="Succeeded"), _count("rljob_cluster_ready_seconds")
-    # A restart finds a job that finished an hour ago: in status, but counted by the process that saw it.
-    metrics.observe_reconcile(("ns", "old"), finished("old", "2026-12-01T11:00:00Z", "2026-12-01T10:01:00Z"), 0.01, False)
+    # A restart finds a job that finished earlier (an hour ago, or in this very second): in status, but counted
+    # by the process that saw it happen.
+    old = finished("old", "2026-12-01T11:00:00Z", "2026-12-01T10:01:00Z")
+    for _ in range(3):
+        metrics.observe_reconcile(("ns", "old"), old, old, 0.01, False)
     assert _count("rljob_job_duration_seconds", phase="Succeeded") == done
     assert _count("rljob_cluster_ready_seconds") == ready
-    # Nor one stamped in the very second this process started: a fast restart reconciles it within that second.
-    metrics.observe_reconcile(("ns", "just"), finished("just", "2026-12-01T12:00:00Z", "2026-12-01T12:00:00Z"), 0.01, False)
-    assert _count("rljob_job_duration_seconds", phase="Succeeded") == done
-    # One that finishes later is counted, once, however often it is reconciled.
+    # One this process saw running and then finish is counted, once, however often it is reconciled.
+    metrics.observe_reconcile(("ns", "new"), running("new"), running("new"), 0.01, False)
+    new = finished("new", "2026-12-01T12:00:00Z", "2026-12-01T10:00:30Z")
     for _ in range(3):
-        metrics.observe_reconcile(("ns", "new"), finished("new", "2026-12-01T12:00:01Z", "2026-12-01T12:00:01Z"), 0.01, False)
+        metrics.observe_reconcile(("ns", "new"), new, new, 0.01, False)
     assert _count("rljob_job_duration_seconds", phase="Succeeded") == done + 1
     assert _count("rljob_cluster_ready_seconds") == ready + 1
+    # One whose pods finished while no operator ran is finished by this process's first reconcile: counted.
+    metrics.observe_reconcile(("ns", "meanwhile"), running("meanwhile"),
+                              finished("meanwhile", "2026-12-01T12:00:05Z", "2026-12-01T10:00:30Z"), 0.01, False)
+    assert _count("rljob_job_duration_seconds", phase="Succeeded") == done + 2
+    # A deleted job is forgotten: a new one of the same name is counted afresh.
+    metrics.forget_job(("ns", "new"))
+    metrics.observe_reconcile(("ns", "new"), running("new"), new, 0.01, False)
+    assert _count("rljob_job_duration_seconds", phase="Succeeded") == done + 3
 
 
 def test_the_operator_exports_what_rljob_api_metrics_defines_for_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -99,7 +99,7 @@ def test_failures_back_off_and_a_conflict_is_retried_at_once_without_counting_as
     outcomes: list[bool] = []
 
     async def scenario() -> Recording:
-        rec = Recording(on_reconciled=lambda key, body, seconds, failed: outcomes.append(failed))
+        rec = Recording(on_reconciled=lambda key, before, body, seconds, failed: outcomes.append(failed))
         rec.script = [RuntimeError("boom"), ApiException(status=409, reason="Conflict")]
         rec.upsert_job(job("a"))
         rec.start()

@@ -14,7 +14,6 @@ import gc
 import logging
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import kopf
@@ -208,10 +207,6 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 def _lead() -> None:
     """From here on this process reconciles: every job it knows of, then every change."""
-    if CONFIG.metrics_port:
-        from . import metrics
-
-        metrics.count_from(datetime.now(timezone.utc))  # not the backlog a restart or failover finds in status
     reconciler().start()
 
 

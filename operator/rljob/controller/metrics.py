@@ -8,7 +8,6 @@ they can never drift from what `kubectl get rltj` shows.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
@@ -44,43 +43,44 @@ PROGRESS_METRICS: dict[str, m.Metric] = {
 
 _seen_finished: set[Key] = set()
 _seen_ready: set[tuple[Key, str]] = set()
+_known: set[Key] = set()
 # Histograms count what happened while this process ran: after a restart or a failover the jobs that
 # finished (or became ready) earlier are in status, but were counted by the process that saw them happen.
-# Status times have one-second resolution: a job that finished in the very second this process started is
-# the previous process's (a restarted operator can be reconciling within that second; no transition of its
-# own comes that fast), so counting starts at the next whole second.
-def _next_second(when: datetime) -> datetime:
-    return when.astimezone(timezone.utc).replace(microsecond=0) + timedelta(seconds=1)
+# What the status held when this process first reconciled a job is that backlog; what a later view adds
+# (this process's own writes, or its first reconcile's) is new. Clocks are not compared: status times have
+# one-second resolution, and a restarted operator reconciles within the second it started.
 
 
-_since: list[datetime] = [_next_second(datetime.now(timezone.utc))]
-
-
-def count_from(when: datetime) -> None:
-    """Counts transitions stamped after the second of `when` only (the start of this process, or of its leadership)."""
-    _since[0] = _next_second(when)
-
-
-def observe_reconcile(key: Key, body: dict[str, Any] | None, seconds: float, failed: bool) -> None:
+def observe_reconcile(key: Key, before: dict[str, Any] | None, after: dict[str, Any] | None,
+                      seconds: float, failed: bool) -> None:
+    """`before` is the job as this reconcile found it, `after` as it left it (the same when nothing changed)."""
     RECONCILE_SECONDS.observe(seconds)
     if failed:
         RECONCILE_ERRORS.inc()
-    status = (body or {}).get("status") or {}
+    if key not in _known and before is not None:
+        _known.add(key)
+        found = before.get("status") or {}
+        if found.get("clusterReadyTime"):
+            _seen_ready.add((key, found["clusterReadyTime"]))
+        if found.get("completionTime") and found.get("phase") in TERMINAL_PHASES:
+            _seen_finished.add(key)
+    if key not in _known:
+        return
+    status = (after or before or {}).get("status") or {}
     start = cond.parse_timestamp(status.get("attemptStartTime"))
     ready = cond.parse_timestamp(status.get("clusterReadyTime"))
     if start and ready and ready >= start and (key, status["clusterReadyTime"]) not in _seen_ready:
         _seen_ready.add((key, status["clusterReadyTime"]))
-        if ready >= _since[0]:
-            CLUSTER_READY.observe((ready - start).total_seconds())
+        CLUSTER_READY.observe((ready - start).total_seconds())
     done = cond.parse_timestamp(status.get("completionTime"))
     began = cond.parse_timestamp(status.get("startTime"))
     if done and began and key not in _seen_finished and status.get("phase") in TERMINAL_PHASES:
         _seen_finished.add(key)
-        if done >= _since[0]:
-            JOB_DURATION.labels(phase=status["phase"]).observe(max(0.0, (done - began).total_seconds()))
+        JOB_DURATION.labels(phase=status["phase"]).observe(max(0.0, (done - began).total_seconds()))
 
 
 def forget_job(key: Key) -> None:
+    _known.discard(key)
     _seen_finished.discard(key)
     for item in [s for s in _seen_ready if s[0] == key]:
         _seen_ready.discard(item)

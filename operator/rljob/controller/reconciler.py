@@ -54,7 +54,7 @@ class Reconciler:
         ctx: resources.BuildContext,
         concurrency: int = 16,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-        on_reconciled: Callable[[Key, dict[str, Any] | None, float, bool], None] | None = None,
+        on_reconciled: Callable[[Key, dict[str, Any] | None, dict[str, Any] | None, float, bool], None] | None = None,
     ) -> None:
         self.kube, self.ctx, self.concurrency, self.clock = kube, ctx, concurrency, clock
         self.jobs: dict[Key, dict[str, Any]] = {}
@@ -163,7 +163,7 @@ class Reconciler:
 
     async def _reconcile_safely(self, key: Key) -> None:
         started = time.monotonic()
-        body, failed = None, False
+        before, body, failed = self.jobs.get(key), None, False
         try:
             body = await self.reconcile(key)
             self._failures.pop(key, None)
@@ -182,7 +182,7 @@ class Reconciler:
             failed = True
             self._backoff(key, exc)
         if self.on_reconciled:
-            self.on_reconciled(key, body if body is not None else self.jobs.get(key), time.monotonic() - started, failed)
+            self.on_reconciled(key, before, body if body is not None else self.jobs.get(key), time.monotonic() - started, failed)
 
     def _backoff(self, key: Key, exc: Exception) -> None:
         n = self._failures[key] = self._failures.get(key, 0) + 1
