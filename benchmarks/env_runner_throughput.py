@@ -12,7 +12,9 @@ Figures, each measured in this run:
   with the same threads and envs;
 - the lean runner's own cost: CPU microseconds per env step with a null env (preallocated frames, no
   emulation) and a stub policy (random actions), i.e. everything the runner adds to ALE and the network;
-- each runner with the stub policy, then with the recipe's network on the CPU, as a fraction of the ceiling.
+- each runner with the stub policy, then with the recipe's network on the CPU, as a fraction of the ceiling;
+- the bare loop (ALE's send/recv and the same network, nothing recorded): what the lean runner could reach
+  on these cores with this network, and the runner as a fraction of it.
 """
 from __future__ import annotations
 
@@ -79,6 +81,33 @@ class NullEnv:
         return None
 
 
+def bare_loop(runner: Any, seconds: float) -> float:
+    """The bound the lean runner is held to: ALE's send/recv with half the envs in flight and one batched forward
+    pass of the runner's own network per recv, nothing recorded (no arrays, episodes, metrics or RLlib)."""
+    from rljob.trainer.recipes.atari_env import make_async_frame_stack_env
+    from rljob.trainer.recipes.atari_runner import FRAMESTACK_KEY, INFERENCE_THREADS_KEY
+
+    settings = dict(runner.config.env_config)
+    framestack = int(settings.pop(FRAMESTACK_KEY, 4))
+    settings.pop(INFERENCE_THREADS_KEY, None)
+    env = make_async_frame_stack_env(settings, runner.num_envs, framestack)
+    policy = runner._module_policy(True)
+    try:
+        observations, _ = env.reset(seed=0)
+        env.send(policy(observations)[0])
+        for _ in range(10):
+            observations = env.recv()[0]
+            env.send(policy(observations)[0])
+        steps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            observations = env.recv()[0]
+            env.send(policy(observations)[0])
+            steps += len(observations)
+        return steps / (time.perf_counter() - start)
+    finally:
+        env.close()
+
+
 def build_runner(kind: str, num_envs: int, cpus: int, model: str) -> Any:
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 
@@ -130,6 +159,10 @@ def main(argv: list[str]) -> int:
                 print(f"env runner {kind}, {envs} envs, stub policy: {stub:,.0f} env steps/s = {stub / ceiling:.2f} of the ceiling")
                 full = rate(sampler(runner, envs * 50, stub=False), args.seconds)
                 print(f"env runner {kind}, {envs} envs: {full:,.0f} env steps/s = {full / ceiling:.2f} of the ceiling")
+                if kind == "lean":
+                    bare = bare_loop(runner, args.seconds)
+                    print(f"bare loop (ALE send/recv + the same network, nothing recorded), {envs} envs: {bare:,.0f} "
+                          f"env steps/s = {bare / ceiling:.2f} of the ceiling; env runner lean = {full / bare:.2f} of it")
             finally:
                 runner.stop()
     return 0

@@ -88,9 +88,14 @@ class AtariEnvRunner(SingleAgentEnvRunner):
     # ── policies ──────────────────────────────────────────────────────────────────────────────────
 
     def _module_policy(self, explore: bool) -> Any:
-        """One batched forward pass on the module's device; actions drawn from the logits in the same call."""
+        """One batched forward pass on the module's device; actions drawn from the logits in the same call.
+
+        The module is put in eval mode once here: RLlib's public forward_* methods switch it to eval and back
+        on every call, a walk over every submodule each time, per batch of envs.
+        """
         module, device = self.module, self._device
-        forward = module.forward_exploration if explore else module.forward_inference
+        module.eval()
+        forward = module._forward_exploration if explore else module._forward_inference
 
         def policy(observations: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             with torch.inference_mode():
