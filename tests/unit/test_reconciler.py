@@ -176,9 +176,9 @@ class ReleasingKube:
         await asyncio.sleep(0.05)  # an API server's round trip: deletions meanwhile wait for the next round
 
 
-def test_deleted_jobs_workers_then_pods_go_at_once_by_controller_uid() -> None:
-    """Each call selects the deleted instances' children by their controller-uid label, so a new job of the same
-    name keeps its; the StatefulSets go first, or their controller would replace the pods."""
+def test_deleted_jobs_workers_then_pods_go_at_once_by_controller_uid_in_few_calls() -> None:
+    """A burst of deletions costs a few deletecollection calls per namespace, not a few calls per job; each selects
+    the deleted instances' children by their controller-uid label, so a new job of the same name keeps its."""
     selector = f"{c.LABEL_CONTROLLER_UID} in "
 
     async def scenario(may_act: bool) -> list[tuple[str, str, str]]:
@@ -188,40 +188,42 @@ def test_deleted_jobs_workers_then_pods_go_at_once_by_controller_uid() -> None:
         rec.start()
         rec.remove_job(("ns1", "a"), "uid-a")
         rec.remove_job(("ns1", "unknown"))  # no uid: nothing to select by, the garbage collector does it
+        await asyncio.sleep(0.01)  # the first round is under way: the next deletions wait for it, together
+        rec.remove_job(("ns1", "c"), "uid-c")
+        rec.remove_job(("ns2", "d"), "uid-d")
+        rec.remove_job(("ns1", "b"), "uid-b")
         await asyncio.sleep(0.3)
         await rec.stop()
         return kube.calls
 
-    assert asyncio.run(scenario(True)) == [("StatefulSet", "ns1", selector + "(uid-a)"), ("Pod", "ns1", selector + "(uid-a)")]
+    calls = asyncio.run(scenario(True))
+    assert calls[:2] == [("StatefulSet", "ns1", selector + "(uid-a)"), ("Pod", "ns1", selector + "(uid-a)")]
+    assert sorted(calls[2:]) == [("Pod", "ns1", selector + "(uid-b,uid-c)"), ("Pod", "ns2", selector + "(uid-d)"),
+                                 ("StatefulSet", "ns1", selector + "(uid-b,uid-c)"), ("StatefulSet", "ns2", selector + "(uid-d)")]
+    for ns in ("ns1", "ns2"):  # per namespace, the StatefulSets before the pods, or their controller would replace them
+        kinds = [kind for kind, where, _ in calls[2:] if where == ns]
+        assert kinds == ["StatefulSet", "Pod"], calls
     assert asyncio.run(scenario(False)) == []  # a standby writes nothing
 
 
-def test_a_burst_of_deletions_costs_a_few_calls_side_by_side_not_a_few_per_job() -> None:
-    from rljob.controller.reconciler import RELEASE_CALLS, RELEASE_CHUNK
+def test_a_burst_of_deletions_is_released_in_chunks_that_keep_the_selector_short() -> None:
+    from rljob.controller.reconciler import RELEASE_CHUNK
 
-    jobs = RELEASE_CALLS + 4 * RELEASE_CHUNK + 3
-
-    async def scenario() -> tuple[list[tuple[str, str, str]], int]:
+    async def scenario() -> list[tuple[str, str, str]]:
         kube = ReleasingKube()
         rec = Reconciler(kube, resources.BuildContext(), concurrency=1)  # type: ignore[arg-type]
         rec.start()
-        most = 0
-        for i in range(jobs):  # the first deletions start the calls; the rest wait for them, together
-            rec.remove_job(("ns" if i % 4 else "other", f"j{i}"), f"{i:08d}-0000-0000-0000-000000000000")
-            most = max(most, len(rec._releasing))
-        await asyncio.sleep(0.5)
+        for i in range(2 * RELEASE_CHUNK + 1):
+            rec.remove_job(("ns", f"j{i}"), f"{i:08d}-0000-0000-0000-000000000000")
+        await asyncio.sleep(0.3)
         await rec.stop()
-        return kube.calls, most
+        return kube.calls
 
-    calls, most = asyncio.run(scenario())
-    assert most == RELEASE_CALLS
-    pods = [(ns, sel) for kind, ns, sel in calls if kind == "Pod"]
-    released = [uid for _, sel in pods for uid in sel.split("(")[1].rstrip(")").split(",")]
-    assert sorted(released) == sorted(f"{i:08d}-0000-0000-0000-000000000000" for i in range(jobs))  # each once
-    assert len(pods) <= RELEASE_CALLS + -(-(jobs - RELEASE_CALLS) // RELEASE_CHUNK) + 1  # one namespace's rest
-    assert max(sel.count(",") + 1 for _, sel in pods) == RELEASE_CHUNK
-    for ns, sel in pods:  # each call's StatefulSets before its pods
-        assert calls.index(("StatefulSet", ns, sel)) < calls.index(("Pod", ns, sel))
+    calls = asyncio.run(scenario())
+    pods = [sel for kind, _, sel in calls if kind == "Pod"]
+    assert len(calls) == 6 and len(pods) == 3
+    assert sorted(sel.count(",") + 1 for sel in pods) == [1, RELEASE_CHUNK, RELEASE_CHUNK]
+    assert max(len(sel) for sel in pods) < 4000
 
 
 def test_the_cached_job_leaves_managed_fields_out() -> None:

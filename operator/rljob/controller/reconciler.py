@@ -28,11 +28,9 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 
 MAX_BACKOFF_SECONDS = 60.0
-# Releasing deleted jobs' pods: the API server deletes what one deletecollection call selects one object after
-# another (--delete-collection-workers, default 1), so a burst goes as several calls side by side, each for a
-# few jobs: fewer requests than one per object, as much parallelism on the server as a handful of clients.
-RELEASE_CHUNK = 25
-RELEASE_CALLS = 8
+# Deleted jobs per deletecollection call: 100 controller uids keep the label selector (and the URL) near 4 KB,
+# within what proxies in front of an API server accept.
+RELEASE_CHUNK = 100
 
 
 def _rv(body: Mapping[str, Any]) -> int:
@@ -78,7 +76,7 @@ class Reconciler:
         self._parsed: dict[Key, tuple[int, RLTrainingJob]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._doomed: dict[str, set[str]] = {}  # namespace -> uids of deleted jobs whose pods are to be deleted
-        self._releasing: set[asyncio.Task[None]] = set()
+        self._releasing: asyncio.Task[None] | None = None
         # Leader election's check before every reconcile: a replica that is not (or no longer) the leader
         # neither reads its cache into decisions nor writes.
         self.may_act: Callable[[], bool] = lambda: True
@@ -100,26 +98,21 @@ class Reconciler:
             timer.cancel()
         if uid and self._tasks and self.may_act():
             self._doomed.setdefault(key[0], set()).add(uid)
-            if len(self._releasing) < RELEASE_CALLS:
-                task = asyncio.create_task(self._release_doomed(), name="rljob-release")
-                self._releasing.add(task)
-                task.add_done_callback(self._releasing.discard)
+            if self._releasing is None or self._releasing.done():
+                self._releasing = asyncio.create_task(self._release_doomed(), name="rljob-release")
 
     async def _release_doomed(self) -> None:
         """Deleted jobs' workers and pods, deleted at once: the garbage collector would take its turn (one call per
-        object, at its controller manager's request rate), so a large job frees its GPUs and CPUs sooner. Jobs
-        deleted while the calls run wait for the next free one, together: a burst of deletions costs a few calls
-        per namespace, not a few per job (as KubeRay deletes a cluster's pods, by label selector). Only the deleted
-        instances' children, by their controller-uid label: a new job of the same name keeps its. The garbage
-        collector still removes everything else, and these too when the operator is not running."""
+        object, at its controller manager's request rate), so a large job frees its GPUs and CPUs sooner. The
+        jobs deleted while one round runs are released together in the next: a burst of deletions costs a few
+        calls per namespace, not a few per job (as KubeRay deletes a cluster's pods, by label selector). Only the
+        deleted instances' children, by their controller-uid label: a new job of the same name keeps its. The
+        garbage collector still removes everything else, and these too when the operator is not running."""
         while self._doomed:
-            namespace = next(iter(self._doomed))
-            pending = self._doomed[namespace]
-            uids = sorted(pending)[:RELEASE_CHUNK]
-            pending.difference_update(uids)
-            if not pending:
-                del self._doomed[namespace]
-            await self._release(namespace, uids)
+            doomed, self._doomed = self._doomed, {}
+            chunks = [(ns, uids[i : i + RELEASE_CHUNK]) for ns, found in doomed.items()
+                      for uids in [sorted(found)] for i in range(0, len(uids), RELEASE_CHUNK)]
+            await asyncio.gather(*(self._release(ns, uids) for ns, uids in chunks))
 
     async def _release(self, namespace: str, uids: list[str]) -> None:
         selector = f"{c.LABEL_CONTROLLER_UID} in ({','.join(uids)})"
@@ -162,11 +155,11 @@ class Reconciler:
                 self.enqueue(key)
 
     async def stop(self) -> None:
-        tasks = [*self._tasks, *self._releasing]
+        tasks = [*self._tasks, *([self._releasing] if self._releasing else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks = []
+        self._tasks, self._releasing = [], None
 
     async def _worker(self, _: int) -> None:
         while True:
