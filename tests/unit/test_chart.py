@@ -209,9 +209,7 @@ def test_rbac_has_no_wildcards_and_no_escalation(helm_home: dict[str, str], tmp_
         for rule in role["rules"]:
             for key in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
                 assert not any("*" in item for item in rule.get(key) or []), (role["metadata"]["name"], rule)
-            assert not set(rule["verbs"]) & {"escalate", "bind", "impersonate"}, rule
-            # deletecollection only where the operator releases deleted jobs' pods and workers by label selector
-            assert "deletecollection" not in rule["verbs"] or rule["resources"] in (["pods"], ["statefulsets"]), rule
+            assert not set(rule["verbs"]) & {"escalate", "bind", "impersonate", "deletecollection"}, rule
             # update only on the jobs' finalizers (what blockOwnerDeletion needs on strict clusters) and on the
             # leader-election Lease: no job's or child's content
             assert "update" not in rule["verbs"] or rule["resources"] in (["rltrainingjobs/finalizers"], ["leases"]), rule

@@ -5,7 +5,6 @@ import asyncio
 from typing import Any
 
 from rljob import resources
-from rljob.api import constants as c
 from rljob.controller.kube import ApiException
 from rljob.controller.reconciler import Reconciler
 
@@ -168,62 +167,39 @@ def test_an_admin_can_require_isolated_jobs() -> None:
 
 class ReleasingKube:
     def __init__(self) -> None:
-        self.calls: list[tuple[str, str, str]] = []
+        self.deleted: list[tuple[str, str, str]] = []
 
-    async def delete_collection(self, api_version: str, kind: str, namespace: str, label_selector: str,
-                                propagation: str = "Background") -> None:
-        self.calls.append((kind, namespace, label_selector))
-        await asyncio.sleep(0.05)  # an API server's round trip: deletions meanwhile wait for the next round
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str, propagation: str = "Background",
+                     uid: str = "") -> bool:
+        self.deleted.append((kind, name, uid))
+        return True
 
 
-def test_deleted_jobs_workers_then_pods_go_at_once_by_controller_uid_in_few_calls() -> None:
-    """A burst of deletions costs a few deletecollection calls per namespace, not a few calls per job; each selects
-    the deleted instances' children by their controller-uid label, so a new job of the same name keeps its."""
-    selector = f"{c.LABEL_CONTROLLER_UID} in "
+def test_a_deleted_jobs_workers_then_pods_go_at_once_each_by_its_own_uid() -> None:
+    from rljob.controller.observe import PodObservation, WorkersObservation
+
+    key = ("ns1", "gone")
+    pods = [PodObservation("gone-head-1", "head", 1, "Running", controller_uid="job-1", uid="p1"),
+            PodObservation("gone-workers-0", "worker", None, "Running", controller_uid="job-1", uid="p2"),
+            PodObservation("gone-workers-1", "worker", None, "Running", controller_uid="job-1", uid="p3", deleting=True),
+            PodObservation("gone-head-1", "head", 1, "Pending", controller_uid="job-2", uid="p9")]  # the new job's
+    workers = [WorkersObservation(exists=True, controller_uid="job-1", name="gone-workers", uid="s1")]
 
     async def scenario(may_act: bool) -> list[tuple[str, str, str]]:
         kube = ReleasingKube()
         rec = Reconciler(kube, resources.BuildContext(), concurrency=1)  # type: ignore[arg-type]
+        rec.pods, rec.workers = {key: pods}, {key: workers}
         rec.may_act = lambda: may_act
         rec.start()
-        rec.remove_job(("ns1", "a"), "uid-a")
+        rec.remove_job(key, "job-1")
         rec.remove_job(("ns1", "unknown"))  # no uid: nothing to select by, the garbage collector does it
-        await asyncio.sleep(0.01)  # the first round is under way: the next deletions wait for it, together
-        rec.remove_job(("ns1", "c"), "uid-c")
-        rec.remove_job(("ns2", "d"), "uid-d")
-        rec.remove_job(("ns1", "b"), "uid-b")
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.05)
         await rec.stop()
-        return kube.calls
+        return kube.deleted
 
-    calls = asyncio.run(scenario(True))
-    assert calls[:2] == [("StatefulSet", "ns1", selector + "(uid-a)"), ("Pod", "ns1", selector + "(uid-a)")]
-    assert sorted(calls[2:]) == [("Pod", "ns1", selector + "(uid-b,uid-c)"), ("Pod", "ns2", selector + "(uid-d)"),
-                                 ("StatefulSet", "ns1", selector + "(uid-b,uid-c)"), ("StatefulSet", "ns2", selector + "(uid-d)")]
-    for ns in ("ns1", "ns2"):  # per namespace, the StatefulSets before the pods, or their controller would replace them
-        kinds = [kind for kind, where, _ in calls[2:] if where == ns]
-        assert kinds == ["StatefulSet", "Pod"], calls
+    assert asyncio.run(scenario(True)) == [
+        ("StatefulSet", "gone-workers", "s1"), ("Pod", "gone-head-1", "p1"), ("Pod", "gone-workers-0", "p2")]
     assert asyncio.run(scenario(False)) == []  # a standby writes nothing
-
-
-def test_a_burst_of_deletions_is_released_in_chunks_that_keep_the_selector_short() -> None:
-    from rljob.controller.reconciler import RELEASE_CHUNK
-
-    async def scenario() -> list[tuple[str, str, str]]:
-        kube = ReleasingKube()
-        rec = Reconciler(kube, resources.BuildContext(), concurrency=1)  # type: ignore[arg-type]
-        rec.start()
-        for i in range(2 * RELEASE_CHUNK + 1):
-            rec.remove_job(("ns", f"j{i}"), f"{i:08d}-0000-0000-0000-000000000000")
-        await asyncio.sleep(0.3)
-        await rec.stop()
-        return kube.calls
-
-    calls = asyncio.run(scenario())
-    pods = [sel for kind, _, sel in calls if kind == "Pod"]
-    assert len(calls) == 6 and len(pods) == 3
-    assert sorted(sel.count(",") + 1 for sel in pods) == [1, RELEASE_CHUNK, RELEASE_CHUNK]
-    assert max(len(sel) for sel in pods) < 4000
 
 
 def test_the_cached_job_leaves_managed_fields_out() -> None:

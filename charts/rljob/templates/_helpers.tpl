@@ -81,13 +81,12 @@ Role per watched namespace.
 */}}
 {{- define "rljob.namespacedRules" -}}
 # Watched (kopf indexes and on.event handlers) and managed: head pods are created, deleted on
-# suspend, deadline or retry, and at once when their job is deleted (with its StatefulSet: one
-# deletecollection per burst of deleted jobs, selected by their controller-uid label); their log
+# suspend, deadline or retry, and at once when their job is deleted (with its StatefulSet); their log
 # tail is kept in the job's status. `get` after a create
 # answered "already exists", for every child below: whose is it (a deleted job's of the same name)?
 - apiGroups: [""]
   resources: [pods]
-  verbs: [create, delete, deletecollection, get, list, watch]
+  verbs: [create, delete, get, list, watch]
 - apiGroups: [""]
   resources: [pods/log]
   verbs: [get]
@@ -102,7 +101,7 @@ Role per watched namespace.
 # The workers: watched, created, scaled (merge patch of spec.replicas), deleted when a job ends.
 - apiGroups: [apps]
   resources: [statefulsets]
-  verbs: [create, delete, deletecollection, get, list, patch, watch]
+  verbs: [create, delete, get, list, patch, watch]
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
   verbs: [create, get]

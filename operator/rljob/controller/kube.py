@@ -148,14 +148,6 @@ class Kube:
                 return False
             raise
 
-    async def delete_collection(
-        self, api_version: str, kind: str, namespace: str, label_selector: str, propagation: str = "Background"
-    ) -> None:
-        """Every object of a kind in a namespace that the selector matches, in one call: the API server deletes them
-        itself, instead of one request (and one round trip) per object."""
-        await self.request("DELETE", collection_path(api_version, kind, namespace), {"propagationPolicy": propagation},
-                           query=[("labelSelector", label_selector)])
-
     async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
         return await self.request("PATCH", path, patch, content_type="application/merge-patch+json",
                                   query=[("fieldManager", c.FIELD_MANAGER)])

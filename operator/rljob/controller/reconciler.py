@@ -28,9 +28,6 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 
 MAX_BACKOFF_SECONDS = 60.0
-# Deleted jobs per deletecollection call: 100 controller uids keep the label selector (and the URL) near 4 KB,
-# within what proxies in front of an API server accept.
-RELEASE_CHUNK = 100
 
 
 def _rv(body: Mapping[str, Any]) -> int:
@@ -75,8 +72,7 @@ class Reconciler:
         self._failures: dict[Key, int] = {}
         self._parsed: dict[Key, tuple[int, RLTrainingJob]] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._doomed: dict[str, set[str]] = {}  # namespace -> uids of deleted jobs whose pods are to be deleted
-        self._releasing: asyncio.Task[None] | None = None
+        self._releases: set[asyncio.Task[None]] = set()
         # Leader election's check before every reconcile: a replica that is not (or no longer) the leader
         # neither reads its cache into decisions nor writes.
         self.may_act: Callable[[], bool] = lambda: True
@@ -97,32 +93,24 @@ class Reconciler:
         if timer:
             timer.cancel()
         if uid and self._tasks and self.may_act():
-            self._doomed.setdefault(key[0], set()).add(uid)
-            if self._releasing is None or self._releasing.done():
-                self._releasing = asyncio.create_task(self._release_doomed(), name="rljob-release")
+            task = asyncio.create_task(self._release(key, uid), name=f"rljob-release-{key[0]}/{key[1]}")
+            self._releases.add(task)
+            task.add_done_callback(self._releases.discard)
 
-    async def _release_doomed(self) -> None:
-        """Deleted jobs' workers and pods, deleted at once: the garbage collector would take its turn (one call per
-        object, at its controller manager's request rate), so a large job frees its GPUs and CPUs sooner. The
-        jobs deleted while one round runs are released together in the next: a burst of deletions costs a few
-        calls per namespace, not a few per job (as KubeRay deletes a cluster's pods, by label selector). Only the
-        deleted instances' children, by their controller-uid label: a new job of the same name keeps its. The
-        garbage collector still removes everything else, and these too when the operator is not running."""
-        while self._doomed:
-            doomed, self._doomed = self._doomed, {}
-            chunks = [(ns, uids[i : i + RELEASE_CHUNK]) for ns, found in doomed.items()
-                      for uids in [sorted(found)] for i in range(0, len(uids), RELEASE_CHUNK)]
-            await asyncio.gather(*(self._release(ns, uids) for ns, uids in chunks))
-
-    async def _release(self, namespace: str, uids: list[str]) -> None:
-        selector = f"{c.LABEL_CONTROLLER_UID} in ({','.join(uids)})"
+    async def _release(self, key: Key, uid: str) -> None:
+        """A deleted job's workers and pods, deleted at once by name: the garbage collector would take its turn
+        (one call per object, at its controller manager's request rate), so a large job frees its GPUs and CPUs
+        sooner. The garbage collector still removes everything else, and these too when the operator is not
+        running. Only the deleted instance's children, each by its own uid: a new job of the same name keeps its."""
+        statefulsets = [w for w in self.workers.get(key, ()) if w.controller_uid == uid and not w.deleting]
+        pods = [p for p in self.pods.get(key, ()) if p.controller_uid == uid and not p.deleting]
         try:
-            # The StatefulSets first, or their controller would replace the pods deleted next.
-            await self.kube.delete_collection("apps/v1", "StatefulSet", namespace, selector)
-            await self.kube.delete_collection("v1", "Pod", namespace, selector)
-            log.info("deleted the workers and pods of %d deleted job(s) in %s", len(uids), namespace)
+            # The StatefulSet first, or its controller would replace the pods deleted next.
+            for sts in statefulsets:
+                await self.kube.delete("apps/v1", "StatefulSet", key[0], sts.name, uid=sts.uid)
+            await asyncio.gather(*(self.kube.delete("v1", "Pod", key[0], p.name, uid=p.uid) for p in pods))
         except Exception as exc:  # best effort: the garbage collector does it anyway
-            log.info("releasing the pods of %d deleted job(s) in %s: %s", len(uids), namespace, error_text(exc))
+            log.info("releasing the pods of deleted job %s/%s: %s", *key, error_text(exc))
 
     def enqueue(self, key: Key, delay: float = 0.0) -> None:
         if delay > 0:
@@ -155,11 +143,10 @@ class Reconciler:
                 self.enqueue(key)
 
     async def stop(self) -> None:
-        tasks = [*self._tasks, *([self._releasing] if self._releasing else [])]
-        for task in tasks:
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks, self._releasing = [], None
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
 
     async def _worker(self, _: int) -> None:
         while True:
