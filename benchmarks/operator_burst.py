@@ -16,7 +16,9 @@ controller manager, scheduler, kwok nodes with enough CPUs, memory and GPUs that
 It prints one figure per line, each mode's and the operator's as a ratio to the floor: all Running (seconds
 from the first apply until the last job's cluster is up: the job Running for the operator, all its pods Ready
 for the floor), p50/p99 apply-to-Running per job, the operator's peak RSS and CPU seconds, delete-to-no-pods
-and the pods left after it.
+and the pods left after it. Deleting is one deletecollection per kind: of the jobs in operator mode (the API
+server deletes them one after another, and each job's pods follow it; the time until the last job is gone is
+printed too), of the StatefulSets and pods for the floors.
 """
 from __future__ import annotations
 
@@ -316,14 +318,22 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
         t1 = time.monotonic()
         paths = [jobs_path] if mode == "operator" else [STS_PATH, PODS_PATH]
         gone, end = False, time.monotonic() + timeout
+        jobs_gone: list[float] = []  # when the API server has deleted the last job (what the operator follows)
+
+        def no_pods() -> bool:
+            if mode == "operator" and not jobs_gone and not job_watch.live:
+                jobs_gone.append(time.monotonic() - t1)
+            return not pod_watch.live
         while not gone and time.monotonic() < end:
             # A deletecollection of thousands of objects can end before all are deleted (the API server's
             # request timeout): ask again, as `kubectl delete --all` would be run again.
             for delete_path in paths:
                 api.call_api(*api.param_serialize("DELETE", delete_path, body={"propagationPolicy": "Background"},
                                                   header_params={"Content-Type": "application/json"}, auth_settings=["BearerToken"]))
-            gone = wait_until(lambda: not pod_watch.live, min(30.0, end - time.monotonic()), 0.2)
+            gone = wait_until(no_pods, min(30.0, end - time.monotonic()), 0.2)
         out["delete-to-no-pods seconds"] = time.monotonic() - t1 if gone else float("nan")
+        if jobs_gone:
+            out["jobs deleted seconds"] = jobs_gone[0]
         out["pods left"] = float(len(pod_watch.live))
         if operator is not None and operator.proc is not None:
             out["operator CPU seconds incl. delete"] = process_usage(operator.proc.pid)[0] - cpu_before
@@ -365,6 +375,9 @@ def main() -> int:
     if "all pods Ready seconds" in op:
         print(f"operator all pods Ready seconds: {op['all pods Ready seconds']:.1f} (the rest of all Running is the"
               " operator noticing; worker pods come from the StatefulSet controller)")
+    if "jobs deleted seconds" in op:
+        print(f"operator jobs deleted seconds: {op['jobs deleted seconds']:.1f} (the API server deleting the jobs"
+              " themselves, one after another; each job's pods go after it)")
     print(f"operator peak RSS: {op['operator peak RSS MB']:.0f} MB")
     print(f"operator CPU seconds to all Running: {op['operator CPU seconds']:.1f} "
           f"({1000 * op['operator CPU seconds'] / args.jobs:.0f} ms per job)")
