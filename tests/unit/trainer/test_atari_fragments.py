@@ -163,3 +163,49 @@ def test_the_weights_version_is_recorded_per_step() -> None:
         # The first action of a later fragment may come from the previous weights; these are the first.
         assert set(f.weights_seq_no.tolist()) == {7}
         assert (f.action_logp == -1.5).all() and f.action_dist_inputs.shape == (len(f), ACTIONS)
+
+
+def _base_address(fragment: Fragment) -> int:
+    base = fragment.observations.base if fragment.observations.base is not None else fragment.observations
+    return int(base.__array_interface__["data"][0])
+
+
+def _assert_unchanged(collected: list[Collected], snapshots: list[list[np.ndarray]]) -> None:
+    """(In a function of its own: loop variables left bound would hold the last fragment.)"""
+    for c, snapshot in zip(collected, snapshots, strict=True):
+        for f, before in zip(c.fragments, snapshot, strict=True):
+            np.testing.assert_array_equal(f.observations, before)
+
+
+def test_a_generation_is_written_again_only_once_nothing_refers_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fresh memory costs a page fault per page on first write: a generation's observation array is reused, but
+    never while a fragment (or any view of one) handed out from it is alive."""
+    allocated: list[tuple[int, ...]] = []
+    empty = np.empty
+
+    def counting_empty(shape: tuple[int, ...], *args: object, **kwargs: object) -> np.ndarray:
+        if isinstance(shape, tuple) and len(shape) == 5:  # (envs, columns, frames, h, w): a generation's frames
+            allocated.append(shape)
+        return empty(shape, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(np, "empty", counting_empty)
+    collector = _collector(num_envs=4)
+    policy = RandomPolicy(2)
+    try:
+        kept = [collector.collect(policy, num_steps=40) for _ in range(4)]  # every fragment held
+        snapshots = [[f.observations.copy() for f in c.fragments] for c in kept]
+        addresses = [{_base_address(f) for f in c.fragments} for c in kept]
+        assert all(len(a) == 1 for a in addresses) and len(set.union(*addresses)) == 4  # four arrays, none reused
+        _assert_unchanged(kept, snapshots)  # and none written after it was handed out
+
+        view = kept[-1].fragments[0].observations[1:]  # a view outlives its fragment: it holds the array
+        held = _base_address(kept[-1].fragments[0])
+        assert len(allocated) == 5  # the fifth is being filled now
+        del kept, snapshots
+        seen = [{_base_address(f) for f in collector.collect(policy, num_steps=40).fragments} for _ in range(4)]
+        assert held not in set.union(*seen)
+        assert len(allocated) == 6  # one more, while the view holds the newest spare; then two arrays take turns
+        assert len(set.union(*seen)) == 2
+        assert view.base is not None and int(view.base.__array_interface__["data"][0]) == held
+    finally:
+        collector.close()

@@ -16,10 +16,15 @@ episode ends, `pos[e]` moves to the next free column and the env waits for its r
 (ALE's next-step autoreset: the action sent with the terminal observation is ignored and the next
 `recv` for that env is the first observation of a new episode). A *cut* hands out every env's open
 segment as a fragment and starts a new generation of arrays, carrying each env's latest column
-(observation and the action in flight) over as column 0: handed-out arrays are never written again.
+(observation and the action in flight) over as column 0: handed-out arrays are never written again
+while anything refers to them. The observation arrays (tens of MB per generation) are reused once
+nothing outside the collector refers to them any more: fresh memory costs a page fault and a zeroed
+page per 4 KB (or 2 MB, with transparent huge pages) on first write, which measured 2 ms per MB on a
+VM, about a seventh of a sampling call's time, against 0.1 ms per MB for memory written before.
 """
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -129,6 +134,8 @@ class FragmentCollector:
         self._lengths = np.zeros(n, np.int64)
         self._started_at = np.zeros(n, np.float64)
         self.weights_seq_no = 0
+        self._spare_obs: list[np.ndarray] = []  # observation arrays of earlier generations, newest last
+        self._own_refs = _own_references()
 
     # ── public ──────────────────────────────────────────────────────────────────────────────────────
 
@@ -263,7 +270,7 @@ class FragmentCollector:
                 out.fragments.append(self._fragment(e))
             old = (self._obs, self._actions, self._logp, self._dist_inputs, self._seq)
         self._columns = columns
-        self._obs = np.empty((n, columns, *self.obs_shape), np.uint8)
+        self._obs = self._observation_array((n, columns, *self.obs_shape))
         self._actions = np.zeros((n, columns), np.int64)
         self._rewards = np.zeros((n, columns), np.float32)
         self._logp = np.zeros((n, columns), np.float32)
@@ -275,8 +282,19 @@ class FragmentCollector:
             at = self._pos[keep]
             for new, prev in zip((self._obs, self._actions, self._logp, self._dist_inputs, self._seq), old, strict=True):
                 new[keep, 0] = prev[keep, at]
+            self._spare_obs.append(old[0])
+            del self._spare_obs[:-SPARE_GENERATIONS]
         self._pos[:] = 0
         self._seg[:] = 0
+
+    def _observation_array(self, shape: tuple[int, ...]) -> np.ndarray:
+        """An earlier generation's array when nothing but this collector refers to it (every fragment handed out
+        from it, and every view of those, is gone: a view holds its base array), else a new one."""
+        spare = self._spare_obs
+        for i in range(len(spare)):
+            if spare[i].shape == shape and _references(spare, i) <= self._own_refs:
+                return spare.pop(i)
+        return np.empty(shape, np.uint8)
 
     def _drain(self) -> None:
         """Receives every result in flight, so that the next call can reset all envs."""
@@ -293,6 +311,22 @@ class FragmentCollector:
         self._drain()
         if self._columns:
             self._new_generation(self._columns, Collected(), carry=False)
+
+
+# Earlier generations' observation arrays kept for reuse. One: a sampling call hands out a generation, and by the
+# end of the next call its fragments have gone to the learner, so two arrays take turns (as many as a collector
+# without reuse holds at its peak).
+SPARE_GENERATIONS = 1
+
+
+def _references(arrays: list[np.ndarray], i: int) -> int:
+    return sys.getrefcount(arrays[i])
+
+
+def _own_references() -> int:
+    """What `_references` counts for an array only the spare list holds: measured, not assumed, since what the
+    interpreter itself counts differs between Python versions."""
+    return _references([np.empty(1, np.uint8)], 0)
 
 
 def _whole_episodes(collected: Collected) -> Collected:
