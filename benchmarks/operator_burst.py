@@ -169,6 +169,42 @@ def _lines(resp: Any) -> Any:
                 yield line
 
 
+def pods_ready_per_job(first_ready: dict[str, float], applied: dict[str, float], pods_per_job: int) -> dict[str, float]:
+    """When each job's last pod first became Ready, for the jobs whose pods all did."""
+    at: dict[str, float] = {}
+    count: dict[str, int] = {}
+    for pod, when in first_ready.items():
+        job = pod.rsplit("-", 2)[0] if "-workers-" in pod else pod.rsplit("-head-", 1)[0]
+        at[job] = max(at.get(job, 0.0), when)
+        count[job] = count.get(job, 0) + 1
+    return {job: when for job, when in at.items() if job in applied and count[job] == pods_per_job}
+
+
+def write_job_table(api: client.ApiClient, jobs_path: str, out: Path, t0: float, applied: dict[str, float],
+                    pods_ready: dict[str, float], running: dict[str, float]) -> None:
+    """One line per job, seconds from the first apply as this benchmark's watches saw them, and the API server's own
+    record: when the job's pods turned Ready (their Ready conditions) and when it turned Running (its ClusterReady
+    condition), both to the second. A late line in both says the operator was late; in the watches only, the watch."""
+    def items(path: str) -> list[dict[str, Any]]:
+        resp = api.call_api(*api.param_serialize("GET", path, auth_settings=["BearerToken"]))
+        return json.loads(resp.read())["items"]
+
+    def stamp(conditions: list[dict[str, Any]] | None, kind: str) -> str:
+        return next((cd.get("lastTransitionTime") or "" for cd in conditions or [] if cd.get("type") == kind), "")
+
+    pods_at: dict[str, str] = {}
+    for pod in items(PODS_PATH):
+        job = (pod["metadata"].get("labels") or {}).get(c.LABEL_JOB, "")
+        pods_at[job] = max(pods_at.get(job, ""), stamp(pod.get("status", {}).get("conditions"), "Ready"))
+    with out.open("w") as f:
+        f.write("job,applied,pods Ready (watch),Running (watch),pods Ready (server),Running (server)\n")
+        for job in items(jobs_path):
+            name = job["metadata"]["name"]
+            ran = stamp((job.get("status") or {}).get("conditions"), "ClusterReady")
+            seen = [f"{d[name] - t0:.1f}" if name in d else "" for d in (applied, pods_ready, running)]
+            f.write(",".join([name, *seen, pods_at.get(name, ""), ran]) + "\n")
+
+
 def pod_ready(pod: dict[str, Any]) -> bool:
     return any(cd.get("type") == "Ready" and cd.get("status") == "True" for cd in pod.get("status", {}).get("conditions") or [])
 
@@ -254,7 +290,8 @@ def process_usage(pid: int) -> tuple[float, float]:
     return cpu, hwm / 1024
 
 
-def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profile: bool = False) -> dict[str, float]:
+def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profile: bool = False,
+        keep: bool = False) -> dict[str, float]:
     names = [f"burst-{i:04d}" for i in range(jobs)]
     out: dict[str, float] = {}
     with control_plane(workdir / mode, jobs, workers) as cp:
@@ -295,13 +332,18 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
         if mode == "operator":
             finished = wait_until(lambda: len(job_watch.first_done) >= jobs, timeout, 0.2)
             ready_at = job_watch.first_done
+            with pod_watch.lock:
+                pods_ready = pods_ready_per_job(dict(pod_watch.first_done), applied, workers + 1)
+            lags = [ready_at[n] - pods_ready[n] for n in names if n in ready_at and n in pods_ready]
+            if lags:
+                out["p50 pods-Ready-to-Running seconds"] = statistics.median(lags)
+                out["p99 pods-Ready-to-Running seconds"] = percentile(lags, 0.99)
+                out["p50 apply-to-pods-Ready seconds"] = statistics.median(pods_ready[n] - applied[n] for n in pods_ready)
+            if keep:
+                write_job_table(api, jobs_path, workdir / "jobs.csv", t0, applied, pods_ready, ready_at)
         else:
             finished = wait_until(lambda: len(pod_watch.first_done) >= expected_pods, timeout, 0.2)
-            per_job: dict[str, float] = {}
-            for pod, at in pod_watch.first_done.items():
-                job = pod.rsplit("-", 2)[0] if "-workers-" in pod else pod.rsplit("-head-", 1)[0]
-                per_job[job] = max(per_job.get(job, 0.0), at)
-            ready_at = {j: at for j, at in per_job.items() if j in applied} if finished else {}
+            ready_at = pods_ready_per_job(pod_watch.first_done, applied, workers + 1) if finished else {}
         if len(pod_watch.first_done) >= expected_pods:
             out["all pods Ready seconds"] = max(pod_watch.first_done.values()) - t0
         if not finished:
@@ -358,7 +400,8 @@ def main() -> int:
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="rljob-burst-"))
     workdir.mkdir(parents=True, exist_ok=True)
     what = f"{args.jobs} jobs x (1 GPU head + {args.workers} workers)"
-    results = {mode: run(mode, args.jobs, args.workers, workdir, args.timeout, args.profile) for mode in args.modes}
+    results = {mode: run(mode, args.jobs, args.workers, workdir, args.timeout, args.profile, args.keep is not None)
+               for mode in args.modes}
     print(f"hardware: {cpu_model()}, {os.cpu_count()} cores; burst: {what}; one fresh control plane per mode")
     floor, sts = results.get("floor"), results.get("floor-statefulset")
     labels = {"floor": "floor", "floor-statefulset": "floor with StatefulSets", "operator": "operator"}
@@ -375,6 +418,10 @@ def main() -> int:
     if "all pods Ready seconds" in op:
         print(f"operator all pods Ready seconds: {op['all pods Ready seconds']:.1f} (the rest of all Running is the"
               " operator noticing; worker pods come from the StatefulSet controller)")
+    if "p50 pods-Ready-to-Running seconds" in op:
+        print(f"operator p50 apply-to-pods-Ready seconds: {op['p50 apply-to-pods-Ready seconds']:.1f} (a job's last pod)")
+        print(f"operator p50 / p99 pods-Ready-to-Running seconds: {op['p50 pods-Ready-to-Running seconds']:.1f} / "
+              f"{op['p99 pods-Ready-to-Running seconds']:.1f} (from a job's last pod Ready to the job Running)")
     if "jobs deleted seconds" in op:
         print(f"operator jobs deleted seconds: {op['jobs deleted seconds']:.1f} (the API server deleting the jobs"
               " themselves, one after another; each job's pods go after it)")
