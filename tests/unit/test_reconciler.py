@@ -77,6 +77,25 @@ def test_a_key_that_changes_while_reconciling_runs_again_afterwards_never_twice_
     assert rec.jobs[("ns", "a")]["metadata"]["resourceVersion"] == "3"
 
 
+def test_a_job_whose_cluster_exists_goes_before_new_jobs_and_each_lane_keeps_its_order() -> None:
+    """A job that only awaits a status write (its pods just turned Ready) must not wait behind a burst of new
+    jobs, each a dozen creations; among themselves, both kinds keep their order of arrival."""
+    async def scenario() -> list[tuple[str, str]]:
+        rec = Recording()
+        rec.concurrency = 1
+        for name in ("new-1", "new-2"):
+            rec.upsert_job(job(name))
+        for name, phase in (("up-1", "Running"), ("pending", "Pending"), ("up-2", "Initializing")):
+            rec.upsert_job({**job(name), "status": {"phase": phase}})
+        rec.upsert_job(job("new-3"))
+        rec.start()
+        await asyncio.sleep(0.1)
+        await rec.stop()
+        return rec.calls
+
+    assert [name for _, name in run(scenario())] == ["up-1", "up-2", "new-1", "new-2", "pending", "new-3"]
+
+
 def test_delayed_requeue_keeps_the_earliest_timer() -> None:
     async def scenario() -> list[Any]:
         rec = Recording()

@@ -1,10 +1,16 @@
 """A keyed work queue in the manner of controller-runtime: events enqueue a job's key, a pool of
 workers reconciles keys, one at a time per key, and a key that changes while it is being
 reconciled runs again afterwards. Requeues with a delay carry the time-based rules.
+
+Unlike controller-runtime's single FIFO, a job whose cluster already exists (Initializing or Running)
+goes before a job whose children are still to be created: its reconcile is at most a status write,
+while a new job's is a dozen creations. In a burst of 1000 jobs, a single FIFO kept jobs whose pods
+were all Ready behind every job applied after them, up to 85 s before they were marked Running.
 """
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -28,6 +34,7 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 
 MAX_BACKOFF_SECONDS = 60.0
+CLUSTER_UP_PHASES = (Phase.INITIALIZING, Phase.RUNNING)
 
 
 def _rv(body: Mapping[str, Any]) -> int:
@@ -64,7 +71,8 @@ class Reconciler:
         self.workloads: Mapping[Key, Iterable[observe.WorkloadObservation]] | None = None
         self.flavors = kueue.Flavors(kube)
         self.on_reconciled = on_reconciled
-        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._queue: asyncio.PriorityQueue[tuple[int, int, Key]] = asyncio.PriorityQueue()  # (lane, arrival, key)
+        self._arrivals = itertools.count()
         self._queued: set[Key] = set()
         self._active: set[Key] = set()
         self._dirty: set[Key] = set()
@@ -127,7 +135,12 @@ class Reconciler:
             self._dirty.add(key)
         elif key not in self._queued:
             self._queued.add(key)
-            self._queue.put_nowait(key)
+            self._queue.put_nowait((self._lane(key), next(self._arrivals), key))
+
+    def _lane(self, key: Key) -> int:
+        """0: the job's children exist, a reconcile is at most a status write; 1: anything else."""
+        status = (self.jobs.get(key) or {}).get("status") or {}
+        return 0 if status.get("phase") in CLUSTER_UP_PHASES else 1
 
     def _fire(self, key: Key) -> None:
         self._timers.pop(key, None)
@@ -150,7 +163,7 @@ class Reconciler:
 
     async def _worker(self, _: int) -> None:
         while True:
-            key = await self._queue.get()
+            _, _, key = await self._queue.get()
             self._queued.discard(key)
             self._active.add(key)
             try:
