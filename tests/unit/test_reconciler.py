@@ -6,6 +6,7 @@ from typing import Any
 
 from rljob import resources
 from rljob.controller.kube import ApiException
+from rljob.controller.observe import PodObservation
 from rljob.controller.reconciler import Reconciler
 
 
@@ -87,13 +88,15 @@ def test_a_job_whose_cluster_exists_goes_before_new_jobs_and_each_lane_keeps_its
             rec.upsert_job(job(name))
         for name, phase in (("up-1", "Running"), ("pending", "Pending"), ("up-2", "Initializing")):
             rec.upsert_job({**job(name), "status": {"phase": phase}})
+        rec.pods = {("ns", "head-created"): [PodObservation("head-created-head-1", "head", 1, "Pending")]}
+        rec.upsert_job({**job("head-created"), "status": {"phase": "Pending"}})  # its head pod's event
         rec.upsert_job(job("new-3"))
         rec.start()
         await asyncio.sleep(0.1)
         await rec.stop()
         return rec.calls
 
-    assert [name for _, name in run(scenario())] == ["up-1", "up-2", "new-1", "new-2", "pending", "new-3"]
+    assert [name for _, name in run(scenario())] == ["up-1", "up-2", "head-created", "new-1", "new-2", "pending", "new-3"]
 
 
 def test_delayed_requeue_keeps_the_earliest_timer() -> None:
