@@ -12,7 +12,9 @@ Figures, each measured in this run:
   with the same threads and envs;
 - the lean runner's own cost: CPU microseconds per env step with a null env (preallocated frames, no
   emulation) and a stub policy (random actions), i.e. everything the runner adds to ALE and the network;
-- each runner with the stub policy, then with the recipe's network on the CPU, as a fraction of the ceiling;
+- each runner with the stub policy, then with the recipe's network on the CPU, as a fraction of the ceiling
+  (the lean runner with the stub policy against ALE on its own emulator threads: with the network on the CPU,
+  the emulator leaves half the CPUs to the forward pass);
 - the bare loop (ALE's send/recv and the same network, nothing recorded): what the lean runner could reach
   on these cores with this network, and the runner as a fraction of it.
 """
@@ -156,7 +158,13 @@ def main(argv: list[str]) -> int:
                           "(null env, stub policy: the runner's own overhead)")
                     runner._collector = real
                 stub = rate(sampler(runner, envs * 50, stub=True), args.seconds)
-                print(f"env runner {kind}, {envs} envs, stub policy: {stub:,.0f} env steps/s = {stub / ceiling:.2f} of the ceiling")
+                emulator = int(runner.config.env_config.get("num_threads", args.cpus))
+                if emulator == args.cpus:
+                    print(f"env runner {kind}, {envs} envs, stub policy: {stub:,.0f} env steps/s = {stub / ceiling:.2f} of the ceiling")
+                else:  # the emulator leaves CPUs to the forward pass: the stub is held to ALE on the emulator's threads
+                    own = ale_alone(envs, emulator, args.seconds / 2)
+                    print(f"env runner {kind}, {envs} envs, stub policy: {stub:,.0f} env steps/s = {stub / own:.2f} of the "
+                          f"ceiling on its {emulator} emulator thread(s) ({own:,.0f} env steps/s)")
                 full = rate(sampler(runner, envs * 50, stub=False), args.seconds)
                 print(f"env runner {kind}, {envs} envs: {full:,.0f} env steps/s = {full / ceiling:.2f} of the ceiling")
                 if kind == "lean":

@@ -72,7 +72,11 @@ def test_pong_samples_with_the_lean_runner_on_the_runners_cpus() -> None:
     config = _config("pong", [], plan)
     assert config.env_runner_cls is AtariEnvRunner
     assert (config.num_env_runners, config.num_cpus_per_env_runner, config.num_envs_per_env_runner) == (3, 4.0, 128)
-    assert (config.env_config["num_threads"], config.env_config["framestack"], config.env_config["inference_threads"]) == (4, 4, 2)
+    # The forward pass on the runner's CPUs: 2 torch threads, and the emulator on the 2 CPUs they leave.
+    assert (config.env_config["num_threads"], config.env_config["framestack"], config.env_config["inference_threads"]) == (2, 4, 2)
+    on_gpu = _config("pong", [], ResourcePlan(3, 4.0, 1, 0.5, gpus_per_env_runner=0.125))
+    assert on_gpu.env_config["num_threads"] == 4  # the forward pass on the GPU share: the emulator has every CPU
+    assert _config("pong", [], ResourcePlan(1, 1.0, 1, 0)).env_config["num_threads"] == 1
     assert config._rl_module_spec.module_class is FrameStackAPPOModule
     assert config._rl_module_spec.catalog_class is FrameStackCatalog
     assert config._learner_connector is None  # no frame stacking on the learner: the stacks arrive whole
