@@ -77,6 +77,8 @@ def test_pong_samples_with_the_lean_runner_on_the_runners_cpus() -> None:
     on_gpu = _config("pong", [], ResourcePlan(3, 4.0, 1, 0.5, gpus_per_env_runner=0.125))
     assert on_gpu.env_config["num_threads"] == 4  # the forward pass on the GPU share: the emulator has every CPU
     assert _config("pong", [], ResourcePlan(1, 1.0, 1, 0)).env_config["num_threads"] == 1
+    light = _config("pong", ["--model", "small"], plan)  # a quarter of the compute: the emulator is the bound
+    assert (light.env_config["num_threads"], light.env_config["inference_threads"]) == (4, 2)
     assert config._rl_module_spec.module_class is FrameStackAPPOModule
     assert config._rl_module_spec.catalog_class is FrameStackCatalog
     assert config._learner_connector is None  # no frame stacking on the learner: the stacks arrive whole

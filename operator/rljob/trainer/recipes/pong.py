@@ -66,6 +66,9 @@ MODELS: dict[str, dict[str, Any]] = {
     "small": {"conv_filters": [(16, 8, 4), (32, 4, 2)], "head_fcnet_hiddens": [256]},
     "tiny": {"conv_filters": [(8, 8, 4), (16, 4, 2)], "head_fcnet_hiddens": [32]},
 }
+# Networks whose forward pass on a CPU costs about as much per observation as ALE's step: a lean runner that infers on
+# its CPUs leaves them half of those CPUs. The lighter ones are bound by the emulator, which keeps every CPU.
+CPU_BOUND_MODELS = frozenset({"pong"})
 
 
 def _frame_stack_env_to_module(num_frames: int, env: Any = None, spaces: Any = None, device: Any = None) -> Any:
@@ -196,11 +199,13 @@ class PongRecipe:
 
             # One torch thread per two CPUs: inference overlaps the emulator threads, and on 2 cores one
             # inference thread sampled 10-30 % faster than two (small batches barely use a second thread).
-            # With the forward pass on the CPUs, the emulator gets the CPUs it leaves: on 2 cores one emulator
-            # thread beside the inference thread sampled 4-20 % faster than two contending with it. On a GPU
-            # share the forward pass leaves the CPUs, and the emulator has them all.
+            # With the pong network's forward pass on the CPUs, the emulator gets the CPUs it leaves: on 2 cores
+            # one emulator thread beside the inference thread sampled faster than two contending with it; with
+            # the small network, two emulator threads stay faster (benchmarks/README.md). On a GPU share the
+            # forward pass leaves the CPUs, and the emulator has them all.
             inference_threads = max(1, threads // 2)
-            emulator_threads = threads if plan.gpus_per_env_runner else max(1, threads - inference_threads)
+            split = options.model in CPU_BOUND_MODELS and not plan.gpus_per_env_runner
+            emulator_threads = max(1, threads - inference_threads) if split else threads
             env_config.update(num_threads=emulator_threads,
                               **{FRAMESTACK_KEY: options.framestack, INFERENCE_THREADS_KEY: inference_threads})
             runners["env_runner_cls"] = AtariEnvRunner
