@@ -61,8 +61,9 @@ def add_common_arguments(
     g.add_argument("--num-env-runners", type=non_negative_int, default=None,
                    help="Env runner actors; default: one per CPU the cluster has to spare.")
     g.add_argument("--cpus-per-env-runner", type=positive_float, default=None,
-                   help="CPUs each env runner reserves; default 1. The lean runner's policy infers on half of them "
-                   "and ALE emulates on the rest (on all of them with --gpus-per-env-runner). Fewer, fatter runners "
+                   help="CPUs each env runner reserves; default 1. With the pong network the lean runner's policy "
+                   "infers on half of them and ALE emulates on the rest; with a lighter network or "
+                   "--gpus-per-env-runner, ALE has them all. Fewer, fatter runners "
                    "with more envs each batch the policy's inference.")
     g.add_argument("--envs-per-env-runner", type=positive_int, default=None, help=envs_help)
     g.add_argument("--num-aggregators", type=non_negative_int, default=None,
