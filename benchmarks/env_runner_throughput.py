@@ -13,8 +13,8 @@ Figures, each measured in this run:
 - the lean runner's own cost: CPU microseconds per env step with a null env (preallocated frames, no
   emulation) and a stub policy (random actions), i.e. everything the runner adds to ALE and the network;
 - each runner with the stub policy, then with the recipe's network on the CPU, as a fraction of the ceiling
-  (the lean runner with the stub policy against ALE on its own emulator threads: with the network on the CPU,
-  the emulator leaves half the CPUs to the forward pass);
+  (where the lean runner's emulator leaves CPUs to the forward pass, as with the pong network on the CPU, its
+  stub-policy line is held to ALE on the emulator's own threads);
 - the bare loop (ALE's send/recv and the same network, nothing recorded): what the lean runner could reach
   on these cores with this network, and the runner as a fraction of it.
 """
