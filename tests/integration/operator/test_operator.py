@@ -445,7 +445,9 @@ def test_a_recreated_job_never_adopts_the_deleted_ones_children(
     cp.kubectl("delete", "rltj", "reuse", "-n", namespace, "--wait=true")
     wait_for(lambda: cp.get_json("pod", "reuse-head-1", "-n", namespace)["metadata"].get("deletionTimestamp"), timeout=90,
              description="the old head is being deleted (by the operator at once, else by the garbage collector)")
-    wait_for(lambda: cp.kubectl("get", "serviceaccount", "reuse-driver", "-n", namespace, check=False).returncode != 0,
+    # The collector deletes the children one by one, in no set order: wait for all of them, not one, so that the
+    # held head is the only thing left for the new job to wait on.
+    wait_for(lambda: child_names(cp, namespace, "reuse") == {"Pod/reuse-head-1"},
              timeout=90, description="the old job's other children deleted by the garbage collector (it learns of new CRDs every 30 s)")
 
     cp.apply(small_job("reuse", namespace))
