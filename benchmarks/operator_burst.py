@@ -233,13 +233,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-def control_plane(workdir: Path, jobs: int, workers: int) -> ControlPlane:
-    """Nodes enough that scheduling never limits: at most PODS_PER_NODE pods each, CPUs and memory to spare."""
+def control_plane(workdir: Path, jobs: int, workers: int, controller_qps: int | None = None) -> ControlPlane:
+    """Nodes enough that scheduling never limits: at most PODS_PER_NODE pods each, CPUs and memory to spare. With
+    ``controller_qps``, the controller manager's client (the StatefulSet controller's and the garbage collector's) may
+    send that many requests per second instead of the default 20, with bursts of twice as many."""
+    kcm_args = () if controller_qps is None else (f"--kube-api-qps={controller_qps}", f"--kube-api-burst={2 * controller_qps}")
     cpu_nodes = math.ceil(jobs * workers / PODS_PER_NODE) + 1
     gpu_nodes = math.ceil(jobs / PODS_PER_NODE) + 1
     return ControlPlane(workdir, cpu_nodes=cpu_nodes, gpu_nodes=gpu_nodes, node_cpu=str(PODS_PER_NODE * 2),
                         node_memory=f"{PODS_PER_NODE * 4}Gi", node_pods=PODS_PER_NODE, gpus_per_node=PODS_PER_NODE,
-                        start_timeout=300)
+                        start_timeout=300, controller_manager_args=kcm_args)
 
 
 def wait_for_garbage_collector(cp: ControlPlane, api: client.ApiClient, jobs_path: str) -> None:
@@ -291,10 +294,10 @@ def process_usage(pid: int) -> tuple[float, float]:
 
 
 def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profile: bool = False,
-        keep: bool = False) -> dict[str, float]:
+        keep: bool = False, controller_qps: int | None = None) -> dict[str, float]:
     names = [f"burst-{i:04d}" for i in range(jobs)]
     out: dict[str, float] = {}
-    with control_plane(workdir / mode, jobs, workers) as cp:
+    with control_plane(workdir / mode, jobs, workers, controller_qps) as cp:
         cp.kubectl("create", "namespace", NAMESPACE)
         wait_until(lambda: cp.kubectl("get", "serviceaccount", "default", "-n", NAMESPACE, check=False).returncode == 0, 60)
         api = api_client(cp.kubeconfig)
@@ -396,13 +399,17 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="record the operator with py-spy (installed separately)"
                         " into the --keep folder, as operator-profile.txt")
     parser.add_argument("--keep", type=Path, help="keep control-plane logs and the operator log here")
+    parser.add_argument("--controller-manager-qps", type=int, default=None, metavar="QPS",
+                        help="the controller manager's --kube-api-qps (burst twice that) in every mode; default its own 20")
     args = parser.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="rljob-burst-"))
     workdir.mkdir(parents=True, exist_ok=True)
     what = f"{args.jobs} jobs x (1 GPU head + {args.workers} workers)"
-    results = {mode: run(mode, args.jobs, args.workers, workdir, args.timeout, args.profile, args.keep is not None)
-               for mode in args.modes}
-    print(f"hardware: {cpu_model()}, {os.cpu_count()} cores; burst: {what}; one fresh control plane per mode")
+    results = {mode: run(mode, args.jobs, args.workers, workdir, args.timeout, args.profile, args.keep is not None,
+                         args.controller_manager_qps) for mode in args.modes}
+    qps = args.controller_manager_qps
+    print(f"hardware: {cpu_model()}, {os.cpu_count()} cores; burst: {what}; one fresh control plane per mode; "
+          f"controller manager at {qps if qps is not None else 'its default 20'} requests/s")
     floor, sts = results.get("floor"), results.get("floor-statefulset")
     labels = {"floor": "floor", "floor-statefulset": "floor with StatefulSets", "operator": "operator"}
     for key in ("all Running seconds", "p50 apply-to-Running seconds", "p99 apply-to-Running seconds",

@@ -201,6 +201,7 @@ class ControlPlane:
         apiserver_address: str = LOCALHOST,
         audit_log: bool = False,
         audit_policy: Mapping[str, Any] | None = None,
+        controller_manager_args: Sequence[str] = (),
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self._bin_dir_arg = bin_dir
@@ -223,6 +224,9 @@ class ControlPlane:
         #: ``audit_policy`` (default :data:`DEFAULT_AUDIT_POLICY`); read it with :meth:`audit_events`.
         self.audit_log = audit_log or audit_policy is not None
         self.audit_policy = dict(audit_policy) if audit_policy is not None else DEFAULT_AUDIT_POLICY
+        #: more kube-controller-manager flags, after the defaults (a later flag wins), e.g. a higher
+        #: ``--kube-api-qps`` as large clusters run it
+        self.controller_manager_args = tuple(controller_manager_args)
 
         self.logs_dir = self.workdir / "logs"
         self.pki_dir = self.workdir / "pki"
@@ -650,6 +654,7 @@ class ControlPlane:
                 # would mark the nodes NotReady and their pods not ready (for good, as kwok never re-readies pods).
                 "--node-monitor-grace-period=1h",
                 "--profiling=false",
+                *self.controller_manager_args,
             ],
         )
         sched = self._spawn(
