@@ -371,8 +371,9 @@ def test_a_namespace_admin_installs_without_cluster_rbac(audited: ControlPlane, 
         cp.set_pod_phase(team, "own-head-1", "Succeeded", exit_code=0)
         wait_phase(cp, team, "own", "Succeeded", 30)
         assert cp.get_json("lease", "team-ops", "-n", OPERATOR_NS)["spec"]["holderIdentity"]
-        policies = {p["metadata"]["name"] for p in cp.get_json("networkpolicies", "-n", team)["items"]}
-        assert "own-allow-apiserver" in policies  # ports 443/6443 anywhere: the addresses were neither given nor read
+        policies = {p["metadata"]["name"]: p["spec"] for p in cp.get_json("networkpolicies", "-n", team)["items"]}
+        # ports 443/6443 anywhere: the addresses were neither given nor read
+        assert policies["own-head"]["egress"] == [{"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]}]
     finally:
         deployed.operator.stop()
 

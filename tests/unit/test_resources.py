@@ -33,8 +33,7 @@ def test_every_child_is_owned_labeled_and_named_deterministically() -> None:
     names = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objs)
     assert names == sorted([
         "ServiceAccount/demo-driver", "Role/demo-progress-reporter", "RoleBinding/demo-progress-reporter",
-        "NetworkPolicy/demo-default-deny", "NetworkPolicy/demo-allow-intra-job", "NetworkPolicy/demo-allow-dns",
-        "NetworkPolicy/demo-allow-operator", "NetworkPolicy/demo-allow-apiserver",
+        "NetworkPolicy/demo-isolation", "NetworkPolicy/demo-head",
         "Service/demo-head", "Service/demo-workers", "StatefulSet/demo-workers", "Pod/demo-head-3",
     ])
     for o in objs:
@@ -154,51 +153,51 @@ def _policies(j: Any, ctx: BuildContext = CTX) -> dict[str, dict[str, Any]]:
 
 def test_network_policies_isolate_the_job() -> None:
     pol = _policies(job())
+    assert set(pol) == {"isolation", "head"}
     own = {"matchLabels": {c.LABEL_JOB: "demo"}}
-    assert pol["default-deny"] == {"podSelector": own, "policyTypes": ["Ingress", "Egress"]}
-    assert pol["allow-intra-job"]["ingress"] == [{"from": [{"podSelector": own}]}]
-    assert pol["allow-intra-job"]["egress"] == [{"to": [{"podSelector": own}]}]
-    dns = pol["allow-dns"]["egress"][0]
+    iso = pol["isolation"]
+    # Every pod of the job, both directions: whatever no rule allows is denied.
+    assert iso["podSelector"] == own and iso["policyTypes"] == ["Ingress", "Egress"]
+    assert iso["ingress"] == [{"from": [{"podSelector": own}]}]
+    intra, dns = iso["egress"]  # nothing more unless the spec allows it
+    assert intra == {"to": [{"podSelector": own}]}
     assert {p["port"] for p in dns["ports"]} == {53}
     assert dns["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
                           "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]  # the DNS pods, nothing else
-    op = pol["allow-operator"]["ingress"][0]
+    head = pol["head"]
+    assert head["podSelector"]["matchLabels"] == {c.LABEL_JOB: "demo", c.LABEL_ROLE: c.ROLE_HEAD}
+    (op,) = head["ingress"]
     assert op["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}]
     assert {p["port"] for p in op["ports"]} == {c.PORT_METRICS, c.PORT_RAY_METRICS}  # not the dashboard's job API
-    assert "allow-egress" not in pol
+    assert head["egress"] == [{"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}]
 
 
 def test_a_monitoring_namespace_may_scrape_the_metrics_ports_only() -> None:
     ctx = BuildContext(operator_namespace="ops", metrics_scrape_namespaces=("monitoring", "ops", "prom-2"))
-    pol = _policies(job(), ctx)
-    scrape = pol["allow-metrics-scrape"]
-    assert scrape["podSelector"]["matchLabels"] == {c.LABEL_JOB: "demo", c.LABEL_ROLE: c.ROLE_HEAD}
-    assert scrape["policyTypes"] == ["Ingress"]
-    (rule,) = scrape["ingress"]
-    # The operator's namespace already has its own rule (allow-operator); it is not repeated here.
-    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
-                            for ns in ("monitoring", "prom-2")]
-    assert sorted(p["port"] for p in rule["ports"]) == sorted([c.PORT_METRICS, c.PORT_RAY_METRICS])
-    assert c.PORT_DASHBOARD not in {p["port"] for p in rule["ports"]}  # Ray's job-submission API stays closed
-    assert pol["allow-operator"]["ingress"][0]["from"] == [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}]
+    operator, scrape = _policies(job(), ctx)["head"]["ingress"]
+    assert operator["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}]
+    # The operator's namespace already has its own rule; it is not repeated here.
+    assert scrape["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+                              for ns in ("monitoring", "prom-2")]
+    assert sorted(p["port"] for p in scrape["ports"]) == sorted([c.PORT_METRICS, c.PORT_RAY_METRICS])
+    assert c.PORT_DASHBOARD not in {p["port"] for p in scrape["ports"]}  # Ray's job-submission API stays closed
 
 
-def test_no_scrape_policy_unless_a_monitoring_namespace_is_named() -> None:
-    assert "allow-metrics-scrape" not in _policies(job())
-    assert "allow-metrics-scrape" not in _policies(job(), BuildContext(operator_namespace="ops", metrics_scrape_namespaces=("ops",)))
+def test_no_scrape_rule_unless_a_monitoring_namespace_is_named() -> None:
+    assert len(_policies(job())["head"]["ingress"]) == 1
+    assert len(_policies(job(), BuildContext(operator_namespace="ops", metrics_scrape_namespaces=("ops",)))["head"]["ingress"]) == 1
     assert _policies(job(network={"isolation": False}), BuildContext(metrics_scrape_namespaces=("monitoring",))) == {}
 
 
 def test_dns_where_no_selector_names_it() -> None:
-    dns = _policies(job(), BuildContext(dns_labels=()))["allow-dns"]["egress"][0]
+    dns = _policies(job(), BuildContext(dns_labels=()))["isolation"]["egress"][1]
     assert "to" not in dns and {p["port"] for p in dns["ports"]} == {53}
 
 
 def test_egress_allow_list_and_internet_switch() -> None:
     pol = _policies(job(network={"allowInternetEgress": True, "egress": [
         {"cidr": "10.20.0.0/16", "except": ["10.20.1.0/24"], "ports": [{"port": 3128}]}]}))
-    egress = pol["allow-egress"]["egress"]
+    egress = pol["isolation"]["egress"][2:]  # after the job's own pods and DNS
     assert egress[0]["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}},
                                {"ipBlock": {"cidr": "::/0", "except": ["fe80::/10", "fd00:ec2::254/128"]}}]
     assert egress[1] == {"to": [{"ipBlock": {"cidr": "10.20.0.0/16", "except": ["10.20.1.0/24"]}}],
@@ -207,14 +206,14 @@ def test_egress_allow_list_and_internet_switch() -> None:
 
 def test_internet_egress_leaves_out_the_clusters_own_ranges() -> None:
     ctx = BuildContext(cluster_cidrs=("10.244.0.0/16", "10.96.0.0/12", "fd00:10:244::/56"))
-    to = _policies(job(network={"allowInternetEgress": True}), ctx)["allow-egress"]["egress"][0]["to"]
+    to = _policies(job(network={"allowInternetEgress": True}), ctx)["isolation"]["egress"][2]["to"]
     assert to[0]["ipBlock"]["except"] == ["169.254.0.0/16", "10.244.0.0/16", "10.96.0.0/12"]
     assert to[1]["ipBlock"]["except"] == ["fe80::/10", "fd00:ec2::254/128", "fd00:10:244::/56"]
 
 
 def test_api_server_egress_is_exact_when_known() -> None:
     ctx = BuildContext(api_server=(ApiServerEndpoint("172.18.0.2/32", 6443),))
-    rule = _policies(job(), ctx)["allow-apiserver"]
+    rule = _policies(job(), ctx)["head"]
     assert rule["podSelector"]["matchLabels"][c.LABEL_ROLE] == c.ROLE_HEAD
     assert rule["egress"] == [{"to": [{"ipBlock": {"cidr": "172.18.0.2/32"}}], "ports": [{"protocol": "TCP", "port": 6443}]}]
 

@@ -38,6 +38,9 @@ ROLE_WORKER = "worker"
 COMPONENT_NETWORK = "network"
 COMPONENT_RBAC = "rbac"
 COMPONENT_STORAGE = "storage"
+# The job's NetworkPolicies, named NAME-<purpose>: every pod of the job, and what only its head may do.
+NETWORK_POLICY_ISOLATION = "isolation"
+NETWORK_POLICY_HEAD = "head"
 
 # Ray ports, fixed so that Services and NetworkPolicies can name them.
 PORT_GCS = 6379

@@ -1,5 +1,7 @@
-"""NetworkPolicies standing in for a private network ("vnet"): each purpose is its own small policy,
-so `kubectl get netpol` reads as a list of what is allowed.
+"""NetworkPolicies standing in for a private network ("vnet"): two per job, one for every pod of the job
+(the job's own pods, DNS and the egress its spec allows; nothing else) and one for what only the head may do
+(be scraped by the operator and named monitoring namespaces, reach the API server). Policies add up, so two
+say what five small ones did, with fewer objects for a burst of jobs to create and the collector to delete.
 """
 from __future__ import annotations
 
@@ -34,44 +36,30 @@ def network_policies(job: RLTrainingJob, ctx: BuildContext) -> list[dict[str, An
     if not net.isolation:
         return []
     own = selector_labels(job)
-    out = [
-        _policy(job, "default-deny", own, {"policyTypes": ["Ingress", "Egress"]}),
-        _policy(
-            job, "allow-intra-job", own,
-            {
-                "policyTypes": ["Ingress", "Egress"],
-                "ingress": [{"from": [{"podSelector": {"matchLabels": own}}]}],
-                "egress": [{"to": [{"podSelector": {"matchLabels": own}}]}],
-            },
-        ),
-        _policy(job, "allow-dns", own, {"policyTypes": ["Egress"], "egress": [_dns_egress(ctx)]}),
-        _policy(
-            job, "allow-operator", head_selector(job),
-            {
-                "policyTypes": ["Ingress"],
-                "ingress": [
-                    {
-                        "from": [
-                            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ctx.operator_namespace}}}
-                        ],
-                        "ports": _metrics_ports(),
-                    }
-                ],
-            },
-        ),
-        _policy(job, "allow-apiserver", head_selector(job), {"policyTypes": ["Egress"], "egress": _api_server_egress(ctx)}),
-    ]
+    ingress_to_head = [{
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ctx.operator_namespace}}}],
+        "ports": _metrics_ports(),
+    }]
     scrapers = [ns for ns in ctx.metrics_scrape_namespaces if ns != ctx.operator_namespace]
     if scrapers:
-        out.append(_policy(job, "allow-metrics-scrape", head_selector(job), {"policyTypes": ["Ingress"], "ingress": [{
-            # A Prometheus in its own namespace (a PodMonitor's scrapes): the same metrics ports as the operator's.
+        # A Prometheus in its own namespace (a PodMonitor's scrapes): the same metrics ports as the operator's.
+        ingress_to_head.append({
             "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}} for ns in scrapers],
             "ports": _metrics_ports(),
-        }]}))
-    extra = _extra_egress(job, ctx)
-    if extra:
-        out.append(_policy(job, "allow-egress", own, {"policyTypes": ["Egress"], "egress": extra}))
-    return out
+        })
+    return [
+        # Selecting the pods for both directions denies whatever no rule here (or in the head's policy) allows.
+        _policy(job, c.NETWORK_POLICY_ISOLATION, own, {
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": own}}]}],
+            "egress": [{"to": [{"podSelector": {"matchLabels": own}}]}, _dns_egress(ctx), *_extra_egress(job, ctx)],
+        }),
+        _policy(job, c.NETWORK_POLICY_HEAD, head_selector(job), {
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": ingress_to_head,
+            "egress": _api_server_egress(ctx),
+        }),
+    ]
 
 
 def _metrics_ports() -> list[dict[str, Any]]:
