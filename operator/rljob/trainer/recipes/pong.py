@@ -53,9 +53,10 @@ LAYOUTS = (
     "Layouts. One machine with 1 GPU and 16 CPUs (examples/pong.yaml): head gpus 1, cpu 4 (the GPU learner, the "
     "driver, 2 aggregator actors); 3 workers of 4 CPUs; args --cpus-per-env-runner 4: three env runners of 128 envs "
     "each. A laptop's CPUs (examples/pong-local.yaml, make demo): args --algorithm PPO --model small "
-    "--train-batch-size 4096 --num-epochs 2 --minibatch-size 128 --lr 0.00025 --grad-clip 0.5 --cpus-per-env-runner 2 "
-    "--envs-per-env-runner 32 (CleanRL's Atari PPO settings, with half its learner work for as many updates): on CPUs "
-    "the learner is the bottleneck, and PPO's learner (in the driver) and env runner take the same cores in turn."
+    "--train-batch-size 4096 --num-epochs 2 --minibatch-size 128 --lr 0.0005 --clip-param 0.2 --grad-clip 0.5 "
+    "--cpus-per-env-runner 2 --envs-per-env-runner 32 (CleanRL's Atari PPO settings, with half its learner work for "
+    "as many updates, and twice its learning rate and clip for the few updates ten minutes allow): on CPUs the "
+    "learner is the bottleneck, and PPO's learner (in the driver) and env runner take the same cores in turn."
 )
 
 # Conv stacks by name. "pong" is RLlib's Pong example network for 64x64 inputs (64->32->16->8->4);
