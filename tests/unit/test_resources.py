@@ -133,6 +133,8 @@ def test_workers_statefulset_and_services() -> None:
     kinds = by_kind(resources.static_children(j, CTX))
     svc = {s["metadata"]["name"]: s["spec"] for s in kinds["Service"]}
     assert svc["demo-workers"]["clusterIP"] == "None"
+    # Headless too: no cluster IP to allocate, and workers resolve the head before it is ready.
+    assert svc["demo-head"]["clusterIP"] == "None" and svc["demo-head"]["publishNotReadyAddresses"] is True
     assert {p["name"]: p["port"] for p in svc["demo-head"]["ports"]} == {
         "gcs": 6379, "dashboard": 8265, "client": 10001, "ray-metrics": 8080, "metrics": 9400}
     assert svc["demo-head"]["selector"] == {c.LABEL_JOB: "demo", c.LABEL_ROLE: c.ROLE_HEAD}
