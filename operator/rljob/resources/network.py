@@ -1,7 +1,7 @@
 """NetworkPolicies standing in for a private network ("vnet"): two per job, one for every pod of the job
 (the job's own pods, DNS and the egress its spec allows; nothing else) and one for what only the head may do
 (be scraped by the operator and named monitoring namespaces, reach the API server). Policies add up, so two
-say what five small ones did, with fewer objects for a burst of jobs to create and the collector to delete.
+say what the five to seven small ones before them did, with fewer objects for a burst of jobs to create and the collector to delete.
 """
 from __future__ import annotations
 
