@@ -34,7 +34,7 @@ def test_every_child_is_owned_labeled_and_named_deterministically() -> None:
     assert names == sorted([
         "ServiceAccount/demo-driver", "Role/demo-progress-reporter", "RoleBinding/demo-progress-reporter",
         "NetworkPolicy/demo-isolation", "NetworkPolicy/demo-head",
-        "Service/demo-head", "Service/demo-workers", "StatefulSet/demo-workers", "Pod/demo-head-3",
+        "Service/demo-head", "StatefulSet/demo-workers", "Pod/demo-head-3",
     ])
     for o in objs:
         meta = o["metadata"]
@@ -119,7 +119,7 @@ def test_workers_statefulset_and_services() -> None:
     sts = resources.workers_statefulset(j, CTX)
     spec = sts["spec"]
     assert spec["replicas"] == 4 and spec["podManagementPolicy"] == "Parallel"
-    assert spec["serviceName"] == "demo-workers"
+    assert "serviceName" not in spec  # workers are dialled by pod IP, never by a per-worker DNS name
     tmpl = spec["template"]
     assert spec["selector"]["matchLabels"].items() <= tmpl["metadata"]["labels"].items()
     _assert_restricted(tmpl["spec"])
@@ -132,8 +132,8 @@ def test_workers_statefulset_and_services() -> None:
     assert env["NVIDIA_VISIBLE_DEVICES"] == "void" and env[c.ENV_HEAD_ADDRESS] == "demo-head" and env[c.ENV_CPU] == "3"
     kinds = by_kind(resources.static_children(j, CTX))
     svc = {s["metadata"]["name"]: s["spec"] for s in kinds["Service"]}
-    assert svc["demo-workers"]["clusterIP"] == "None"
-    # Headless too: no cluster IP to allocate, and workers resolve the head before it is ready.
+    assert set(svc) == {"demo-head"}
+    # Headless: no cluster IP to allocate, and workers resolve the head before it is ready.
     assert svc["demo-head"]["clusterIP"] == "None" and svc["demo-head"]["publishNotReadyAddresses"] is True
     assert {p["name"]: p["port"] for p in svc["demo-head"]["ports"]} == {
         "gcs": 6379, "dashboard": 8265, "client": 10001, "ray-metrics": 8080, "metrics": 9400}

@@ -11,7 +11,7 @@ def head_service(job: str) -> str:
 
 
 def workers(job: str) -> str:
-    """The worker StatefulSet and its headless Service share this name."""
+    """The worker StatefulSet; its pods are NAME-workers-<ordinal>."""
     return f"{job}-workers"
 
 

@@ -12,7 +12,7 @@ from .network import network_policies
 from .rbac import progress_role, progress_role_binding, service_account
 from .services import head_service
 from .storage import checkpoint_claim
-from .workers import workers_service, workers_statefulset
+from .workers import workers_statefulset
 
 __all__ = [
     "ApiServerEndpoint",
@@ -25,14 +25,13 @@ __all__ = [
 
 
 def static_children(job: RLTrainingJob, ctx: BuildContext) -> list[dict[str, Any]]:
-    """Children that live as long as the job, whatever the attempt: identity, network, storage, Services."""
+    """Children that live as long as the job, whatever the attempt: identity, network, storage, the head's Service."""
     out = [service_account(job), progress_role(job), progress_role_binding(job)]
     claim = checkpoint_claim(job)
     if claim:
         out.append(claim)
     out.extend(network_policies(job, ctx))
     out.append(head_service(job))
-    out.append(workers_service(job))
     return out
 
 

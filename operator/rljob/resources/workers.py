@@ -1,4 +1,10 @@
-"""The worker StatefulSet and its headless Service: CPU pods that join the head and run env runners."""
+"""The worker StatefulSet: CPU pods that join the head and run env runners.
+
+No Service governs it (its serviceName is empty, as the API allows): workers dial the head through the head's
+Service, and Ray reaches each worker at the pod IP it registered with, so per-worker DNS names would serve
+nobody. KubeRay's workers have none either. One Service fewer per job is one object and its EndpointSlice, which
+the controller manager rewrites as every worker pod gets its IP, that the API server no longer stores.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -37,7 +43,6 @@ def workers_statefulset(job: RLTrainingJob, ctx: BuildContext) -> dict[str, Any]
         "kind": "StatefulSet",
         "metadata": object_meta(job, names.workers(job.name), c.ROLE_WORKER, **{c.LABEL_ROLE: c.ROLE_WORKER}),
         "spec": {
-            "serviceName": names.workers(job.name),
             "replicas": spec.workers.replicas,
             # Parallel: workers are interchangeable; ordered start would only delay the cluster.
             "podManagementPolicy": "Parallel",
@@ -58,17 +63,3 @@ def workers_statefulset(job: RLTrainingJob, ctx: BuildContext) -> dict[str, Any]
         },
     }
 
-
-def workers_service(job: RLTrainingJob) -> dict[str, Any]:
-    """Headless: gives each worker a stable DNS name; the StatefulSet requires it."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": object_meta(job, names.workers(job.name), c.ROLE_WORKER),
-        "spec": {
-            "clusterIP": "None",
-            "publishNotReadyAddresses": True,
-            "selector": worker_selector(job),
-            "ports": [{"name": "node-manager", "port": c.PORT_NODE_MANAGER, "targetPort": c.PORT_NODE_MANAGER}],
-        },
-    }
