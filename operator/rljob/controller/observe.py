@@ -1,7 +1,8 @@
 """What the operator sees of a job's children, reduced to the facts the phase machine needs.
 
 These functions turn raw pod and StatefulSet bodies into small frozen records; they are used by the
-kopf indexers, so the records must be cheap and hashable-free of live references.
+kopf indexers, so the records must be cheap and hashable-free of live references. Slotted: the indexes
+hold one per pod and StatefulSet, thousands of them in a burst, and a slotted record has no dict of its own.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ POD_RUNNING, POD_SUCCEEDED, POD_FAILED = "Running", "Succeeded", "Failed"
 POD_FINISHED = (POD_SUCCEEDED, POD_FAILED)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PodObservation:
     name: str
     role: str
@@ -45,7 +46,7 @@ class PodObservation:
         return self.phase in POD_FINISHED
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkersObservation:
     exists: bool = False
     replicas: int = 0
@@ -57,7 +58,7 @@ class WorkersObservation:
     uid: str = ""  # the StatefulSet's own
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkloadObservation:
     """The job's Kueue Workload, reduced to Kueue's verdict on it."""
 
