@@ -386,6 +386,7 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
                 spy.send_signal(signal.SIGINT)
                 spy.wait(60)
             operator.stop()
+            job_watch.stop()  # before the control plane goes, or it reports every failed reconnect
         pod_watch.stop()
     return out
 
