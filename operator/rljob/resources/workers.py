@@ -2,8 +2,8 @@
 
 No Service governs it (its serviceName is empty, as the API allows): workers dial the head through the head's
 Service, and Ray reaches each worker at the pod IP it registered with, so per-worker DNS names would serve
-nobody. KubeRay's workers have none either. One Service fewer per job is one object and its EndpointSlice, which
-the controller manager rewrites as every worker pod gets its IP, that the API server no longer stores.
+nobody. KubeRay's workers have none either. Without it the API server stores one object fewer per job, and the
+controller manager no longer rewrites an EndpointSlice as each worker pod gets its IP.
 """
 from __future__ import annotations
 
