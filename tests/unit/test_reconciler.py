@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
 from typing import Any
 
 from rljob import resources
@@ -224,18 +225,92 @@ def test_a_deleted_jobs_workers_then_pods_go_at_once_each_by_its_own_uid() -> No
     assert asyncio.run(scenario(False)) == []  # a standby writes nothing
 
 
-def test_the_cached_job_leaves_managed_fields_out() -> None:
+def test_the_cached_job_leaves_managed_fields_and_the_last_applied_manifest_out() -> None:
     async def scenario() -> None:
         rec = Recording()
         body = job("a", 5)
         body["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
+        body["metadata"]["annotations"] = {"kubectl.kubernetes.io/last-applied-configuration": '{"spec": {}}', "team": "rl"}
         body["spec"] = {"experiment": "x"}
         rec.upsert_job(body)
         rec.upsert_job_quietly({**job("b", 2), "spec": {}})
         cached = rec.jobs[("ns", "a")]
         assert "managedFields" not in cached["metadata"] and cached["metadata"]["resourceVersion"] == "5"
+        assert cached["metadata"]["annotations"] == {"team": "rl"}
         assert cached["spec"] == {"experiment": "x"}
         assert "managedFields" in body["metadata"]  # the caller's (kopf's) body is not changed
+        assert len(body["metadata"]["annotations"]) == 2
         assert rec.jobs[("ns", "b")]["spec"] == {}
 
     run(scenario())
+
+
+def test_a_count_of_ready_workers_alone_is_written_at_most_once_per_interval_a_transition_at_once() -> None:
+    from rljob.controller.observe import WorkersObservation
+    from rljob.controller.pacing import StatusPacer
+    from tests.jobs import minimal_job
+
+    key = ("ns1", "pace")
+    now = [100.0]
+    requeued: list[float] = []
+    kube = FakeKube()
+    rec = Reconciler(kube, resources.BuildContext(),  # type: ignore[arg-type]
+                     clock=lambda: datetime(2026, 12, 3, 0, 0, 10, tzinfo=timezone.utc))
+    rec.pacer = StatusPacer(requeue=lambda k, delay: requeued.append(delay), interval=2.0, clock=lambda: now[0])
+    body = minimal_job("pace", workers={"replicas": 3}, experiment="e")
+    body["metadata"].update(uid="u1", generation=1, resourceVersion="7", labels={"rljob.dev/experiment": "e"})
+    started = "2026-12-03T00:00:00Z"
+    body["status"] = {"phase": "Initializing", "attempts": 1, "observedGeneration": 1, "startTime": started, "attemptStartTime": started,
+                      "workers": "0/3", "readyWorkers": 0}
+    rec.jobs[key] = body
+    rec.workers = {key: [WorkersObservation(exists=True, replicas=3, controller_uid="u1", name="pace-workers", uid="s1")]}
+
+    def observe(ready_workers: int, head_ready: bool = False) -> None:
+        head = PodObservation("pace-head-1", "head", 1, "Running", ready=head_ready, controller_uid="u1", uid="h")
+        workers = [PodObservation(f"pace-workers-{i}", "worker", None, "Running", ready=i < ready_workers,
+                                  controller_uid="u1", uid=f"w{i}", owner_uid="s1") for i in range(3)]
+        rec.pods = {key: [head, *workers]}
+
+    def reconcile() -> dict[str, Any] | None:
+        patches = len(kube.patches)
+        rec.jobs[key] = body
+        asyncio.run(rec.reconcile(key))
+        if len(kube.patches) == patches:
+            return None
+        body["status"].update(kube.patches[-1][1])  # as the watch delivers our write
+        body["metadata"]["resourceVersion"] = str(int(body["metadata"]["resourceVersion"]) + 1)
+        rec.jobs[key] = body
+        return kube.patches[-1][1]
+
+    observe(1)
+    assert reconcile() == {"readyWorkers": 1, "workers": "1/3"}  # the first count goes at once
+    now[0] += 0.5
+    observe(2)
+    assert reconcile() is None and requeued == [1.5]  # held; the job runs again when the interval ends
+    now[0] += 1.5
+    assert reconcile() == {"readyWorkers": 2, "workers": "2/3"}
+    now[0] += 0.1
+    observe(3, head_ready=True)
+    patch = reconcile()  # a transition is written at once, the count with it
+    assert patch is not None and patch["phase"] == "Running" and patch["workers"] == "3/3"
+    assert requeued == [1.5]
+
+
+def test_parsed_models_are_kept_for_the_most_recently_reconciled_jobs_only() -> None:
+    from rljob.controller import reconciler as module
+    from tests.jobs import minimal_job
+
+    rec = Reconciler(None, resources.BuildContext())  # type: ignore[arg-type]
+    bodies = {}
+    for i in range(module.PARSED_JOBS_KEPT + 20):
+        body = minimal_job(f"j{i}")
+        body["metadata"].update(uid=f"u{i}", resourceVersion="3")
+        bodies[("ns1", f"j{i}")] = body
+    first = rec._parse(("ns1", "j0"), bodies[("ns1", "j0")])
+    for key, body in bodies.items():
+        rec._parse(key, body)
+        assert rec._parse(("ns1", "j0"), bodies[("ns1", "j0")]) is first  # used again: kept
+    assert len(rec._parsed) == module.PARSED_JOBS_KEPT
+    assert ("ns1", "j1") not in rec._parsed  # the least recently used went
+    again = rec._parse(("ns1", "j1"), bodies[("ns1", "j1")])
+    assert again.metadata.name == "j1" and rec._parse(("ns1", "j1"), bodies[("ns1", "j1")]) is again

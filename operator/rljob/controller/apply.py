@@ -15,6 +15,7 @@ from ..api.vocabulary import Reason
 from . import conditions as cond
 from . import kueue, observe
 from .kube import ApiException, Kube, error_text, object_path
+from .pacing import StatusPacer
 from .phases import Decision
 
 log = logging.getLogger(__name__)
@@ -35,11 +36,12 @@ class Problem:
 
 async def apply(
     kube: Kube, ctx: resources.BuildContext, job: RLTrainingJob, body: dict[str, Any], decision: Decision,
-    workload: observe.WorkloadObservation | None = None,
+    workload: observe.WorkloadObservation | None = None, pacer: StatusPacer | None = None,
 ) -> dict[str, Any] | None:
     """Returns the job's new body when its status was patched (fresher than the watch), else None.
 
-    `job` is the job as its pods are built: for a job Kueue admitted, with its flavors' placement added."""
+    `job` is the job as its pods are built: for a job Kueue admitted, with its flavors' placement added. `pacer`
+    may hold back a status write that only changes a count of ready workers (it requeues the job)."""
     ns = job.namespace
     status = decision.status
     problems: list[Problem] = []
@@ -103,12 +105,19 @@ async def apply(
             await kube.event(body, "Warning" if refused else "Normal", reason, message)
         written = False
     if status is not None and not written:
-        new_body = await _write_status(kube, job, status, new_body or body) or new_body
-    for event in decision.events:
-        await kube.event(new_body or body, event.type, event.reason, event.message)
-    if decision.job_labels:
-        labelled = await kube.merge_patch(object_path(c.API_VERSION, c.KIND, ns, job.name), {"metadata": {"labels": decision.job_labels}})
+        new_body = await _write_status(kube, job, status, new_body or body, pacer) or new_body
+    involved = new_body or body
+
+    async def post_events() -> None:  # one after another: `kubectl describe` lists them in this order
+        for event in decision.events:
+            await kube.event(involved, event.type, event.reason, event.message)
+
+    if decision.job_labels:  # beside the events: neither waits on the other
+        path = object_path(c.API_VERSION, c.KIND, ns, job.name)
+        _, labelled = await asyncio.gather(post_events(), kube.merge_patch(path, {"metadata": {"labels": decision.job_labels}}))
         new_body = labelled if new_body is None or _rv(labelled) > _rv(new_body) else new_body
+    else:
+        await post_events()
     if decision.delete_job:
         await kube.delete(c.API_VERSION, c.KIND, ns, job.name)
     if problems:
@@ -123,13 +132,18 @@ def _amended(job: RLTrainingJob, status: JobStatus | None, **fields: Any) -> Job
 
 
 async def _write_status(
-    kube: Kube, job: RLTrainingJob, status: JobStatus, decided_on: dict[str, Any]
+    kube: Kube, job: RLTrainingJob, status: JobStatus, decided_on: dict[str, Any], pacer: StatusPacer | None = None,
 ) -> dict[str, Any] | None:
-    """Writes what differs from the status the decision was made on; nothing when nothing does."""
+    """Writes what differs from the status the decision was made on; nothing when nothing does, or when the pacer
+    holds a count-only change back."""
     patch = status.merge_patch(job.status)
-    if not patch:
+    key = (job.namespace, job.name)
+    if not patch or (pacer is not None and pacer.hold(key, patch)):
         return None
-    return await kube.patch_job_status(job.namespace, job.name, patch, decided_on)
+    written = await kube.patch_job_status(job.namespace, job.name, patch, decided_on)
+    if pacer is not None:
+        pacer.written(key)
+    return written
 
 
 def _rv(body: dict[str, Any]) -> int:

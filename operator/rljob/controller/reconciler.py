@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -28,12 +29,14 @@ from . import conditions as cond
 from . import kueue, observe
 from .apply import ChildCreationFailed, apply
 from .kube import ApiException, Kube, error_text
+from .pacing import StatusPacer
 from .phases import step
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
 
 MAX_BACKOFF_SECONDS = 60.0
+PARSED_JOBS_KEPT = 256
 CLUSTER_UP_PHASES = (Phase.INITIALIZING, Phase.RUNNING)
 
 
@@ -44,14 +47,22 @@ def _rv(body: Mapping[str, Any]) -> int:
         return 0
 
 
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
 def cached_body(body: Mapping[str, Any]) -> dict[str, Any]:
     """The job as the reconciler keeps it: without metadata.managedFields, which no decision reads and which
-    (one entry per field manager, the operator's status writes included) is often the bulk of a job's metadata.
+    (one entry per field manager, the operator's status writes included) is often the bulk of a job's metadata,
+    nor the copy of the whole manifest that `kubectl apply` keeps in an annotation.
     """
     meta = body.get("metadata") or {}
-    if "managedFields" not in meta:
+    annotations = meta.get("annotations") or {}
+    if "managedFields" not in meta and LAST_APPLIED not in annotations:
         return dict(body)
-    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    kept = {k: v for k, v in meta.items() if k != "managedFields"}
+    if LAST_APPLIED in annotations:
+        kept["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+    return {**body, "metadata": kept}
 
 
 class Reconciler:
@@ -78,7 +89,8 @@ class Reconciler:
         self._dirty: set[Key] = set()
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._failures: dict[Key, int] = {}
-        self._parsed: dict[Key, tuple[int, RLTrainingJob]] = {}
+        self._parsed: OrderedDict[Key, tuple[int, RLTrainingJob]] = OrderedDict()  # least recently used first
+        self.pacer = StatusPacer(requeue=self.enqueue)
         self._tasks: list[asyncio.Task[None]] = []
         self._releases: set[asyncio.Task[None]] = set()
         # Leader election's check before every reconcile: a replica that is not (or no longer) the leader
@@ -97,6 +109,7 @@ class Reconciler:
     def remove_job(self, key: Key, uid: str | None = None) -> None:
         self.jobs.pop(key, None)
         self._parsed.pop(key, None)
+        self.pacer.forget(key)
         timer = self._timers.pop(key, None)
         if timer:
             timer.cancel()
@@ -235,7 +248,7 @@ class Reconciler:
         if (decision.ensure_children or decision.create_head is not None) and observed.workload is not None \
                 and observed.workload.admitted and job.metadata.labels.get(c.KUEUE_QUEUE_LABEL):
             placed = await self.flavors.admitted(job, observed.workload)  # where Kueue's flavors put the pods
-        new_body = await apply(self.kube, self.ctx, placed, body, decision, observed.workload)
+        new_body = await apply(self.kube, self.ctx, placed, body, decision, observed.workload, self.pacer)
         if new_body is not None and key in self.jobs:
             self.upsert_job_quietly(new_body)
         if decision.requeue_after is not None and key in self.jobs:
@@ -244,13 +257,19 @@ class Reconciler:
 
     def _parse(self, key: Key, body: dict[str, Any]) -> RLTrainingJob:
         """The job's model, validated once per resourceVersion: a job's pods change far more often than the job,
-        and every decision only reads the model."""
+        and every decision only reads the model. Only the most recently reconciled jobs' models are kept (a model
+        is about 10 KB, twice its body): the pod events of a burst come for the jobs just created, and a quiet job
+        parsed again costs a fraction of a millisecond."""
         version = _rv(body)
         cached = self._parsed.get(key)
         if cached is not None and cached[0] == version and version:
+            self._parsed.move_to_end(key)
             return cached[1]
         job = parse_job(body, f"{c.KIND} {key[0]}/{key[1]}")
         self._parsed[key] = (version, job)
+        self._parsed.move_to_end(key)
+        while len(self._parsed) > PARSED_JOBS_KEPT:
+            self._parsed.popitem(last=False)
         return job
 
     def upsert_job_quietly(self, body: Mapping[str, Any]) -> None:
