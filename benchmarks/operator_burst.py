@@ -23,6 +23,7 @@ printed too), of the StatefulSets and pods for the floors.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -60,6 +61,10 @@ PODS_PER_NODE = 250
 PODS_PATH = f"/api/v1/namespaces/{NAMESPACE}/pods"
 STS_PATH = f"/apis/apps/v1/namespaces/{NAMESPACE}/statefulsets"
 MODES = ("floor", "floor-statefulset", "operator")
+# Pod IPs from the benchmarking range (RFC 2544), as a real cluster's are routable ones: the test clusters' default,
+# a loopback range, is refused in Endpoints and EndpointSlices, and the controller manager then retries every
+# job's head Service over and over (a dozen failed updates and warning events per job), load a real cluster has not.
+POD_CIDR = "198.18.0.0/16"
 
 
 def job_manifest(name: str, workers: int) -> dict[str, Any]:
@@ -242,7 +247,7 @@ def control_plane(workdir: Path, jobs: int, workers: int, controller_qps: int | 
     gpu_nodes = math.ceil(jobs / PODS_PER_NODE) + 1
     return ControlPlane(workdir, cpu_nodes=cpu_nodes, gpu_nodes=gpu_nodes, node_cpu=str(PODS_PER_NODE * 2),
                         node_memory=f"{PODS_PER_NODE * 4}Gi", node_pods=PODS_PER_NODE, gpus_per_node=PODS_PER_NODE,
-                        start_timeout=300, controller_manager_args=kcm_args)
+                        start_timeout=300, controller_manager_args=kcm_args, pod_cidr=POD_CIDR)
 
 
 def wait_for_garbage_collector(cp: ControlPlane, api: client.ApiClient, jobs_path: str) -> None:
@@ -293,6 +298,33 @@ def process_usage(pid: int) -> tuple[float, float]:
     return cpu, hwm / 1024
 
 
+WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def api_writes(api: client.ApiClient) -> dict[str, float]:
+    """The API server's own count of the write requests it has served, by resource and verb (its /metrics)."""
+    resp = api.call_api(*api.param_serialize("GET", "/metrics", auth_settings=["BearerToken"]))
+    counts: dict[str, float] = {}
+    for line in resp.read().decode().splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.rindex("}")].split(","))
+        verb, resource = labels.get("verb", "").strip('"'), labels.get("resource", "").strip('"')
+        subresource = labels.get("subresource", '""').strip('"')
+        if verb in WRITE_VERBS:
+            key = f"{verb} {resource}" + (f"/{subresource}" if subresource else "")
+            counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    out = {}
+    for name, pid in pids.items():
+        with contextlib.suppress(OSError, StopIteration):  # (gone meanwhile)
+            out[name] = process_usage(pid)[0]
+    return out
+
+
 def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profile: bool = False,
         keep: bool = False, controller_qps: int | None = None) -> dict[str, float]:
     names = [f"burst-{i:04d}" for i in range(jobs)]
@@ -318,6 +350,7 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
             job_watch = Watcher(api, jobs_path, job_running).start()
         time.sleep(1.0)
         applied: dict[str, float] = {}
+        writes_before, cpu_before_cp = api_writes(api), cpu_seconds(cp.pids())
 
         def submit(name: str) -> None:
             applied[name] = time.monotonic()
@@ -355,6 +388,13 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
         latencies = [ready_at[n] - applied[n] for n in names if n in ready_at]
         out["p50 apply-to-Running seconds"] = statistics.median(latencies) if latencies else float("nan")
         out["p99 apply-to-Running seconds"] = percentile(latencies, 0.99) if latencies else float("nan")
+        writes = api_writes(api)
+        for key, count in writes.items():
+            if count - writes_before.get(key, 0.0) >= jobs / 2:
+                out[f"writes {key}"] = (count - writes_before.get(key, 0.0)) / jobs
+        for name, cpu in cpu_seconds(cp.pids()).items():
+            if name in cpu_before_cp:
+                out[f"cpu {name}"] = cpu - cpu_before_cp[name]
         if operator is not None and operator.proc is not None:
             cpu, rss = process_usage(operator.proc.pid)
             out["operator CPU seconds"] = cpu - cpu_before
@@ -420,6 +460,13 @@ def main() -> int:
                       (("floor", floor), ("floor-statefulset", sts)) if base is not None and name != mode
                       and not (mode == "floor" and name == "floor-statefulset")]
             print(f"{labels[mode]} {key}: {figures[key]:.1f}" + (" = " + ", ".join(ratios) if ratios else ""))
+    for mode, figures in results.items():
+        writes = {k[len("writes "):]: v for k, v in figures.items() if k.startswith("writes ")}
+        print(f"{labels[mode]} API writes per job to all Running: {sum(writes.values()):.1f} ("
+              + ", ".join(f"{k} {v:.1f}" for k, v in sorted(writes.items(), key=lambda kv: -kv[1])) + ")")
+        cpus = {k[len("cpu "):]: v for k, v in figures.items() if k.startswith("cpu ")}
+        print(f"{labels[mode]} control-plane CPU seconds to all Running: {sum(cpus.values()):.1f} ("
+              + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpus.items(), key=lambda kv: -kv[1])) + ")")
     op = results.get("operator")
     if op is None:
         return 0
