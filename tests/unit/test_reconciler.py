@@ -256,7 +256,7 @@ def test_a_count_of_ready_workers_alone_is_written_at_most_once_per_interval_a_t
     kube = FakeKube()
     rec = Reconciler(kube, resources.BuildContext(),  # type: ignore[arg-type]
                      clock=lambda: datetime(2026, 12, 3, 0, 0, 10, tzinfo=timezone.utc))
-    rec.pacer = StatusPacer(requeue=lambda k, delay: requeued.append(delay), interval=2.0, clock=lambda: now[0])
+    rec.pacer = StatusPacer(requeue=lambda k, delay: requeued.append(delay), settle=1.0, interval=2.0, clock=lambda: now[0])
     body = minimal_job("pace", workers={"replicas": 3}, experiment="e")
     body["metadata"].update(uid="u1", generation=1, resourceVersion="7", labels={"rljob.dev/experiment": "e"})
     started = "2026-12-03T00:00:00Z"
@@ -283,17 +283,19 @@ def test_a_count_of_ready_workers_alone_is_written_at_most_once_per_interval_a_t
         return kube.patches[-1][1]
 
     observe(1)
-    assert reconcile() == {"readyWorkers": 1, "workers": "1/3"}  # the first count goes at once
+    assert reconcile() is None and requeued == [1.0]  # a count waits to settle; the job runs again then
+    now[0] += 1.0
+    assert reconcile() == {"readyWorkers": 1, "workers": "1/3"}
     now[0] += 0.5
     observe(2)
-    assert reconcile() is None and requeued == [1.5]  # held; the job runs again when the interval ends
+    assert reconcile() is None and requeued == [1.0, 1.5]  # and comes no sooner than 2 s after the last write
     now[0] += 1.5
     assert reconcile() == {"readyWorkers": 2, "workers": "2/3"}
     now[0] += 0.1
     observe(3, head_ready=True)
     patch = reconcile()  # a transition is written at once, the count with it
     assert patch is not None and patch["phase"] == "Running" and patch["workers"] == "3/3"
-    assert requeued == [1.5]
+    assert requeued == [1.0, 1.5]
 
 
 def test_parsed_models_are_kept_for_the_most_recently_reconciled_jobs_only() -> None:
