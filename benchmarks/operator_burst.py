@@ -16,9 +16,11 @@ controller manager, scheduler, kwok nodes with enough CPUs, memory and GPUs that
 It prints one figure per line, each mode's and the operator's as a ratio to the floor: all Running (seconds
 from the first apply until the last job's cluster is up: the job Running for the operator, all its pods Ready
 for the floor), p50/p99 apply-to-Running per job, the operator's peak RSS and CPU seconds, delete-to-no-pods
-and the pods left after it. Deleting is one deletecollection per kind: of the jobs in operator mode (the API
-server deletes them one after another, and each job's pods follow it; the time until the last job is gone is
-printed too), of the StatefulSets and pods for the floors.
+and the pods left after it; per mode, the write requests the API server served per job up to all Running (its own
+count, by verb and resource: who makes the control plane work) and each control-plane process's CPU seconds.
+Deleting is one deletecollection per kind: of the jobs in operator mode (the API server deletes them one after
+another, and each job's pods follow it; the time until the last job is gone is printed too), of the StatefulSets
+and pods for the floors. Pod IPs come from a routable-looking range, as on a real cluster (see POD_CIDR).
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -45,6 +48,7 @@ from pong_time_to_reward import cpu_model
 
 from rljob import resources
 from rljob.api import constants as c
+from rljob.api import metrics as rljob_metrics
 from rljob.api import parse_job
 from rljob.api.crd import crd_yaml
 from rljob.api.vocabulary import Phase
@@ -317,6 +321,15 @@ def api_writes(api: client.ApiClient) -> dict[str, float]:
     return counts
 
 
+def reconciles(metrics_url: str) -> float:
+    """How many reconciles the operator has run (its reconcile-duration histogram's count)."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(f"{rljob_metrics.RECONCILE_DURATION.name}_count"):
+                return float(line.rsplit(" ", 1)[1])
+    return float("nan")
+
+
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     out = {}
     for name, pid in pids.items():
@@ -396,6 +409,7 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
             if name in cpu_before_cp:
                 out[f"cpu {name}"] = cpu - cpu_before_cp[name]
         if operator is not None and operator.proc is not None:
+            out["operator reconciles"] = reconciles(operator.metrics_url)
             cpu, rss = process_usage(operator.proc.pid)
             out["operator CPU seconds"] = cpu - cpu_before
             out["operator peak RSS MB"] = rss
@@ -480,6 +494,7 @@ def main() -> int:
     if "jobs deleted seconds" in op:
         print(f"operator jobs deleted seconds: {op['jobs deleted seconds']:.1f} (the API server deleting the jobs"
               " themselves, one after another; each job's pods go after it)")
+    print(f"operator reconciles per job to all Running: {op['operator reconciles'] / args.jobs:.1f}")
     print(f"operator peak RSS: {op['operator peak RSS MB']:.0f} MB")
     print(f"operator CPU seconds to all Running: {op['operator CPU seconds']:.1f} "
           f"({1000 * op['operator CPU seconds'] / args.jobs:.0f} ms per job)")
