@@ -138,7 +138,7 @@ async def _write_status(
     holds a count-only change back."""
     patch = status.merge_patch(job.status)
     key = (job.namespace, job.name)
-    if not patch or (pacer is not None and pacer.hold(key, patch)):
+    if (pacer is not None and pacer.hold(key, patch)) or not patch:
         return None
     written = await kube.patch_job_status(job.namespace, job.name, patch, decided_on)
     if pacer is not None:

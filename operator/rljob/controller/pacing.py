@@ -37,8 +37,12 @@ class StatusPacer:
         self._waiting_since: dict[Key, float] = {}
 
     def hold(self, key: Key, patch: Mapping[str, Any]) -> bool:
-        """True when this status patch is to wait (the job is requeued for when it may go)."""
-        if not patch or not patch.keys() <= COUNT_FIELDS:
+        """True when this status patch is to wait (the job is requeued for when it may go). An empty one (the
+        count went back to what is written) ends the wait."""
+        if not patch:
+            self._waiting_since.pop(key, None)
+            return False
+        if not patch.keys() <= COUNT_FIELDS:
             return False
         now = self.clock()
         due = self._waiting_since.setdefault(key, now) + self.settle
