@@ -138,6 +138,33 @@ def test_failures_back_off_and_a_conflict_is_retried_at_once_without_counting_as
     assert len(rec.calls) == 3 and outcomes == [True, False, False]
 
 
+def test_waiting_for_a_deleted_jobs_children_is_no_failure_and_events_meanwhile_do_not_stretch_the_wait() -> None:
+    from rljob.controller.apply import ChildCreationFailed
+
+    outcomes: list[bool] = []
+
+    async def scenario() -> Recording:
+        rec = Recording(on_reconciled=lambda key, before, body, seconds, failed: outcomes.append(failed))
+        waiting = ChildCreationFailed("Pod a-head-1 already exists and belongs to an earlier job", waiting=True)
+        rec.script = [waiting] * 6
+        rec.upsert_job(job("a"))
+        rec.start()
+        for rv in range(2, 6):  # the old instance's pod events, each a reconcile that still finds the names taken
+            await asyncio.sleep(0.05)
+            rec.upsert_job(job("a", rv))
+        await asyncio.sleep(0.1)
+        assert len(rec.calls) == 5 and not rec._failures
+        timer = rec._timers[("ns", "a")]
+        assert 1.5 < timer.when() - asyncio.get_running_loop().time() <= 2.0  # looked at again in 2 s, not backed off
+        await rec.stop()
+        return rec
+
+    run(scenario())
+    assert outcomes == [False] * 5
+    refused = ChildCreationFailed("cannot create Pod a-head-1: exceeded quota")
+    assert not refused.waiting  # a refusal backs off as any failure
+
+
 def test_a_standby_reconciles_nothing_and_a_new_leader_starts_with_every_known_job() -> None:
     leading = [False]
 

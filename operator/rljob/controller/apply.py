@@ -121,7 +121,7 @@ async def apply(
     if decision.delete_job:
         await kube.delete(c.API_VERSION, c.KIND, ns, job.name)
     if problems:
-        raise ChildCreationFailed(status.message if status is not None else "")
+        raise ChildCreationFailed(status.message if status is not None else "", waiting=not refused)
     return new_body
 
 
@@ -151,7 +151,12 @@ def _rv(body: dict[str, Any]) -> int:
 
 
 class ChildCreationFailed(Exception):
-    """Children could not be created; the reconciler retries with backoff."""
+    """Children could not be created. Refused ones (`waiting` false) are retried with backoff; names still held
+    by a deleted job's children (`waiting`) are looked at again soon, as nothing else would say when they go."""
+
+    def __init__(self, message: str, waiting: bool = False) -> None:
+        super().__init__(message)
+        self.waiting = waiting
 
 
 def _owner_uid(obj: dict[str, Any]) -> str | None:

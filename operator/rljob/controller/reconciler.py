@@ -37,6 +37,8 @@ Key = tuple[str, str]
 
 MAX_BACKOFF_SECONDS = 60.0
 PARSED_JOBS_KEPT = 256
+OLD_CHILDREN_POLL_SECONDS = 2.0
+OLD_CHILDREN_MAX_POLL_SECONDS = 30.0
 CLUSTER_UP_PHASES = (Phase.INITIALIZING, Phase.RUNNING)
 
 
@@ -89,6 +91,7 @@ class Reconciler:
         self._dirty: set[Key] = set()
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._failures: dict[Key, int] = {}
+        self._waiting: dict[Key, float] = {}  # since when a job waits for a deleted job's children to go
         self._parsed: OrderedDict[Key, tuple[int, RLTrainingJob]] = OrderedDict()  # least recently used first
         self.pacer = StatusPacer(requeue=self.enqueue)
         self._tasks: list[asyncio.Task[None]] = []
@@ -110,6 +113,8 @@ class Reconciler:
         self.jobs.pop(key, None)
         self._parsed.pop(key, None)
         self.pacer.forget(key)
+        self._waiting.pop(key, None)
+        self._failures.pop(key, None)
         timer = self._timers.pop(key, None)
         if timer:
             timer.cancel()
@@ -195,8 +200,15 @@ class Reconciler:
         try:
             body = await self.reconcile(key)
             self._failures.pop(key, None)
+            self._waiting.pop(key, None)
         except asyncio.CancelledError:
             raise
+        except ChildCreationFailed as exc:
+            if exc.waiting:
+                self._wait_for_old_children(key, exc)
+            else:
+                failed = True
+                self._backoff(key, exc)
         except ApiException as exc:
             if exc.status != 409:
                 failed = True
@@ -211,6 +223,21 @@ class Reconciler:
             self._backoff(key, exc)
         if self.on_reconciled:
             self.on_reconciled(key, before, body if body is not None else self.jobs.get(key), time.monotonic() - started, failed)
+
+    def _wait_for_old_children(self, key: Key, exc: ChildCreationFailed) -> None:
+        """Not a failure: the garbage collector is removing a deleted job's children, whose ServiceAccount, Role,
+        NetworkPolicies and Service are not watched here, so only looking again tells when the names are free. The
+        wait between looks grows with the time waited, not with the reconciles meanwhile: counted as failures,
+        the old instance's pod events took the backoff to a minute within seconds, and a re-created job waited
+        that long after its names were free."""
+        self._failures.pop(key, None)
+        now = time.monotonic()
+        since = self._waiting.setdefault(key, now)
+        delay = min(OLD_CHILDREN_MAX_POLL_SECONDS, max(OLD_CHILDREN_POLL_SECONDS, (now - since) / 4))
+        log.log(logging.INFO if since == now else logging.DEBUG, "reconcile %s/%s: %s; looking again in %.0fs",
+                *key, exc, delay)
+        if key in self.jobs:
+            self.enqueue(key, delay)
 
     def _backoff(self, key: Key, exc: Exception) -> None:
         n = self._failures[key] = self._failures.get(key, 0) + 1
