@@ -466,7 +466,7 @@ class JobStatus(Model):
     attempts: int | None = Field(None, description="The current attempt, from 1; a failed head with backoff left starts the next.")
     failed_attempts: int | None = Field(None, description="Attempts whose driver failed; the job fails when this exceeds backoffLimit.")
     head_pod: str | None = Field(None, description="Name of the current attempt's head pod (kubectl logs it).")
-    workers: str | None = Field(None, description="Ready/desired worker pods, e.g. 3/4.")
+    workers: str | None = Field(None, description="Ready/desired worker pods, e.g. 3/4; a change of the count alone is written within about 2 s.")
     ready_workers: int | None = Field(None, description="Worker pods ready.")
     start_time: str | None = Field(None, description="When the job (or its latest resumption) started.")
     active_seconds: int | None = Field(
