@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
     handlers.CONFIG.metrics_scrape_namespaces = tuple(dict.fromkeys(args.metrics_scrape_namespace))
     handlers.CONFIG.cluster_scan = not args.no_cluster_scan
     handlers.CONFIG.health_port = args.health_port or None
+    handlers.CONFIG.namespaces = tuple(args.namespace)
     if args.kueue:
         handlers.register_kueue()
     # The pod's name (POD_ID, set by the chart), else the host's: kopf would otherwise ask the password

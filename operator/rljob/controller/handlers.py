@@ -1,11 +1,11 @@
-"""Thin kopf handlers: kopf watches and indexes; the Reconciler decides and acts.
+"""Thin kopf handlers: kopf watches the jobs (and Kueue's Workloads); the operator's own informers watch the
+jobs' pods and StatefulSets (controller.informer); the Reconciler decides and acts.
 
 Only watch-only handlers (on.event, index) are used: they add no finalizer and write nothing to the
 job, so deleting a job never needs the operator, and the job's annotations stay clean. All of them are
-coroutines: kopf runs a plain function in its thread pool, a hop per event that a burst of thousands of
-pod events cannot afford. kopf starts the on.event handlers only after every index has been filled from
-its initial listing, so the first reconcile of a job already sees all of its pods (no duplicate head
-after an operator restart).
+coroutines: kopf runs a plain function in its thread pool, a hop per event. The informers list the pods
+and StatefulSets in the start-up handler, and kopf starts watching jobs only after it has finished, so the
+first reconcile of a job already sees all of its pods (no duplicate head after an operator restart).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import asyncio
 import gc
 import logging
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from aiohttp import web
 
 from .. import resources
 from ..api import constants as c
-from . import credentials, observe
+from . import credentials, informer, observe
 from .credentials import Credentials
 from .kube import Kube
 from .leader import LeaderElector, LeaseSettings
@@ -52,6 +53,8 @@ class OperatorConfig:
     health_port: int | None = None
     # Admit jobs labelled kueue.x-k8s.io/queue-name through Kueue Workloads (register_kueue() adds the watch).
     kueue: bool = False
+    # The namespaces (or kopf patterns) served, as given to kopf; empty: all of them.
+    namespaces: tuple[str, ...] = ()
     # Read once by `rljob operator` (a clear error before kopf starts); None: read at start-up.
     credentials: Credentials | None = None
 
@@ -99,7 +102,7 @@ class HealthServer:
     reconciler exists and reconciles or stands by for the Lease), as kopf's own liveness endpoint did: a test or a
     probe that sees /healthz answer knows the operator has started. /readyz then says ready until the shutdown
     begins, and 503 from then on, so the metrics Service drops a stopping replica before it goes. A standby is
-    ready too: it watches and indexes, and a rollout of several replicas must not wait for the leader to leave.
+    ready too: it watches and caches, and a rollout of several replicas must not wait for the leader to leave.
     """
 
     def __init__(self, port: int, host: str = "0.0.0.0") -> None:
@@ -191,6 +194,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     rec = Reconciler(kube, ctx, concurrency=CONFIG.concurrency, on_reconciled=on_reconciled)
     if CONFIG.kueue:
         rec.workloads = {}  # queued jobs wait for their Workload from the first reconcile on
+    for old in _state.pop("informers", []):  # (kopf retries a failed start-up handler)
+        await old.stop()
+    _state["informers"] = await start_informers(kube, rec)  # (kopf starts its job watch after this handler)
     _state["reconciler"] = rec
     if CONFIG.lease is None:
         _lead()
@@ -218,7 +224,7 @@ def _lead() -> None:
 
 
 async def _lead_when_elected(elector: LeaderElector) -> None:
-    """A standby only tries to take the Lease: kopf fills the indexes meanwhile, but nothing is reconciled."""
+    """A standby only tries to take the Lease: its caches follow the cluster meanwhile, but nothing is reconciled."""
     await elector.acquire()
     _lead()
     await elector.keep(on_lost=_stop_acting)
@@ -240,6 +246,8 @@ async def cleanup(**_: Any) -> None:
         task.cancel()
     rec = _state.pop("reconciler", None)
     elector: LeaderElector | None = _state.pop("elector", None)
+    for watch in _state.pop("informers", []):
+        await watch.stop()
     if rec is not None:
         await rec.stop()
         if elector is not None:
@@ -249,39 +257,35 @@ async def cleanup(**_: Any) -> None:
         await health.stop()
 
 
-@kopf.index("", "v1", "pods", labels=MANAGED)
-async def rljob_pods(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
-    key = observe.job_key(body)
-    return {key: observe.observe_pod(body)} if key else None
-
-
-@kopf.index("apps", "v1", "statefulsets", labels=MANAGED)
-async def rljob_workers(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
-    key = observe.job_key(body)
-    return {key: observe.observe_workers(body)} if key else None
-
-
-def _bind_indices(rljob_pods: kopf.Index, rljob_workers: kopf.Index, indices: dict[str, Any]) -> Reconciler:
+def _bind_indices(indices: dict[str, Any]) -> Reconciler:
     rec = reconciler()
-    rec.pods = rljob_pods  # live views, updated by kopf as events arrive
-    rec.workers = rljob_workers
     if "rljob_workloads" in indices:  # kopf passes every index to every handler; this one exists with --kueue
         rec.workloads = indices["rljob_workloads"]
     return rec
 
 
-@kopf.on.event("", "v1", "pods", labels=MANAGED)
-async def pod_event(body: kopf.Body, rljob_pods: kopf.Index, rljob_workers: kopf.Index, **kw: Any) -> None:
-    key = observe.job_key(body)
-    if key:
-        _bind_indices(rljob_pods, rljob_workers, kw).enqueue(key)
+async def start_informers(kube: Kube, rec: Reconciler) -> list[informer.Informer[Any]]:
+    """The jobs' pods and StatefulSets, listed before the reconciler starts and watched from then on."""
+    selector = ",".join(f"{k}={v}" for k, v in MANAGED.items())
+    pods = informer.Informer(kube, "/api/v1", "pods", selector, _keyed(observe.observe_pod),
+                             CONFIG.namespaces, on_change=rec.enqueue)
+    statefulsets = informer.Informer(kube, "/apis/apps/v1", "statefulsets", selector, _keyed(observe.observe_workers),
+                                     CONFIG.namespaces, on_change=rec.enqueue)
+    try:
+        await asyncio.gather(pods.sync(), statefulsets.sync())
+    except BaseException:
+        await asyncio.gather(pods.stop(), statefulsets.stop())
+        raise
+    rec.pods, rec.workers = pods.index, statefulsets.index
+    return [pods, statefulsets]
 
 
-@kopf.on.event("apps", "v1", "statefulsets", labels=MANAGED)
-async def workers_event(body: kopf.Body, rljob_pods: kopf.Index, rljob_workers: kopf.Index, **kw: Any) -> None:
-    key = observe.job_key(body)
-    if key:
-        _bind_indices(rljob_pods, rljob_workers, kw).enqueue(key)
+def _keyed(reduce: Callable[[Mapping[str, Any]], Any]) -> Callable[[Mapping[str, Any]], tuple[Any, Any] | None]:
+    def keyed(body: Mapping[str, Any]) -> tuple[Any, Any] | None:
+        key = observe.job_key(body)
+        return (key, reduce(body)) if key else None
+
+    return keyed
 
 
 def register_kueue() -> None:
@@ -295,15 +299,15 @@ def register_kueue() -> None:
         return {key: observe.observe_workload(body)} if key else None
 
     @kopf.on.event(c.KUEUE_GROUP, c.KUEUE_VERSION, "workloads", labels=MANAGED, id="workload_event")
-    async def workload_event(body: kopf.Body, rljob_pods: kopf.Index, rljob_workers: kopf.Index, **kw: Any) -> None:
+    async def workload_event(body: kopf.Body, **kw: Any) -> None:
         key = observe.job_key(body)
         if key:
-            _bind_indices(rljob_pods, rljob_workers, kw).enqueue(key)
+            _bind_indices(kw).enqueue(key)
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
-async def job_event(event: kopf.RawEvent, rljob_pods: kopf.Index, rljob_workers: kopf.Index, **kw: Any) -> None:
-    rec = _bind_indices(rljob_pods, rljob_workers, kw)
+async def job_event(event: kopf.RawEvent, **kw: Any) -> None:
+    rec = _bind_indices(kw)
     obj = event["object"]
     meta = obj.get("metadata", {})
     key = (meta.get("namespace", ""), meta.get("name", ""))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -74,6 +74,7 @@ class Kube:
         self.creds = creds if creds is not None else credentials.load()
         self.connections = connections
         self._session: aiohttp.ClientSession | None = None
+        self._streams: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         """Opened on first use: a session belongs to the event loop that runs it."""
@@ -112,6 +113,32 @@ class Kube:
         """A JSON API call."""
         data = await self._send(method, path, body, content_type, query)
         return json.loads(data) if data else None
+
+    async def watch(
+        self, path: str, query: list[tuple[str, str]], read_timeout: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A watch stream's events, one JSON object per line. On a session of its own without a connection limit: each
+        watch holds a connection for minutes, and the reconciles' pool must not wait behind them."""
+        if self._streams is None:
+            self._streams = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ssl=self.creds.ssl_context()),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=REQUEST_TIMEOUT_SECONDS, sock_read=read_timeout),
+            )
+        async with self._streams.get(self.creds.server + path, params=query,
+                                     headers=self._headers("application/json")) as resp:
+            if not 200 <= resp.status <= 299:
+                raw = await resp.read()
+                raise ApiException(resp.status, resp.reason or "", raw.decode("utf-8", "replace"), resp.headers)
+            # Lines split by hand: aiohttp's own line reader refuses lines over 128 KB, and an object may be larger.
+            rest = b""
+            async for chunk in resp.content.iter_any():
+                lines = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+            if rest.strip():
+                yield json.loads(rest)
 
     async def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
         """Creates; (body, True) when created, (the existing body, False) when one by that name exists.
@@ -200,9 +227,10 @@ class Kube:
             log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc.reason)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._streams):
+            if session is not None:
+                await session.close()
+        self._session = self._streams = None
 
 
 def error_text(exc: Exception) -> str:

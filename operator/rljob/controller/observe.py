@@ -28,7 +28,7 @@ class PodObservation:
     exit_code: int | None = None
     reason: str | None = None  # the container's terminated reason, or Unschedulable
     message: str | None = None
-    resource_version: int = 0
+    resource_version: int = field(default=0, compare=False)  # a new version alone changes no decision
     controller_uid: str | None = None  # the job instance it belongs to; None for children of old operator versions
     uid: str = ""  # the pod's own
     owner_uid: str = ""  # its controlling owner's: the job for a head, the StatefulSet for a worker
@@ -52,7 +52,7 @@ class WorkersObservation:
     replicas: int = 0
     ready: int = 0  # ready worker pods: counted from the pods by merge(), else the StatefulSet's readyReplicas
     deleting: bool = False
-    resource_version: int = 0
+    resource_version: int = field(default=0, compare=False)  # a new version alone changes no decision
     controller_uid: str | None = None
     name: str = ""
     uid: str = ""  # the StatefulSet's own
@@ -77,7 +77,7 @@ class WorkloadObservation:
     counts: tuple[tuple[str, int], ...] = ()  # (pod set, pods) as the Workload's spec asks
     queue_name: str = ""
     deleting: bool = False
-    resource_version: int = 0
+    resource_version: int = field(default=0, compare=False)  # a new version alone changes no decision
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,219 @@
+"""The pod and StatefulSet caches: what a list and each watch event do to a job's view, when a job is queued,
+and how a watch resumes, lists again after 410 Gone, and survives errors."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from rljob.api import constants as c
+from rljob.controller import informer, observe
+from rljob.controller.informer import Informer, namespace_matches
+from rljob.controller.kube import ApiException
+
+
+def pod(name: str, job: str = "j", ns: str = "ns", uid: str = "", rv: int = 1, phase: str = "Pending",
+        node: str = "", ready: bool = False) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": ns, "uid": uid or f"uid-{name}", "resourceVersion": str(rv),
+                     "labels": {c.LABEL_JOB: job, c.LABEL_ROLE: c.ROLE_WORKER, c.LABEL_APP_MANAGED_BY: c.MANAGED_BY}},
+        "spec": {"nodeName": node},
+        "status": {"phase": phase, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
+
+
+def keyed(body: Any) -> Any:
+    key = observe.job_key(body)
+    return (key, observe.observe_pod(body)) if key else None
+
+
+class FakeKube:
+    """Pages for lists; for each watch, a script of events, an exception, or a wait for cancellation."""
+
+    def __init__(self) -> None:
+        self.lists: list[list[dict[str, Any]]] = []
+        self.list_version = "10"
+        self.watches: list[Any] = []
+        self.watch_queries: list[dict[str, str]] = []
+        self.list_calls = 0
+
+    async def request(self, method: str, path: str, query: list[tuple[str, str]] | None = None) -> Any:
+        self.list_calls += 1
+        items = self.lists.pop(0) if self.lists else []
+        return {"metadata": {"resourceVersion": self.list_version}, "items": items}
+
+    async def watch(self, path: str, query: list[tuple[str, str]], read_timeout: float) -> AsyncIterator[dict[str, Any]]:
+        self.watch_queries.append(dict(query))
+        script = self.watches.pop(0) if self.watches else None
+        if script is None:
+            await asyncio.Event().wait()
+        if isinstance(script, BaseException):
+            raise script
+        for event in script:
+            yield event
+
+
+def make(kube: FakeKube, queued: list[Any], namespaces: tuple[str, ...] = ()) -> Informer[Any]:
+    return Informer(kube, "/api/v1", "pods", "sel", keyed, namespaces, on_change=queued.append)  # type: ignore[arg-type]
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_a_list_fills_the_index_by_job_and_queues_each_job() -> None:
+    async def scenario() -> tuple[Any, list[Any]]:
+        kube, queued = FakeKube(), []
+        kube.lists = [[pod("a-1", "a"), pod("a-2", "a"), pod("b-1", "b")]]
+        inf = make(kube, queued)
+        await inf.sync()
+        await inf.stop()
+        return inf.index, queued
+
+    index, queued = run(scenario())
+    assert sorted(p.name for p in index[("ns", "a")]) == ["a-1", "a-2"]
+    assert [p.name for p in index.get(("ns", "b"), ())] == ["b-1"]
+    assert index.get(("ns", "c"), ()) == ()
+    assert sorted(set(queued)) == [("ns", "a"), ("ns", "b")]
+
+
+def test_an_event_that_changes_nothing_a_decision_reads_queues_nothing() -> None:
+    inf, queued = make(FakeKube(), []), []
+    inf.on_change = queued.append
+    scope = inf.scopes[0]
+    inf._changed(inf.apply(scope, "ADDED", pod("p", rv=1)))
+    inf._changed(inf.apply(scope, "MODIFIED", pod("p", rv=2, node="n1")))  # bound to a node: same record
+    inf._changed(inf.apply(scope, "MODIFIED", pod("p", rv=3, phase="Running", node="n1", ready=True)))
+    inf._changed(inf.apply(scope, "DELETED", pod("p", rv=4)))
+    inf._changed(inf.apply(scope, "DELETED", pod("p", rv=4)))  # twice: nothing left to remove
+    assert queued == [("ns", "j")] * 3
+    assert ("ns", "j") not in inf.index
+
+
+def test_the_latest_version_is_kept_even_when_it_changes_no_decision() -> None:
+    inf = make(FakeKube(), [])
+    scope = inf.scopes[0]
+    inf.apply(scope, "ADDED", pod("p", rv=1))
+    inf.apply(scope, "MODIFIED", pod("p", rv=7, node="n1"))
+    assert inf.index[("ns", "j")][0].resource_version == 7
+
+
+def test_a_pod_whose_job_label_changes_moves_between_jobs() -> None:
+    inf, queued = make(FakeKube(), []), []
+    inf.on_change = queued.append
+    scope = inf.scopes[0]
+    inf._changed(inf.apply(scope, "ADDED", pod("p", "a")))
+    inf._changed(inf.apply(scope, "MODIFIED", pod("p", "b", rv=2)))
+    assert ("ns", "a") not in inf.index and [p.name for p in inf.index[("ns", "b")]] == ["p"]
+    assert queued == [("ns", "a"), ("ns", "a"), ("ns", "b")]
+    unlabelled = pod("p", rv=3)
+    del unlabelled["metadata"]["labels"][c.LABEL_JOB]
+    inf._changed(inf.apply(scope, "MODIFIED", unlabelled))
+    assert ("ns", "b") not in inf.index and queued[-1] == ("ns", "b")
+
+
+def test_a_watch_resumes_from_the_last_version_and_bookmarks_move_it() -> None:
+    async def scenario() -> tuple[FakeKube, Informer[Any]]:
+        kube, queued = FakeKube(), []
+        kube.watches = [
+            [{"type": "ADDED", "object": pod("p", rv=11)},
+             {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "15"}}}],  # the server ends the watch
+            None,
+        ]
+        inf = make(kube, queued)
+        await inf.sync()
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if len(kube.watch_queries) == 2:
+                break
+        await inf.stop()
+        return kube, inf
+
+    kube, inf = run(scenario())
+    assert [q["resourceVersion"] for q in kube.watch_queries] == ["10", "15"]
+    assert all(q["allowWatchBookmarks"] == "true" and q["labelSelector"] == "sel" for q in kube.watch_queries)
+    assert kube.list_calls == 1
+    assert [p.name for p in inf.index[("ns", "j")]] == ["p"]
+
+
+@pytest.mark.parametrize("gone", [
+    [{"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}}],
+    ApiException(410, "Gone"),
+])
+def test_a_version_that_is_gone_lists_again_and_queues_what_changed_meanwhile(gone: Any) -> None:
+    async def scenario() -> tuple[FakeKube, Informer[Any], list[Any]]:
+        kube, queued = FakeKube(), []
+        kube.lists = [[pod("a-1", "a"), pod("b-1", "b"), pod("c-1", "c")],
+                      [pod("a-1", "a"), pod("b-1", "b", rv=20, phase="Running", ready=True)]]  # c's deleted, b's Ready
+        kube.watches = [gone, None]
+        inf = make(kube, queued)
+        await inf.sync()
+        queued.clear()
+        kube.list_version = "30"
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if len(kube.watch_queries) == 2:
+                break
+        await inf.stop()
+        return kube, inf, queued
+
+    kube, inf, queued = run(scenario())
+    assert kube.list_calls == 2
+    assert kube.watch_queries[-1]["resourceVersion"] == "30"
+    assert sorted(queued) == [("ns", "b"), ("ns", "c")]
+    assert ("ns", "c") not in inf.index and inf.index[("ns", "b")][0].ready
+
+
+def test_a_failing_watch_is_retried_from_the_same_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(informer, "RETRY_MIN_SECONDS", 0.01)
+
+    async def scenario() -> FakeKube:
+        kube = FakeKube()
+        kube.watches = [ApiException(500, "Internal"), ConnectionResetError("reset"), None]
+        inf = make(kube, [])
+        await inf.sync()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(kube.watch_queries) == 3:
+                break
+        await inf.stop()
+        return kube
+
+    kube = run(scenario())
+    assert [q["resourceVersion"] for q in kube.watch_queries] == ["10", "10", "10"]
+    assert kube.list_calls == 1
+
+
+def test_exact_namespaces_get_a_stream_each_and_patterns_one_filtered_stream() -> None:
+    exact = make(FakeKube(), [], ("team-a", "team-b"))
+    assert [s.path for s in exact.scopes] == ["/api/v1/namespaces/team-a/pods", "/api/v1/namespaces/team-b/pods"]
+    everywhere = make(FakeKube(), [])
+    assert [s.path for s in everywhere.scopes] == ["/api/v1/pods"]
+    patterned = make(FakeKube(), [], ("team-*", "ops"))
+    assert [s.path for s in patterned.scopes] == ["/api/v1/pods"]
+    scope = patterned.scopes[0]
+    assert patterned.apply(scope, "ADDED", pod("p", ns="team-x")) == ("team-x", "j")
+    assert patterned.apply(scope, "ADDED", pod("q", ns="ops")) == ("ops", "j")
+    assert patterned.apply(scope, "ADDED", pod("r", ns="other")) is None
+    assert ("other", "j") not in patterned.index
+
+
+@pytest.mark.parametrize(("name", "pattern", "expected"), [
+    ("team-a", "team-a", True),
+    ("team-a", "team-*", True),
+    ("ops", "team-*", False),
+    ("myapp-test", "myapp-*, !*-pr-*, *pr-123", True),
+    ("myapp-pr-456", "myapp-*, !*-pr-*, *pr-123", False),
+    ("myapp-pr-123", "myapp-*, !*-pr-*, *pr-123", True),
+    ("otherapp-pr-123", "myapp-*, !*-pr-*, *pr-123", False),
+    ("otherapp-pr-123", "!*-pr-*, *pr-123", True),
+    ("anything", "!kube-*", True),
+    ("kube-system", "!kube-*", False),
+])
+def test_namespace_patterns_follow_kopf(name: str, pattern: str, expected: bool) -> None:
+    import kopf._cogs.structs.references as kopf_references  # the rule the jobs' own watch follows
+
+    assert namespace_matches(name, pattern) is expected
+    assert kopf_references.match_namespace(name, pattern) is expected
