@@ -217,3 +217,49 @@ def test_namespace_patterns_follow_kopf(name: str, pattern: str, expected: bool)
 
     assert namespace_matches(name, pattern) is expected
     assert kopf_references.match_namespace(name, pattern) is expected
+
+
+def job(name: str, uid: str, ns: str = "ns", rv: int = 1) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": ns, "uid": uid, "resourceVersion": str(rv)}}
+
+
+def test_jobs_go_whole_to_the_reconciler_and_a_namesake_created_while_away_follows_its_deletion() -> None:
+    calls: list[tuple[str, Any]] = []
+    feed = informer.JobFeed(FakeKube(), "/apis/rljob.dev/v1alpha1", "rltrainingjobs",  # type: ignore[arg-type]
+                            on_upsert=lambda body: calls.append(("upsert", body["metadata"]["uid"])),
+                            on_delete=lambda key, uid: calls.append(("delete", (key, uid))))
+    scope = feed.scopes[0]
+    feed.replace(scope, [job("a", "u1"), job("b", "u2")])
+    feed.apply(scope, "MODIFIED", job("a", "u1", rv=2))
+    feed.apply(scope, "DELETED", job("b", "u2", rv=3))
+    assert calls == [("upsert", "u1"), ("upsert", "u2"), ("upsert", "u1"), ("delete", (("ns", "b"), "u2"))]
+    calls.clear()
+    feed.replace(scope, [job("a", "u3")])  # a was deleted and created again while the watch was away
+    assert calls == [("delete", (("ns", "a"), "u1")), ("upsert", "u3")]
+
+
+def test_a_job_feed_without_its_crd_keeps_trying_until_it_is_served(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(informer, "RETRY_MIN_SECONDS", 0.01)
+
+    class NoCrdYet(FakeKube):
+        async def request(self, method: str, path: str, query: list[tuple[str, str]] | None = None) -> Any:
+            self.list_calls += 1
+            if self.list_calls < 3:
+                raise ApiException(404, "Not Found")
+            return {"metadata": {"resourceVersion": "5"}, "items": [job("a", "u1")]}
+
+    async def scenario() -> tuple[NoCrdYet, list[Any]]:
+        kube, upserts = NoCrdYet(), []
+        feed = informer.JobFeed(kube, "/apis/rljob.dev/v1alpha1", "rltrainingjobs",  # type: ignore[arg-type]
+                                on_upsert=upserts.append, on_delete=lambda key, uid: None)
+        feed.start()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if kube.watch_queries:
+                break
+        await feed.stop()
+        return kube, upserts
+
+    kube, upserts = run(scenario())
+    assert kube.list_calls == 3 and [u["metadata"]["name"] for u in upserts] == ["a"]
+    assert kube.watch_queries[0]["resourceVersion"] == "5" and "labelSelector" not in kube.watch_queries[0]

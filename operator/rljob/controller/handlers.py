@@ -22,9 +22,9 @@ from aiohttp import web
 
 from .. import resources
 from ..api import constants as c
-from . import credentials, informer, observe
+from . import credentials, informer, metrics, observe
 from .credentials import Credentials
-from .kube import Kube
+from .kube import ApiException, Kube
 from .leader import LeaderElector, LeaseSettings
 from .reconciler import Reconciler
 
@@ -187,8 +187,6 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     on_reconciled = None
     if CONFIG.metrics_port:
-        from . import metrics
-
         metrics.serve(CONFIG.metrics_port)
         on_reconciled = metrics.observe_reconcile
     rec = Reconciler(kube, ctx, concurrency=CONFIG.concurrency, on_reconciled=on_reconciled)
@@ -196,7 +194,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         rec.workloads = {}  # queued jobs wait for their Workload from the first reconcile on
     for old in _state.pop("informers", []):  # (kopf retries a failed start-up handler)
         await old.stop()
-    _state["informers"] = await start_informers(kube, rec)  # (kopf starts its job watch after this handler)
+    _state["informers"] = await start_streams(kube, rec)  # (kopf starts its job watch after this handler)
     _state["reconciler"] = rec
     if CONFIG.lease is None:
         _lead()
@@ -257,27 +255,49 @@ async def cleanup(**_: Any) -> None:
         await health.stop()
 
 
-def _bind_indices(indices: dict[str, Any]) -> Reconciler:
-    rec = reconciler()
-    if "rljob_workloads" in indices:  # kopf passes every index to every handler; this one exists with --kueue
-        rec.workloads = indices["rljob_workloads"]
-    return rec
-
-
-async def start_informers(kube: Kube, rec: Reconciler) -> list[informer.Informer[Any]]:
-    """The jobs' pods and StatefulSets, listed before the reconciler starts and watched from then on."""
+async def start_streams(kube: Kube, rec: Reconciler) -> list[informer.Stream]:
+    """The jobs' pods and StatefulSets (and Kueue Workloads) are listed before the reconciler starts; the jobs
+    themselves after them, so that the first reconcile of a job already sees all of its children."""
     selector = ",".join(f"{k}={v}" for k, v in MANAGED.items())
     pods = informer.Informer(kube, "/api/v1", "pods", selector, _keyed(observe.observe_pod),
                              CONFIG.namespaces, on_change=rec.enqueue)
     statefulsets = informer.Informer(kube, "/apis/apps/v1", "statefulsets", selector, _keyed(observe.observe_workers),
                                      CONFIG.namespaces, on_change=rec.enqueue)
+    children: list[informer.Informer[Any]] = [pods, statefulsets]
+    workloads = None
+    if CONFIG.kueue:
+        workloads = informer.Informer(kube, f"/apis/{c.KUEUE_API_VERSION}", "workloads", selector,
+                                      _keyed(observe.observe_workload), CONFIG.namespaces, on_change=rec.enqueue)
+        children.append(workloads)
     try:
-        await asyncio.gather(pods.sync(), statefulsets.sync())
+        await asyncio.gather(pods.sync(), statefulsets.sync(), _sync_workloads(workloads))
     except BaseException:
-        await asyncio.gather(pods.stop(), statefulsets.stop())
+        await asyncio.gather(*(child.stop() for child in children))
         raise
     rec.pods, rec.workers = pods.index, statefulsets.index
-    return [pods, statefulsets]
+    if workloads is not None:
+        rec.workloads = workloads.index
+
+    def deleted(key: tuple[str, str], uid: str) -> None:
+        rec.remove_job(key, uid)
+        metrics.forget_job(key)
+
+    jobs = informer.JobFeed(kube, f"/apis/{c.API_VERSION}", c.PLURAL, rec.upsert_job, deleted, CONFIG.namespaces)
+    jobs.start()  # in the background: with the CRD not (yet) installed, it says so and tries again
+    return [*children, jobs]
+
+
+async def _sync_workloads(workloads: informer.Informer[Any] | None) -> None:
+    if workloads is None:
+        return
+    try:
+        await workloads.sync()
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        log.warning("--kueue: the API server does not serve %s workloads (is Kueue installed?); queued jobs wait "
+                    "until it does", c.KUEUE_API_VERSION)
+        workloads.start()
 
 
 def _keyed(reduce: Callable[[Mapping[str, Any]], Any]) -> Callable[[Mapping[str, Any]], tuple[Any, Any] | None]:
@@ -289,35 +309,8 @@ def _keyed(reduce: Callable[[Mapping[str, Any]], Any]) -> Callable[[Mapping[str,
 
 
 def register_kueue() -> None:
-    """Watch the jobs' Kueue Workloads (operator started with --kueue; Kueue's CRDs must be installed)."""
+    """Admit labelled jobs through Kueue Workloads, watched beside the pods (Kueue's CRDs must be installed)."""
     CONFIG.kueue = True
-
-    # Explicit ids: kopf names handlers (and the index kwargs it passes) by their qualified name otherwise.
-    @kopf.index(c.KUEUE_GROUP, c.KUEUE_VERSION, "workloads", labels=MANAGED, id="rljob_workloads")
-    async def rljob_workloads(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
-        key = observe.job_key(body)
-        return {key: observe.observe_workload(body)} if key else None
-
-    @kopf.on.event(c.KUEUE_GROUP, c.KUEUE_VERSION, "workloads", labels=MANAGED, id="workload_event")
-    async def workload_event(body: kopf.Body, **kw: Any) -> None:
-        key = observe.job_key(body)
-        if key:
-            _bind_indices(kw).enqueue(key)
-
-
-@kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
-async def job_event(event: kopf.RawEvent, **kw: Any) -> None:
-    rec = _bind_indices(kw)
-    obj = event["object"]
-    meta = obj.get("metadata", {})
-    key = (meta.get("namespace", ""), meta.get("name", ""))
-    if event.get("type") == "DELETED":
-        rec.remove_job(key, meta.get("uid"))
-        from . import metrics
-
-        metrics.forget_job(key)
-    else:
-        rec.upsert_job(obj)
 
 
 async def api_server_endpoints(kube: Kube) -> tuple[resources.ApiServerEndpoint, ...]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -98,23 +99,11 @@ class Scope:
     members: dict[str, Key] = field(default_factory=dict)  # uid → job key, of the objects this stream holds
 
 
-class Informer(Generic[T]):
-    """One resource (pods, or StatefulSets) with the operator's label, in the namespaces the operator serves."""
+class Stream:
+    """List-and-watch of one resource in the namespaces the operator serves; subclasses say what an event does."""
 
-    def __init__(
-        self,
-        kube: Kube,
-        prefix: str,
-        plural: str,
-        selector: str,
-        reduce: Reduce[T],
-        namespaces: tuple[str, ...] = (),
-        on_change: Callable[[Key], None] | None = None,
-    ) -> None:
-        self.kube, self.selector, self.reduce = kube, selector, reduce
-        self.plural = plural
-        self.index: ObservationIndex[T] = ObservationIndex()
-        self.on_change = on_change
+    def __init__(self, kube: Kube, prefix: str, plural: str, selector: str = "", namespaces: tuple[str, ...] = ()) -> None:
+        self.kube, self.plural, self.selector = kube, plural, selector
         # Exact names: a stream per namespace (a Role there is enough); none or any pattern: one cluster-wide stream,
         # whose objects outside the patterns are left out.
         self.patterns = namespaces if any(is_pattern(ns) for ns in namespaces) else ()
@@ -127,47 +116,24 @@ class Informer(Generic[T]):
     def _serves(self, namespace: str) -> bool:
         return not self.patterns or any(namespace_matches(namespace, p) for p in self.patterns)
 
-    # ── events ────────────────────────────────────────────────────────────────────────────────
-
     def apply(self, scope: Scope, kind: str, obj: Mapping[str, Any]) -> Key | None:
-        """One watch event into the index; the job key whose view changed, if any."""
-        meta = obj.get("metadata") or {}
-        uid = meta.get("uid") or ""
-        if kind == "DELETED":
-            key = scope.members.pop(uid, None)
-            return key if key is not None and self.index.remove(key, uid) else None
-        reduced = self.reduce(obj) if self._serves(meta.get("namespace", "")) else None
-        old = scope.members.get(uid)
-        if reduced is None:  # its job label is gone (or it is not ours to serve): no longer a child of that job
-            if old is not None:
-                del scope.members[uid]
-                return old if self.index.remove(old, uid) else None
-            return None
-        key, record = reduced
-        if old is not None and old != key:
-            self.index.remove(old, uid)
-            self._changed(old)
-        scope.members[uid] = key
-        return key if self.index.put(key, uid, record) else None
-
-    def replace(self, scope: Scope, items: list[Mapping[str, Any]]) -> set[Key]:
-        """A fresh list replaces what the stream held; the keys whose view changed."""
-        changed: set[Key] = set()
-        seen: set[str] = set()
-        for obj in items:
-            seen.add((obj.get("metadata") or {}).get("uid") or "")
-            key = self.apply(scope, "ADDED", obj)
-            if key is not None:
-                changed.add(key)
-        for uid in [u for u in scope.members if u not in seen]:
-            key = self.apply(scope, "DELETED", {"metadata": {"uid": uid}})
-            if key is not None:
-                changed.add(key)
-        return changed
+        """One watch event; the job key whose view changed, if any."""
+        raise NotImplementedError
 
     def _changed(self, key: Key | None) -> None:
-        if key is not None and self.on_change is not None:
-            self.on_change(key)
+        """What follows a change of `key`'s view (nothing, here)."""
+
+    def replace(self, scope: Scope, items: list[Mapping[str, Any]]) -> set[Key]:
+        """A fresh list replaces what the stream held; the keys whose view changed. What is gone goes first: a job
+        deleted and created again by the same name while the watch was away leaves its old uid, then comes back."""
+        changed: set[Key] = set()
+        listed = {(obj.get("metadata") or {}).get("uid") or "" for obj in items}
+        for uid in [u for u in scope.members if u not in listed]:
+            changed.add(self.apply(scope, "DELETED", {"metadata": {"uid": uid}}))  # type: ignore[arg-type]
+        for obj in items:
+            changed.add(self.apply(scope, "ADDED", obj))  # type: ignore[arg-type]
+        changed.discard(None)  # type: ignore[arg-type]
+        return changed
 
     # ── list and watch ────────────────────────────────────────────────────────────────────────
 
@@ -175,7 +141,8 @@ class Informer(Generic[T]):
         items: list[Mapping[str, Any]] = []
         token = ""
         while True:
-            query = [("labelSelector", self.selector), ("limit", str(LIST_PAGE))]
+            query = [("labelSelector", self.selector)] if self.selector else []
+            query.append(("limit", str(LIST_PAGE)))
             if token:
                 query.append(("continue", token))
             try:
@@ -198,35 +165,50 @@ class Informer(Generic[T]):
         """The first list of every stream (before the reconciler starts), then the watches in the background."""
         await asyncio.gather(*(self._list(scope) for scope in self.scopes))
         log.debug("%s: %d listed", self.plural, sum(len(s.members) for s in self.scopes))
+        self.start()
+
+    def start(self) -> None:
+        """Follows every stream in the background: from its last list, or with a list first."""
         if not self._tasks:
             self._tasks = [asyncio.create_task(self._follow(scope), name=f"rljob-watch-{scope.path}")
                            for scope in self.scopes]
 
     async def _follow(self, scope: Scope) -> None:
-        """Watches for as long as the operator runs; lists again when the version is gone, retries on errors."""
-        delay = RETRY_MIN_SECONDS
+        """Watches for as long as the operator runs; lists again when the version is gone, retries on errors. A watch
+        that ends at once with nothing in it, or a version gone again right after a list, waits before the next try."""
+        delay, gone = RETRY_MIN_SECONDS, 0
         while True:
             try:
                 if not scope.version:
                     await self._list(scope)
-                await self._watch(scope)
-                delay = RETRY_MIN_SECONDS
+                began = time.monotonic()
+                if await self._watch(scope) or time.monotonic() - began >= RETRY_MIN_SECONDS:
+                    delay, gone = RETRY_MIN_SECONDS, 0
+                    continue
+                problem: object = "the watch ended at once"
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                gone = isinstance(exc, ApiException) and exc.status == 410
-                if gone:
-                    scope.version = ""
-                    log.info("watching %s: version gone, listing again", scope.path)
-                    continue
-                log.warning("watching %s failed (again in %.0fs): %s", scope.path, delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(RETRY_MAX_SECONDS, delay * 2)
+                if isinstance(exc, ApiException) and exc.status == 410:
+                    log.info("watching %s: version %s is gone, listing again", scope.path, scope.version)
+                    scope.version, gone = "", gone + 1
+                    if gone == 1:
+                        continue
+                missing = isinstance(exc, ApiException) and exc.status == 404
+                problem = "the API server does not serve this resource (is its CRD installed?)" if missing else exc
+            log.warning("watching %s failed (again in %.0fs): %s", scope.path, delay, problem)
+            await asyncio.sleep(delay)
+            delay = min(RETRY_MAX_SECONDS, delay * 2)
 
-    async def _watch(self, scope: Scope) -> None:
-        query = [("watch", "1"), ("labelSelector", self.selector), ("resourceVersion", scope.version),
-                 ("allowWatchBookmarks", "true"), ("timeoutSeconds", str(WATCH_SECONDS))]
+    async def _watch(self, scope: Scope) -> int:
+        """One watch request, to its end; how many events it brought."""
+        query = [("watch", "1"), ("resourceVersion", scope.version), ("allowWatchBookmarks", "true"),
+                 ("timeoutSeconds", str(WATCH_SECONDS))]
+        if self.selector:
+            query.append(("labelSelector", self.selector))
+        events = 0
         async for event in self.kube.watch(scope.path, query, read_timeout=WATCH_SECONDS + 30):
+            events += 1
             kind, obj = event.get("type"), event.get("object") or {}
             if kind == "ERROR":
                 code = obj.get("code")
@@ -236,9 +218,84 @@ class Informer(Generic[T]):
                 self._changed(self.apply(scope, kind, obj))
             if version:
                 scope.version = version
+        return events
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+
+
+class Informer(Stream, Generic[T]):
+    """The jobs' pods (or StatefulSets, or Kueue Workloads): each reduced to its record, indexed by job."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        prefix: str,
+        plural: str,
+        selector: str,
+        reduce: Reduce[T],
+        namespaces: tuple[str, ...] = (),
+        on_change: Callable[[Key], None] | None = None,
+    ) -> None:
+        super().__init__(kube, prefix, plural, selector, namespaces)
+        self.reduce = reduce
+        self.index: ObservationIndex[T] = ObservationIndex()
+        self.on_change = on_change
+
+    def apply(self, scope: Scope, kind: str, obj: Mapping[str, Any]) -> Key | None:
+        meta = obj.get("metadata") or {}
+        uid = meta.get("uid") or ""
+        if kind == "DELETED":
+            key = scope.members.pop(uid, None)
+            return key if key is not None and self.index.remove(key, uid) else None
+        reduced = self.reduce(obj) if self._serves(meta.get("namespace", "")) else None
+        old = scope.members.get(uid)
+        if reduced is None:  # its job label is gone (or it is not ours to serve): no longer a child of that job
+            if old is not None:
+                del scope.members[uid]
+                return old if self.index.remove(old, uid) else None
+            return None
+        key, record = reduced
+        if old is not None and old != key:
+            self.index.remove(old, uid)
+            self._changed(old)
+        scope.members[uid] = key
+        return key if self.index.put(key, uid, record) else None
+
+    def _changed(self, key: Key | None) -> None:
+        if key is not None and self.on_change is not None:
+            self.on_change(key)
+
+
+class JobFeed(Stream):
+    """The jobs themselves, handed whole to the reconciler: every change of a job is a reason to decide again."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        prefix: str,
+        plural: str,
+        on_upsert: Callable[[Mapping[str, Any]], None],
+        on_delete: Callable[[Key, str], None],
+        namespaces: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(kube, prefix, plural, "", namespaces)
+        self.on_upsert, self.on_delete = on_upsert, on_delete
+
+    def apply(self, scope: Scope, kind: str, obj: Mapping[str, Any]) -> Key | None:
+        meta = obj.get("metadata") or {}
+        uid = meta.get("uid") or ""
+        if kind == "DELETED":
+            key = scope.members.pop(uid, None)
+            if key is not None:
+                self.on_delete(key, uid)
+            return key
+        if not self._serves(meta.get("namespace", "")):
+            return None
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        scope.members[uid] = key
+        self.on_upsert(obj)
+        return key

@@ -141,14 +141,17 @@ class Kube:
                 yield json.loads(rest)
 
     async def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
-        """Creates; (body, True) when created, (the existing body, False) when one by that name exists.
+        """Creates; (None, True) when created, (the existing body, False) when one by that name exists.
 
-        The existing body is None when it was deleted between the two calls: the next reconcile creates it.
+        The created object's body is not decoded: no caller reads it, and a burst would decode thousands of pods'
+        for nothing. The existing body is None when it was deleted between the two calls: the
+        next reconcile creates it.
         """
         meta = obj["metadata"]
         path = collection_path(obj["apiVersion"], obj["kind"], meta["namespace"])
         try:
-            return await self.request("POST", path, obj, query=[("fieldManager", c.FIELD_MANAGER)]), True
+            await self._send("POST", path, obj, query=[("fieldManager", c.FIELD_MANAGER)])
+            return None, True
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -168,7 +171,7 @@ class Kube:
         if uid:
             options["preconditions"] = {"uid": uid}
         try:
-            await self.request("DELETE", path, options)
+            await self._send("DELETE", path, options)  # (the answer, the object or a Status, is not read)
             return True
         except ApiException as exc:
             if exc.status == 404 or (uid and exc.status == 409):

@@ -42,7 +42,7 @@ PROGRESS_METRICS: dict[str, m.Metric] = {
 }
 
 _seen_finished: set[Key] = set()
-_seen_ready: set[tuple[Key, str]] = set()
+_seen_ready: dict[Key, set[str]] = {}  # by job: forgetting a deleted job is not a scan of every job's
 _known: set[Key] = set()
 # Histograms count what happened while this process ran: after a restart or a failover the jobs that
 # finished (or became ready) earlier are in status, but were counted by the process that saw them happen.
@@ -61,7 +61,7 @@ def observe_reconcile(key: Key, before: dict[str, Any] | None, after: dict[str, 
         _known.add(key)
         found = before.get("status") or {}
         if found.get("clusterReadyTime"):
-            _seen_ready.add((key, found["clusterReadyTime"]))
+            _seen_ready.setdefault(key, set()).add(found["clusterReadyTime"])
         if found.get("completionTime") and found.get("phase") in TERMINAL_PHASES:
             _seen_finished.add(key)
     if key not in _known:
@@ -69,8 +69,8 @@ def observe_reconcile(key: Key, before: dict[str, Any] | None, after: dict[str, 
     status = (after or before or {}).get("status") or {}
     start = cond.parse_timestamp(status.get("attemptStartTime"))
     ready = cond.parse_timestamp(status.get("clusterReadyTime"))
-    if start and ready and ready >= start and (key, status["clusterReadyTime"]) not in _seen_ready:
-        _seen_ready.add((key, status["clusterReadyTime"]))
+    if start and ready and ready >= start and status["clusterReadyTime"] not in _seen_ready.get(key, ()):
+        _seen_ready.setdefault(key, set()).add(status["clusterReadyTime"])
         CLUSTER_READY.observe((ready - start).total_seconds())
     done = cond.parse_timestamp(status.get("completionTime"))
     began = cond.parse_timestamp(status.get("startTime"))
@@ -82,8 +82,7 @@ def observe_reconcile(key: Key, before: dict[str, Any] | None, after: dict[str, 
 def forget_job(key: Key) -> None:
     _known.discard(key)
     _seen_finished.discard(key)
-    for item in [s for s in _seen_ready if s[0] == key]:
-        _seen_ready.discard(item)
+    _seen_ready.pop(key, None)
 
 
 def family(metric: m.Metric) -> CounterMetricFamily | GaugeMetricFamily:
