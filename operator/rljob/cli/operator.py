@@ -29,9 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--health-port", type=int, default=8081,
                    help="port of the liveness (/healthz) and readiness (/readyz) endpoints, 0 to disable (default %(default)s)")
     p.add_argument("--no-cluster-scan", action="store_true",
-                   help="do not list or watch CustomResourceDefinitions and Namespaces (cluster-scoped): the operator then "
-                   "needs no cluster-wide permission, but only exact --namespace names, and the CRD must be installed "
-                   "before it starts")
+                   help="make no cluster-scoped list or watch: the operator then needs no cluster-wide permission, but "
+                   "takes only exact --namespace names (each watched on its own; a pattern needs a cluster-wide watch)")
     p.add_argument("--leader-elect", action="store_true",
                    help="elect a leader among several replicas through a Lease in --operator-namespace: only the "
                    "holder reconciles; the others stand by (without it the operator acts alone)")
@@ -100,7 +99,7 @@ def _api_server_endpoints(values: list[str]) -> tuple[tuple[str, int], ...]:
 
 
 def _check_scope(args: argparse.Namespace) -> None:
-    """kopf serves only exact namespace names when it may not follow the Namespaces themselves."""
+    """Patterns are served through cluster-wide watches, exact names through a watch in each namespace."""
     if not args.no_cluster_scan:
         return
     if not args.namespace:

@@ -1,11 +1,10 @@
-"""Thin kopf handlers: kopf watches the jobs (and Kueue's Workloads); the operator's own informers watch the
-jobs' pods and StatefulSets (controller.informer); the Reconciler decides and acts.
+"""Thin kopf handlers: kopf hosts the process (start-up, clean-up, login, signals); the operator's own list-and-watch
+streams (controller.informer) follow the jobs and their pods, StatefulSets and Kueue Workloads; the Reconciler decides
+and acts.
 
-Only watch-only handlers (on.event, index) are used: they add no finalizer and write nothing to the
-job, so deleting a job never needs the operator, and the job's annotations stay clean. All of them are
-coroutines: kopf runs a plain function in its thread pool, a hop per event. The informers list the pods
-and StatefulSets in the start-up handler, and kopf starts watching jobs only after it has finished, so the
-first reconcile of a job already sees all of its pods (no duplicate head after an operator restart).
+Nothing here adds a finalizer or writes to the job for bookkeeping, so deleting a job never needs the operator, and
+the job's annotations stay clean. The children are listed in the start-up handler, and the jobs only after that, so
+the first reconcile of a job already sees all of its pods (no duplicate head after an operator restart).
 """
 from __future__ import annotations
 
@@ -48,7 +47,8 @@ class OperatorConfig:
     # Read the `kubernetes` EndpointSlices in `default` at start-up (needs a Role there).
     discover_api_server: bool = True
     metrics_scrape_namespaces: tuple[str, ...] = ()
-    # kopf's scanning of CRDs and Namespaces (cluster-scoped list/watch); off for an operator with Roles only.
+    # Cluster-scoped lists and watches allowed (kopf's of CRDs and Namespaces); off for an operator with Roles only,
+    # which the CLI then holds to exact namespace names (controller.informer watches each on its own).
     cluster_scan: bool = True
     health_port: int | None = None
     # Admit jobs labelled kueue.x-k8s.io/queue-name through Kueue Workloads (register_kueue() adds the watch).
@@ -133,22 +133,6 @@ class HealthServer:
             self._runner = None
 
 
-class EssencelessDiffBase(kopf.DiffBaseStorage):
-    """kopf diffs each object against a stored "essence" for on.update/on.create handlers, and builds that
-    essence (a deep copy of the body) on every event, whether a handler needs it or not. This operator has
-    none of them, only indexes and on.event, so the essence is empty and nothing is stored: a burst of
-    thousands of pod events no longer deep-copies each pod twice."""
-
-    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
-        return kopf.BodyEssence()
-
-    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        return None
-
-    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        return None
-
-
 _state: dict[str, Any] = {}
 
 
@@ -156,23 +140,12 @@ def reconciler() -> Reconciler:
     return _state["reconciler"]
 
 
-WORKER_IDLE_SECONDS = 0.5
-
-
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False  # we post our own, meaningful events
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
-    settings.persistence.finalizer = f"{c.GROUP}/unused-finalizer"  # never added: no handler needs one
-    settings.persistence.diffbase_storage = EssencelessDiffBase()
-    # kopf keeps a worker (a task waiting on a queue, about 7 KB) per object for this long after its last event.
-    # No handler here keeps state across an object's events, so a short wait only means a new worker for the next
-    # one; with kopf's 5 s, a burst of 1000 jobs kept thousands of pods', StatefulSets' and jobs' workers alive.
-    settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
-    # Exact namespaces and no CRD or Namespace watch: no cluster-scoped list/watch at all (kopf then serves the
-    # resources it finds at start-up, in the namespaces it was given).
+    # kopf serves no resource here (the operator's own streams do). Its following of CRDs and Namespaces stays as the
+    # chart's RBAC grants it, and is off for an operator with Roles only.
     settings.scanning.disabled = not CONFIG.cluster_scan
     kube = Kube(_credentials())
     ctx = resources.BuildContext(

@@ -1,7 +1,7 @@
 """What the operator sees of a job's children, reduced to the facts the phase machine needs.
 
 These functions turn raw pod and StatefulSet bodies into small frozen records; they are used by the
-kopf indexers, so the records must be cheap and hashable-free of live references. Slotted: the indexes
+informers (controller.informer), so the records must be cheap and hashable-free of live references. Slotted: the indexes
 hold one per pod and StatefulSet, thousands of them in a burst, and a slotted record has no dict of its own.
 """
 from __future__ import annotations
