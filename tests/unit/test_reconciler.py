@@ -100,6 +100,26 @@ def test_a_job_whose_cluster_exists_goes_before_new_jobs_and_each_lane_keeps_its
     assert [name for _, name in run(scenario())] == ["up-1", "up-2", "head-created", "new-1", "new-2", "pending", "new-3"]
 
 
+def test_a_queued_new_job_whose_pods_appear_moves_up_and_is_reconciled_once() -> None:
+    """Queued as a new job (by its own Pending write, before its head pod's event came), then its pods appear: it must
+    not wait behind the new jobs queued before it, whose creations would keep its Ready pods from being seen."""
+    async def scenario() -> list[tuple[str, str]]:
+        rec = Recording()
+        rec.concurrency = 1
+        rec.pods = {}
+        for name in ("new-1", "new-2", "late-pods", "new-3"):
+            rec.upsert_job(job(name))
+        rec.pods = {("ns", "late-pods"): [PodObservation("late-pods-head-1", "head", 1, "Running", ready=True)]}
+        rec.enqueue(("ns", "late-pods"))  # its head pod's event
+        rec.enqueue(("ns", "late-pods"))
+        rec.start()
+        await asyncio.sleep(0.1)
+        await rec.stop()
+        return rec.calls
+
+    assert [name for _, name in run(scenario())] == ["late-pods", "new-1", "new-2", "new-3"]
+
+
 def test_delayed_requeue_keeps_the_earliest_timer() -> None:
     async def scenario() -> list[Any]:
         rec = Recording()

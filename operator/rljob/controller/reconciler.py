@@ -86,7 +86,7 @@ class Reconciler:
         self.on_reconciled = on_reconciled
         self._queue: asyncio.PriorityQueue[tuple[int, int, Key]] = asyncio.PriorityQueue()  # (lane, arrival, key)
         self._arrivals = itertools.count()
-        self._queued: set[Key] = set()
+        self._queued: dict[Key, int] = {}  # queued keys and the lane of their live entry
         self._active: set[Key] = set()
         self._dirty: set[Key] = set()
         self._timers: dict[Key, asyncio.TimerHandle] = {}
@@ -151,9 +151,14 @@ class Reconciler:
             return
         if key in self._active:
             self._dirty.add(key)
-        elif key not in self._queued:
-            self._queued.add(key)
-            self._queue.put_nowait((self._lane(key), next(self._arrivals), key))
+            return
+        lane, queued = self._lane(key), self._queued.get(key)
+        if queued is None or lane < queued:
+            # A key queued as a new job whose pods have appeared since moves up (its old entry is skipped): queued by
+            # its own Pending write before its head pod's event arrived, a job otherwise waited behind every new
+            # job's creations, its pods Ready for up to 40 s in a burst of 1000 before it was marked Running.
+            self._queued[key] = lane
+            self._queue.put_nowait((lane, next(self._arrivals), key))
 
     def _lane(self, key: Key) -> int:
         """0: the job's children exist (it has pods), a reconcile is at most a status write; 1: anything else."""
@@ -183,8 +188,10 @@ class Reconciler:
 
     async def _worker(self, _: int) -> None:
         while True:
-            _, _, key = await self._queue.get()
-            self._queued.discard(key)
+            lane, _, key = await self._queue.get()
+            if self._queued.get(key) != lane:
+                continue  # an entry left behind when the key moved up a lane, or already reconciled
+            del self._queued[key]
             self._active.add(key)
             try:
                 await self._reconcile_safely(key)
