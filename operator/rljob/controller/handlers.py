@@ -167,7 +167,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         rec.workloads = {}  # queued jobs wait for their Workload from the first reconcile on
     for old in _state.pop("informers", []):  # (kopf retries a failed start-up handler)
         await old.stop()
-    _state["informers"] = await start_streams(kube, rec)  # (kopf starts its job watch after this handler)
+    _state["informers"] = await start_streams(kube, rec)  # children listed now; the jobs follow in the background
     _state["reconciler"] = rec
     if CONFIG.lease is None:
         _lead()
