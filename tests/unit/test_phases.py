@@ -64,6 +64,26 @@ def test_new_job_is_accepted_and_creates_everything() -> None:
     assert s["observedGeneration"] == 1 and s["headPod"] == "demo-head-1"
     assert d.ensure_children and d.create_head == 1
     assert [e.reason for e in d.events] == ["Accepted"]
+    # Once its head pod is created, the pass writes Initializing instead, with both events: one status write, not two.
+    assert d.head_created is not None and d.status is not None
+    created = merged(Decision(status=d.head_created))
+    assert created["phase"] == "Initializing" and created["reason"] == "ClusterStarting"
+    assert created["message"] == "waiting for head pod demo-head-1 and 2 worker(s)"
+    assert {k: v for k, v in created.items() if k not in ("phase", "reason", "message")} == \
+        {k: v for k, v in s.items() if k not in ("phase", "reason", "message")}
+    assert [e.reason for e in d.head_created_events] == ["ClusterStarting"]
+
+
+def test_a_failed_attempt_is_written_pending_before_its_successor_initializes() -> None:
+    failed = head(phase="Failed", ready=False, exit_code=1, reason="Error")
+    d = step(job(running_status(), backoffLimit=2), Observed(pods=(failed,), workers=workers()), T0 + timedelta(minutes=5))
+    assert d.create_head == 2 and d.head_created is None and not d.head_created_events
+
+
+def test_no_initializing_without_a_head_to_create() -> None:
+    pending = {"phase": "Pending", "attempts": 2, "startTime": ts(), "attemptStartTime": ts()}
+    d = step(job(pending), Observed(pods=(head(1, phase="Running"),)), T0)  # the earlier head must stop first
+    assert d.create_head is None and d.head_created is None
 
 
 def test_new_suspended_job_creates_nothing() -> None:

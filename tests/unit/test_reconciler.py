@@ -363,3 +363,81 @@ def test_parsed_models_are_kept_for_the_most_recently_reconciled_jobs_only() -> 
     assert ("ns1", "j1") not in rec._parsed  # the least recently used went
     again = rec._parse(("ns1", "j1"), bodies[("ns1", "j1")])
     assert again.metadata.name == "j1" and rec._parse(("ns1", "j1"), bodies[("ns1", "j1")]) is again
+
+
+class CreatingKube(FakeKube):
+    """Creates what it is asked to (refusing the kinds in `refuse` as a quota would); records the rest."""
+
+    def __init__(self, refuse: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.created: list[tuple[str, str]] = []
+        self.refuse = refuse
+
+    async def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+        if obj["kind"] in self.refuse:
+            raise ApiException(403, "Forbidden", '{"kind": "Status", "message": "exceeded quota: pods"}')
+        self.created.append((obj["kind"], obj["metadata"]["name"]))
+        return None, True
+
+    async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:  # the job's label
+        *_, namespace, _, name = path.split("/")
+        return {"metadata": {"namespace": namespace, "name": name, "resourceVersion": "1"}}
+
+
+def test_a_new_job_is_written_once_as_initializing_and_its_head_counts_as_there_until_the_watch_shows_it() -> None:
+    from tests.jobs import minimal_job
+
+    key = ("ns1", "fresh")
+    kube = CreatingKube()
+    rec = Reconciler(kube, resources.BuildContext(),  # type: ignore[arg-type]
+                     clock=lambda: datetime(2026, 12, 4, 0, 0, 10, tzinfo=timezone.utc))
+    body = minimal_job("fresh", workers={"replicas": 2}, backoffLimit=2)
+    body["metadata"].update(uid="u1", generation=1, resourceVersion="7")
+
+    def reconcile() -> None:
+        rec.jobs[key] = body
+        asyncio.run(rec.reconcile(key))
+        body["status"] = {**(body.get("status") or {}), **kube.patches[-1][1]}  # as the watch delivers our write
+        body["metadata"]["resourceVersion"] = str(int(body["metadata"]["resourceVersion"]) + 1)
+
+    reconcile()
+    assert ("Pod", "fresh-head-1") in kube.created and ("StatefulSet", "fresh-workers") in kube.created
+    ((_, status, rv),) = kube.patches
+    assert status["phase"] == "Initializing" and status["reason"] == "ClusterStarting" and status["attempts"] == 1 and rv == "7"
+    assert kube.events == [("Normal", "Accepted"), ("Normal", "ClusterStarting")]
+
+    # Our own write comes back before the head pod's event (the StatefulSet's is in): the head is not taken for gone.
+    from rljob.controller.observe import WorkersObservation
+    rec.workers = {key: [WorkersObservation(exists=True, replicas=2, controller_uid="u1", name="fresh-workers", uid="s1")]}
+    reconcile()
+    assert len(kube.patches) == 1 and len(kube.created) == len(set(kube.created))
+
+    # Its event, then its deletion: now it is gone, and the attempt fails as for any lost head.
+    head = PodObservation("fresh-head-1", "head", 1, "Pending", controller_uid="u1", uid="p1", owner_uid="u1")
+    rec.pods = {key: [head]}
+    rec.pods_changed(key)
+    rec.pods = {}
+    rec.pods_changed(key)
+    reconcile()
+    status = kube.patches[-1][1]
+    assert status["phase"] == "Pending" and status["reason"] == "AttemptFailed" and "disappeared" in status["message"]
+
+
+def test_a_refused_head_leaves_the_job_pending_with_the_reason_and_nothing_expected() -> None:
+    from rljob.controller.apply import ChildCreationFailed
+    from tests.jobs import minimal_job
+
+    key = ("ns1", "quota")
+    kube = CreatingKube(refuse=("Pod",))
+    rec = Reconciler(kube, resources.BuildContext())  # type: ignore[arg-type]
+    body = minimal_job("quota")
+    body["metadata"].update(uid="u1", generation=1, resourceVersion="7")
+    rec.jobs[key] = body
+    try:
+        asyncio.run(rec.reconcile(key))
+        raise AssertionError("a refused head must fail the pass")
+    except ChildCreationFailed:
+        pass
+    ((_, status, _),) = kube.patches
+    assert status["phase"] == "Pending" and status["reason"] == "CreateFailed" and "exceeded quota" in status["message"]
+    assert [reason for _, reason in kube.events] == ["CreateFailed", "Accepted"] and len(rec.expected) == 0

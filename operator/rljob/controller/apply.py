@@ -82,10 +82,13 @@ async def apply(
                 problems += await _create(kube, obj)
         if not problems:
             problems += await _create(kube, resources.workers_statefulset(job, ctx))
+    events = decision.events
     if decision.create_head is not None and not problems:
         current = status if status is not None else job.status
         pod = resources.head_pod(job, ctx, decision.create_head, _coordination_deadline(job, current))
         problems += await _create(kube, pod)
+        if not problems and decision.head_created is not None:
+            status, events, written = decision.head_created, [*events, *decision.head_created_events], False
     for pod_name in decision.delete_pods:
         await kube.delete("v1", "Pod", ns, pod_name)
     if decision.delete_workers:
@@ -109,7 +112,7 @@ async def apply(
     involved = new_body or body
 
     async def post_events() -> None:  # one after another: `kubectl describe` lists them in this order
-        for event in decision.events:
+        for event in events:
             await kube.event(involved, event.type, event.reason, event.message)
 
     if decision.job_labels:  # beside the events: neither waits on the other

@@ -233,7 +233,7 @@ async def start_streams(kube: Kube, rec: Reconciler) -> list[informer.Stream]:
     themselves after them, so that the first reconcile of a job already sees all of its children."""
     selector = ",".join(f"{k}={v}" for k, v in MANAGED.items())
     pods = informer.Informer(kube, "/api/v1", "pods", selector, _keyed(observe.observe_pod),
-                             CONFIG.namespaces, on_change=rec.enqueue)
+                             CONFIG.namespaces, on_change=rec.pods_changed)
     statefulsets = informer.Informer(kube, "/apis/apps/v1", "statefulsets", selector, _keyed(observe.observe_workers),
                                      CONFIG.namespaces, on_change=rec.enqueue)
     children: list[informer.Informer[Any]] = [pods, statefulsets]

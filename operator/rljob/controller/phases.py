@@ -4,6 +4,7 @@
     ─────────────  ────────────────────────────────────────────  ─────────────  ─────────────────────────────
     (new)          spec.suspend                                  Suspended      Suspended
     (new)          -                                             Pending        Accepted (children created)
+    Pending        the pass created this attempt's head pod      Initializing   ClusterStarting (one status write)
     any active     spec.suspend                                  Suspended      Suspended (pods deleted)
     any active     activeSeconds + (now - startTime) > budget    Failed         DeadlineExceeded (pods deleted)
     Pending/Init   now > attemptStartTime + coordination timeout Failed         ClusterCoordinationTimeout
@@ -80,6 +81,11 @@ class Decision:
     finish_workload: tuple[str, str] | None = None  # the job ended: Finished (reason, message) frees the quota
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
+    # What `status` and `events` become once this pass's head pod is created: Initializing at once, so that a new job
+    # is written once (not Pending and then Initializing) and reconciled once less. While creating is refused or
+    # waits for a deleted job's children, `status` (Pending, with why) is written instead.
+    head_created: JobStatus | None = None
+    head_created_events: list[Event] = field(default_factory=list)
 
 
 def step(job: RLTrainingJob, observed: Observed, now: datetime) -> Decision:
@@ -163,9 +169,8 @@ class _Machine:
                 if not self._wait_for_earlier_heads(attempt):
                     self.decision.create_head = attempt
                 return self._done()
-            waiting = f"waiting for head pod {head.name} and {self.spec.workers.replicas} worker(s)"
-            self._phase(INITIALIZING, Reason.CLUSTER_STARTING, waiting)
-            self._event("Normal", Reason.CLUSTER_STARTING, f"head pod {head.name} created; waiting for the Ray cluster")
+            self._phase(INITIALIZING, Reason.CLUSTER_STARTING, self._waiting_for_cluster(head.name))
+            self._event("Normal", Reason.CLUSTER_STARTING, _head_created(head.name))
         self._ensure_workers()
         ready = head is not None and head.ready and self._workers_ready()
         if self.old.phase != RUNNING and self.status.phase != RUNNING and ready:
@@ -458,7 +463,23 @@ class _Machine:
         self.status.observed_generation = self.generation
         if self.status != self.old:
             self.decision.status = self.status
+        attempt = self.decision.create_head
+        if attempt is not None and self.status.phase == PENDING and self.status.reason != Reason.ATTEMPT_FAILED:
+            # (A failed attempt's Pending, with what failed, is written first: the next one's head comes after.)
+            head = names.head_pod(self.job.name, attempt)
+            created = self.status.model_copy(deep=True)
+            created.phase, created.reason = INITIALIZING, Reason.CLUSTER_STARTING
+            created.message = self._waiting_for_cluster(head)
+            self.decision.head_created = created
+            self.decision.head_created_events = [Event("Normal", Reason.CLUSTER_STARTING, _head_created(head))]
         return self.decision
+
+    def _waiting_for_cluster(self, head: str) -> str:
+        return f"waiting for head pod {head} and {self.spec.workers.replicas} worker(s)"
+
+
+def _head_created(head: str) -> str:
+    return f"head pod {head} created; waiting for the Ray cluster"
 
 
 def _describe_failure(attempt: int, head: PodObservation | None) -> str:

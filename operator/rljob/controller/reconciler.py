@@ -22,12 +22,14 @@ from pydantic import ValidationError
 
 from .. import resources
 from ..api import constants as c
+from ..api import names
 from ..api.manifest import ManifestError, parse_job
 from ..api.models import JobStatus, RLTrainingJob
 from ..api.vocabulary import Phase, Reason
 from . import conditions as cond
 from . import kueue, observe
 from .apply import ChildCreationFailed, apply
+from .expectations import HeadExpectations
 from .kube import ApiException, Kube, error_text
 from .pacing import StatusPacer
 from .phases import step
@@ -94,6 +96,7 @@ class Reconciler:
         self._waiting: dict[Key, float] = {}  # since when a job waits for a deleted job's children to go
         self._parsed: OrderedDict[Key, tuple[int, RLTrainingJob]] = OrderedDict()  # least recently used first
         self.pacer = StatusPacer(requeue=self.enqueue)
+        self.expected = HeadExpectations()  # head pods created, not yet shown by the pod watch
         self._tasks: list[asyncio.Task[None]] = []
         self._releases: set[asyncio.Task[None]] = set()
         # Leader election's check before every reconcile: a replica that is not (or no longer) the leader
@@ -109,9 +112,15 @@ class Reconciler:
             self.jobs[key] = cached_body(body)
         self.enqueue(key)
 
+    def pods_changed(self, key: Key) -> None:
+        """The pod watch changed a job's pods."""
+        self.expected.seen(key, self.pods.get(key, ()))
+        self.enqueue(key)
+
     def remove_job(self, key: Key, uid: str | None = None) -> None:
         self.jobs.pop(key, None)
         self._parsed.pop(key, None)
+        self.expected.forget(key)
         self.pacer.forget(key)
         self._waiting.pop(key, None)
         self._failures.pop(key, None)
@@ -270,7 +279,7 @@ class Reconciler:
                 "(--require-network-isolation): re-create the job without it",
             )
         observed = observe.merge(
-            self.pods.get(key, ()), self.workers.get(key, ()), job.metadata.uid,
+            self.expected.with_expected(key, self.pods.get(key, ())), self.workers.get(key, ()), job.metadata.uid,
             workloads=self.workloads.get(key, ()) if self.workloads is not None else (), kueue=self.workloads is not None,
         )
         decision = step(job, observed, self.clock())
@@ -282,7 +291,14 @@ class Reconciler:
         if (decision.ensure_children or decision.create_head is not None) and observed.workload is not None \
                 and observed.workload.admitted and job.metadata.labels.get(c.KUEUE_QUEUE_LABEL):
             placed = await self.flavors.admitted(job, observed.workload)  # where Kueue's flavors put the pods
-        new_body = await apply(self.kube, self.ctx, placed, body, decision, observed.workload, self.pacer)
+        if decision.create_head is not None:
+            self.expected.expect(key, names.head_pod(job.name, decision.create_head), decision.create_head, job.metadata.uid or "")
+        try:
+            new_body = await apply(self.kube, self.ctx, placed, body, decision, observed.workload, self.pacer)
+        except BaseException:
+            if decision.create_head is not None:
+                self.expected.forget(key)  # the job stays Pending: the next pass looks for its head again
+            raise
         if new_body is not None and key in self.jobs:
             self.upsert_job_quietly(new_body)
         if decision.requeue_after is not None and key in self.jobs:
