@@ -470,6 +470,9 @@ class _Machine:
             created = self.status.model_copy(deep=True)
             created.phase, created.reason = INITIALIZING, Reason.CLUSTER_STARTING
             created.message = self._waiting_for_cluster(head)
+            # The count from the start, as the move to Initializing always carried it: else the next pass writes it alone.
+            created.ready_workers = self.obs.workers.ready if self.obs.workers.exists else 0
+            created.workers = f"{created.ready_workers}/{self.spec.workers.replicas}"
             self.decision.head_created = created
             self.decision.head_created_events = [Event("Normal", Reason.CLUSTER_STARTING, _head_created(head))]
         return self.decision
