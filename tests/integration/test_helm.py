@@ -116,7 +116,9 @@ def test_template_passes_server_side_dry_run(
         ):
             rendered = helm("template", "dry", CHART, "--namespace", namespace, "-f", helm.values(values)).stdout
             kinds = {doc["kind"] for doc in yaml.safe_load_all(rendered) if doc}
-            assert {"Deployment", "ClusterRole", "ClusterRoleBinding", "ServiceAccount"} <= kinds
+            # The operator's rules: cluster-wide, or in Roles in each watched namespace and nothing cluster-wide.
+            bound = {"RoleBinding"} if values.get("watch") else {"ClusterRoleBinding"}
+            assert {"Deployment", "ServiceAccount", *bound} <= kinds and not ({"ClusterRoleBinding"} - bound) & kinds
             res = cp.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered, check=False)
             assert res.returncode == 0, f"values {values}:\n{res.stderr}"
             assert "(server dry run)" in res.stdout
@@ -208,8 +210,9 @@ def test_install_into_a_restricted_namespace_then_uninstall(
     created = release_objects(cp, namespace, release)
     assert f"Deployment/{release}" in created[namespace] and f"ConfigMap/{release}-dashboard" in created[namespace]
     assert created["default"] == [f"Role/{release}-apiserver-endpoints", f"RoleBinding/{release}-apiserver-endpoints"]
-    assert created["cluster"] == [f"ClusterRole/{release}", f"ClusterRole/{release}-edit", f"ClusterRole/{release}-view",
-                                  f"ClusterRoleBinding/{release}"]
+    operator_rules = [] if mode == "ha-namespaced" else [f"ClusterRole/{release}"]  # namespaced: Roles only
+    assert created["cluster"] == [*operator_rules, f"ClusterRole/{release}-edit", f"ClusterRole/{release}-view",
+                                  *([f"ClusterRoleBinding/{release}"] if operator_rules else [])]
     deployment_probe = deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
     assert deployment_probe["httpGet"] == {"path": "/readyz", "port": "health", "scheme": "HTTP"}
     if mode == "ha-namespaced":

@@ -237,6 +237,7 @@ def test_default_render(helm_home: dict[str, str], tmp_path: Path) -> None:
     (cluster_role,) = operator_cluster_roles(objs)
     granted = {(g, r) for rule in cluster_role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
     assert ("rljob.dev", "rltrainingjobs/status") in granted and ("", "namespaces") not in granted
+    assert not any(g == "apiextensions.k8s.io" for g, _ in granted)  # the operator's own watches need no CRD reads
     assert not any(g == "kopf.dev" for g, _ in granted)
 
     (deployment,) = by_kind(objs, "Deployment")
@@ -278,9 +279,8 @@ def test_full_render(helm_home: dict[str, str], tmp_path: Path) -> None:
         resources = {r for rule in roles[ns]["rules"] for r in rule["resources"]}
         assert {"pods", "statefulsets", "rltrainingjobs", "rltrainingjobs/status"} <= resources
         assert any(b["metadata"]["namespace"] == ns and b["roleRef"]["kind"] == "Role" for b in by_kind(objs, "RoleBinding"))
-    (cluster_role,) = operator_cluster_roles(objs)
-    cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
-    assert cluster_resources == {"customresourcedefinitions", "namespaces"}  # nothing namespaced cluster-wide
+    assert operator_cluster_roles(objs) == []  # nothing cluster-wide: no CRD or Namespace watch, every namespace by name
+    assert not [b for b in by_kind(objs, "ClusterRoleBinding")]
 
     (lease_role,) = [r for r in by_kind(objs, "Role") if r["metadata"]["name"].endswith("-leader-election")]
     assert lease_role["metadata"]["namespace"] == "rljob-system"

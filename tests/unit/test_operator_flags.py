@@ -151,7 +151,7 @@ def test_flags_reach_the_operator_config(monkeypatch: pytest.MonkeyPatch, config
     assert operator_cli.run(args) == 0
     assert ran["namespaces"] == ["team-a"] and ran["clusterwide"] is False
     assert "liveness_endpoint" not in ran  # the operator serves /healthz and /readyz itself
-    assert config.cluster_scan is False and config.discover_api_server is False
+    assert config.discover_api_server is False
     assert config.api_server == (("10.0.0.1/32", 6443),)
     assert config.metrics_scrape_namespaces == ("monitoring",)
     assert config.health_port == 9999

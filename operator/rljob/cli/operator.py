@@ -29,8 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--health-port", type=int, default=8081,
                    help="port of the liveness (/healthz) and readiness (/readyz) endpoints, 0 to disable (default %(default)s)")
     p.add_argument("--no-cluster-scan", action="store_true",
-                   help="make no cluster-scoped list or watch: the operator then needs no cluster-wide permission, but "
-                   "takes only exact --namespace names (each watched on its own; a pattern needs a cluster-wide watch)")
+                   help="make no cluster-scoped list or watch, for an operator with Roles only: refuse namespace "
+                   "patterns, which are served by cluster-wide watches (exact --namespace names are watched each on "
+                   "its own, with or without this flag)")
     p.add_argument("--leader-elect", action="store_true",
                    help="elect a leader among several replicas through a Lease in --operator-namespace: only the "
                    "holder reconciles; the others stand by (without it the operator acts alone)")
@@ -146,7 +147,6 @@ def run(args: argparse.Namespace) -> int:
     handlers.CONFIG.api_server = endpoints
     handlers.CONFIG.discover_api_server = not endpoints and not args.no_api_server_discovery
     handlers.CONFIG.metrics_scrape_namespaces = tuple(dict.fromkeys(args.metrics_scrape_namespace))
-    handlers.CONFIG.cluster_scan = not args.no_cluster_scan
     handlers.CONFIG.health_port = args.health_port or None
     handlers.CONFIG.namespaces = tuple(args.namespace)
     if args.kueue:

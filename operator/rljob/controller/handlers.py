@@ -47,9 +47,6 @@ class OperatorConfig:
     # Read the `kubernetes` EndpointSlices in `default` at start-up (needs a Role there).
     discover_api_server: bool = True
     metrics_scrape_namespaces: tuple[str, ...] = ()
-    # Cluster-scoped lists and watches allowed (kopf's of CRDs and Namespaces); off for an operator with Roles only,
-    # which the CLI then holds to exact namespace names (controller.informer watches each on its own).
-    cluster_scan: bool = True
     health_port: int | None = None
     # Admit jobs labelled kueue.x-k8s.io/queue-name through Kueue Workloads (register_kueue() adds the watch).
     kueue: bool = False
@@ -144,9 +141,9 @@ def reconciler() -> Reconciler:
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False  # we post our own, meaningful events
     settings.networking.request_timeout = 60
-    # kopf serves no resource here (the operator's own streams do). Its following of CRDs and Namespaces stays as the
-    # chart's RBAC grants it, and is off for an operator with Roles only.
-    settings.scanning.disabled = not CONFIG.cluster_scan
+    # kopf serves no resource here (the operator's own streams do): it has no CRD or Namespace to follow, and the
+    # operator needs no permission for them.
+    settings.scanning.disabled = True
     kube = Kube(_credentials())
     ctx = resources.BuildContext(
         default_image=CONFIG.default_image,
