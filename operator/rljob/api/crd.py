@@ -171,17 +171,34 @@ def _unchanged(path: str) -> str:
     return f"has(self.{path}) == has(oldSelf.{path}) && (!has(self.{path}) || self.{path} == oldSelf.{path})"
 
 
-SUSPENDED_CEL = "(has(self.suspend) && self.suspend) || (has(oldSelf.suspend) && oldSelf.suspend)"
+# spec.suspend has a default, so it is always there: no has() needed.
+SUSPENDED_CEL = "self.suspend || oldSelf.suspend"
+# The rule of a field that is always there (required, or defaulted), placed on the field itself.
+FIELD_UNCHANGED = "self == oldSelf"
+
+
+def _always_present(section: dict[str, Any], path: str) -> bool:
+    """Required or defaulted at every step of `path`: the API server defaults old and new objects alike, so the field
+    is never added or removed by an update."""
+    node = section
+    for name in path.split("."):
+        if name not in node.get("required", []) and "default" not in node["properties"][name]:
+            return False
+        node = node["properties"][name]
+    return True
 
 
 def mutability_rules() -> list[dict[str, str]]:
-    """Transition rules (oldSelf) on the spec: one per field, so a refused edit names its field.
+    """Transition rules (oldSelf): one per field, so a refused edit names its field.
 
     Fields in models.MUTABLE_FIELDS change freely; the fields of models.MUTABLE_WHILE_SUSPENDED change
     while the job is suspended before or after the edit (as batch/v1 Job allows for queues); all others
-    never. Each rule also holds when a field is added or removed, which a rule on the field itself would
-    not see.
+    never. A field that may be absent has its rule on the spec (with fieldPath), which also sees it added or
+    removed; one that is always there has `self == oldSelf` on the field itself. Every update evaluates every rule,
+    a status write included, and each field a rule on the spec reads is a lookup in the spec's schema: rules
+    with fewer lookups keep the API server's cost per status write down.
     """
+    spec = _section(models.JobSpec)
     rules: list[dict[str, str]] = []
     for name, field in models.JobSpec.model_fields.items():
         wire = field.alias or name
@@ -194,15 +211,16 @@ def mutability_rules() -> list[dict[str, str]]:
                 path = f"{wire}.{sub.alias or sub_name}"
                 if path in models.MUTABLE_FIELDS:
                     continue
+                same = f"self.{path} == oldSelf.{path}" if _always_present(spec, path) else _unchanged(path)
                 rules.append({
-                    "rule": f"{SUSPENDED_CEL} || ({_unchanged(path)})",
+                    "rule": f"{SUSPENDED_CEL} || ({same})",
                     "message": "field can change only while the job is suspended (spec.suspend: true); "
                     "the next attempt's pods get the new value",
-                    "fieldPath": f".{path}",
+                    "fieldPath": f".{wire}.{sub.alias or sub_name}",
                 })
             continue
         rules.append({
-            "rule": _unchanged(wire),
+            "rule": FIELD_UNCHANGED if _always_present(spec, wire) else _unchanged(wire),
             "message": "field is immutable after creation (changeable: "
             + ", ".join(f"spec.{f}" for f in models.MUTABLE_FIELDS)
             + "; head and workers while suspended); delete and re-create the job to change it",
@@ -213,7 +231,15 @@ def mutability_rules() -> list[dict[str, str]]:
 
 def openapi_schema() -> dict[str, Any]:
     spec = _section(models.JobSpec)
-    spec["x-kubernetes-validations"] = [*spec.get("x-kubernetes-validations", []), *mutability_rules()]
+    on_spec = []
+    for rule in mutability_rules():
+        if rule["rule"] == FIELD_UNCHANGED:  # on the field: its path is the rule's own
+            field = spec["properties"][rule["fieldPath"].lstrip(".")]
+            field["x-kubernetes-validations"] = [*field.get("x-kubernetes-validations", []),
+                                                 {k: v for k, v in rule.items() if k != "fieldPath"}]
+        else:
+            on_spec.append(rule)
+    spec["x-kubernetes-validations"] = [*spec.get("x-kubernetes-validations", []), *on_spec]
     status = _section(models.JobStatus)
     conditions = status["properties"]["conditions"]
     conditions["x-kubernetes-list-type"] = "map"
