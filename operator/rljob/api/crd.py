@@ -216,7 +216,7 @@ def mutability_rules() -> list[dict[str, str]]:
                     "rule": f"{SUSPENDED_CEL} || ({same})",
                     "message": "field can change only while the job is suspended (spec.suspend: true); "
                     "the next attempt's pods get the new value",
-                    "fieldPath": f".{wire}.{sub.alias or sub_name}",
+                    "fieldPath": f".{path}",
                 })
             continue
         rules.append({

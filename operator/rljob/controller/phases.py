@@ -299,11 +299,11 @@ class _Machine:
         self.status.message = f"waiting for {', '.join(p.name for p in earlier)} to stop before attempt {attempt} starts"
         return True
 
-    def _observe_workers(self) -> None:
-        desired = self.spec.workers.replicas
-        ready = self.obs.workers.ready if self.obs.workers.exists else 0
-        self.status.ready_workers = ready
-        self.status.workers = f"{ready}/{desired}"
+    def _observe_workers(self, status: JobStatus | None = None) -> None:
+        """The count of ready workers, into `status` (the computed one by default)."""
+        status = status if status is not None else self.status
+        status.ready_workers = self.obs.workers.ready if self.obs.workers.exists else 0
+        status.workers = f"{status.ready_workers}/{self.spec.workers.replicas}"
 
     def _workers_ready(self) -> bool:
         desired = self.spec.workers.replicas
@@ -471,8 +471,7 @@ class _Machine:
             created.phase, created.reason = INITIALIZING, Reason.CLUSTER_STARTING
             created.message = self._waiting_for_cluster(head)
             # The count from the start, as the move to Initializing always carried it: else the next pass writes it alone.
-            created.ready_workers = self.obs.workers.ready if self.obs.workers.exists else 0
-            created.workers = f"{created.ready_workers}/{self.spec.workers.replicas}"
+            self._observe_workers(created)
             self.decision.head_created = created
             self.decision.head_created_events = [Event("Normal", Reason.CLUSTER_STARTING, _head_created(head))]
         return self.decision
