@@ -269,7 +269,8 @@ def wait_for_garbage_collector(cp: ControlPlane, api: client.ApiClient, jobs_pat
         cp.kubectl("delete", c.PLURAL, "gc-probe", "-n", NAMESPACE, "--wait=true")
         if wait_until(lambda: cp.kubectl("get", "configmap", "gc-probe", "-n", NAMESPACE, check=False).returncode != 0, 10, 0.5):
             return
-        cp.kubectl("delete", "configmap", "gc-probe", "-n", NAMESPACE, "--wait=true")
+        # The collector may have caught up between the wait and now: gone is as good as deleted.
+        cp.kubectl("delete", "configmap", "gc-probe", "-n", NAMESPACE, "--ignore-not-found", "--wait=true")
     raise RuntimeError("the garbage collector did not learn of the CRD within 120 s")
 
 
