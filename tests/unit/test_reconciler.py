@@ -236,8 +236,16 @@ def test_an_admin_can_require_isolated_jobs() -> None:
 
 
 class ReleasingKube:
-    def __init__(self) -> None:
+    def __init__(self, service_owner: str = "job-1") -> None:
         self.deleted: list[tuple[str, str, str]] = []
+        self.service_owner = service_owner
+
+    async def get_cached(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        assert (kind, name) == ("Service", "gone-head")
+        owner = {"apiVersion": "rljob.dev/v1alpha1", "kind": "RLTrainingJob", "name": "gone", "uid": self.service_owner,
+                 "controller": True}
+        return {"metadata": {"name": name, "namespace": namespace, "uid": "svc-" + self.service_owner,
+                             "ownerReferences": [owner]}}
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str, propagation: str = "Background",
                      uid: str = "") -> bool:
@@ -255,8 +263,8 @@ def test_a_deleted_jobs_workers_then_pods_go_at_once_each_by_its_own_uid() -> No
             PodObservation("gone-head-1", "head", 1, "Pending", controller_uid="job-2", uid="p9")]  # the new job's
     workers = [WorkersObservation(exists=True, controller_uid="job-1", name="gone-workers", uid="s1")]
 
-    async def scenario(may_act: bool) -> list[tuple[str, str, str]]:
-        kube = ReleasingKube()
+    async def scenario(may_act: bool, service_owner: str = "job-1") -> list[tuple[str, str, str]]:
+        kube = ReleasingKube(service_owner)
         rec = Reconciler(kube, resources.BuildContext(), concurrency=1)  # type: ignore[arg-type]
         rec.pods, rec.workers = {key: pods}, {key: workers}
         rec.may_act = lambda: may_act
@@ -267,7 +275,11 @@ def test_a_deleted_jobs_workers_then_pods_go_at_once_each_by_its_own_uid() -> No
         await rec.stop()
         return kube.deleted
 
-    assert asyncio.run(scenario(True)) == [
+    # The head's Service before its pod (no Endpoints rewritten as the pod goes), by its own uid.
+    assert asyncio.run(scenario(True)) == [("Service", "gone-head", "svc-job-1"),
+        ("StatefulSet", "gone-workers", "s1"), ("Pod", "gone-head-1", "p1"), ("Pod", "gone-workers-0", "p2")]
+    # A Service of that name that is a new job's stays.
+    assert asyncio.run(scenario(True, service_owner="job-2")) == [
         ("StatefulSet", "gone-workers", "s1"), ("Pod", "gone-head-1", "p1"), ("Pod", "gone-workers-0", "p2")]
     assert asyncio.run(scenario(False)) == []  # a standby writes nothing
 

@@ -92,8 +92,13 @@ Role per watched namespace.
   verbs: [get]
 # The job's children, created once (deterministic names; deleted by the garbage collector).
 - apiGroups: [""]
-  resources: [services, serviceaccounts, persistentvolumeclaims]
+  resources: [serviceaccounts, persistentvolumeclaims]
   verbs: [create, get]
+# The head's Service too, deleted by the operator before the head pod when its job is deleted (else the
+# endpoint controllers rewrite its Endpoints and EndpointSlice as the pod goes).
+- apiGroups: [""]
+  resources: [services]
+  verbs: [create, delete, get]
 # The operator posts its own events on the jobs.
 - apiGroups: [""]
   resources: [events]

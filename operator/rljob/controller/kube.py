@@ -162,6 +162,16 @@ class Kube:
                 return None, False
             raise
 
+    async def get_cached(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """An object as the API server's watch cache holds it (resourceVersion=0: no read from etcd), None when there
+        is none. Possibly a moment old: good for choosing what to do next, with a uid precondition on the write."""
+        try:
+            return await self.request("GET", object_path(api_version, kind, namespace, name), query=[("resourceVersion", "0")])
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     async def delete(
         self, api_version: str, kind: str, namespace: str, name: str, propagation: str = "Background", uid: str = ""
     ) -> bool:
