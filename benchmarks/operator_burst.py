@@ -17,7 +17,8 @@ It prints one figure per line, each mode's and the operator's as a ratio to the 
 from the first apply until the last job's cluster is up: the job Running for the operator, all its pods Ready
 for the floor), p50/p99 apply-to-Running per job, the operator's peak RSS and CPU seconds, delete-to-no-pods
 and the pods left after it; per mode, the write requests the API server served per job up to all Running (its own
-count, by verb and resource: who makes the control plane work) and each control-plane process's CPU seconds.
+count, by verb and resource: who makes the control plane work), those from the delete until no pod is left, and
+each control-plane process's CPU seconds.
 Deleting is one deletecollection per kind: of the jobs in operator mode (the API server deletes them one after
 another, and each job's pods follow it; the time until the last job is gone is printed too), of the StatefulSets
 and pods for the floors. Pod IPs come from a routable-looking range, as on a real cluster (see POD_CIDR).
@@ -435,6 +436,10 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
         if jobs_gone:
             out["jobs deleted seconds"] = jobs_gone[0]
         out["pods left"] = float(len(pod_watch.live))
+        if gone:
+            for key, count in api_writes(api).items():
+                if count - writes.get(key, 0.0) >= jobs / 2:
+                    out[f"delete writes {key}"] = (count - writes.get(key, 0.0)) / jobs
         if operator is not None and operator.proc is not None:
             out["operator CPU seconds incl. delete"] = process_usage(operator.proc.pid)[0] - cpu_before
             if spy is not None:
@@ -479,6 +484,10 @@ def main() -> int:
         writes = {k[len("writes "):]: v for k, v in figures.items() if k.startswith("writes ")}
         print(f"{labels[mode]} API writes per job to all Running: {sum(writes.values()):.1f} ("
               + ", ".join(f"{k} {v:.1f}" for k, v in sorted(writes.items(), key=lambda kv: -kv[1])) + ")")
+        deletes = {k[len("delete writes "):]: v for k, v in figures.items() if k.startswith("delete writes ")}
+        if deletes:
+            print(f"{labels[mode]} API writes per job from delete to no pods: {sum(deletes.values()):.1f} ("
+                  + ", ".join(f"{k} {v:.1f}" for k, v in sorted(deletes.items(), key=lambda kv: -kv[1])) + ")")
         cpus = {k[len("cpu "):]: v for k, v in figures.items() if k.startswith("cpu ")}
         print(f"{labels[mode]} control-plane CPU seconds to all Running: {sum(cpus.values()):.1f} ("
               + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpus.items(), key=lambda kv: -kv[1])) + ")")
