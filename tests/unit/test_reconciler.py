@@ -240,8 +240,8 @@ class ReleasingKube:
         self.deleted: list[tuple[str, str, str]] = []
         self.service_owner = service_owner
 
-    async def get_cached(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        assert (kind, name) == ("Service", "gone-head")
+    async def get(self, api_version: str, kind: str, namespace: str, name: str, cached: bool = False) -> dict[str, Any] | None:
+        assert (kind, name, cached) == ("Service", "gone-head", True)
         owner = {"apiVersion": "rljob.dev/v1alpha1", "kind": "RLTrainingJob", "name": "gone", "uid": self.service_owner,
                  "controller": True}
         return {"metadata": {"name": name, "namespace": namespace, "uid": "svc-" + self.service_owner,

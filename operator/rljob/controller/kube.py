@@ -155,18 +155,14 @@ class Kube:
         except ApiException as exc:
             if exc.status != 409:
                 raise
-        try:
-            return await self.request("GET", object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])), False
-        except ApiException as exc:
-            if exc.status == 404:
-                return None, False
-            raise
+        return await self.get(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]), False
 
-    async def get_cached(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """An object as the API server's watch cache holds it (resourceVersion=0: no read from etcd), None when there
-        is none. Possibly a moment old: good for choosing what to do next, with a uid precondition on the write."""
+    async def get(self, api_version: str, kind: str, namespace: str, name: str, cached: bool = False) -> dict[str, Any] | None:
+        """An object, None when there is none. `cached` reads the API server's watch cache (resourceVersion=0: no
+        read from etcd), possibly a moment old: good for choosing what to do next, with a uid precondition on the write."""
         try:
-            return await self.request("GET", object_path(api_version, kind, namespace, name), query=[("resourceVersion", "0")])
+            query = [("resourceVersion", "0")] if cached else None
+            return await self.request("GET", object_path(api_version, kind, namespace, name), query=query)
         except ApiException as exc:
             if exc.status == 404:
                 return None

@@ -142,12 +142,12 @@ class Reconciler:
         if not statefulsets and not pods:
             return
         # The head's Service before a head pod: else the endpoint controllers rewrite the Service's Endpoints and
-        # EndpointSlice as the pod terminates and again as it goes (about 2.7 writes per job, measured), for objects
-        # the collector deletes a moment later. Read from the watch cache, deleted only by its uid if it is this job
-        # instance's: a new job of the same name keeps its own. A failure here still lets the pods go.
+        # EndpointSlice as the pod terminates and again as it goes (2.4 writes per job in the benchmark's burst), for
+        # objects the collector deletes a moment later. Read from the watch cache, deleted only by its uid if it is
+        # this job instance's: a new job of the same name keeps its own. A failure here still lets the pods go.
         if any(p.role == c.ROLE_HEAD for p in pods):
             try:
-                service = await self.kube.get_cached("v1", "Service", key[0], names.head_service(key[1]))
+                service = await self.kube.get("v1", "Service", key[0], names.head_service(key[1]), cached=True)
                 meta = (service or {}).get("metadata") or {}
                 if meta.get("uid") and observe.controller_uid(meta) == uid:
                     await self.kube.delete("v1", "Service", key[0], meta["name"], uid=meta["uid"])
