@@ -323,6 +323,13 @@ def api_writes(api: client.ApiClient) -> dict[str, float]:
     return counts
 
 
+def writes_per_job(prefix: str, before: dict[str, float], after: dict[str, float], jobs: int) -> dict[str, float]:
+    """The writes between two counts, per job, keyed `prefix verb resource`; those under half a write per job are
+    left out (the odd lease renewal or event is not the burst's)."""
+    return {f"{prefix} {key}": (count - before.get(key, 0.0)) / jobs for key, count in after.items()
+            if count - before.get(key, 0.0) >= jobs / 2}
+
+
 def reconciles(metrics_url: str) -> float:
     """How many reconciles the operator has run (its reconcile-duration histogram's count)."""
     with urllib.request.urlopen(metrics_url, timeout=10) as resp:
@@ -404,9 +411,7 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
         out["p50 apply-to-Running seconds"] = statistics.median(latencies) if latencies else float("nan")
         out["p99 apply-to-Running seconds"] = percentile(latencies, 0.99) if latencies else float("nan")
         writes = api_writes(api)
-        for key, count in writes.items():
-            if count - writes_before.get(key, 0.0) >= jobs / 2:
-                out[f"writes {key}"] = (count - writes_before.get(key, 0.0)) / jobs
+        out.update(writes_per_job("writes", writes_before, writes, jobs))
         for name, cpu in cpu_seconds(cp.pids()).items():
             if name in cpu_before_cp:
                 out[f"cpu {name}"] = cpu - cpu_before_cp[name]
@@ -437,9 +442,7 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
             out["jobs deleted seconds"] = jobs_gone[0]
         out["pods left"] = float(len(pod_watch.live))
         if gone:
-            for key, count in api_writes(api).items():
-                if count - writes.get(key, 0.0) >= jobs / 2:
-                    out[f"delete writes {key}"] = (count - writes.get(key, 0.0)) / jobs
+            out.update(writes_per_job("delete writes", writes, api_writes(api), jobs))
         if operator is not None and operator.proc is not None:
             out["operator CPU seconds incl. delete"] = process_usage(operator.proc.pid)[0] - cpu_before
             if spy is not None:
@@ -481,13 +484,11 @@ def main() -> int:
                       and not (mode == "floor" and name == "floor-statefulset")]
             print(f"{labels[mode]} {key}: {figures[key]:.1f}" + (" = " + ", ".join(ratios) if ratios else ""))
     for mode, figures in results.items():
-        writes = {k[len("writes "):]: v for k, v in figures.items() if k.startswith("writes ")}
-        print(f"{labels[mode]} API writes per job to all Running: {sum(writes.values()):.1f} ("
-              + ", ".join(f"{k} {v:.1f}" for k, v in sorted(writes.items(), key=lambda kv: -kv[1])) + ")")
-        deletes = {k[len("delete writes "):]: v for k, v in figures.items() if k.startswith("delete writes ")}
-        if deletes:
-            print(f"{labels[mode]} API writes per job from delete to no pods: {sum(deletes.values()):.1f} ("
-                  + ", ".join(f"{k} {v:.1f}" for k, v in sorted(deletes.items(), key=lambda kv: -kv[1])) + ")")
+        for prefix, when in (("writes", "to all Running"), ("delete writes", "from delete to no pods")):
+            writes = {k[len(prefix) + 1:]: v for k, v in figures.items() if k.startswith(prefix + " ")}
+            if writes:
+                print(f"{labels[mode]} API writes per job {when}: {sum(writes.values()):.1f} ("
+                      + ", ".join(f"{k} {v:.1f}" for k, v in sorted(writes.items(), key=lambda kv: -kv[1])) + ")")
         cpus = {k[len("cpu "):]: v for k, v in figures.items() if k.startswith("cpu ")}
         print(f"{labels[mode]} control-plane CPU seconds to all Running: {sum(cpus.values()):.1f} ("
               + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpus.items(), key=lambda kv: -kv[1])) + ")")
