@@ -7,6 +7,8 @@ subprocess. Development tooling only: neither the rljob wheel nor the images con
 * :mod:`tests.cluster.processes`: child processes that die with the test run, free ports, log tails;
 * :mod:`tests.cluster.operator_process`: `rljob operator` as a subprocess
   (:class:`~tests.cluster.operator_process.OperatorProcess`);
+* :mod:`tests.cluster.chart`: the operator as the Helm chart deploys it (its ServiceAccount, RBAC and flags)
+  (:class:`~tests.cluster.chart.ChartOperator`);
 * :mod:`tests.cluster.devcluster`: `make dev-cluster`, also ``python -m tests.cluster``.
 
 The modules import nothing from here, so that ``python -m tests.cluster.controlplane`` loads its module once.

@@ -202,6 +202,7 @@ class ControlPlane:
         audit_log: bool = False,
         audit_policy: Mapping[str, Any] | None = None,
         controller_manager_args: Sequence[str] = (),
+        profiling: bool = False,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self._bin_dir_arg = bin_dir
@@ -227,6 +228,9 @@ class ControlPlane:
         #: more kube-controller-manager flags, after the defaults (a later flag wins), e.g. a higher
         #: ``--kube-api-qps`` as large clusters run it
         self.controller_manager_args = tuple(controller_manager_args)
+        #: kube-apiserver serves Go's profiles under /debug/pprof (to an authorized client): what a benchmark reads to
+        #: see where the API server's time goes. Off by default, as hardened clusters run it.
+        self.profiling = profiling
 
         self.logs_dir = self.workdir / "logs"
         self.pki_dir = self.workdir / "pki"
@@ -607,7 +611,7 @@ class ControlPlane:
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 f"--proxy-client-cert-file={self.front_proxy_crt}",
                 f"--proxy-client-key-file={self.front_proxy_key}",
-                "--profiling=false",
+                f"--profiling={str(self.profiling).lower()}",
                 *self._audit_args(),
             ],
         )

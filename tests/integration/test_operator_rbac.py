@@ -13,9 +13,7 @@ Then, from the audit log:
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -23,17 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from rljob.api import constants as c
+from tests.cluster.chart import CHART, OPERATOR_NS, ChartOperator, helm_env, helm_template, token_kubeconfig, values_file
 from tests.cluster.controlplane import ControlPlane, ControlPlaneError, find_bin_dir, wait_for
-from tests.cluster.operator_process import OperatorProcess
 from tests.jobs import ROOT, minimal_job
 
-CHART = ROOT / "charts" / "rljob"
-OPERATOR_NS = "rljob-system"
 HOLD = "testing.rljob.io/hold"  # a finalizer of the test's, holding a child of a deleted job
-RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
 Permission = tuple[str, str, str, str]  # verb, API group, resource, subresource
 
@@ -124,59 +118,8 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
         cp.stop()
 
 
-def helm_env(home: Path) -> dict[str, str]:
-    return {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"), "XDG_CONFIG_HOME": str(home / "config"),
-            "XDG_DATA_HOME": str(home / "data")}
-
-
-def values_file(home: Path, release: str, values: dict[str, Any]) -> Path:
-    path = home / f"{release}-values.yaml"
-    path.write_text(yaml.safe_dump(values))
-    return path
-
-
-def helm_template(cp: ControlPlane, release: str, values: dict[str, Any], home: Path, *extra: str) -> list[dict[str, Any]]:
-    # Offline, helm assumes the Kubernetes version it was built against (1.20 for the project's helm): render for
-    # this control plane's, which the chart's kubeVersion accepts.
-    cmd = [cp.bin("helm"), "template", release, str(CHART), "--namespace", OPERATOR_NS, "-f", str(values_file(home, release, values)),
-           "--kube-version", cp.raw("/version")["gitVersion"], *extra]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=helm_env(home), timeout=60, check=False)
-    assert res.returncode == 0, res.stderr
-    return [doc for doc in yaml.safe_load_all(res.stdout) if doc]
-
-
-def token_kubeconfig(cp: ControlPlane, namespace: str, service_account: str, path: Path) -> Path:
-    """A kubeconfig that holds only a ServiceAccount's token: its requests are authorized as that account's."""
-    token = cp.kubectl("create", "token", service_account, "-n", namespace, "--duration=1h").stdout.strip()
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "c", "cluster": {"server": cp.server,
-                                               "certificate-authority-data": base64.b64encode(cp.ca_crt.read_bytes()).decode()}}],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
-    }))
-    return path
-
-
-class Deployed:
-    """The chart's identity and permissions applied to the cluster (or already installed by `helm install`: apply
-    False), and an operator that runs with them."""
-
-    def __init__(self, cp: ControlPlane, release: str, values: dict[str, Any], workdir: Path, apply: bool = True) -> None:
-        self.cp = cp
-        self.objs = helm_template(cp, release, values, workdir)
-        (deployment,) = [o for o in self.objs if o["kind"] == "Deployment"]
-        pod = deployment["spec"]["template"]["spec"]
-        self.service_account = pod["serviceAccountName"]
-        self.user = f"system:serviceaccount:{OPERATOR_NS}:{self.service_account}"
-        args = pod["containers"][0]["args"]
-        assert args[0] == "operator"
-        # The chart's own flags, except the ports: the test picks free ones.
-        self.args = tuple(a for a in args[1:] if not a.startswith(("--metrics-port", "--health-port")))
-        if apply:
-            cp.apply([o for o in self.objs if o["kind"] in RBAC_KINDS])
-        self.kubeconfig = token_kubeconfig(cp, OPERATOR_NS, self.service_account, workdir / f"{release}.kubeconfig")
-        self.operator = OperatorProcess(self.kubeconfig, workdir / f"{release}-operator.log", self.args)
+class Deployed(ChartOperator):
+    """The chart's operator, and what its grants and its requests (from the audit log) say about each other."""
 
     def granted(self) -> set[Permission]:
         """What the chart's roles bound to the ServiceAccount allow."""
