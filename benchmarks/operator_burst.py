@@ -8,7 +8,8 @@ controller manager, scheduler, kwok nodes with enough CPUs, memory and GPUs that
   allow on this machine.
 - floor with StatefulSets: the same, but each job's workers as the operator's StatefulSet: what the
   controller manager's StatefulSet controller (and its client's rate limit) adds, with no operator.
-- operator: `rljob operator` as production runs it; this process applies the jobs with 10 threads.
+- operator: `rljob operator` as the Helm chart runs it (its flags, its ServiceAccount's token and RBAC: no admin
+  certificate); this process applies the jobs with 10 threads.
 
     .venv/bin/python benchmarks/operator_burst.py --jobs 100 --workers 10
     .venv/bin/python benchmarks/operator_burst.py --jobs 1000 --workers 2
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -57,8 +59,8 @@ from rljob.api.vocabulary import Phase
 # Run as a script, sys.path starts with benchmarks/ only; the test cluster is development tooling that lives in
 # the repository's `tests` package, not in the installed rljob.
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+from tests.cluster.chart import OPERATOR_NS, ChartOperator
 from tests.cluster.controlplane import ControlPlane
-from tests.cluster.operator_process import OperatorProcess
 
 NAMESPACE = "burst"
 THREADS = 10
@@ -243,7 +245,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-def control_plane(workdir: Path, jobs: int, workers: int, controller_qps: int | None = None) -> ControlPlane:
+def control_plane(workdir: Path, jobs: int, workers: int, controller_qps: int | None = None,
+                  profiling: bool = False) -> ControlPlane:
     """Nodes enough that scheduling never limits: at most PODS_PER_NODE pods each, CPUs and memory to spare. With
     ``controller_qps``, the controller manager's client (the StatefulSet controller's and the garbage collector's) may
     send that many requests per second instead of the default 20, with bursts of twice as many."""
@@ -252,7 +255,7 @@ def control_plane(workdir: Path, jobs: int, workers: int, controller_qps: int | 
     gpu_nodes = math.ceil(jobs / PODS_PER_NODE) + 1
     return ControlPlane(workdir, cpu_nodes=cpu_nodes, gpu_nodes=gpu_nodes, node_cpu=str(PODS_PER_NODE * 2),
                         node_memory=f"{PODS_PER_NODE * 4}Gi", node_pods=PODS_PER_NODE, gpus_per_node=PODS_PER_NODE,
-                        start_timeout=300, controller_manager_args=kcm_args, pod_cidr=POD_CIDR)
+                        start_timeout=300, controller_manager_args=kcm_args, pod_cidr=POD_CIDR, profiling=profiling)
 
 
 def wait_for_garbage_collector(cp: ControlPlane, api: client.ApiClient, jobs_path: str) -> None:
@@ -292,6 +295,39 @@ def post(api: client.ApiClient, path: str, body: dict[str, Any]) -> None:
             if exc.status != 429 or attempt == 19:
                 raise
             time.sleep(0.2 * (attempt + 1))
+
+
+PROFILE_CHUNK_SECONDS = 5
+
+
+class ApiServerProfiler:
+    """kube-apiserver's CPU profile (Go's pprof) from the first apply until stopped at all Running, in consecutive
+    chunks of PROFILE_CHUNK_SECONDS (Go profiles for a duration fixed up front; `go tool pprof` merges the files
+    it is given): where the API server's time goes, which is where a burst's time goes once the operator is cheap."""
+
+    def __init__(self, api: client.ApiClient, folder: Path) -> None:
+        self.api, self.folder = api, folder
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="apiserver-profile", daemon=True)
+
+    def start(self) -> ApiServerProfiler:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        for n in itertools.count():
+            if self._stop.is_set():
+                return
+            resp = self.api.call_api(*self.api.param_serialize(
+                "GET", "/debug/pprof/profile", query_params=[("seconds", str(PROFILE_CHUNK_SECONDS))],
+                auth_settings=["BearerToken"]), _request_timeout=PROFILE_CHUNK_SECONDS + 60)
+            (self.folder / f"{n:03d}.pprof").write_bytes(resp.read())
+
+    def stop(self) -> None:
+        """Ends after the chunk under way (at most PROFILE_CHUNK_SECONDS more)."""
+        self._stop.set()
+        self._thread.join(PROFILE_CHUNK_SECONDS + 60)
 
 
 def process_usage(pid: int) -> tuple[float, float]:
@@ -348,10 +384,10 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 
 
 def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profile: bool = False,
-        keep: bool = False, controller_qps: int | None = None) -> dict[str, float]:
+        keep: bool = False, controller_qps: int | None = None, apiserver_profile: bool = False) -> dict[str, float]:
     names = [f"burst-{i:04d}" for i in range(jobs)]
     out: dict[str, float] = {}
-    with control_plane(workdir / mode, jobs, workers, controller_qps) as cp:
+    with control_plane(workdir / mode, jobs, workers, controller_qps, profiling=apiserver_profile) as cp:
         cp.kubectl("create", "namespace", NAMESPACE)
         wait_until(lambda: cp.kubectl("get", "serviceaccount", "default", "-n", NAMESPACE, check=False).returncode == 0, 60)
         api = api_client(cp.kubeconfig)
@@ -361,9 +397,10 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
         if mode == "operator":
             cp.apply(crd_yaml())
             cp.kubectl("wait", "--for=condition=Established", f"crd/{c.PLURAL}.{c.GROUP}", "--timeout=60s")
-            cp.kubectl("create", "namespace", "rljob-system")
+            cp.kubectl("create", "namespace", OPERATOR_NS)
             wait_for_garbage_collector(cp, api, jobs_path)
-            operator = OperatorProcess(cp.kubeconfig, workdir / "operator.log")
+            # As a cluster runs it: the chart's flags, ServiceAccount and RBAC, authenticated by its token.
+            operator = ChartOperator(cp, "rljob", {}, workdir).operator
             operator.start()
             assert operator.proc is not None
             cpu_before, _ = process_usage(operator.proc.pid)
@@ -373,6 +410,7 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
         time.sleep(1.0)
         applied: dict[str, float] = {}
         writes_before, cpu_before_cp = api_writes(api), cpu_seconds(cp.pids())
+        profiler = ApiServerProfiler(api, workdir / f"{mode}-kube-apiserver-cpu").start() if apiserver_profile else None
 
         def submit(name: str) -> None:
             applied[name] = time.monotonic()
@@ -407,6 +445,8 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
         if not finished:
             print(f"# {mode}: only {len(ready_at)} of {jobs} jobs Running after {timeout:.0f}s", file=sys.stderr)
         out["all Running seconds"] = (max(ready_at.values()) - t0) if finished else float("nan")
+        if profiler is not None:
+            profiler.stop()
         latencies = [ready_at[n] - applied[n] for n in names if n in ready_at]
         out["p50 apply-to-Running seconds"] = statistics.median(latencies) if latencies else float("nan")
         out["p99 apply-to-Running seconds"] = percentile(latencies, 0.99) if latencies else float("nan")
@@ -462,15 +502,29 @@ def main() -> int:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--profile", action="store_true", help="record the operator with py-spy (installed separately)"
                         " into the --keep folder, as operator-profile.txt")
-    parser.add_argument("--keep", type=Path, help="keep control-plane logs and the operator log here")
+    parser.add_argument("--apiserver-profile", action="store_true",
+                        help="record kube-apiserver's CPU (Go pprof) from the first apply to all Running, in every mode,"
+                        " into the --keep folder, as MODE-kube-apiserver-cpu/*.pprof (read with `go tool pprof -top -cum FOLDER/*`)")
+    parser.add_argument("--keep", type=Path, help="keep control-plane logs and the operator log here (else they go in a"
+                        " temporary folder, removed at the end)")
     parser.add_argument("--controller-manager-qps", type=int, default=None, metavar="QPS",
                         help="the controller manager's --kube-api-qps (burst twice that) in every mode; default its own 20")
     args = parser.parse_args()
-    workdir = args.keep or Path(tempfile.mkdtemp(prefix="rljob-burst-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    if (args.profile or args.apiserver_profile) and args.keep is None:
+        parser.error("--profile and --apiserver-profile write into the --keep folder: give one")
+    with contextlib.ExitStack() as stack:
+        if args.keep is None:  # each mode's etcd data and logs: hundreds of MB at 1000 jobs
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rljob-burst-")))
+        else:
+            workdir = args.keep
+            workdir.mkdir(parents=True, exist_ok=True)
+        return report(args, workdir)
+
+
+def report(args: argparse.Namespace, workdir: Path) -> int:
     what = f"{args.jobs} jobs x (1 GPU head + {args.workers} workers)"
     results = {mode: run(mode, args.jobs, args.workers, workdir, args.timeout, args.profile, args.keep is not None,
-                         args.controller_manager_qps) for mode in args.modes}
+                         args.controller_manager_qps, args.apiserver_profile) for mode in args.modes}
     qps = args.controller_manager_qps
     print(f"hardware: {cpu_model()}, {os.cpu_count()} cores; burst: {what}; one fresh control plane per mode; "
           f"controller manager at {qps if qps is not None else 'its default 20'} requests/s")
@@ -492,6 +546,9 @@ def main() -> int:
         cpus = {k[len("cpu "):]: v for k, v in figures.items() if k.startswith("cpu ")}
         print(f"{labels[mode]} control-plane CPU seconds to all Running: {sum(cpus.values()):.1f} ("
               + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpus.items(), key=lambda kv: -kv[1])) + ")")
+    if args.apiserver_profile:
+        print("kube-apiserver CPU profiles, first apply to all Running: "
+              + ", ".join(str(workdir / f"{mode}-kube-apiserver-cpu") for mode in results))
     op = results.get("operator")
     if op is None:
         return 0
