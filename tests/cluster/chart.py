@@ -15,12 +15,12 @@ from typing import Any
 import yaml
 
 from .controlplane import ControlPlane
+from .operator_process import OPERATOR_NAMESPACE as OPERATOR_NS
 from .operator_process import OperatorProcess
 
 __all__ = ["CHART", "OPERATOR_NS", "RBAC_KINDS", "ChartOperator", "helm_env", "helm_template", "token_kubeconfig", "values_file"]
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "rljob"
-OPERATOR_NS = "rljob-system"
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from rljob.api.crd import crd_yaml
 
 from .controlplane import ControlPlaneError, format_timings, start_control_plane
-from .operator_process import OperatorProcess
+from .operator_process import OPERATOR_NAMESPACE, OperatorProcess
 
 
 def _follow(path: Path, stop: threading.Event) -> None:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_timings(cp), flush=True)
         cp.apply(crd_yaml())
         cp.kubectl("wait", "--for=condition=Established", "crd/rltrainingjobs.rljob.dev", "--timeout=30s")
-        cp.kubectl("create", "namespace", "rljob-system", check=False)
+        cp.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
         log = base / "operator.log"
         log.unlink(missing_ok=True)
         threading.Thread(target=_follow, args=(log, stop), daemon=True).start()

@@ -14,7 +14,10 @@ from pathlib import Path
 
 from .processes import die_with_parent, free_port, tail, wait_for
 
-__all__ = ["OperatorProcess", "rljob_executable"]
+__all__ = ["OPERATOR_NAMESPACE", "OperatorProcess", "rljob_executable"]
+
+# Where the operator runs (`--operator-namespace`), as the chart installs it by default.
+OPERATOR_NAMESPACE = "rljob-system"
 
 
 def rljob_executable() -> str:
@@ -56,7 +59,7 @@ class OperatorProcess:
             "--health-port",
             str(self.health_port),
             "--operator-namespace",
-            "rljob-system",
+            OPERATOR_NAMESPACE,
             *self.extra_args,
         ]
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
