@@ -1,7 +1,7 @@
 """A burst of RLTrainingJobs, from `kubectl apply` to every Ray cluster Running, against the no-operator floor.
 
 Not a test: it measures. Each mode runs on a fresh control plane of the project's own (etcd, kube-apiserver,
-controller manager, scheduler, kwok nodes with enough CPUs, memory and GPUs that scheduling never limits):
+controller manager, scheduler, kwok nodes with enough CPUs, memory and GPUs that no node's capacity limits):
 
 - floor: no operator; this process creates the very pods the operator would (each job's head pod and its
   workers as plain pods, from the same builders), with 10 threads. What the API server, scheduler and kwok
@@ -13,6 +13,7 @@ controller manager, scheduler, kwok nodes with enough CPUs, memory and GPUs that
 
     .venv/bin/python benchmarks/operator_burst.py --jobs 100 --workers 10
     .venv/bin/python benchmarks/operator_burst.py --jobs 1000 --workers 2
+    .venv/bin/python benchmarks/operator_burst.py --jobs 1000 --workers 2 --rounds 3  # medians: runs vary
 
 It prints one figure per line, each mode's and the operator's as a ratio to the floor: all Running (seconds
 from the first apply until the last job's cluster is up: the job Running for the operator, all its pods Ready
@@ -32,6 +33,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -245,17 +247,22 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
+def qps_flags(qps: int | None) -> tuple[str, ...]:
+    return () if qps is None else (f"--kube-api-qps={qps}", f"--kube-api-burst={2 * qps}")
+
+
 def control_plane(workdir: Path, jobs: int, workers: int, controller_qps: int | None = None,
-                  profiling: bool = False) -> ControlPlane:
-    """Nodes enough that scheduling never limits: at most PODS_PER_NODE pods each, CPUs and memory to spare. With
+                  profiling: bool = False, scheduler_qps: int | None = None) -> ControlPlane:
+    """Nodes enough that no node's capacity limits: at most PODS_PER_NODE pods each, CPUs and memory to spare. With
     ``controller_qps``, the controller manager's client (the StatefulSet controller's and the garbage collector's) may
-    send that many requests per second instead of the default 20, with bursts of twice as many."""
-    kcm_args = () if controller_qps is None else (f"--kube-api-qps={controller_qps}", f"--kube-api-burst={2 * controller_qps}")
+    send that many requests per second instead of the default 20, with bursts of twice as many; with
+    ``scheduler_qps``, the scheduler's (one binding per pod) instead of its default 50, burst 100."""
     cpu_nodes = math.ceil(jobs * workers / PODS_PER_NODE) + 1
     gpu_nodes = math.ceil(jobs / PODS_PER_NODE) + 1
     return ControlPlane(workdir, cpu_nodes=cpu_nodes, gpu_nodes=gpu_nodes, node_cpu=str(PODS_PER_NODE * 2),
                         node_memory=f"{PODS_PER_NODE * 4}Gi", node_pods=PODS_PER_NODE, gpus_per_node=PODS_PER_NODE,
-                        start_timeout=300, controller_manager_args=kcm_args, pod_cidr=POD_CIDR, profiling=profiling)
+                        start_timeout=300, controller_manager_args=qps_flags(controller_qps),
+                        scheduler_args=qps_flags(scheduler_qps), pod_cidr=POD_CIDR, profiling=profiling)
 
 
 def wait_for_garbage_collector(cp: ControlPlane, api: client.ApiClient, jobs_path: str) -> None:
@@ -384,10 +391,11 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 
 
 def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profile: bool = False,
-        keep: bool = False, controller_qps: int | None = None, apiserver_profile: bool = False) -> dict[str, float]:
+        keep: bool = False, controller_qps: int | None = None, apiserver_profile: bool = False,
+        scheduler_qps: int | None = None) -> dict[str, float]:
     names = [f"burst-{i:04d}" for i in range(jobs)]
     out: dict[str, float] = {}
-    with control_plane(workdir / mode, jobs, workers, controller_qps, profiling=apiserver_profile) as cp:
+    with control_plane(workdir / mode, jobs, workers, controller_qps, apiserver_profile, scheduler_qps) as cp:
         cp.kubectl("create", "namespace", NAMESPACE)
         wait_until(lambda: cp.kubectl("get", "serviceaccount", "default", "-n", NAMESPACE, check=False).returncode == 0, 60)
         api = api_client(cp.kubeconfig)
@@ -507,9 +515,18 @@ def main() -> int:
                         " into the --keep folder, as MODE-kube-apiserver-cpu/*.pprof (read with `go tool pprof -top -cum FOLDER/*`)")
     parser.add_argument("--keep", type=Path, help="keep control-plane logs and the operator log here (else they go in a"
                         " temporary folder, removed at the end)")
+    parser.add_argument("--rounds", type=int, default=1, metavar="N",
+                        help="run the modes N times, each round in a rotated order (no mode always first or last); print"
+                        " each figure as the median over the rounds and each ratio as the median of the rounds' own ratios,"
+                        " with every round's ratio beside it")
     parser.add_argument("--controller-manager-qps", type=int, default=None, metavar="QPS",
                         help="the controller manager's --kube-api-qps (burst twice that) in every mode; default its own 20")
+    parser.add_argument("--scheduler-qps", type=int, default=None, metavar="QPS",
+                        help="the scheduler's --kube-api-qps (burst twice that) in every mode; default its own 50, which"
+                        " bounds every mode: one binding per pod")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if (args.profile or args.apiserver_profile) and args.keep is None:
         parser.error("--profile and --apiserver-profile write into the --keep folder: give one")
     with contextlib.ExitStack() as stack:
@@ -521,21 +538,63 @@ def main() -> int:
         return report(args, workdir)
 
 
+def round_folder(workdir: Path, rounds: int, r: int) -> Path:
+    return workdir if rounds == 1 else workdir / f"round-{r + 1}"
+
+
+def run_round(args: argparse.Namespace, workdir: Path, r: int) -> dict[str, dict[str, float]]:
+    """Every mode once, in the order of `--modes` rotated by the round, so that whatever favours a place in the order
+    (the first on a quiet machine, the last after two control planes came and went) is shared by every mode."""
+    folder = round_folder(workdir, args.rounds, r)
+    shift = r % len(args.modes)
+    out: dict[str, dict[str, float]] = {}
+    for mode in [*args.modes[shift:], *args.modes[:shift]]:
+        if args.rounds > 1:
+            print(f"# round {r + 1} of {args.rounds}: {mode}", file=sys.stderr, flush=True)
+        out[mode] = run(mode, args.jobs, args.workers, folder, args.timeout, args.profile, args.keep is not None,
+                        args.controller_manager_qps, args.apiserver_profile, args.scheduler_qps)
+        if args.keep is None:  # its etcd data (hundreds of MB at 1000 jobs) is no use once measured
+            shutil.rmtree(folder / mode, ignore_errors=True)
+    return {mode: out[mode] for mode in args.modes}
+
+
+def median(values: list[float]) -> float:
+    """NaN when any round has none (it timed out): a median would hide that round."""
+    return float("nan") if any(math.isnan(v) for v in values) else statistics.median(values)
+
+
+def combined(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Each mode's figures over the rounds: the median, but the worst round for pods left and peak RSS (targets
+    every round must meet). A figure some round lacks is left out."""
+    out: dict[str, dict[str, float]] = {}
+    for mode in rounds[0]:
+        keys = set.intersection(*(set(r[mode]) for r in rounds))
+        out[mode] = {k: (max if k in ("pods left", "operator peak RSS MB") else median)([r[mode][k] for r in rounds])
+                     for k in rounds[0][mode] if k in keys}
+    return out
+
+
 def report(args: argparse.Namespace, workdir: Path) -> int:
     what = f"{args.jobs} jobs x (1 GPU head + {args.workers} workers)"
-    results = {mode: run(mode, args.jobs, args.workers, workdir, args.timeout, args.profile, args.keep is not None,
-                         args.controller_manager_qps, args.apiserver_profile) for mode in args.modes}
+    rounds = [run_round(args, workdir, r) for r in range(args.rounds)]
+    results = combined(rounds)
     qps = args.controller_manager_qps
     print(f"hardware: {cpu_model()}, {os.cpu_count()} cores; burst: {what}; one fresh control plane per mode; "
-          f"controller manager at {qps if qps is not None else 'its default 20'} requests/s")
-    floor, sts = results.get("floor"), results.get("floor-statefulset")
+          f"controller manager at {qps if qps is not None else 'its default 20'} requests/s, scheduler at "
+          f"{args.scheduler_qps if args.scheduler_qps is not None else 'its default 50'}"
+          + (f"; {args.rounds} rounds, each figure their median, each ratio the median of theirs [every round's]"
+             if args.rounds > 1 else ""))
     labels = {"floor": "floor", "floor-statefulset": "floor with StatefulSets", "operator": "operator"}
     for key in ("all Running seconds", "p50 apply-to-Running seconds", "p99 apply-to-Running seconds",
                 "delete-to-no-pods seconds"):
         for mode, figures in results.items():
-            ratios = [f"{figures[key] / base[key]:.2f}x the {labels[name]}" for name, base in
-                      (("floor", floor), ("floor-statefulset", sts)) if base is not None and name != mode
-                      and not (mode == "floor" and name == "floor-statefulset")]
+            ratios = []
+            for base in ("floor", "floor-statefulset"):
+                if base not in results or base == mode or (mode == "floor" and base == "floor-statefulset"):
+                    continue
+                each = [r[mode][key] / r[base][key] for r in rounds]
+                ratios.append(f"{median(each):.2f}x the {labels[base]}"
+                              + (" [" + " ".join(f"{x:.2f}x" for x in each) + "]" if len(each) > 1 else ""))
             print(f"{labels[mode]} {key}: {figures[key]:.1f}" + (" = " + ", ".join(ratios) if ratios else ""))
     for mode, figures in results.items():
         for prefix, when in (("writes", "to all Running"), ("delete writes", "from delete to no pods")):
@@ -547,8 +606,9 @@ def report(args: argparse.Namespace, workdir: Path) -> int:
         print(f"{labels[mode]} control-plane CPU seconds to all Running: {sum(cpus.values()):.1f} ("
               + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpus.items(), key=lambda kv: -kv[1])) + ")")
     if args.apiserver_profile:
-        print("kube-apiserver CPU profiles, first apply to all Running: "
-              + ", ".join(str(workdir / f"{mode}-kube-apiserver-cpu") for mode in results))
+        print("kube-apiserver CPU profiles, first apply to all Running: " + ", ".join(
+            str(round_folder(workdir, args.rounds, r) / f"{mode}-kube-apiserver-cpu")
+            for r in range(args.rounds) for mode in results))
     op = results.get("operator")
     if op is None:
         return 0

@@ -202,6 +202,7 @@ class ControlPlane:
         audit_log: bool = False,
         audit_policy: Mapping[str, Any] | None = None,
         controller_manager_args: Sequence[str] = (),
+        scheduler_args: Sequence[str] = (),
         profiling: bool = False,
     ) -> None:
         self.workdir = Path(workdir).resolve()
@@ -228,6 +229,9 @@ class ControlPlane:
         #: more kube-controller-manager flags, after the defaults (a later flag wins), e.g. a higher
         #: ``--kube-api-qps`` as large clusters run it
         self.controller_manager_args = tuple(controller_manager_args)
+        #: more kube-scheduler flags, after the defaults, e.g. its ``--kube-api-qps`` (50 by default: the scheduler
+        #: binds at most that many pods per second, after a burst of 100)
+        self.scheduler_args = tuple(scheduler_args)
         #: kube-apiserver serves Go's profiles under /debug/pprof (to an authorized client): what a benchmark reads to
         #: see where the API server's time goes. Off by default, as hardened clusters run it.
         self.profiling = profiling
@@ -673,6 +677,7 @@ class ControlPlane:
                 f"--tls-cert-file={self.serving_crt}",
                 f"--tls-private-key-file={self.serving_key}",
                 "--leader-elect=false",
+                *self.scheduler_args,
             ],
         )
         # kwok reads ~/.kwok/kwok.yaml if it exists: give it a HOME of its own so only our stages apply.
