@@ -307,17 +307,21 @@ def post(api: client.ApiClient, path: str, body: dict[str, Any]) -> None:
 PROFILE_CHUNK_SECONDS = 5
 
 
-class ApiServerProfiler:
-    """kube-apiserver's CPU profile (Go's pprof) from the first apply until stopped at all Running, in consecutive
-    chunks of PROFILE_CHUNK_SECONDS (Go profiles for a duration fixed up front; `go tool pprof` merges the files
-    it is given): where the API server's time goes, which is where a burst's time goes once the operator is cheap."""
+PROFILE_PATH = f"/debug/pprof/profile?seconds={PROFILE_CHUNK_SECONDS}"
 
-    def __init__(self, api: client.ApiClient, folder: Path) -> None:
-        self.api, self.folder = api, folder
+
+class CpuProfiler:
+    """A Go component's CPU profile (pprof) from the first apply until stopped at all Running, in consecutive chunks
+    of PROFILE_CHUNK_SECONDS (Go profiles for a duration fixed up front; `go tool pprof` merges the files it is
+    given): where kube-apiserver's and kube-controller-manager's time goes, which is where a burst's time goes once
+    the operator is cheap. `fetch` returns one chunk."""
+
+    def __init__(self, name: str, fetch: Callable[[], bytes], folder: Path) -> None:
+        self.fetch, self.folder = fetch, folder
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="apiserver-profile", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{name}-profile", daemon=True)
 
-    def start(self) -> ApiServerProfiler:
+    def start(self) -> CpuProfiler:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._thread.start()
         return self
@@ -326,15 +330,24 @@ class ApiServerProfiler:
         for n in itertools.count():
             if self._stop.is_set():
                 return
-            resp = self.api.call_api(*self.api.param_serialize(
-                "GET", "/debug/pprof/profile", query_params=[("seconds", str(PROFILE_CHUNK_SECONDS))],
-                auth_settings=["BearerToken"]), _request_timeout=PROFILE_CHUNK_SECONDS + 60)
-            (self.folder / f"{n:03d}.pprof").write_bytes(resp.read())
+            (self.folder / f"{n:03d}.pprof").write_bytes(self.fetch())
 
     def stop(self) -> None:
         """Ends after the chunk under way (at most PROFILE_CHUNK_SECONDS more)."""
         self._stop.set()
         self._thread.join(PROFILE_CHUNK_SECONDS + 60)
+
+
+def control_plane_profilers(cp: ControlPlane, api: client.ApiClient, folder: Path, mode: str) -> list[CpuProfiler]:
+    def apiserver() -> bytes:
+        return api.call_api(*api.param_serialize("GET", PROFILE_PATH, auth_settings=["BearerToken"]),
+                            _request_timeout=PROFILE_CHUNK_SECONDS + 60).read()
+
+    def controller_manager() -> bytes:
+        return cp.component_get("controller-manager", PROFILE_PATH, timeout=PROFILE_CHUNK_SECONDS + 60)
+
+    return [CpuProfiler(name, fetch, folder / f"{mode}-{name}-cpu").start()
+            for name, fetch in (("kube-apiserver", apiserver), ("kube-controller-manager", controller_manager))]
 
 
 def process_usage(pid: int) -> tuple[float, float]:
@@ -391,11 +404,11 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 
 
 def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profile: bool = False,
-        keep: bool = False, controller_qps: int | None = None, apiserver_profile: bool = False,
+        keep: bool = False, controller_qps: int | None = None, control_plane_profile: bool = False,
         scheduler_qps: int | None = None) -> dict[str, float]:
     names = [f"burst-{i:04d}" for i in range(jobs)]
     out: dict[str, float] = {}
-    with control_plane(workdir / mode, jobs, workers, controller_qps, apiserver_profile, scheduler_qps) as cp:
+    with control_plane(workdir / mode, jobs, workers, controller_qps, control_plane_profile, scheduler_qps) as cp:
         cp.kubectl("create", "namespace", NAMESPACE)
         wait_until(lambda: cp.kubectl("get", "serviceaccount", "default", "-n", NAMESPACE, check=False).returncode == 0, 60)
         api = api_client(cp.kubeconfig)
@@ -418,7 +431,7 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
         time.sleep(1.0)
         applied: dict[str, float] = {}
         writes_before, cpu_before_cp = api_writes(api), cpu_seconds(cp.pids())
-        profiler = ApiServerProfiler(api, workdir / f"{mode}-kube-apiserver-cpu").start() if apiserver_profile else None
+        profilers = control_plane_profilers(cp, api, workdir, mode) if control_plane_profile else []
 
         def submit(name: str) -> None:
             applied[name] = time.monotonic()
@@ -453,7 +466,7 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
         if not finished:
             print(f"# {mode}: only {len(ready_at)} of {jobs} jobs Running after {timeout:.0f}s", file=sys.stderr)
         out["all Running seconds"] = (max(ready_at.values()) - t0) if finished else float("nan")
-        if profiler is not None:
+        for profiler in profilers:
             profiler.stop()
         latencies = [ready_at[n] - applied[n] for n in names if n in ready_at]
         out["p50 apply-to-Running seconds"] = statistics.median(latencies) if latencies else float("nan")
@@ -510,9 +523,11 @@ def main() -> int:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--profile", action="store_true", help="record the operator with py-spy (installed separately)"
                         " into the --keep folder, as operator-profile.txt")
-    parser.add_argument("--apiserver-profile", action="store_true",
-                        help="record kube-apiserver's CPU (Go pprof) from the first apply to all Running, in every mode,"
-                        " into the --keep folder, as MODE-kube-apiserver-cpu/*.pprof (read with `go tool pprof -top -cum FOLDER/*`)")
+    parser.add_argument("--control-plane-profile", "--apiserver-profile", dest="control_plane_profile",
+                        action="store_true",
+                        help="record kube-apiserver's and kube-controller-manager's CPU (Go pprof) from the first apply to"
+                        " all Running, in every mode, into the --keep folder, as MODE-kube-apiserver-cpu/*.pprof and"
+                        " MODE-kube-controller-manager-cpu/*.pprof (read with `go tool pprof -top -cum FOLDER/*`)")
     parser.add_argument("--keep", type=Path, help="keep control-plane logs and the operator log here (else they go in a"
                         " temporary folder, removed at the end)")
     parser.add_argument("--rounds", type=int, default=1, metavar="N",
@@ -527,8 +542,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    if (args.profile or args.apiserver_profile) and args.keep is None:
-        parser.error("--profile and --apiserver-profile write into the --keep folder: give one")
+    if (args.profile or args.control_plane_profile) and args.keep is None:
+        parser.error("--profile and --control-plane-profile write into the --keep folder: give one")
     with contextlib.ExitStack() as stack:
         if args.keep is None:  # each mode's etcd data and logs: hundreds of MB at 1000 jobs
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rljob-burst-")))
@@ -552,7 +567,7 @@ def run_round(args: argparse.Namespace, workdir: Path, r: int) -> dict[str, dict
         if args.rounds > 1:
             print(f"# round {r + 1} of {args.rounds}: {mode}", file=sys.stderr, flush=True)
         out[mode] = run(mode, args.jobs, args.workers, folder, args.timeout, args.profile, args.keep is not None,
-                        args.controller_manager_qps, args.apiserver_profile, args.scheduler_qps)
+                        args.controller_manager_qps, args.control_plane_profile, args.scheduler_qps)
         if args.keep is None:  # its etcd data (hundreds of MB at 1000 jobs) is no use once measured
             shutil.rmtree(folder / mode, ignore_errors=True)
     return {mode: out[mode] for mode in args.modes}
@@ -605,10 +620,10 @@ def report(args: argparse.Namespace, workdir: Path) -> int:
         cpus = {k[len("cpu "):]: v for k, v in figures.items() if k.startswith("cpu ")}
         print(f"{labels[mode]} control-plane CPU seconds to all Running: {sum(cpus.values()):.1f} ("
               + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpus.items(), key=lambda kv: -kv[1])) + ")")
-    if args.apiserver_profile:
-        print("kube-apiserver CPU profiles, first apply to all Running: " + ", ".join(
-            str(round_folder(workdir, args.rounds, r) / f"{mode}-kube-apiserver-cpu")
-            for r in range(args.rounds) for mode in results))
+    if args.control_plane_profile:
+        print("CPU profiles, first apply to all Running: " + ", ".join(
+            str(round_folder(workdir, args.rounds, r) / f"{mode}-{name}-cpu")
+            for r in range(args.rounds) for mode in results for name in ("kube-apiserver", "kube-controller-manager")))
     op = results.get("operator")
     if op is None:
         return 0

@@ -232,8 +232,9 @@ class ControlPlane:
         #: more kube-scheduler flags, after the defaults, e.g. its ``--kube-api-qps`` (50 by default: the scheduler
         #: binds at most that many pods per second, after a burst of 100)
         self.scheduler_args = tuple(scheduler_args)
-        #: kube-apiserver serves Go's profiles under /debug/pprof (to an authorized client): what a benchmark reads to
-        #: see where the API server's time goes. Off by default, as hardened clusters run it.
+        #: kube-apiserver and kube-controller-manager serve Go's profiles under /debug/pprof (to an authorized client):
+        #: what a benchmark reads to see where their time goes (:meth:`component_get`). Off by default, as hardened
+        #: clusters run them.
         self.profiling = profiling
 
         self.logs_dir = self.workdir / "logs"
@@ -390,6 +391,14 @@ class ControlPlane:
         except FileNotFoundError:
             pass
         return events
+
+    def component_get(self, component: str, path: str, timeout: float = 60.0) -> bytes:
+        """GET ``path`` from a component's own secure port (``controller-manager`` or ``scheduler``) as admin: its
+        client certificate is checked against the cluster CA and the component asks the API server whether admin
+        may (it may)."""
+        url = f"https://{LOCALHOST}:{self.ports[component]}{path}"
+        with urllib.request.urlopen(url, context=self._ssl, timeout=timeout) as resp:
+            return resp.read()
 
     def raw(self, path: str) -> Any:
         """GET an API path (e.g. ``/version``) as admin; parsed JSON."""
@@ -661,7 +670,7 @@ class ControlPlane:
                 # kwok's heartbeats lag on a loaded machine; with the default 40s the node-lifecycle controller
                 # would mark the nodes NotReady and their pods not ready (for good, as kwok never re-readies pods).
                 "--node-monitor-grace-period=1h",
-                "--profiling=false",
+                f"--profiling={str(self.profiling).lower()}",
                 *self.controller_manager_args,
             ],
         )
