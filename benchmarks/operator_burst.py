@@ -305,8 +305,6 @@ def post(api: client.ApiClient, path: str, body: dict[str, Any]) -> None:
 
 
 PROFILE_CHUNK_SECONDS = 5
-
-
 PROFILE_PATH = f"/debug/pprof/profile?seconds={PROFILE_CHUNK_SECONDS}"
 
 
@@ -596,7 +594,7 @@ def report(args: argparse.Namespace, workdir: Path) -> int:
     qps = args.controller_manager_qps
     print(f"hardware: {cpu_model()}, {os.cpu_count()} cores; burst: {what}; one fresh control plane per mode; "
           f"controller manager at {qps if qps is not None else 'its default 20'} requests/s, scheduler at "
-          f"{args.scheduler_qps if args.scheduler_qps is not None else 'its default 50'}"
+          f"{args.scheduler_qps if args.scheduler_qps is not None else 'its default 50'} requests/s"
           + (f"; {args.rounds} rounds, each figure their median, each ratio the median of theirs [every round's]"
              if args.rounds > 1 else ""))
     labels = {"floor": "floor", "floor-statefulset": "floor with StatefulSets", "operator": "operator"}
