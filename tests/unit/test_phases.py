@@ -185,6 +185,66 @@ def test_coordination_timeout_names_what_is_missing() -> None:
     assert d.delete_pods == ["demo-head-1"] and d.delete_workers
 
 
+def test_a_pod_that_cannot_start_is_named_while_the_cluster_starts() -> None:
+    status = {"phase": "Initializing", "reason": "ClusterStarting", "attempts": 1, "startTime": ts(), "attemptStartTime": ts(),
+              "message": "waiting for head pod demo-head-1 and 2 worker(s)", "headPod": "demo-head-1", "observedGeneration": 1,
+              "workers": "2/2", "readyWorkers": 2,
+              "conditions": [{"type": "ClusterReady", "status": "False", "reason": "Starting",
+                              "message": "the Ray cluster is being created", "lastTransitionTime": ts()}]}
+    no_gpu = head(phase="Pending", ready=False, reason="Unschedulable",
+                  message="0/4 nodes are available: 4 Insufficient nvidia.com/gpu.")
+    d = step(job(status), Observed(pods=(no_gpu,), workers=workers(2)), T0 + timedelta(seconds=5))
+    s = merged(d, status)
+    assert s["phase"] == "Initializing" and s["reason"] == "ClusterStarting"
+    assert s["message"] == ("waiting for head pod demo-head-1 and 2 worker(s); "
+                            "demo-head-1 Unschedulable: 0/4 nodes are available: 4 Insufficient nvidia.com/gpu.")
+    ready = condition(s, "ClusterReady")
+    assert (ready["status"], ready["reason"]) == ("False", "Unschedulable") and "Insufficient nvidia.com/gpu" in ready["message"]
+    assert ready["lastTransitionTime"] == ts()  # still False: no transition
+    assert [(e.type, e.reason) for e in d.events] == [("Warning", "Unschedulable")]
+    # The same observation again: nothing to write, no second event.
+    again = step(job(s), Observed(pods=(no_gpu,), workers=workers(2)), T0 + timedelta(seconds=10))
+    assert again.status is None and not again.events
+    # Scheduled, its image still pulling: the job says so; a stuck image pull is named too.
+    pulling = step(job(s), Observed(pods=(head(phase="Pending", ready=False),), workers=workers(2)), T0 + timedelta(seconds=20))
+    s2 = merged(pulling, s)
+    assert s2["message"] == "waiting for head pod demo-head-1 and 2 worker(s)" and not pulling.events
+    assert (condition(s2, "ClusterReady")["reason"], condition(s2, "ClusterReady")["message"]) == (
+        "Starting", "the Ray cluster is being created")
+    bad_image = head(phase="Pending", ready=False, reason="ImagePullBackOff", message='Back-off pulling image "nope:1"')
+    d3 = step(job(s2), Observed(pods=(bad_image,), workers=workers(2)), T0 + timedelta(seconds=30))
+    s3 = merged(d3, s2)
+    assert condition(s3, "ClusterReady")["reason"] == "ContainersNotStarting"
+    assert s3["message"].endswith('; demo-head-1 ImagePullBackOff: Back-off pulling image "nope:1"')
+    assert [(e.type, e.reason) for e in d3.events] == [("Warning", "ContainersNotStarting")]
+
+
+def test_startup_problems_name_the_head_first_and_count_the_rest() -> None:
+    status = {"phase": "Initializing", "attempts": 2, "startTime": ts(), "attemptStartTime": ts()}
+    old_head = PodObservation(name="demo-head-1", role="head", attempt=1, phase="Pending", reason="Unschedulable", message="old")
+    crashing = [PodObservation(name=f"demo-workers-{i}", role="worker", attempt=None, phase="Running",
+                               reason="CrashLoopBackOff", message="back-off 10s") for i in range(3)]
+    config = head(attempt=2, phase="Pending", ready=False, reason="CreateContainerConfigError",
+                  message='secret "wandb" not found')
+    d = step(job(status, workers={"replicas": 3}), Observed(pods=(old_head, *crashing, config), workers=workers(0, 3)), T0)
+    s = merged(d, status)
+    assert condition(s, "ClusterReady")["reason"] == "ContainersNotStarting"  # the old attempt's head does not count
+    assert s["message"] == ('waiting for head pod demo-head-2 and 3 worker(s); demo-head-2 CreateContainerConfigError: '
+                            'secret "wandb" not found; demo-workers-0 CrashLoopBackOff: back-off 10s; and 2 more pod(s)')
+
+
+def test_a_degraded_cluster_says_why_its_replacement_does_not_start() -> None:
+    status = running_status(workers="2/2", readyWorkers=2)
+    lost = PodObservation(name="demo-workers-1", role="worker", attempt=None, phase="Pending",
+                          reason="Unschedulable", message="0/3 nodes are available: 3 Insufficient cpu.")
+    d = step(job(status), Observed(pods=(head(), lost), workers=workers(1)), T0)
+    s = merged(d, status)
+    assert s["phase"] == "Running" and [e.reason for e in d.events] == ["ClusterDegraded"]
+    assert condition(s, "ClusterReady")["message"] == (
+        "1/2 workers ready; the StatefulSet is replacing the others; "
+        "demo-workers-1 Unschedulable: 0/3 nodes are available: 3 Insufficient cpu.")
+
+
 def test_max_run_duration_cuts_the_run_off() -> None:
     status = running_status()
     d = step(job(status, maxRunDurationSeconds=600), Observed(pods=(head(),), workers=workers()), T0 + timedelta(seconds=601))
@@ -262,7 +322,17 @@ def test_observations_from_raw_bodies() -> None:
     assert (pod.attempt, pod.phase, pod.exit_code, pod.reason, pod.ready) == (2, "Failed", 137, "OOMKilled", False)
     pending = observe_pod({"metadata": {"name": "w", "labels": {"rljob.dev/role": "worker"}}, "status": {
         "phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no"}]}})
-    assert pending.reason == "Unschedulable" and Observed(pods=(pending,)).scheduling_problems() == ["w: no"]
+    problems = Observed(pods=(pending,)).startup_problems(1)
+    assert pending.reason == "Unschedulable" and [p.startup_problem for p in problems] == ["w Unschedulable: no"]
+    def waiting(reason: str, init: bool = False) -> Any:
+        key = "initContainerStatuses" if init else "containerStatuses"
+        return observe_pod({"metadata": {"name": "h", "labels": {"rljob.dev/role": "head"}}, "status": {
+            "phase": "Pending", key: [{"state": {"waiting": {"reason": reason, "message": "why"}}}]}})
+    assert (waiting("ImagePullBackOff").reason, waiting("ImagePullBackOff").startup_problem) == (
+        "ImagePullBackOff", "h ImagePullBackOff: why")
+    assert waiting("CreateContainerConfigError", init=True).startup_problem == "h CreateContainerConfigError: why"
+    # On its way, not stuck.
+    assert waiting("ContainerCreating").reason is None and waiting("PodInitializing").startup_problem is None
     sts = observe_workers({"metadata": {"name": "x"}, "spec": {"replicas": 3}, "status": {"readyReplicas": 2}})
     assert (sts.exists, sts.replicas, sts.ready, sts.controller_uid) == (True, 3, 2, None)
 

@@ -51,6 +51,9 @@ class Reason(StrEnum):
     SUSPENDED = "Suspended"
     RESUMED = "Resumed"
     WORKERS_NOT_READY = "WorkersNotReady"
+    # ClusterReady=False while a pod of the cluster cannot start; the pod's own reason and message are in the message.
+    UNSCHEDULABLE = "Unschedulable"  # the scheduler finds no node (PodScheduled=False)
+    CONTAINERS_NOT_STARTING = "ContainersNotStarting"  # a container waits in an error (ImagePullBackOff, ...)
     WORKERS_SCALED = "WorkersScaled"
     CLUSTER_RECOVERED = "ClusterRecovered"
     CLUSTER_DEGRADED = "ClusterDegraded"

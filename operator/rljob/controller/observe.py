@@ -15,6 +15,14 @@ from ..api import constants as c
 # A pod's own phases (core/v1), not a job's: the two in which its containers have stopped for good.
 POD_RUNNING, POD_SUCCEEDED, POD_FAILED = "Running", "Succeeded", "Failed"
 POD_FINISHED = (POD_SUCCEEDED, POD_FAILED)
+POD_UNSCHEDULABLE = "Unschedulable"  # the PodScheduled condition's reason when no node fits
+# Container waiting reasons (the kubelet's) that mean a container is stuck, not on its way: each needs a person
+# (an image name, a pull secret, a missing Secret or ConfigMap key, a crashing command). ContainerCreating and
+# PodInitializing are on their way and not listed.
+STUCK_WAITING_REASONS = frozenset({
+    "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
+    "CreateContainerConfigError", "CreateContainerError", "RunContainerError", "CrashLoopBackOff",
+})
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +34,8 @@ class PodObservation:
     ready: bool = False
     deleting: bool = False
     exit_code: int | None = None
-    reason: str | None = None  # the container's terminated reason, or Unschedulable
+    # The container's terminated reason; else Unschedulable; else a stuck container's waiting reason (ImagePullBackOff).
+    reason: str | None = None
     message: str | None = None
     resource_version: int = field(default=0, compare=False)  # a new version alone changes no decision
     controller_uid: str | None = None  # the job instance it belongs to; None for children of old operator versions
@@ -44,6 +53,15 @@ class PodObservation:
     @property
     def finished(self) -> bool:
         return self.phase in POD_FINISHED
+
+    @property
+    def startup_problem(self) -> str | None:
+        """Why this pod cannot start (Unschedulable, or a stuck container's reason), for people; None: none known."""
+        if self.deleting or self.finished or self.reason is None:
+            return None
+        if self.reason != POD_UNSCHEDULABLE and self.reason not in STUCK_WAITING_REASONS:
+            return None
+        return f"{self.name} {self.reason}: {self.message}" if self.message else f"{self.name} {self.reason}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,13 +126,12 @@ class Observed:
     def worker_pods(self) -> list[PodObservation]:
         return [p for p in self.pods if p.role == c.ROLE_WORKER]
 
-    def scheduling_problems(self) -> list[str]:
-        """Why pods are not scheduled, for the coordination-timeout message."""
-        out = []
-        for pod in self.pods:
-            if pod.reason == "Unschedulable" and not pod.deleting:
-                out.append(f"{pod.name}: {pod.message or 'unschedulable'}")
-        return out
+    def startup_problems(self, attempt: int) -> list[PodObservation]:
+        """The attempt's pods (its head, the workers) that cannot start, the head first: what a job waiting for its
+        Ray cluster says it waits on, and what a coordination timeout names."""
+        pods = [p for p in self.pods if (p.role == c.ROLE_HEAD and p.attempt == attempt) or p.role == c.ROLE_WORKER]
+        pods.sort(key=lambda p: (p.role != c.ROLE_HEAD, p.name))
+        return [p for p in pods if p.startup_problem is not None]
 
 
 def _rv(meta: Mapping[str, Any]) -> int:
@@ -156,8 +173,14 @@ def observe_pod(body: Mapping[str, Any]) -> PodObservation:
             reason = terminated.get("reason")
             message = terminated.get("message")
     scheduled = conditions.get("PodScheduled") or {}
-    if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
-        reason, message = "Unschedulable", scheduled.get("message")
+    if scheduled.get("status") == "False" and scheduled.get("reason") == POD_UNSCHEDULABLE:
+        reason, message = POD_UNSCHEDULABLE, scheduled.get("message")
+    if reason is None:
+        for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in STUCK_WAITING_REASONS:
+                reason, message = waiting["reason"], waiting.get("message")
+                break
     if status.get("phase") == POD_FAILED and reason is None:
         reason, message = status.get("reason"), status.get("message")  # e.g. Evicted
     attempt_label = labels.get(c.LABEL_ATTEMPT)

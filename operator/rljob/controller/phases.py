@@ -15,6 +15,8 @@
     Init/Running   head pod Failed/gone, failures < backoffLimit Pending        AttemptFailed (next attempt)
     Init/Running   head pod Failed/gone, no backoff left         Failed         BackoffLimitExceeded
     Initializing   head ready and all workers ready              Running        ClusterReady
+    Initializing   a pod of the attempt cannot start             Initializing   ClusterReady=False Unschedulable /
+                                                                                ContainersNotStarting (warning)
     Running        workers not all ready                         Running        ClusterReady=False (Degraded)
     Suspended      spec.suspend false                            Pending        Resumed (new attempt)
   With Kueue (a job labelled kueue.x-k8s.io/queue-name, operator run with --kueue): one Workload per job
@@ -40,7 +42,7 @@ from ..api.models import JobStatus, RLTrainingJob
 from ..api.vocabulary import ACTIVE_PHASES, ConditionType, Phase, Reason
 from ..resources.workload import pod_set_counts
 from . import conditions as cond
-from .observe import Observed, PodObservation
+from .observe import POD_UNSCHEDULABLE, Observed, PodObservation
 
 PENDING, INITIALIZING, RUNNING = Phase.PENDING, Phase.INITIALIZING, Phase.RUNNING
 SUCCEEDED, FAILED, SUSPENDED = Phase.SUCCEEDED, Phase.FAILED, Phase.SUSPENDED
@@ -180,7 +182,9 @@ class _Machine:
             self._set(cond.RUNNING, True, Reason.DRIVER_RUNNING, "the driver is training")
             self._event("Normal", Reason.CLUSTER_READY, f"head and {self.spec.workers.replicas} worker(s) ready; training")
         elif self.old.phase == RUNNING:
-            self._track_cluster_health(ready)
+            self._track_cluster_health(ready, attempt)
+        elif head is not None and not ready:
+            self._report_startup_problems(attempt, head.name)
         return self._done()
 
     def finished(self) -> Decision:
@@ -318,16 +322,40 @@ class _Machine:
             self.decision.scale_workers = self.spec.workers.replicas
             self._event("Normal", Reason.WORKERS_SCALED, f"workers scaled from {w.replicas} to {self.spec.workers.replicas}")
 
-    def _track_cluster_health(self, ready: bool) -> None:
+    def _track_cluster_health(self, ready: bool, attempt: int) -> None:
         was_ready = self.old.is_true(cond.CLUSTER_READY)
         if ready and not was_ready:
             self.status.cluster_ready_time = cond.timestamp(self.now)
             self._set(cond.CLUSTER_READY, True, Reason.CLUSTER_READY, "head and all workers are ready")
             self._event("Normal", Reason.CLUSTER_RECOVERED, "all workers are ready again")
-        elif not ready and was_ready:
+        elif not ready:
+            # Kept current while degraded: the count, and why a replacement does not start (no node fits any more).
             msg = f"{self.status.workers} workers ready; the StatefulSet is replacing the others"
+            problems = self.obs.startup_problems(attempt)
+            if problems:
+                msg += f"; {_problems_text(problems)}"
             self._set(cond.CLUSTER_READY, False, Reason.WORKERS_NOT_READY, msg)
-            self._event("Warning", Reason.CLUSTER_DEGRADED, msg)
+            if was_ready:
+                self._event("Warning", Reason.CLUSTER_DEGRADED, msg)
+
+    def _report_startup_problems(self, attempt: int, head: str) -> None:
+        """While the cluster starts, what stops it (a pod no node fits, an image that does not pull) is in the job's
+        message and ClusterReady's reason at once, with a warning event when that reason changes, rather than only in
+        the coordination timeout's message, half an hour later."""
+        problems = self.obs.startup_problems(attempt)
+        was = self.old.condition(cond.CLUSTER_READY)
+        was_reason = was.reason if was is not None else None
+        if problems:
+            reason = (Reason.UNSCHEDULABLE if any(p.reason == POD_UNSCHEDULABLE for p in problems)
+                      else Reason.CONTAINERS_NOT_STARTING)
+            detail = _problems_text(problems)
+            self.status.message = f"{self._waiting_for_cluster(head)}; {detail}"
+            self._set(cond.CLUSTER_READY, False, reason, detail)
+            if was_reason != reason:
+                self._event("Warning", reason, detail)
+        elif was_reason in (Reason.UNSCHEDULABLE, Reason.CONTAINERS_NOT_STARTING):
+            self.status.message = self._waiting_for_cluster(head)
+            self._set(cond.CLUSTER_READY, False, Reason.STARTING, "the Ray cluster is being created")
 
     def _active_seconds(self) -> int:
         """Active time before this stretch plus this stretch: what the run budget has used up."""
@@ -366,8 +394,8 @@ class _Machine:
             missing.append(f"head pod {head.name if head else '(not created)'} not ready")
         if not self._workers_ready():
             missing.append(f"{self.status.workers or f'0/{self.spec.workers.replicas}'} workers ready")
-        problems = self.obs.scheduling_problems()
-        detail = "; ".join(missing + problems[:3])
+        problems = self.obs.startup_problems(attempt)
+        detail = "; ".join(missing + ([_problems_text(problems)] if problems else []))
         self._fail(Reason.CLUSTER_COORDINATION_TIMEOUT, f"the Ray cluster was not up within {limit}s: {detail}")
         self._remove_pods()
         return True
@@ -478,6 +506,13 @@ class _Machine:
 
     def _waiting_for_cluster(self, head: str) -> str:
         return f"waiting for head pod {head} and {self.spec.workers.replicas} worker(s)"
+
+
+def _problems_text(problems: list[PodObservation], shown: int = 2) -> str:
+    text = "; ".join(p.startup_problem or p.name for p in problems[:shown])
+    if len(problems) > shown:
+        text += f"; and {len(problems) - shown} more pod(s)"
+    return text
 
 
 def _head_created(head: str) -> str:
