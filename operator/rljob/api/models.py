@@ -150,6 +150,8 @@ class EnvVar(Model):
 
 
 _NODE_FIELDS_DOC = "Scheduling and size of the {role} pod{s}."
+# /dev/shm unless set; named in the message that refuses a pod too small for it.
+HEAD_SHM_DEFAULT, WORKER_SHM_DEFAULT = "2Gi", "1Gi"
 
 
 class HeadSpec(Model):
@@ -158,7 +160,7 @@ class HeadSpec(Model):
     gpus: int = Field(0, ge=0, le=16, description="NVIDIA GPUs for the head (nvidia.com/gpu limit); the learner trains on them. 0 trains on the CPU.")
     cpu: Quantity = Field("2", description="CPU for the pod, as request and limit (Guaranteed QoS); Ray is told the same number.")
     memory: Quantity = Field("8Gi", description="Memory for the pod, as request and limit. /dev/shm counts against it.")
-    shm_size: Quantity = Field("2Gi", description="Size of /dev/shm (memory-backed); Ray's object store is sized inside it. Must be less than memory.")
+    shm_size: Quantity = Field(HEAD_SHM_DEFAULT, description="Size of /dev/shm (memory-backed); Ray's object store is sized inside it. Must be less than memory.")
     node_selector: dict[str, LabelValue] = Field(default_factory=dict, max_length=64, description="Node labels the pod must match.")
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Taints the pod tolerates, e.g. a GPU node pool's.")
     affinity: PreservedObject | None = Field(None, description="A Kubernetes Affinity (node, pod and anti-affinity), as in a pod spec.")
@@ -173,7 +175,8 @@ class HeadSpec(Model):
         Rule(
             cel="!isQuantity(string(self.shmSize)) || !isQuantity(string(self.memory)) || "
             "quantity(string(self.shmSize)).isLessThan(quantity(string(self.memory)))",
-            message="shmSize must be less than memory: /dev/shm is charged to the pod's memory",
+            message="shmSize must be less than memory: /dev/shm is charged to the pod's memory (unless set, shmSize is "
+            f"{HEAD_SHM_DEFAULT} on the head and {WORKER_SHM_DEFAULT} on a worker: give a small pod a smaller one)",
             check=lambda m: _lt(m.shm_size, m.memory),
             field_path=".shmSize",
         ),
@@ -186,7 +189,7 @@ class WorkersSpec(HeadSpec):
     replicas: int = Field(2, ge=0, le=512, description="Number of worker pods. Each joins the head's Ray cluster; 0 runs everything on the head.")
     cpu: Quantity = Field("2", description="CPU for each worker pod, as request and limit; one environment runner per CPU by default.")
     memory: Quantity = Field("4Gi", description="Memory for each worker pod, as request and limit.")
-    shm_size: Quantity = Field("1Gi", description="Size of /dev/shm in each worker pod. Must be less than memory.")
+    shm_size: Quantity = Field(WORKER_SHM_DEFAULT, description="Size of /dev/shm in each worker pod. Must be less than memory.")
 
 
 class Entrypoint(Model):
