@@ -392,7 +392,10 @@ def test_aggregated_user_roles(helm_home: dict[str, str], tmp_path: Path) -> Non
     assert {("rltrainingjobs", v) for v in ("create", "delete", "patch", "update", "get", "list", "watch")} <= grants(edit)
     # The status stays the operator's: users read it.
     assert not {g for g in grants(edit) if g[0] == "rltrainingjobs/status" and g[1] not in ("get", "list", "watch")}
-    assert grants(view) == {(r, v) for r in ("rltrainingjobs", "rltrainingjobs/status") for v in ("get", "list", "watch")}
+    # `kubectl scale` for those who may edit a job, as the built-in roles have it for Deployments.
+    assert {("rltrainingjobs/scale", v) for v in ("get", "patch", "update")} <= grants(edit)
+    assert grants(view) == {(r, v) for r in ("rltrainingjobs", "rltrainingjobs/status", "rltrainingjobs/scale")
+                            for v in ("get", "list", "watch")}
     bindings = [b for b in render(helm_home, tmp_path, {}) if b["kind"] in ("RoleBinding", "ClusterRoleBinding")]
     assert not [b for b in bindings if b["roleRef"]["name"] in roles]  # bound by the built-in roles' aggregation only
 

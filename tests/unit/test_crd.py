@@ -80,7 +80,9 @@ def test_names_columns_and_status_subresource() -> None:
     names = body["spec"]["names"]
     assert set(names["shortNames"]) == {"rlj", "rltj"}
     version = body["spec"]["versions"][0]
-    assert version["subresources"] == {"status": {}}
+    assert version["subresources"] == {"status": {}, "scale": {
+        "specReplicasPath": ".spec.workers.replicas", "statusReplicasPath": ".status.readyWorkers",
+        "labelSelectorPath": ".status.workerSelector"}}
     columns = {col["name"]: col.get("priority", 0) for col in version["additionalPrinterColumns"]}
     assert [n for n, p in columns.items() if p == 0] == ["Phase", "Workers", "Iteration", "Reward", "Age"]
     assert {"Reason", "Experiment", "Started"} <= {n for n, p in columns.items() if p == 1}

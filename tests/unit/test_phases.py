@@ -56,6 +56,12 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
     return next(c for c in status["conditions"] if c["type"] == type_)
 
 
+def test_every_status_written_carries_the_worker_selector_the_scale_subresource_reads() -> None:
+    d = step(job(), Observed(), T0)
+    assert d.status is not None and d.status.worker_selector == "rljob.dev/job=demo,rljob.dev/role=worker"
+    assert d.head_created is not None and d.head_created.worker_selector == d.status.worker_selector
+
+
 def test_new_job_is_accepted_and_creates_everything() -> None:
     d = step(job(), Observed(), T0)
     s = merged(d)

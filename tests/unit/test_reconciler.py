@@ -320,7 +320,7 @@ def test_a_count_of_ready_workers_alone_is_written_at_most_once_per_interval_a_t
     body["metadata"].update(uid="u1", generation=1, resourceVersion="7", labels={"rljob.dev/experiment": "e"})
     started = "2026-12-03T00:00:00Z"
     body["status"] = {"phase": "Initializing", "attempts": 1, "observedGeneration": 1, "startTime": started, "attemptStartTime": started,
-                      "workers": "0/3", "readyWorkers": 0}
+                      "workers": "0/3", "readyWorkers": 0, "workerSelector": "rljob.dev/job=pace,rljob.dev/role=worker"}
     rec.jobs[key] = body
     rec.workers = {key: [WorkersObservation(exists=True, replicas=3, controller_uid="u1", name="pace-workers", uid="s1")]}
 

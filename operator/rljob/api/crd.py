@@ -39,6 +39,13 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Started", "type": "date", "jsonPath": ".status.startTime", "priority": 1},
 ]
 
+# `kubectl scale rltj NAME --replicas N` and autoscalers: the workers are what scales (the head is one pod).
+SCALE: dict[str, str] = {
+    "specReplicasPath": ".spec.workers.replicas",
+    "statusReplicasPath": ".status.readyWorkers",
+    "labelSelectorPath": ".status.workerSelector",
+}
+
 ROOT_RULES: tuple[Rule, ...] = (
     Rule(
         cel=f"self.metadata.name.size() <= {MAX_JOB_NAME_LENGTH}",
@@ -286,7 +293,7 @@ def crd() -> dict[str, Any]:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": {"status": {}, "scale": SCALE},
                     "additionalPrinterColumns": PRINTER_COLUMNS,
                     "schema": {"openAPIV3Schema": openapi_schema()},
                 }

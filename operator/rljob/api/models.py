@@ -470,7 +470,10 @@ class JobStatus(Model):
     failed_attempts: int | None = Field(None, description="Attempts whose driver failed; the job fails when this exceeds backoffLimit.")
     head_pod: str | None = Field(None, description="Name of the current attempt's head pod (kubectl logs it).")
     workers: str | None = Field(None, description="Ready/desired worker pods, e.g. 3/4; a change of the count alone is written within about 2 s.")
-    ready_workers: int | None = Field(None, description="Worker pods ready.")
+    ready_workers: int | None = Field(None, description="Worker pods ready (the scale subresource's replicas).")
+    worker_selector: str | None = Field(
+        None, description="Label selector of the worker pods, as `kubectl -l` takes it: the scale subresource's, so that "
+        "`kubectl scale` and autoscalers find the pods.")
     start_time: str | None = Field(None, description="When the job (or its latest resumption) started.")
     active_seconds: int | None = Field(
         None, ge=0,

@@ -196,6 +196,30 @@ def test_unschedulable_workers_time_out(control_plane: ControlPlane, live_operat
     wait_for(lambda: not pod_names(cp, namespace, "nogpu"), timeout=30, description="pods removed")
 
 
+def test_a_pod_no_node_fits_is_named_while_the_cluster_starts(
+        control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
+    cp = control_plane
+    body = small_job("toobig", namespace, head={"gpus": 16, "cpu": "1", "memory": "2Gi", "shmSize": "512Mi"})
+    cp.apply(body)
+
+    def named() -> dict[str, Any] | None:
+        st = status(cp, namespace, "toobig")
+        ready = next((x for x in st.get("conditions") or [] if x["type"] == "ClusterReady"), {})
+        return st if ready.get("reason") == "Unschedulable" else None
+    st = wait_for(named, timeout=30, interval=0.3, description="ClusterReady=False Unschedulable")
+    # Long before the coordination timeout: still starting, and saying what it waits on, in the scheduler's words.
+    assert st["phase"] == "Initializing" and "toobig-head-1 Unschedulable" in st["message"], st
+    assert "nvidia.com/gpu" in condition(st, "ClusterReady")["message"]
+    wait_for(lambda: "Unschedulable" in events(cp, namespace, "toobig"), timeout=15, description="a warning event")
+    # Fixed while suspended (the head's resources change only then): the cluster starts and the condition says so.
+    cp.kubectl("patch", "rltj", "toobig", "-n", namespace, "--type=merge", "-p", '{"spec": {"suspend": true}}')
+    wait_phase(cp, namespace, "toobig", "Suspended", 30)
+    cp.kubectl("patch", "rltj", "toobig", "-n", namespace, "--type=merge", "-p",
+               '{"spec": {"suspend": false, "head": {"gpus": 1}}}')
+    st = wait_phase(cp, namespace, "toobig", "Running", 60, attempts=2)
+    assert condition(st, "ClusterReady")["status"] == "True" and "Unschedulable" not in st["message"]
+
+
 def test_max_run_duration_cuts_off(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
     cp = control_plane
     started = time.monotonic()
@@ -241,6 +265,24 @@ def test_worker_scale_follows_spec(control_plane: ControlPlane, live_operator: O
     run_to(cp, namespace, small_job("grow", namespace))
     cp.kubectl("patch", "rltj", "grow", "-n", namespace, "--type=merge", "-p", '{"spec":{"workers":{"replicas":3}}}')
     wait_for(lambda: status(cp, namespace, "grow").get("workers") == "3/3", timeout=40, description="3/3 workers")
+
+
+def test_kubectl_scale_scales_the_workers(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
+    cp = control_plane
+    run_to(cp, namespace, small_job("scaled", namespace))
+    scale_path = f"/apis/{c.API_VERSION}/namespaces/{namespace}/{c.PLURAL}/scaled/scale"
+    scale = json.loads(cp.kubectl("get", "--raw", scale_path).stdout)
+    assert (scale["spec"]["replicas"], scale["status"]["replicas"]) == (2, 2), scale
+    # The selector finds exactly the worker pods: what an autoscaler reads.
+    selected = cp.get_json("pods", "-n", namespace, "-l", scale["status"]["selector"])["items"]
+    assert sorted(p["metadata"]["name"] for p in selected) == ["scaled-workers-0", "scaled-workers-1"]
+    cp.kubectl("scale", "rltj", "scaled", "-n", namespace, "--replicas=3")
+    wait_for(lambda: status(cp, namespace, "scaled").get("workers") == "3/3", timeout=40, description="3/3 workers")
+    assert json.loads(cp.kubectl("get", "--raw", scale_path).stdout)["status"]["replicas"] == 3
+    # The schema's bounds hold through the scale subresource too.
+    refused = cp.kubectl("scale", "rltj", "scaled", "-n", namespace, "--replicas=600", check=False)
+    assert refused.returncode != 0 and "512" in refused.stderr, refused.stderr
+    assert get_job(cp, namespace, "scaled")["spec"]["workers"]["replicas"] == 3
 
 
 def test_ttl_deletes_finished_job(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
