@@ -21,6 +21,7 @@ from aiohttp import web
 
 from .. import resources
 from ..api import constants as c
+from ..resources.meta import selector_string
 from . import credentials, informer, metrics, observe
 from .credentials import Credentials
 from .kube import ApiException, Kube
@@ -228,7 +229,7 @@ async def cleanup(**_: Any) -> None:
 async def start_streams(kube: Kube, rec: Reconciler) -> list[informer.Stream]:
     """The jobs' pods and StatefulSets (and Kueue Workloads) are listed before the reconciler starts; the jobs
     themselves after them, so that the first reconcile of a job already sees all of its children."""
-    selector = ",".join(f"{k}={v}" for k, v in MANAGED.items())
+    selector = selector_string(MANAGED)
     pods = informer.Informer(kube, "/api/v1", "pods", selector, _keyed(observe.observe_pod),
                              CONFIG.namespaces, on_change=rec.pods_changed)
     statefulsets = informer.Informer(kube, "/apis/apps/v1", "statefulsets", selector, _keyed(observe.observe_workers),

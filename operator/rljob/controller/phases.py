@@ -40,6 +40,7 @@ from ..api import constants as c
 from ..api import names
 from ..api.models import JobStatus, RLTrainingJob
 from ..api.vocabulary import ACTIVE_PHASES, ConditionType, Phase, Reason
+from ..resources.meta import selector_string
 from ..resources.workers import worker_selector
 from ..resources.workload import pod_set_counts
 from . import conditions as cond
@@ -492,7 +493,7 @@ class _Machine:
         self.status.observed_generation = self.generation
         if self.status != self.old:
             # With whatever is written anyway (never a write of its own): jobs from before it get it at their next change.
-            self.status.worker_selector = ",".join(f"{k}={v}" for k, v in worker_selector(self.job).items())
+            self.status.worker_selector = selector_string(worker_selector(self.job))
             self.decision.status = self.status
         attempt = self.decision.create_head
         if attempt is not None and self.status.phase == PENDING and self.status.reason != Reason.ATTEMPT_FAILED:

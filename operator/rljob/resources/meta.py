@@ -7,6 +7,11 @@ from ..api import constants as c
 from ..api.models import RLTrainingJob
 
 
+def selector_string(labels: dict[str, str]) -> str:
+    """Equality labels as a label selector's text (`kubectl -l`, a list's labelSelector, a scale's selector)."""
+    return ",".join(f"{k}={v}" for k, v in labels.items())
+
+
 def selector_labels(job: RLTrainingJob) -> dict[str, str]:
     """The labels that find all of a job's children (and NetworkPolicies select its pods by)."""
     return {c.LABEL_JOB: job.name}
