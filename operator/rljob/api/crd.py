@@ -49,13 +49,15 @@ SCALE: dict[str, str] = {
 ROOT_RULES: tuple[Rule, ...] = (
     Rule(
         cel=f"self.metadata.name.size() <= {MAX_JOB_NAME_LENGTH}",
-        message=f"metadata.name must be at most {MAX_JOB_NAME_LENGTH} characters so that every child name stays valid",
+        message=f"must be at most {MAX_JOB_NAME_LENGTH} characters so that every child name stays valid",
         check=lambda m: True,  # checked by models.ObjectMeta
+        field_path=".metadata.name",
     ),
     Rule(
         cel=f"self.metadata.name.matches('{models.NAME_PATTERN}')",
-        message="metadata.name must be a DNS-1035 label (lowercase letters, digits, '-', starting with a letter): Service names derive from it",
+        message="must be a DNS-1035 label (lowercase letters, digits, '-', starting with a letter): Service names derive from it",
         check=lambda m: True,
+        field_path=".metadata.name",
     ),
 )
 
@@ -261,7 +263,8 @@ def openapi_schema() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": "rljob.dev/v1alpha1"},
             "kind": {"type": "string", "description": "RLTrainingJob"},
-            "metadata": {"type": "object"},
+            # The name's type only (the one field a CRD may describe here): so that its rules' errors point at it.
+            "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
             "spec": spec,
             "status": status,
         },

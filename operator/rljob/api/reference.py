@@ -49,7 +49,7 @@ def _rows(node: dict[str, Any], path: str, required: set[str], out: list[str]) -
 def _rules(node: dict[str, Any], path: str, out: list[str]) -> None:
     for rule in node.get("x-kubernetes-validations", []):
         if "oldSelf" not in rule["rule"]:  # the mutability rules have their own section
-            out.append(f"- `{path}`: {rule['message']}")
+            out.append(f"- `{path}{rule.get('fieldPath', '')}`: {rule['message']}")
     for name, sub in (node.get("properties") or {}).items():
         target = sub.get("items", sub) if sub.get("type") == "array" else sub
         _rules(target, f"{path}.{name}", out)
