@@ -2,7 +2,9 @@
 plus the operator, in the foreground.
 
 A person can then `kubectl apply -f examples/pong.yaml` and watch `kubectl get rltj -w`; pods become
-Running on kwok's fake nodes (no containers run), and `kubectl patch` or the harness can finish them.
+Running on kwok's fake nodes (no containers run), and `kubectl patch` or the harness can finish them. A default
+StorageClass (the controller manager's host-path provisioner, for development only) gives a job's checkpoint claim a
+volume, as a real cluster's default class would; without one, examples/pong.yaml would wait on its claim.
 """
 from __future__ import annotations
 
@@ -18,6 +20,12 @@ from rljob.api.crd import crd_yaml
 
 from .controlplane import ControlPlaneError, format_timings, start_control_plane
 from .operator_process import OPERATOR_NAMESPACE, OperatorProcess
+
+DEFAULT_STORAGE_CLASS = {
+    "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+    "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+    "provisioner": "kubernetes.io/host-path", "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
+}
 
 
 def _follow(path: Path, stop: threading.Event) -> None:
@@ -50,13 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
     try:
-        cp = start_control_plane(base / "state", kubeconfig_out=kubeconfig, cpu_nodes=args.cpu_nodes, gpu_nodes=args.gpu_nodes)
+        cp = start_control_plane(base / "state", kubeconfig_out=kubeconfig, cpu_nodes=args.cpu_nodes, gpu_nodes=args.gpu_nodes,
+                                 controller_manager_args=("--enable-hostpath-provisioner",))
     except ControlPlaneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     operator = None
     try:
         print(format_timings(cp), flush=True)
+        cp.apply(DEFAULT_STORAGE_CLASS)
         cp.apply(crd_yaml())
         cp.kubectl("wait", "--for=condition=Established", "crd/rltrainingjobs.rljob.dev", "--timeout=30s")
         cp.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
