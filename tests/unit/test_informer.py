@@ -234,8 +234,24 @@ def test_jobs_go_whole_to_the_reconciler_and_a_namesake_created_while_away_follo
     feed.apply(scope, "DELETED", job("b", "u2", rv=3))
     assert calls == [("upsert", "u1"), ("upsert", "u2"), ("upsert", "u1"), ("delete", (("ns", "b"), "u2"))]
     calls.clear()
-    feed.replace(scope, [job("a", "u3")])  # a was deleted and created again while the watch was away
-    assert calls == [("delete", (("ns", "a"), "u1")), ("upsert", "u3")]
+    # a was deleted and created again while the watch was away: no last state says how, so no uid to release by.
+    feed.replace(scope, [job("a", "u3")])
+    assert calls == [("delete", (("ns", "a"), None)), ("upsert", "u3")]
+
+
+def test_a_job_deleted_through_finalizers_leaves_its_children_to_the_garbage_collector() -> None:
+    """`kubectl delete --cascade=orphan` (or foreground): the last state has a deletionTimestamp; the orphaned
+    children must stay, so the deletion carries no uid to release them by. A plain delete carries it."""
+    calls: list[tuple[Any, Any]] = []
+    feed = informer.JobFeed(FakeKube(), "/apis/rljob.dev/v1alpha1", "rltrainingjobs",  # type: ignore[arg-type]
+                            on_upsert=lambda body: None, on_delete=lambda key, uid: calls.append((key, uid)))
+    scope = feed.scopes[0]
+    feed.replace(scope, [job("kept", "u1"), job("plain", "u2")])
+    orphaned = job("kept", "u1", rv=3)
+    orphaned["metadata"].update(deletionTimestamp="2026-12-04T23:35:18Z", finalizers=["orphan"])
+    feed.apply(scope, "DELETED", orphaned)
+    feed.apply(scope, "DELETED", job("plain", "u2", rv=4))
+    assert calls == [(("ns", "kept"), None), (("ns", "plain"), "u2")]
 
 
 def test_a_job_feed_without_its_crd_keeps_trying_until_it_is_served(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -249,7 +249,7 @@ async def start_streams(kube: Kube, rec: Reconciler) -> list[informer.Stream]:
     if workloads is not None:
         rec.workloads = workloads.index
 
-    def deleted(key: tuple[str, str], uid: str) -> None:
+    def deleted(key: tuple[str, str], uid: str | None) -> None:
         rec.remove_job(key, uid)
         metrics.forget_job(key)
 

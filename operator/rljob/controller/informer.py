@@ -279,7 +279,7 @@ class JobFeed(Stream):
         prefix: str,
         plural: str,
         on_upsert: Callable[[Mapping[str, Any]], None],
-        on_delete: Callable[[Key, str], None],
+        on_delete: Callable[[Key, str | None], None],
         namespaces: tuple[str, ...] = (),
     ) -> None:
         super().__init__(kube, prefix, plural, "", namespaces)
@@ -291,7 +291,13 @@ class JobFeed(Stream):
         if kind == "DELETED":
             key = scope.members.pop(uid, None)
             if key is not None:
-                self.on_delete(key, uid)
+                # The deleted instance's uid (its children may be released at once) only when the watch saw it go
+                # without finalizers, as a plain (background) delete does. Deleted through them, its last state has a
+                # deletionTimestamp (`kubectl delete --cascade=orphan` or `foreground`, or anyone's finalizer) and the
+                # garbage collector alone decides what goes with it: orphaned children stay. Gone while the watch
+                # was away (no last state, no name): the same.
+                plain = bool(meta.get("name")) and not meta.get("deletionTimestamp")
+                self.on_delete(key, uid if plain else None)
             return key
         if not self._serves(meta.get("namespace", "")):
             return None

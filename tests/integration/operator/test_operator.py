@@ -238,6 +238,24 @@ def test_deleting_the_job_deletes_everything(control_plane: ControlPlane, live_o
     wait_for(lambda: not children(cp, namespace, "gone"), timeout=60, description="garbage collection")
 
 
+def test_deleting_with_cascade_orphan_keeps_the_children(
+        control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
+    """`kubectl delete --cascade=orphan` keeps what the job owned, as for any owner: the operator, which deletes a
+    deleted job's pods at once to free them sooner, leaves orphaned ones alone."""
+    cp = control_plane
+    body = small_job("kept", namespace)
+    run_to(cp, namespace, body)
+    before = child_names(cp, namespace, "kept")
+    assert expected_names(body) <= before
+    cp.kubectl("delete", "rltj", "kept", "-n", namespace, "--cascade=orphan", "--wait=true", "--timeout=30s")
+    time.sleep(5)  # the operator has seen the deletion (it acts within a second) and the collector has orphaned them
+    after = children(cp, namespace, "kept")
+    assert {f"{o['kind']}/{o['metadata']['name']}" for o in after} == before
+    assert not [o for o in after if o["metadata"].get("deletionTimestamp")]
+    assert not [o for o in after if any(r.get("kind") == c.KIND for r in o["metadata"].get("ownerReferences") or [])]
+    cp.kubectl("delete", CHILD_KINDS, "-n", namespace, "-l", f"{c.LABEL_JOB}=kept", "--wait=false")
+
+
 def test_suspend_and_resume(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
     cp = control_plane
     run_to(cp, namespace, small_job("nap", namespace))
