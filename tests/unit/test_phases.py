@@ -251,6 +251,21 @@ def test_a_degraded_cluster_says_why_its_replacement_does_not_start() -> None:
         "demo-workers-1 Unschedulable: 0/3 nodes are available: 3 Insufficient cpu.")
 
 
+def test_a_job_held_by_finalizers_after_its_deletion_is_left_to_the_garbage_collector() -> None:
+    """Foreground deletion: the collector deletes the head and workers while the job still exists. That is neither a
+    failed attempt nor a reason to create anything again."""
+    body = job(running_status(), backoffLimit=3).model_dump(by_alias=True, exclude_none=True)
+    body["metadata"]["deletionTimestamp"] = ts(5)
+    deleting = parse_job(body)
+    assert deleting.metadata.deletion_timestamp == ts(5)
+    gone = Observed(pods=(head(deleting=True),), workers=workers(exists=False))
+    d = step(deleting, gone, T0 + timedelta(seconds=6))
+    assert d == Decision()
+    # The same observation without the deletion is an attempt that failed, and the next one starts.
+    retry = step(job(running_status(), backoffLimit=3), gone, T0 + timedelta(seconds=6))
+    assert retry.status is not None and retry.status.reason == "AttemptFailed"
+
+
 def test_max_run_duration_cuts_the_run_off() -> None:
     status = running_status()
     d = step(job(status, maxRunDurationSeconds=600), Observed(pods=(head(),), workers=workers()), T0 + timedelta(seconds=601))

@@ -413,6 +413,7 @@ class ObjectMeta(Model):
     annotations: dict[str, str] = Field(default_factory=dict)
     uid: str | None = None
     generation: int | None = None
+    deletion_timestamp: str | None = None  # set while finalizers hold a deleted job (foreground deletion, anyone's)
 
     @field_validator("name")
     @classmethod

@@ -19,6 +19,7 @@
                                                                                 ContainersNotStarting (warning)
     Running        workers not all ready                         Running        ClusterReady=False (Degraded)
     Suspended      spec.suspend false                            Pending        Resumed (new attempt)
+    any            deleted, finalizers hold it                   -              nothing: the collector's turn
   With Kueue (a job labelled kueue.x-k8s.io/queue-name, operator run with --kueue): one Workload per job
     (new)          -                                             Suspended      Queued (Workload created)
     Suspended      Workload admitted                             Pending        Admitted (new attempt)
@@ -93,6 +94,10 @@ class Decision:
 
 
 def step(job: RLTrainingJob, observed: Observed, now: datetime) -> Decision:
+    if job.metadata.deletion_timestamp:
+        # Deleted, and held by finalizers (`kubectl delete --cascade=foreground`, or anyone's): the garbage collector
+        # takes the children, and nothing is created, retried or reported failed in their place.
+        return Decision()
     status = job.status.operator_fields() if job.status is not None else JobStatus()
     phase = status.phase
     machine = _Machine(job, observed, now, status)

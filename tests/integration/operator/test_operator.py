@@ -256,6 +256,27 @@ def test_deleting_with_cascade_orphan_keeps_the_children(
     cp.kubectl("delete", CHILD_KINDS, "-n", namespace, "-l", f"{c.LABEL_JOB}=kept", "--wait=false")
 
 
+def test_a_foreground_deletion_is_not_a_failed_attempt(
+        control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
+    """`kubectl delete --cascade=foreground` (here held open by another finalizer): the garbage collector deletes the
+    head and workers while the job still exists; the operator neither retries (no second head) nor fails the job."""
+    cp = control_plane
+    body = small_job("fg", namespace, backoffLimit=2)
+    body["metadata"]["finalizers"] = ["example.com/hold"]
+    run_to(cp, namespace, body)
+    cp.kubectl("delete", "rltj", "fg", "-n", namespace, "--cascade=foreground", "--wait=false")
+    wait_for(lambda: not pod_names(cp, namespace, "fg"), timeout=30, description="the collector deleting the pods")
+    time.sleep(5)  # what the operator would do in reaction has been done by now
+    st = status(cp, namespace, "fg")
+    assert (st["phase"], st.get("attempts")) == ("Running", 1), st
+    assert not pod_names(cp, namespace, "fg")
+    assert not {"AttemptFailed", "BackoffLimitExceeded"} & set(events(cp, namespace, "fg"))
+    cp.kubectl("patch", "rltj", "fg", "-n", namespace, "--type=json", "-p",
+               '[{"op": "remove", "path": "/metadata/finalizers"}]')
+    wait_for(lambda: cp.kubectl("get", "rltj", "fg", "-n", namespace, check=False).returncode != 0, timeout=30,
+             description="the job gone")
+
+
 def test_suspend_and_resume(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
     cp = control_plane
     run_to(cp, namespace, small_job("nap", namespace))
