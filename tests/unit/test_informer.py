@@ -279,3 +279,22 @@ def test_a_job_feed_without_its_crd_keeps_trying_until_it_is_served(monkeypatch:
     kube, upserts = run(scenario())
     assert kube.list_calls == 3 and [u["metadata"]["name"] for u in upserts] == ["a"]
     assert kube.watch_queries[0]["resourceVersion"] == "5" and "labelSelector" not in kube.watch_queries[0]
+
+
+def test_departures_report_a_deleted_child_of_a_job_with_its_owner() -> None:
+    gone: list[tuple[Any, Any, str]] = []
+    stream = informer.Departures(FakeKube(), "/apis/networking.k8s.io/v1", "networkpolicies",  # type: ignore[arg-type]
+                                 "NetworkPolicy", "", on_gone=lambda key, uid, what: gone.append((key, uid, what)))
+    scope = stream.scopes[0]
+
+    def policy(name: str, uid: str, job: str | None = "j", owner: str = "job-uid") -> dict[str, Any]:
+        labels = {"rljob.dev/job": job, "rljob.dev/controller-uid": owner} if job else {}
+        return {"metadata": {"name": name, "namespace": "ns", "uid": uid, "labels": labels}}
+
+    stream.replace(scope, [policy("j-isolation", "p1"), policy("other", "p9", job=None)])
+    stream.apply(scope, "ADDED", policy("j-head", "p2"))
+    assert stream.apply(scope, "DELETED", policy("j-isolation", "p1")) is None  # no reconcile of its own: on_gone's
+    stream.apply(scope, "DELETED", policy("other", "p9", job=None))  # not a job's: nothing
+    stream.replace(scope, [])  # j-head went while the watch was away: no last state, so no owner to name
+    assert gone == [(("ns", "j"), "job-uid", "NetworkPolicy j-isolation"), (("ns", "j"), None, "NetworkPolicy j-head")]
+    assert not scope.members and not stream.names

@@ -266,6 +266,19 @@ def test_a_job_held_by_finalizers_after_its_deletion_is_left_to_the_garbage_coll
     assert retry.status is not None and retry.status.reason == "AttemptFailed"
 
 
+def test_a_deleted_policy_or_service_of_a_live_job_is_created_again() -> None:
+    status = running_status()
+    gone = ("NetworkPolicy demo-isolation", "Service demo-head")
+    d = step(job(status), Observed(pods=(head(),), workers=workers(), children_gone=gone), T0)
+    assert d.ensure_children and d.status is None and d.create_head is None
+    assert [(e.type, e.reason, e.message) for e in d.events] == [
+        ("Warning", "ChildrenRestored", "NetworkPolicy demo-isolation, Service demo-head deleted while the job runs: created again")]
+    # A finished job keeps its record only: nothing comes back.
+    done = step(job({**status, "phase": "Succeeded"}), Observed(pods=(head(phase="Succeeded", ready=False),),
+                                                                children_gone=gone), T0)
+    assert not done.ensure_children and not done.events
+
+
 def test_max_run_duration_cuts_the_run_off() -> None:
     status = running_status()
     d = step(job(status, maxRunDurationSeconds=600), Observed(pods=(head(),), workers=workers()), T0 + timedelta(seconds=601))

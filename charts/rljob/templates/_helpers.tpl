@@ -90,15 +90,19 @@ Role per watched namespace.
 - apiGroups: [""]
   resources: [pods/log]
   verbs: [get]
-# The job's children, created once (deterministic names; deleted by the garbage collector).
+# The job's children, created once (deterministic names; deleted by the garbage collector). All but the claim
+# are watched (list, watch) to be created again when deleted while their job lives.
 - apiGroups: [""]
-  resources: [serviceaccounts, persistentvolumeclaims]
+  resources: [persistentvolumeclaims]
   verbs: [create, get]
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [create, get, list, watch]
 # The head's Service too, deleted by the operator before the head pod when its job is deleted (else the
 # endpoint controllers rewrite its Endpoints and EndpointSlice as the pod goes).
 - apiGroups: [""]
   resources: [services]
-  verbs: [create, delete, get]
+  verbs: [create, delete, get, list, watch]
 # The operator posts its own events on the jobs.
 - apiGroups: [""]
   resources: [events]
@@ -109,11 +113,11 @@ Role per watched namespace.
   verbs: [create, delete, get, list, patch, watch]
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
-  verbs: [create, get]
+  verbs: [create, get, list, watch]
 # The per-job identity of the driver (a Role granting get/patch on its job's status, and its binding).
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
-  verbs: [create, get]
+  verbs: [create, get, list, watch]
 # The jobs: watched, labelled with their experiment (rljob.dev/experiment, a merge patch of
 # metadata.labels), and deleted when ttlSecondsAfterFinished has passed.
 - apiGroups: [rljob.dev]

@@ -23,7 +23,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from ..api import constants as c
 from .kube import ApiException, Kube
+from .observe import controller_uid
 
 log = logging.getLogger(__name__)
 
@@ -305,3 +307,43 @@ class JobFeed(Stream):
         scope.members[uid] = key
         self.on_upsert(obj)
         return key
+
+
+class Departures(Stream):
+    """One kind of the jobs' other children (the head Service, the NetworkPolicies, the driver's ServiceAccount, Role
+    and RoleBinding), followed for one thing only: its deletion. Each one deleted while its job lives is created
+    again, as a controller keeps what it owns; a NetworkPolicy removed by hand would otherwise leave the job's pods
+    unisolated until the job ends. Nothing is kept but who owns what."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        prefix: str,
+        plural: str,
+        kind: str,
+        selector: str,
+        on_gone: Callable[[Key, str | None, str], None],
+        namespaces: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(kube, prefix, plural, selector, namespaces)
+        self.kind, self.on_gone = kind, on_gone
+        self.names: dict[str, str] = {}  # uid → name
+
+    def apply(self, scope: Scope, kind: str, obj: Mapping[str, Any]) -> Key | None:
+        meta = obj.get("metadata") or {}
+        uid = meta.get("uid") or ""
+        if kind == "DELETED":
+            key = scope.members.pop(uid, None)
+            name = self.names.pop(uid, "")
+            if key is not None:
+                # Gone while the watch was away (a fresh list no longer has it): no last state, no owner to check.
+                owner = controller_uid(meta) if meta.get("name") else None
+                self.on_gone(key, owner, f"{self.kind} {name}".strip())
+            return None
+        job = (meta.get("labels") or {}).get(c.LABEL_JOB)
+        if job and self._serves(meta.get("namespace", "")):
+            scope.members[uid] = (meta.get("namespace", ""), job)
+            self.names[uid] = meta.get("name", "")
+        elif scope.members.pop(uid, None) is not None:
+            self.names.pop(uid, None)
+        return None

@@ -107,6 +107,8 @@ class Observed:
     foreign: tuple[str, ...] = ()  # children by this job's name that belong to another instance (a deleted job's)
     kueue: bool = False  # the operator admits jobs labelled with a Kueue queue name through Kueue
     workload: WorkloadObservation | None = None  # the job's Workload, when Kueue admits it
+    # Its other children (Service, NetworkPolicies, identity) seen deleted while it lives, e.g. "NetworkPolicy x".
+    children_gone: tuple[str, ...] = ()
 
     def head(self, attempt: int) -> PodObservation | None:
         for pod in self.pods:

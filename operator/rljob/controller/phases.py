@@ -18,6 +18,7 @@
     Initializing   a pod of the attempt cannot start             Initializing   ClusterReady=False Unschedulable /
                                                                                 ContainersNotStarting (warning)
     Running        workers not all ready                         Running        ClusterReady=False (Degraded)
+    Init/Running   its Service, a NetworkPolicy or identity gone -              ChildrenRestored (created again)
     Suspended      spec.suspend false                            Pending        Resumed (new attempt)
     any            deleted, finalizers hold it                   -              nothing: the collector's turn
   With Kueue (a job labelled kueue.x-k8s.io/queue-name, operator run with --kueue): one Workload per job
@@ -321,6 +322,12 @@ class _Machine:
         return desired == 0 or (self.obs.workers.exists and self.obs.workers.ready >= desired)
 
     def _ensure_workers(self) -> None:
+        if self.obs.children_gone:
+            # Level, not edge: what the job owns is there while it runs (a NetworkPolicy removed by hand would leave
+            # its pods unisolated; a removed head Service, new workers unable to find the head).
+            self.decision.ensure_children = True
+            self._event("Warning", Reason.CHILDREN_RESTORED,
+                        f"{', '.join(self.obs.children_gone)} deleted while the job runs: created again")
         w = self.obs.workers
         if not w.exists or w.deleting:
             self.decision.ensure_children = True

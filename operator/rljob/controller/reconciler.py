@@ -15,6 +15,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -94,6 +95,7 @@ class Reconciler:
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._failures: dict[Key, int] = {}
         self._waiting: dict[Key, float] = {}  # since when a job waits for a deleted job's children to go
+        self._gone: dict[Key, set[str]] = {}  # children of live jobs seen deleted, to create again ("Service x")
         self._parsed: OrderedDict[Key, tuple[int, RLTrainingJob]] = OrderedDict()  # least recently used first
         self.pacer = StatusPacer(requeue=self.enqueue)
         self.expected = HeadExpectations()  # head pods created, not yet shown by the pod watch
@@ -117,8 +119,18 @@ class Reconciler:
         self.expected.seen(key, self.pods.get(key, ()))
         self.enqueue(key)
 
+    def child_gone(self, key: Key, uid: str | None, what: str) -> None:
+        """A Service, NetworkPolicy or identity of `key` was deleted; `uid`, the job instance it belonged to (None:
+        not known). A deleted job's children going with it, or an earlier instance's, are no reason to act."""
+        body = self.jobs.get(key)
+        if body is None or (uid is not None and uid != (body.get("metadata") or {}).get("uid")):
+            return
+        self._gone.setdefault(key, set()).add(what)
+        self.enqueue(key)
+
     def remove_job(self, key: Key, uid: str | None = None) -> None:
         self.jobs.pop(key, None)
+        self._gone.pop(key, None)
         self._parsed.pop(key, None)
         self.expected.forget(key)
         self.pacer.forget(key)
@@ -296,6 +308,9 @@ class Reconciler:
             self.expected.with_expected(key, self.pods.get(key, ())), self.workers.get(key, ()), job.metadata.uid,
             workloads=self.workloads.get(key, ()) if self.workloads is not None else (), kueue=self.workloads is not None,
         )
+        gone = tuple(sorted(self._gone.get(key, ())))
+        if gone:
+            observed = replace(observed, children_gone=gone)
         decision = step(job, observed, self.clock())
         if log.isEnabledFor(logging.DEBUG):
             log.debug("reconcile %s/%s (generation %s, suspend %s): phase %s -> %s; workload %s", *key,
@@ -313,6 +328,12 @@ class Reconciler:
             if decision.create_head is not None:
                 self.expected.forget(key)  # the job stays Pending: the next pass looks for its head again
             raise
+        if gone and key in self._gone:  # created again (or no longer needed); a deletion seen meanwhile stays
+            left = self._gone[key] - set(gone)
+            if left:
+                self._gone[key] = left
+            else:
+                del self._gone[key]
         if new_body is not None and key in self.jobs:
             self.upsert_job_quietly(new_body)
         if decision.requeue_after is not None and key in self.jobs:

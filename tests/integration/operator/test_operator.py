@@ -277,6 +277,24 @@ def test_a_foreground_deletion_is_not_a_failed_attempt(
              description="the job gone")
 
 
+def test_children_deleted_by_hand_come_back(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
+    """The operator keeps what a live job owns: a NetworkPolicy, the head Service or the driver's RoleBinding deleted
+    by hand is created again (else the pods would run unisolated, new workers could not find the head)."""
+    cp = control_plane
+    body = small_job("kept-up", namespace)
+    run_to(cp, namespace, body)
+    before = child_names(cp, namespace, "kept-up")
+    uids = {f"{o['kind']}/{o['metadata']['name']}": o["metadata"]["uid"] for o in children(cp, namespace, "kept-up")}
+    removed = ["networkpolicy/kept-up-isolation", "service/kept-up-head", "rolebinding/kept-up-progress-reporter"]
+    cp.kubectl("delete", *removed, "-n", namespace)
+    wait_for(lambda: child_names(cp, namespace, "kept-up") == before, timeout=30, description="the children back")
+    again = {f"{o['kind']}/{o['metadata']['name']}": o["metadata"]["uid"] for o in children(cp, namespace, "kept-up")}
+    assert {k for k in again if again[k] != uids[k]} == {"NetworkPolicy/kept-up-isolation", "Service/kept-up-head",
+                                                         "RoleBinding/kept-up-progress-reporter"}
+    wait_for(lambda: "ChildrenRestored" in events(cp, namespace, "kept-up"), timeout=15, description="a warning event")
+    assert status(cp, namespace, "kept-up")["phase"] == "Running"
+
+
 def test_suspend_and_resume(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
     cp = control_plane
     run_to(cp, namespace, small_job("nap", namespace))
