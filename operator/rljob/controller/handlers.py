@@ -24,21 +24,21 @@ from ..api import constants as c
 from ..resources.meta import selector_string
 from . import credentials, informer, metrics, observe
 from .credentials import Credentials
-from .kube import ApiException, Kube
+from .kube import ApiException, Kube, resource
 from .leader import LeaderElector, LeaseSettings
 from .reconciler import Reconciler
 
 log = logging.getLogger(__name__)
 MANAGED = {c.LABEL_APP_MANAGED_BY: c.MANAGED_BY}
 # The kinds of a job's children, besides its pods and StatefulSet, created again when deleted while it lives
-# (prefix, plural, kind). Not its checkpoint claim: Kubernetes keeps a claim in use, and one deleted on purpose is a
+# (apiVersion, kind). Not its checkpoint claim: Kubernetes keeps a claim in use, and one deleted on purpose is a
 # person's choice to start afresh, which the next attempt makes.
 KEPT_CHILDREN = (
-    ("/api/v1", "services", "Service"),
-    ("/api/v1", "serviceaccounts", "ServiceAccount"),
-    ("/apis/networking.k8s.io/v1", "networkpolicies", "NetworkPolicy"),
-    ("/apis/rbac.authorization.k8s.io/v1", "roles", "Role"),
-    ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding"),
+    ("v1", "Service"),
+    ("v1", "ServiceAccount"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
 )
 
 
@@ -265,8 +265,8 @@ async def start_streams(kube: Kube, rec: Reconciler) -> list[informer.Stream]:
 
     jobs = informer.JobFeed(kube, f"/apis/{c.API_VERSION}", c.PLURAL, rec.upsert_job, deleted, CONFIG.namespaces)
     jobs.start()  # in the background: with the CRD not (yet) installed, it says so and tries again
-    departures = [informer.Departures(kube, prefix, plural, kind, selector, rec.child_gone, CONFIG.namespaces)
-                  for prefix, plural, kind in KEPT_CHILDREN]
+    departures = [informer.Departures(kube, *resource(api_version, kind), kind, selector, rec.child_gone, CONFIG.namespaces)
+                  for api_version, kind in KEPT_CHILDREN]
     for stream in departures:
         stream.start()  # in the background too: a child deleted before its list is looked at is simply not seen
     return [*children, jobs, *departures]

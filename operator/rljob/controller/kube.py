@@ -60,8 +60,13 @@ class ApiException(Exception):
         return f"({self.status}) {self.reason}: {error_text(self)}" if self.body else f"({self.status}) {self.reason}"
 
 
+def resource(api_version: str, kind: str) -> tuple[str, str]:
+    """The path prefix and plural of a kind, as a watch across namespaces needs them."""
+    return _PATHS[(api_version, kind)]
+
+
 def collection_path(api_version: str, kind: str, namespace: str) -> str:
-    prefix, plural = _PATHS[(api_version, kind)]
+    prefix, plural = resource(api_version, kind)
     return f"{prefix}/namespaces/{namespace}/{plural}"
 
 
