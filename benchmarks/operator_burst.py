@@ -20,7 +20,7 @@ from the first apply until the last job's cluster is up: the job Running for the
 for the floor), p50/p99 apply-to-Running per job, the operator's peak RSS and CPU seconds, delete-to-no-pods
 and the pods left after it; per mode, the write requests the API server served per job up to all Running (its own
 count, by verb and resource: who makes the control plane work), those from the delete until no pod is left, and
-each control-plane process's CPU seconds.
+each control-plane process's CPU seconds, to all Running and from the delete until no pod is left.
 Deleting is one deletecollection per kind: of the jobs in operator mode (the API server deletes them one after
 another, and each job's pods follow it; the time until the last job is gone is printed too), of the StatefulSets
 and pods for the floors. Pod IPs come from a routable-looking range, as on a real cluster (see POD_CIDR).
@@ -336,7 +336,8 @@ class CpuProfiler:
         self._thread.join(PROFILE_CHUNK_SECONDS + 60)
 
 
-def control_plane_profilers(cp: ControlPlane, api: client.ApiClient, folder: Path, mode: str) -> list[CpuProfiler]:
+def control_plane_profilers(cp: ControlPlane, api: client.ApiClient, folder: Path, mode: str,
+                            window: str = "") -> list[CpuProfiler]:
     def apiserver() -> bytes:
         return api.call_api(*api.param_serialize("GET", PROFILE_PATH, auth_settings=["BearerToken"]),
                             _request_timeout=PROFILE_CHUNK_SECONDS + 60).read()
@@ -344,7 +345,7 @@ def control_plane_profilers(cp: ControlPlane, api: client.ApiClient, folder: Pat
     def controller_manager() -> bytes:
         return cp.component_get("controller-manager", PROFILE_PATH, timeout=PROFILE_CHUNK_SECONDS + 60)
 
-    return [CpuProfiler(name, fetch, folder / f"{mode}-{name}-cpu").start()
+    return [CpuProfiler(name, fetch, folder / f"{mode}-{window}{name}-cpu").start()
             for name, fetch in (("kube-apiserver", apiserver), ("kube-controller-manager", controller_manager))]
 
 
@@ -480,6 +481,8 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
             out["operator CPU seconds"] = cpu - cpu_before
             out["operator peak RSS MB"] = rss
 
+        cpu_before_delete = cpu_seconds(cp.pids())
+        profilers = control_plane_profilers(cp, api, workdir, mode, "delete-") if control_plane_profile else []
         t1 = time.monotonic()
         paths = [jobs_path] if mode == "operator" else [STS_PATH, PODS_PATH]
         gone, end = False, time.monotonic() + timeout
@@ -497,6 +500,11 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
                                                   header_params={"Content-Type": "application/json"}, auth_settings=["BearerToken"]))
             gone = wait_until(no_pods, min(30.0, end - time.monotonic()), 0.2)
         out["delete-to-no-pods seconds"] = time.monotonic() - t1 if gone else float("nan")
+        for name, cpu in cpu_seconds(cp.pids()).items():
+            if name in cpu_before_delete:
+                out[f"delete cpu {name}"] = cpu - cpu_before_delete[name]
+        for profiler in profilers:
+            profiler.stop()
         if jobs_gone:
             out["jobs deleted seconds"] = jobs_gone[0]
         out["pods left"] = float(len(pod_watch.live))
@@ -525,7 +533,8 @@ def main() -> int:
                         action="store_true",
                         help="record kube-apiserver's and kube-controller-manager's CPU (Go pprof) from the first apply to"
                         " all Running, in every mode, into the --keep folder, as MODE-kube-apiserver-cpu/*.pprof and"
-                        " MODE-kube-controller-manager-cpu/*.pprof (read with `go tool pprof -top -cum FOLDER/*`)")
+                        " MODE-kube-controller-manager-cpu/*.pprof (read with `go tool pprof -top -cum FOLDER/*`), and"
+                        " from the delete until no pod is left, as MODE-delete-kube-apiserver-cpu/*.pprof and so on")
     parser.add_argument("--keep", type=Path, help="keep control-plane logs and the operator log here (else they go in a"
                         " temporary folder, removed at the end)")
     parser.add_argument("--rounds", type=int, default=1, metavar="N",
@@ -615,13 +624,16 @@ def report(args: argparse.Namespace, workdir: Path) -> int:
             if writes:
                 print(f"{labels[mode]} API writes per job {when}: {sum(writes.values()):.1f} ("
                       + ", ".join(f"{k} {v:.1f}" for k, v in sorted(writes.items(), key=lambda kv: -kv[1])) + ")")
-        cpus = {k[len("cpu "):]: v for k, v in figures.items() if k.startswith("cpu ")}
-        print(f"{labels[mode]} control-plane CPU seconds to all Running: {sum(cpus.values()):.1f} ("
-              + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpus.items(), key=lambda kv: -kv[1])) + ")")
+        for prefix, when in (("cpu", "to all Running"), ("delete cpu", "from delete to no pods")):
+            cpus = {k[len(prefix) + 1:]: v for k, v in figures.items() if k.startswith(prefix + " ")}
+            if cpus:
+                print(f"{labels[mode]} control-plane CPU seconds {when}: {sum(cpus.values()):.1f} ("
+                      + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpus.items(), key=lambda kv: -kv[1])) + ")")
     if args.control_plane_profile:
-        print("CPU profiles, first apply to all Running: " + ", ".join(
-            str(round_folder(workdir, args.rounds, r) / f"{mode}-{name}-cpu")
-            for r in range(args.rounds) for mode in results for name in ("kube-apiserver", "kube-controller-manager")))
+        for window, when in (("", "first apply to all Running"), ("delete-", "delete to no pods")):
+            print(f"CPU profiles, {when}: " + ", ".join(
+                str(round_folder(workdir, args.rounds, r) / f"{mode}-{window}{name}-cpu") for r in range(args.rounds)
+                for mode in results for name in ("kube-apiserver", "kube-controller-manager")))
     op = results.get("operator")
     if op is None:
         return 0
