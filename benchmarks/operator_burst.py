@@ -349,6 +349,17 @@ def control_plane_profilers(cp: ControlPlane, api: client.ApiClient, folder: Pat
             for name, fetch in (("kube-apiserver", apiserver), ("kube-controller-manager", controller_manager))]
 
 
+def py_spy(pid: int, output: Path) -> subprocess.Popen[bytes]:
+    """py-spy's raw (collapsed) stacks of the operator until stop_py_spy: `--profile` records the burst and the
+    delete apart, as the operator's work in each differs."""
+    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--format", "raw", "--output", str(output)])
+
+
+def stop_py_spy(spy: subprocess.Popen[bytes]) -> None:
+    spy.send_signal(signal.SIGINT)
+    spy.wait(60)
+
+
 def process_usage(pid: int) -> tuple[float, float]:
     """(CPU seconds, peak RSS in MB) of a live process."""
     with open(f"/proc/{pid}/stat") as f:
@@ -413,7 +424,7 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
         api = api_client(cp.kubeconfig)
         jobs_path = f"/apis/{c.API_VERSION}/namespaces/{NAMESPACE}/{c.PLURAL}"
         pod_watch = Watcher(api, PODS_PATH, pod_ready).start()
-        operator = None
+        operator, spy = None, None
         if mode == "operator":
             cp.apply(crd_yaml())
             cp.kubectl("wait", "--for=condition=Established", f"crd/{c.PLURAL}.{c.GROUP}", "--timeout=60s")
@@ -424,8 +435,7 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
             operator.start()
             assert operator.proc is not None
             cpu_before, _ = process_usage(operator.proc.pid)
-            spy = subprocess.Popen(["py-spy", "record", "--pid", str(operator.proc.pid), "--format", "raw", "--output",
-                                    str(workdir / "operator-profile.txt")]) if profile else None
+            spy = py_spy(operator.proc.pid, workdir / "operator-profile.txt") if profile else None
             job_watch = Watcher(api, jobs_path, job_running).start()
         time.sleep(1.0)
         applied: dict[str, float] = {}
@@ -481,6 +491,9 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
             out["operator CPU seconds"] = cpu - cpu_before
             out["operator peak RSS MB"] = rss
 
+        if spy is not None:  # the delete in a profile of its own
+            stop_py_spy(spy)
+            spy = py_spy(operator.proc.pid, workdir / "operator-delete-profile.txt")
         cpu_before_delete = cpu_seconds(cp.pids())
         profilers = control_plane_profilers(cp, api, workdir, mode, "delete-") if control_plane_profile else []
         t1 = time.monotonic()
@@ -513,8 +526,7 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
         if operator is not None and operator.proc is not None:
             out["operator CPU seconds incl. delete"] = process_usage(operator.proc.pid)[0] - cpu_before
             if spy is not None:
-                spy.send_signal(signal.SIGINT)
-                spy.wait(60)
+                stop_py_spy(spy)
             operator.stop()
             job_watch.stop()  # before the control plane goes, or it reports every failed reconnect
         pod_watch.stop()
@@ -528,7 +540,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for Running, and for deletion")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--profile", action="store_true", help="record the operator with py-spy (installed separately)"
-                        " into the --keep folder, as operator-profile.txt")
+                        " into the --keep folder, from the first apply to all Running as operator-profile.txt and from the delete"
+                        " until no pod is left as operator-delete-profile.txt")
     parser.add_argument("--control-plane-profile", "--apiserver-profile", dest="control_plane_profile",
                         action="store_true",
                         help="record kube-apiserver's and kube-controller-manager's CPU (Go pprof) from the first apply to"
