@@ -8,6 +8,11 @@ controller manager, scheduler, kwok nodes with enough CPUs, memory and GPUs that
   allow on this machine.
 - floor with StatefulSets: the same, but each job's workers as the operator's StatefulSet: what the
   controller manager's StatefulSet controller (and its client's rate limit) adds, with no operator.
+- floor with the job's objects: no operator; this process creates each job and then every object the operator
+  would create for it (ServiceAccount, Role, RoleBinding, two NetworkPolicies, head Service, worker StatefulSet,
+  head pod: `resources.build`, owned by the job), one job after another in each of 10 threads, and deletes them as
+  the operator does (the jobs, and beside that their head Services, StatefulSets and pods). What a job consists of
+  costs this control plane with no operator: the time above it is the operator's own.
 - operator: `rljob operator` as the Helm chart runs it (its flags, its ServiceAccount's token and RBAC: no admin
   certificate); this process applies the jobs with 10 threads.
 
@@ -23,7 +28,8 @@ count, by verb and resource: who makes the control plane work), those from the d
 each control-plane process's CPU seconds, to all Running and from the delete until no pod is left.
 Deleting is one deletecollection per kind: of the jobs in operator mode (the API server deletes them one after
 another, and each job's pods follow it; the time until the last job is gone is printed too), of the StatefulSets
-and pods for the floors. Pod IPs come from a routable-looking range, as on a real cluster (see POD_CIDR).
+and pods for the floors, and for the floor with the job's objects of the jobs in one thread and of the head
+Services, StatefulSets and pods, in that order, in another. Pod IPs come from a routable-looking range, as on a real cluster (see POD_CIDR).
 """
 from __future__ import annotations
 
@@ -69,7 +75,10 @@ THREADS = 10
 PODS_PER_NODE = 250
 PODS_PATH = f"/api/v1/namespaces/{NAMESPACE}/pods"
 STS_PATH = f"/apis/apps/v1/namespaces/{NAMESPACE}/statefulsets"
-MODES = ("floor", "floor-statefulset", "operator")
+SERVICES_PATH = f"/api/v1/namespaces/{NAMESPACE}/services"
+MODES = ("floor", "floor-statefulset", "floor-job", "operator")
+LABELS = {"floor": "floor", "floor-statefulset": "floor with StatefulSets", "floor-job": "floor with the job's objects",
+          "operator": "operator"}
 # Pod IPs from the benchmarking range (RFC 2544), as a real cluster's are routable ones: the test clusters' default,
 # a loopback range, is refused in Endpoints and EndpointSlices, and the controller manager then retries every
 # job's head Service over and over (a dozen failed updates and warning events per job), load a real cluster has not.
@@ -111,6 +120,20 @@ def floor_objects(name: str, workers: int, statefulset: bool) -> list[tuple[str,
         pod_spec = obj["spec"]["template"]["spec"] if obj["kind"] == "StatefulSet" else obj["spec"]
         pod_spec["serviceAccountName"] = "default"
     return [(PODS_PATH if o["kind"] == "Pod" else STS_PATH, o) for o in objs]
+
+
+def job_objects(created: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(collection path, body): every object the operator creates for this job (as created, with its uid), in the
+    order it creates them: its static children, then the worker StatefulSet and the head pod."""
+    job = parse_job(created)
+    ctx = resources.BuildContext(operator_namespace=OPERATOR_NS)
+    out = []
+    for obj in resources.build(job, ctx):
+        group, _, version = obj["apiVersion"].rpartition("/")
+        base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        plural = {"NetworkPolicy": "networkpolicies"}.get(obj["kind"], obj["kind"].lower() + "s")
+        out.append((f"{base}/namespaces/{NAMESPACE}/{plural}", obj))
+    return out
 
 
 class Watcher:
@@ -292,16 +315,19 @@ def api_client(kubeconfig: Path) -> client.ApiClient:
     return client.ApiClient(cfg)
 
 
-def post(api: client.ApiClient, path: str, body: dict[str, Any]) -> None:
+def post(api: client.ApiClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The object as created."""
     for attempt in range(20):
         try:
-            api.call_api(*api.param_serialize("POST", path, body=body, header_params={"Content-Type": "application/json"},
-                                              auth_settings=["BearerToken"]))
-            return
+            resp = api.call_api(*api.param_serialize("POST", path, body=body,
+                                                     header_params={"Content-Type": "application/json"},
+                                                     auth_settings=["BearerToken"]))
+            return json.loads(resp.read())
         except ApiException as exc:
             if exc.status != 429 or attempt == 19:
                 raise
             time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 PROFILE_CHUNK_SECONDS = 5
@@ -425,11 +451,12 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
         jobs_path = f"/apis/{c.API_VERSION}/namespaces/{NAMESPACE}/{c.PLURAL}"
         pod_watch = Watcher(api, PODS_PATH, pod_ready).start()
         operator, spy = None, None
-        if mode == "operator":
+        if mode in ("floor-job", "operator"):
             cp.apply(crd_yaml())
             cp.kubectl("wait", "--for=condition=Established", f"crd/{c.PLURAL}.{c.GROUP}", "--timeout=60s")
             cp.kubectl("create", "namespace", OPERATOR_NS)
             wait_for_garbage_collector(cp, api, jobs_path)
+        if mode == "operator":
             # As a cluster runs it: the chart's flags, ServiceAccount and RBAC, authenticated by its token.
             operator = ChartOperator(cp, "rljob", {}, workdir).operator
             operator.start()
@@ -446,6 +473,9 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
             applied[name] = time.monotonic()
             if mode == "operator":
                 post(api, jobs_path, job_manifest(name, workers))
+            elif mode == "floor-job":
+                for path, obj in job_objects(post(api, jobs_path, job_manifest(name, workers))):
+                    post(api, path, obj)
             else:
                 for path, obj in floor_objects(name, workers, statefulset=mode == "floor-statefulset"):
                     post(api, path, obj)
@@ -453,6 +483,7 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
         t0 = time.monotonic()
         with ThreadPoolExecutor(THREADS) as pool:
             list(pool.map(submit, names))
+        out["all applied seconds"] = time.monotonic() - t0
 
         expected_pods = jobs * (workers + 1)
         if mode == "operator":
@@ -497,7 +528,10 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
         cpu_before_delete = cpu_seconds(cp.pids())
         profilers = control_plane_profilers(cp, api, workdir, mode, "delete-") if control_plane_profile else []
         t1 = time.monotonic()
-        paths = [jobs_path] if mode == "operator" else [STS_PATH, PODS_PATH]
+        # Deleted in order within a list, the lists side by side: the StatefulSets before the pods (or their
+        # controller replaces the pods), the head Services before them (as the operator does).
+        lanes = {"operator": [[jobs_path]], "floor-job": [[jobs_path], [SERVICES_PATH, STS_PATH, PODS_PATH]]}.get(
+            mode, [[STS_PATH, PODS_PATH]])
         gone, end = False, time.monotonic() + timeout
         jobs_gone: list[float] = []  # when the API server has deleted the last job (what the operator follows)
 
@@ -505,12 +539,16 @@ def run(mode: str, jobs: int, workers: int, workdir: Path, timeout: float, profi
             if mode == "operator" and not jobs_gone and not job_watch.live:
                 jobs_gone.append(time.monotonic() - t1)
             return not pod_watch.live
-        while not gone and time.monotonic() < end:
-            # A deletecollection of thousands of objects can end before all are deleted (the API server's
-            # request timeout): ask again, as `kubectl delete --all` would be run again.
+
+        def delete_in_order(paths: list[str]) -> None:
             for delete_path in paths:
                 api.call_api(*api.param_serialize("DELETE", delete_path, body={"propagationPolicy": "Background"},
                                                   header_params={"Content-Type": "application/json"}, auth_settings=["BearerToken"]))
+        while not gone and time.monotonic() < end:
+            # A deletecollection of thousands of objects can end before all are deleted (the API server's
+            # request timeout): ask again, as `kubectl delete --all` would be run again.
+            with ThreadPoolExecutor(len(lanes)) as pool:
+                list(pool.map(delete_in_order, lanes))
             gone = wait_until(no_pods, min(30.0, end - time.monotonic()), 0.2)
         out["delete-to-no-pods seconds"] = time.monotonic() - t1 if gone else float("nan")
         for name, cpu in cpu_seconds(cp.pids()).items():
@@ -619,13 +657,17 @@ def report(args: argparse.Namespace, workdir: Path) -> int:
           f"{args.scheduler_qps if args.scheduler_qps is not None else 'its default 50'} requests/s"
           + (f"; {args.rounds} rounds, each figure their median, each ratio the median of theirs [every round's]"
              if args.rounds > 1 else ""))
-    labels = {"floor": "floor", "floor-statefulset": "floor with StatefulSets", "operator": "operator"}
+    labels = LABELS
+    for mode, figures in results.items():
+        print(f"{labels[mode]} all applied seconds: {figures['all applied seconds']:.1f} (the last create or apply"
+              " answered)")
     for key in ("all Running seconds", "p50 apply-to-Running seconds", "p99 apply-to-Running seconds",
                 "delete-to-no-pods seconds"):
         for mode, figures in results.items():
             ratios = []
-            for base in ("floor", "floor-statefulset"):
-                if base not in results or base == mode or (mode == "floor" and base == "floor-statefulset"):
+            # Against each floor before this mode in MODES: the operator against all three.
+            for base in MODES[:MODES.index(mode)]:
+                if base not in results:
                     continue
                 each = [r[mode][key] / r[base][key] for r in rounds]
                 ratios.append(f"{median(each):.2f}x the {labels[base]}"
