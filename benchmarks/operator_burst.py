@@ -29,7 +29,8 @@ each control-plane process's CPU seconds, to all Running and from the delete unt
 Deleting is one deletecollection per kind: of the jobs in operator mode (the API server deletes them one after
 another, and each job's pods follow it; the time until the last job is gone is printed too), of the StatefulSets
 and pods for the floors, and for the floor with the job's objects of the jobs in one thread and of the head
-Services, StatefulSets and pods, in that order, in another. Pod IPs come from a routable-looking range, as on a real cluster (see POD_CIDR).
+Services, StatefulSets and pods, in that order, in another. Pod IPs come from a routable-looking range, as on a
+real cluster (see POD_CIDR).
 """
 from __future__ import annotations
 
