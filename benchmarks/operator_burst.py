@@ -64,6 +64,7 @@ from rljob.api import metrics as rljob_metrics
 from rljob.api import parse_job
 from rljob.api.crd import crd_yaml
 from rljob.api.vocabulary import Phase
+from rljob.controller.kube import collection_path
 
 # Run as a script, sys.path starts with benchmarks/ only; the test cluster is development tooling that lives in
 # the repository's `tests` package, not in the installed rljob.
@@ -128,13 +129,7 @@ def job_objects(created: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     order it creates them: its static children, then the worker StatefulSet and the head pod."""
     job = parse_job(created)
     ctx = resources.BuildContext(operator_namespace=OPERATOR_NS)
-    out = []
-    for obj in resources.build(job, ctx):
-        group, _, version = obj["apiVersion"].rpartition("/")
-        base = f"/apis/{group}/{version}" if group else f"/api/{version}"
-        plural = {"NetworkPolicy": "networkpolicies"}.get(obj["kind"], obj["kind"].lower() + "s")
-        out.append((f"{base}/namespaces/{NAMESPACE}/{plural}", obj))
-    return out
+    return [(collection_path(obj["apiVersion"], obj["kind"], NAMESPACE), obj) for obj in resources.build(job, ctx)]
 
 
 class Watcher:
