@@ -653,9 +653,8 @@ def report(args: argparse.Namespace, workdir: Path) -> int:
           f"{args.scheduler_qps if args.scheduler_qps is not None else 'its default 50'} requests/s"
           + (f"; {args.rounds} rounds, each figure their median, each ratio the median of theirs [every round's]"
              if args.rounds > 1 else ""))
-    labels = LABELS
     for mode, figures in results.items():
-        print(f"{labels[mode]} all applied seconds: {figures['all applied seconds']:.1f} (the last create or apply"
+        print(f"{LABELS[mode]} all applied seconds: {figures['all applied seconds']:.1f} (the last create or apply"
               " answered)")
     for key in ("all Running seconds", "p50 apply-to-Running seconds", "p99 apply-to-Running seconds",
                 "delete-to-no-pods seconds"):
@@ -666,19 +665,19 @@ def report(args: argparse.Namespace, workdir: Path) -> int:
                 if base not in results:
                     continue
                 each = [r[mode][key] / r[base][key] for r in rounds]
-                ratios.append(f"{median(each):.2f}x the {labels[base]}"
+                ratios.append(f"{median(each):.2f}x the {LABELS[base]}"
                               + (" [" + " ".join(f"{x:.2f}x" for x in each) + "]" if len(each) > 1 else ""))
-            print(f"{labels[mode]} {key}: {figures[key]:.1f}" + (" = " + ", ".join(ratios) if ratios else ""))
+            print(f"{LABELS[mode]} {key}: {figures[key]:.1f}" + (" = " + ", ".join(ratios) if ratios else ""))
     for mode, figures in results.items():
         for prefix, when in (("writes", "to all Running"), ("delete writes", "from delete to no pods")):
             writes = {k[len(prefix) + 1:]: v for k, v in figures.items() if k.startswith(prefix + " ")}
             if writes:
-                print(f"{labels[mode]} API writes per job {when}: {sum(writes.values()):.1f} ("
+                print(f"{LABELS[mode]} API writes per job {when}: {sum(writes.values()):.1f} ("
                       + ", ".join(f"{k} {v:.1f}" for k, v in sorted(writes.items(), key=lambda kv: -kv[1])) + ")")
         for prefix, when in (("cpu", "to all Running"), ("delete cpu", "from delete to no pods")):
             cpus = {k[len(prefix) + 1:]: v for k, v in figures.items() if k.startswith(prefix + " ")}
             if cpus:
-                print(f"{labels[mode]} control-plane CPU seconds {when}: {sum(cpus.values()):.1f} ("
+                print(f"{LABELS[mode]} control-plane CPU seconds {when}: {sum(cpus.values()):.1f} ("
                       + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpus.items(), key=lambda kv: -kv[1])) + ")")
     if args.control_plane_profile:
         for window, when in (("", "first apply to all Running"), ("delete-", "delete to no pods")):
@@ -703,7 +702,7 @@ def report(args: argparse.Namespace, workdir: Path) -> int:
     print(f"operator CPU seconds to all Running: {op['operator CPU seconds']:.1f} "
           f"({1000 * op['operator CPU seconds'] / args.jobs:.0f} ms per job)")
     print(f"operator CPU seconds incl. delete: {op['operator CPU seconds incl. delete']:.1f}")
-    print("pods left after delete: " + ", ".join(f"{labels[m]} {r['pods left']:.0f}" for m, r in results.items()))
+    print("pods left after delete: " + ", ".join(f"{LABELS[m]} {r['pods left']:.0f}" for m, r in results.items()))
     return 0
 
 
