@@ -3,8 +3,10 @@
 Run as `python -m rljob.trainer.driver` (what `rljob pod head` starts after `ray start --head`) or
 `rljob pod driver`. Environment (names in api.constants): RLJOB_NAME, RLJOB_NAMESPACE, RLJOB_SPEC
 (the spec as JSON, camelCase), RLJOB_ATTEMPT, RLJOB_EXPECTED_WORKERS, RLJOB_COORDINATION_DEADLINE
-(RFC 3339 or Unix seconds), RLJOB_CHECKPOINT_DIR, RLJOB_SOURCE_DIR, RLJOB_METRICS_PORT; RAY_ADDRESS
-(default "auto"). Exit codes: 0 a stop criterion was reached (or the script succeeded),
+(RFC 3339 or Unix seconds), RLJOB_CHECKPOINT_DIR, RLJOB_SOURCE_DIR, RLJOB_METRICS_PORT, RLJOB_TERMINATION_LOG
+(default /dev/termination-log, where it exists); RAY_ADDRESS (default "auto"). A recipe's progress is served on
+RLJOB_METRICS_PORT (/metrics, /progress) and left in the termination message, for the operator to read: the
+pod holds no Kubernetes credentials. Exit codes: 0 a stop criterion was reached (or the script succeeded),
 2 configuration error, 3 cluster coordination timeout, 130/143 interrupted, 1 anything else.
 """
 from __future__ import annotations
@@ -27,8 +29,7 @@ from .interrupts import StopRequest
 from .metrics import ProgressCollector, serve
 from .recipes import RecipeRun, prepare
 from .script import resolve_script, run_script, script_env, unpack_source
-from .sinks import JsonLinesSink, MetricsSink, Sink, Sinks, StatusSink, TensorBoardSink, stdout_json
-from .status_reporter import StatusReporter
+from .sinks import JsonLinesSink, MetricsSink, Sink, Sinks, TensorBoardSink, TerminationMessageSink, stdout_json
 from .stop import StopCriteria
 from .training import TrainingRun, run_training
 
@@ -139,11 +140,13 @@ def _train_in_cluster(
         sinks.append(TensorBoardSink(denv.checkpoint_dir / TENSORBOARD_DIR))
     except Exception as exc:  # e.g. a read-only volume: training matters more than curves
         log.warning("TensorBoard files disabled: %s", exc)
-    reporter = StatusReporter.in_cluster(denv.namespace, denv.name, env)
-    if reporter is None:
-        log.info("not in a Kubernetes pod (no service account): status.progress is not reported")
+    # The operator reads progress from /progress (MetricsSink's collector) while the head runs, and from the
+    # termination message once it has ended: the pod holds no credentials to write status itself.
+    termination = TerminationMessageSink.in_pod(env)
+    if termination is None:
+        log.info("no termination message file: once this pod has ended, its last progress is only in its log")
     else:
-        sinks.append(StatusSink(reporter))
+        sinks.append(termination)
     run = TrainingRun(
         job=denv.name,
         attempt=denv.attempt,

@@ -1,7 +1,8 @@
-"""One training iteration's progress, and the shapes it is reported in: JSON line, status patch.
+"""One training iteration's progress, and the shapes it leaves the driver in: JSON line, status.progress.
 
 Pure functions from RLlib's result dict to a ProgressRecord, so every sink (stdout, progress.jsonl,
-status.progress, Prometheus, TensorBoard, the display) reports the same numbers.
+Prometheus, the /progress endpoint and termination message the operator reads, TensorBoard, the display)
+shows the same numbers.
 """
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from pydantic import ValidationError
+
 from ..api.constants import RETURN_WINDOW_EPISODES
-from ..api.models import Progress
+from ..api.models import MAX_PATH_LENGTH, Progress
 
 # RLlib (new API stack) result keys.
 KEY_ITERATION = "training_iteration"
@@ -148,8 +151,6 @@ def learner_diagnostics(result: dict[str, Any]) -> dict[str, float]:
     return diagnostics
 
 
-
-
 def episodes_in(result: dict[str, Any]) -> int:
     """Episodes that ended during the iteration `result` covers (0 when RLlib leaves the count out)."""
     count = _number((result.get(KEY_ENV_RUNNERS) or {}).get(KEY_NUM_EPISODES))
@@ -194,20 +195,49 @@ def rfc3339(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def status_patch(record: ProgressRecord) -> dict[str, Any]:
-    """A JSON merge patch for the job's status subresource: only `status.progress`, camelCase.
+TRUNCATED = "..."  # what stands for the cut-off start of an overlong checkpoint path
 
-    Unknown figures are left out rather than sent as null, because null in a merge patch deletes the
-    field: a resumed run that has not finished an episode yet keeps showing the last known return.
+
+def progress_wire(record: ProgressRecord) -> dict[str, Any]:
+    """`status.progress` as the operator reads it from the head (GET /progress, the termination message).
+
+    Built through the API's own model, so the operator parses it with the class that wrote it. Unknown figures
+    are left out, not null: a resumed run that has not finished an episode yet has no return to show. The
+    operator takes the answer as untrusted input within bounds (the model's, MAX_PROGRESS_BYTES), so a figure
+    the model refuses is left out rather than spoiling the rest, and an overlong checkpoint path keeps its tail,
+    the part that names the iteration.
     """
-    progress = Progress(
-        attempt=record.attempt,
-        iteration=record.iteration,
-        episode_return_mean=_round(record.episode_return_mean, 4),
-        env_steps=record.env_steps,
-        env_steps_per_second=_round(record.env_steps_per_second, 1),
-        time_total_seconds=_round(record.time_total_s, 1),
-        last_checkpoint=record.checkpoint,
-        update_time=rfc3339(record.timestamp),
-    )
-    return {"status": {"progress": progress.wire()}}
+    fields: dict[str, Any] = {
+        "attempt": record.attempt,
+        "iteration": record.iteration,
+        "episode_return_mean": _round(record.episode_return_mean, 4),
+        "env_steps": record.env_steps,
+        "env_steps_per_second": _round(record.env_steps_per_second, 1),
+        "time_total_seconds": _round(record.time_total_s, 1),
+        "last_checkpoint": None if record.checkpoint is None else _tail(record.checkpoint, MAX_PATH_LENGTH),
+        "update_time": rfc3339(record.timestamp),
+    }
+    try:
+        return Progress(**fields).wire()
+    except ValidationError as exc:
+        refused = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+        return Progress(**{k: v for k, v in fields.items() if k not in refused}).wire()
+
+
+def _tail(text: str, limit: int) -> str:
+    """The end of `text` in at most `limit` bytes of escaped JSON (so also at most `limit` characters).
+
+    Bytes of the encoded form, not characters, bound the answer: json.dumps escapes a non-ASCII character
+    into up to 12 bytes.
+    """
+    if len(json.dumps(text)) - 2 <= limit:
+        return text
+    budget = limit - len(TRUNCATED)
+    start = len(text)
+    while start > 0:
+        cost = len(json.dumps(text[start - 1])) - 2
+        if cost > budget:
+            break
+        budget -= cost
+        start -= 1
+    return TRUNCATED + text[start:]

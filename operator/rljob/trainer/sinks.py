@@ -1,20 +1,26 @@
-"""Where each iteration's progress goes: stdout, progress.jsonl, status.progress, Prometheus, TensorBoard.
+"""Where each iteration's progress goes: stdout, progress.jsonl, Prometheus and /progress, the termination
+message, TensorBoard.
 
-The training loop hands every record to every sink and shields itself from them: a sink that fails
-(full disk, API server down) logs a warning, and training goes on.
+None of them talks to the API server: the operator reads progress from the head (/progress while it runs,
+the termination message after), so the pod holds no credentials. The training loop hands every record to
+every sink and shields itself from them: a sink that fails (full disk, read-only file) logs a warning, and
+training goes on.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..api.constants import ENV_TERMINATION_LOG, TERMINATION_MESSAGE_PATH, TERMINATION_PROGRESS_KEY
 from .checkpoints import iteration_of
 from .metrics import ProgressCollector
-from .progress import ProgressRecord
-from .status_reporter import StatusReporter
+from .progress import ProgressRecord, progress_wire
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +80,52 @@ class JsonLinesSink(Sink):
                 f.write(line + "\n")
 
 
-class StatusSink(Sink):
-    def __init__(self, reporter: StatusReporter) -> None:
-        self.reporter = reporter
-        self.last: ProgressRecord | None = None
+class TerminationMessageSink(Sink):
+    """Leaves the latest progress as the head container's termination message: {"progress": <status.progress>}.
+
+    /progress dies with the pod; the kubelet keeps this file's content (at most 4096 bytes) in the container's
+    `state.terminated.message`, where the operator reads the attempt's last record after the pod has ended,
+    with no credentials in the pod. Rewritten after every record (one small write, not appended), so the file
+    holds the latest record however the driver ends.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def in_pod(
+        cls, env: Mapping[str, str] = os.environ, default: Path = Path(TERMINATION_MESSAGE_PATH)
+    ) -> TerminationMessageSink | None:
+        """The sink for this pod, or None where there is nowhere to write.
+
+        RLJOB_TERMINATION_LOG names the file if set; else /dev/termination-log, but only when it exists: the
+        kubelet creates it in every container, and a driver outside a pod must not create it in /dev.
+        """
+        named = env.get(ENV_TERMINATION_LOG)
+        path = Path(named) if named else default
+        if not named and not path.is_file():
+            return None
+        if path.is_dir() or not path.parent.is_dir() or not os.access(path if path.exists() else path.parent, os.W_OK):
+            return None
+        return cls(path)
 
     def record(self, record: ProgressRecord) -> None:
-        self.last = record
-        self.reporter.report(record)
+        self._write(record)
 
     def close(self, outcome: Outcome) -> None:
-        # A stop by signal saves a checkpoint after the last iteration was reported: report where it is.
-        if outcome.last is not None and self.last is not None and outcome.last.checkpoint != self.last.checkpoint:
-            self.reporter.report(outcome.last)
+        # A stop by signal saves a checkpoint after the last iteration: the message says where it is.
+        if outcome.last is not None:
+            self._write(outcome.last)
+
+    def _write(self, record: ProgressRecord) -> None:
+        message = json.dumps({TERMINATION_PROGRESS_KEY: progress_wire(record)}, separators=(",", ":"))
+        with self.path.open("w", encoding="utf-8") as f:  # the kubelet reads it only once the container has exited
+            f.write(message)
 
 
 class MetricsSink(Sink):
+    """Feeds the collector behind /metrics and /progress, at close with the checkpoint a stop by signal saved."""
+
     def __init__(self, collector: ProgressCollector) -> None:
         self.collector = collector
 

@@ -57,13 +57,13 @@ def test_the_driver_exports_what_rljob_api_metrics_defines_for_it() -> None:
 
 
 def test_serves_over_http() -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     c = ProgressCollector("job", "ns", "cartpole")
     c.update(ProgressRecord(1, 10.0, 100, 10.0, 1.0))
-    serve(c, port, addr="127.0.0.1")
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    server = serve(c, 0, addr="127.0.0.1")
+    assert server is not None
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5).read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
     assert "rljob_job_training_iterations_total" in body

@@ -1,4 +1,4 @@
-"""Progress records from RLlib results, and the JSON line and status patch made from them."""
+"""Progress records from RLlib results, and the JSON line and status.progress made from them."""
 from __future__ import annotations
 
 import json
@@ -14,8 +14,8 @@ from rljob.trainer.progress import (
     ReturnWindow,
     episodes_in,
     learner_diagnostics,
+    progress_wire,
     record_from_result,
-    status_patch,
 )
 
 
@@ -68,11 +68,9 @@ def test_json_line_fields() -> None:
     assert ProgressRecord.from_json(r.json_line()).iteration == 4
 
 
-def test_status_patch_is_camel_case_progress() -> None:
+def test_progress_wire_is_camel_case_status_progress() -> None:
     r = ProgressRecord(4, -19.5, 4000, 100.0, 40.0, "/ck/iteration-000004", 2, 0.0)
-    patch = status_patch(r)
-    progress = patch["status"]["progress"]
-    assert set(patch) == {"status"} and set(patch["status"]) == {"progress"}
+    progress = progress_wire(r)
     assert progress == {
         "attempt": 2,
         "iteration": 4,
@@ -88,8 +86,27 @@ def test_status_patch_is_camel_case_progress() -> None:
 
 
 def test_unknown_figures_are_left_out_not_nulled() -> None:
-    progress = status_patch(ProgressRecord(1, None, 0, 0.0, 1.0))["status"]["progress"]
+    progress = progress_wire(ProgressRecord(1, None, 0, 0.0, 1.0))
     assert "episodeReturnMean" not in progress and "lastCheckpoint" not in progress
+
+
+@pytest.mark.parametrize("char", ["a", "\u00e9", "\U0001f3d3"])  # 1, 6 and 12 bytes once json.dumps escapes them
+def test_an_overlong_checkpoint_path_keeps_its_tail_within_the_models_bound(char: str) -> None:
+    from rljob.api.models import MAX_PATH_LENGTH
+
+    path = "/ck/" + char * 10_000 + "/iteration-000042"
+    shown = progress_wire(ProgressRecord(42, 1.0, 10, 1.0, 1.0, path, 1, 0.0))["lastCheckpoint"]
+    assert shown.startswith("...") and shown.endswith(char + "/iteration-000042")
+    assert len(json.dumps(shown)) - 2 <= MAX_PATH_LENGTH
+    assert len(json.dumps(shown)) - 2 > MAX_PATH_LENGTH - 12  # cut at the bound, not far below it
+    assert progress_wire(ProgressRecord(42, 1.0, 10, 1.0, 1.0, "/ck/" + "a" * 1000, 1, 0.0))["lastCheckpoint"] == "/ck/" + "a" * 1000
+
+
+def test_a_figure_the_model_refuses_is_left_out_and_the_rest_is_kept() -> None:
+    progress = progress_wire(ProgressRecord(3, 1e12, 300, 10.0, 6.0, None, 0, 0.0))  # return and attempt out of bounds
+    assert "episodeReturnMean" not in progress and "attempt" not in progress
+    assert progress["iteration"] == 3 and progress["envSteps"] == 300
+    assert Progress.model_validate(progress).wire() == progress
 
 
 def test_return_window_weights_iterations_by_their_episodes() -> None:

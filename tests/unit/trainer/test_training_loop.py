@@ -16,7 +16,7 @@ from rljob.trainer.errors import ConfigError
 from rljob.trainer.interrupts import StopRequest
 from rljob.trainer.progress import ProgressRecord
 from rljob.trainer.recipes import RecipeRun
-from rljob.trainer.sinks import JsonLinesSink, MetricsSink, Outcome, Sink, Sinks, StatusSink
+from rljob.trainer.sinks import JsonLinesSink, MetricsSink, Outcome, Sink, Sinks, TerminationMessageSink
 from rljob.trainer.sizing import ResourcePlan
 from rljob.trainer.stop import StopCriteria
 from rljob.trainer.training import TrainingRun, run_training
@@ -204,27 +204,19 @@ def test_keyboard_interrupt_mid_iteration_saves_the_last_completed_one(tmp_path:
 
 
 def test_sinks_report_the_final_checkpoint(tmp_path: Path) -> None:
-    class Reporter:
-        def __init__(self) -> None:
-            self.sent: list[ProgressRecord] = []
-
-        def report(self, record: ProgressRecord) -> bool:
-            self.sent.append(record)
-            return True
-
     from rljob.trainer.metrics import ProgressCollector
 
-    reporter = Reporter()
     collector = ProgressCollector("job", "ns", "pong")
-    status = StatusSink(reporter)  # type: ignore[arg-type]
+    termination = TerminationMessageSink(tmp_path / "termination-log")
     metrics = MetricsSink(collector)
     jsonl = JsonLinesSink(path=tmp_path / "p" / "progress.jsonl")
-    sinks = Sinks([status, metrics, jsonl])
+    sinks = Sinks([termination, metrics, jsonl])
     rec = ProgressRecord(3, None, 300, 10.0, 6.0, None)
     sinks.record(rec)
+    assert "lastCheckpoint" not in json.loads((tmp_path / "termination-log").read_text())["progress"]
     final = rec.with_checkpoint("/ck/iteration-000003")
     sinks.close(Outcome(130, "interrupted", final, final.checkpoint))
-    assert [r.checkpoint for r in reporter.sent] == [None, "/ck/iteration-000003"]
+    assert json.loads((tmp_path / "termination-log").read_text())["progress"]["lastCheckpoint"] == "/ck/iteration-000003"
     assert collector.checkpoint_iteration == 3
     assert len((tmp_path / "p" / "progress.jsonl").read_text().splitlines()) == 1
 
