@@ -29,10 +29,8 @@ lint: venv
 
 crd: venv
 	$(RLJOB) crd > crds/rltrainingjobs.rljob.dev.yaml
-	$(RLJOB) crd --policy > crds/driver-reports-progress-only.yaml
 	$(RLJOB) crd --reference > docs/spec-reference.md
 	@if [ -d charts/rljob/crds ]; then cp crds/rltrainingjobs.rljob.dev.yaml charts/rljob/crds/; fi
-	cp crds/driver-reports-progress-only.yaml charts/rljob/files/
 
 unit: venv
 	$(PY) -m pytest tests/unit -q

@@ -125,11 +125,10 @@ def test_template_passes_server_side_dry_run(
             assert "Warning" not in res.stderr, res.stderr  # e.g. a Pod Security warning on the Deployment
         # Without cluster-scoped RBAC, with the job monitoring: nothing cluster-scoped at all.
         values = {"rbac": {"clusterScoped": False}, "watch": {"namespaces": [namespace, watched]}, "replicaCount": 2,
-                  "podMonitor": {"enabled": True}, "jobNetwork": {"metricsScrapeNamespaces": ["monitoring"],
-                                                                  "apiServerEndpoints": ["10.0.0.1:6443"]}}
+                  "podMonitor": {"enabled": True}, "jobNetwork": {"metricsScrapeNamespaces": ["monitoring"]}}
         rendered = helm("template", "dry", CHART, "--namespace", namespace, "-f", helm.values(values)).stdout
         kinds = {doc["kind"] for doc in yaml.safe_load_all(rendered) if doc}
-        assert "PodMonitor" in kinds and not {"ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy"} & kinds
+        assert "PodMonitor" in kinds and not {"ClusterRole", "ClusterRoleBinding"} & kinds
         res = cp.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered, check=False)
         assert res.returncode == 0 and "Warning" not in res.stderr, f"values {values}:\n{res.stderr}"
         assert "podmonitor.monitoring.coreos.com/dry-rljob-jobs created (server dry run)" in res.stdout
@@ -159,26 +158,9 @@ def everything_in(cp: ControlPlane, namespace: str) -> list[str]:
     return sorted(f"{o['kind']}/{o['metadata']['name']}" for o in items)
 
 
-@pytest.fixture
-def chart_owns_the_driver_policy(control_plane: ControlPlane) -> Iterator[None]:
-    """The operator tests install the driver's admission policy themselves (as `kubectl apply -f crds/` would); a
-    release installs its own copy, which Helm refuses to adopt, so that one steps aside meanwhile."""
-    from rljob.api.crd import DRIVER_POLICY_NAME, driver_policy_yaml
-
-    kinds = "validatingadmissionpolicy,validatingadmissionpolicybinding"
-    present = control_plane.kubectl("get", kinds, DRIVER_POLICY_NAME, "--ignore-not-found", "-o", "name").stdout.strip()
-    if present:
-        control_plane.kubectl("delete", *present.split())
-    try:
-        yield
-    finally:
-        if present:
-            control_plane.kubectl("apply", "-f", "-", input=driver_policy_yaml())
-
-
 @pytest.mark.parametrize("mode", ["standalone", "ha-namespaced"])
 def test_install_into_a_restricted_namespace_then_uninstall(
-    control_plane: ControlPlane, helm: Helm, namespace: str, mode: str, chart_owns_the_driver_policy: None
+    control_plane: ControlPlane, helm: Helm, namespace: str, mode: str
 ) -> None:
     cp = control_plane
     ns = cp.get_json("namespace", namespace)
@@ -209,7 +191,7 @@ def test_install_into_a_restricted_namespace_then_uninstall(
 
     created = release_objects(cp, namespace, release)
     assert f"Deployment/{release}" in created[namespace] and f"ConfigMap/{release}-dashboard" in created[namespace]
-    assert created["default"] == [f"Role/{release}-apiserver-endpoints", f"RoleBinding/{release}-apiserver-endpoints"]
+    assert created["default"] == []  # nothing there: no job reaches the API server, so its addresses are not read
     operator_rules = [] if mode == "ha-namespaced" else [f"ClusterRole/{release}"]  # namespaced: Roles only
     assert created["cluster"] == [*operator_rules, f"ClusterRole/{release}-edit", f"ClusterRole/{release}-view",
                                   *([f"ClusterRoleBinding/{release}"] if operator_rules else [])]
@@ -219,16 +201,14 @@ def test_install_into_a_restricted_namespace_then_uninstall(
         expected = {f"Role/{release}", f"RoleBinding/{release}", f"Role/{release}-leader-election",
                     f"RoleBinding/{release}-leader-election", f"PodDisruptionBudget/{release}"}
         assert expected <= set(created[namespace])
-    from rljob.api.crd import DRIVER_POLICY_NAME
-
-    policy_kinds = "validatingadmissionpolicy,validatingadmissionpolicybinding"
-    assert len(cp.kubectl("get", policy_kinds, DRIVER_POLICY_NAME, "-o", "name").stdout.split()) == 2
+    # No admission policy of the chart's: jobs' drivers write nothing to the API server.
+    policies = cp.get_json("validatingadmissionpolicies,validatingadmissionpolicybindings", "-l", f"app.kubernetes.io/instance={release}")
+    assert policies["items"] == []
 
     helm("uninstall", release, "--namespace", namespace, "--wait", "--timeout", "120s")
     wait_for(lambda: everything_in(cp, namespace) == before, timeout=60, interval=0.5,
              description=f"namespace {namespace} back to {before}")
     assert release_objects(cp, namespace, release) == {namespace: [], "default": [], "cluster": []}
-    assert cp.kubectl("get", policy_kinds, DRIVER_POLICY_NAME, "--ignore-not-found", "-o", "name").stdout.strip() == ""
     crds = {o["metadata"]["name"] for o in cp.get_json("crds")["items"]}
     assert crds >= CHART_CRDS  # helm never deletes what crds/ installed
     assert release not in [r["name"] for r in json.loads(helm("list", "--all-namespaces", "--all", "-o", "json").stdout)]
@@ -249,7 +229,7 @@ def bind(cp: ControlPlane, namespace: str, user: str, cluster_role: str) -> None
 
 
 def test_umbrella_chart_install_and_user_roles(
-    control_plane: ControlPlane, helm: Helm, namespace: str, tmp_path: Path, chart_owns_the_driver_policy: None
+    control_plane: ControlPlane, helm: Helm, namespace: str, tmp_path: Path
 ) -> None:
     """rljob as a dependency of a platform's chart (which hands it `global` values), installed for real; then the
     aggregated roles: a user with the built-in `edit` in a namespace creates jobs there, one with `view` only reads
@@ -263,7 +243,7 @@ def test_umbrella_chart_install_and_user_roles(
     }))
     (platform / "values.yaml").write_text(yaml.safe_dump({
         "global": {"imageRegistry": "registry.example.com", "storageClass": "fast"},
-        "rljob": {"driverPolicy": {"enabled": True}},
+        "rljob": {"logLevel": "debug"},
     }))
     helm("dependency", "update", platform)
     release = f"platform-{secrets.token_hex(3)}"
@@ -272,6 +252,7 @@ def test_umbrella_chart_install_and_user_roles(
     try:
         deployment = cp.get_json("deployment", f"{release}-rljob", "-n", namespace)
         assert deployment["status"].get("readyReplicas") == 1
+        assert "--log-level=debug" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]  # the platform's value
         cluster = release_objects(cp, namespace, release)["cluster"]
         assert {f"ClusterRole/{release}-rljob-edit", f"ClusterRole/{release}-rljob-view"} <= set(cluster)
 

@@ -18,7 +18,6 @@ import pytest
 import yaml
 
 from rljob.api import constants as c
-from rljob.api.crd import driver_policy
 from tests.jobs import ROOT
 
 CHART = ROOT / "charts" / "rljob"
@@ -134,7 +133,9 @@ def test_chart_metadata_matches_the_package() -> None:
 def test_values_schema_rejects_mistakes(helm_home: dict[str, str], tmp_path: Path) -> None:
     for bad in ({"logLevel": "verbose"}, {"watch": {"namespaces": ["team-*"]}}, {"replicaCount": 0}, {"metric": {}},
                 {"globals": {}}, {"global": "shared"}, {"rbac": {"clusterscoped": False}},
-                {"podMonitor": {"enable": True}}, {"jobNetwork": {"apiServerEndpoints": ["kubernetes.default:443"]}},
+                {"podMonitor": {"enable": True}},
+                # gone with the driver's API access: an old values file that still sets them is told so
+                {"jobNetwork": {"apiServerEndpoints": ["10.0.0.1:6443"]}}, {"driverPolicy": {"enabled": True}},
                 {"jobNetwork": {"metricsScrapeNamespaces": ["Monitoring"]}}):
         res = helm(helm_home, "template", "rljob", CHART, "-f", values_file(tmp_path, bad), check=False)
         assert res.returncode != 0, bad
@@ -219,21 +220,44 @@ def test_rbac_has_no_wildcards_and_no_escalation(helm_home: dict[str, str], tmp_
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rljob", "namespace": "rljob-system"}]
 
 
-def test_the_driver_policy_can_be_left_out(helm_home: dict[str, str], tmp_path: Path) -> None:
-    objs = render(helm_home, tmp_path, {"driverPolicy": {"enabled": False}})
-    assert not [o for o in objs if o["kind"].startswith("ValidatingAdmissionPolicy")]
+def operator_grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    """(API group, resource) → verbs, over every rule of one of the operator's roles."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+@pytest.mark.parametrize("values", [*VALUE_SETS, "namespaced-only"])
+def test_operator_grants_no_identity_to_jobs(helm_home: dict[str, str], tmp_path: Path, values: str) -> None:
+    """Jobs hold no Kubernetes credentials: the operator creates no ServiceAccount, Role or RoleBinding for them, so it
+    needs no create (nor bind/escalate) there, nor the get on the jobs' status a driver's Role would have granted. It
+    lists and deletes what the previous version made (NAME-driver, NAME-progress-reporter), and patches the old head
+    policies' API-server egress away: the upgrade's clean-up."""
+    objs = render(helm_home, tmp_path, NAMESPACED_ONLY if values == "namespaced-only" else VALUE_SETS[values])
+    roles = [r for r in [*operator_cluster_roles(objs), *by_kind(objs, "Role")] if not r["metadata"]["name"].endswith("-leader-election")]
+    assert roles
+    for role in roles:
+        grants = operator_grants(role)
+        if ("", "pods") not in grants:
+            continue  # the Kueue-only ClusterRole beside namespaced Roles
+        for key in (("", "serviceaccounts"), ("rbac.authorization.k8s.io", "roles"), ("rbac.authorization.k8s.io", "rolebindings")):
+            assert grants.get(key) == {"list", "delete"}, (role["metadata"]["name"], key, grants.get(key))
+        assert grants[("networking.k8s.io", "networkpolicies")] == {"create", "get", "list", "watch", "delete", "patch"}
+        assert grants[(c.GROUP, f"{c.PLURAL}/status")] == {"patch"}
+        assert not any({"bind", "escalate"} & verbs for verbs in grants.values())
+        assert not {g for g, _ in grants if g == "discovery.k8s.io"}  # the API server's addresses are no concern now
+    # Nothing in `default` (the `kubernetes` EndpointSlices were read for the drivers' egress).
+    assert [o for o in objs if o["metadata"].get("namespace") == "default"] == []
 
 
 def test_default_render(helm_home: dict[str, str], tmp_path: Path) -> None:
     objs = render(helm_home, tmp_path, {})
     kinds = sorted(o["kind"] for o in objs)
-    assert kinds == ["ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding",
-                     "Service", "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    assert kinds == ["ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
     assert sorted(r["metadata"]["name"] for r in by_kind(objs, "ClusterRole") if aggregated(r)) == ["rljob-edit", "rljob-view"]
-    assert [o for o in objs if o["kind"].startswith("ValidatingAdmissionPolicy")] == driver_policy()
-    (role,) = by_kind(objs, "Role")
-    assert role["metadata"]["namespace"] == "default"  # the API server's EndpointSlices, nothing else
-    assert role["rules"] == [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]}]
     (cluster_role,) = operator_cluster_roles(objs)
     granted = {(g, r) for rule in cluster_role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
     assert ("rljob.dev", "rltrainingjobs/status") in granted and ("", "namespaces") not in granted
@@ -252,7 +276,7 @@ def test_default_render(helm_home: dict[str, str], tmp_path: Path) -> None:
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert container["readinessProbe"]["periodSeconds"] == 5
-    assert not args.no_cluster_scan and not args.no_api_server_discovery and args.api_server_endpoint == []
+    assert not args.no_cluster_scan
     env = {e["name"]: e for e in container["env"]}
     assert env[c.ENV_OPERATOR_NAMESPACE]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     (service,) = by_kind(objs, "Service")
@@ -274,7 +298,7 @@ def test_full_render(helm_home: dict[str, str], tmp_path: Path) -> None:
     assert env["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}  # the replica's identity
 
     roles = {r["metadata"]["namespace"]: r for r in by_kind(objs, "Role") if not r["metadata"]["name"].endswith("-leader-election")}
-    assert set(roles) == {"team-a", "team-b", "default"}
+    assert set(roles) == {"team-a", "team-b"}
     for ns in ("team-a", "team-b"):
         resources = {r for rule in roles[ns]["rules"] for r in rule["resources"]}
         assert {"pods", "statefulsets", "rltrainingjobs", "rltrainingjobs/status"} <= resources
@@ -333,7 +357,7 @@ def test_helm_lint_strict(helm_home: dict[str, str], tmp_path: Path, values: str
 
 
 def test_kubernetes_130_or_later(helm_home: dict[str, str], tmp_path: Path) -> None:
-    """The CRD's CEL rules (quantity(), isCIDR()) and the ValidatingAdmissionPolicy are GA from 1.30."""
+    """The CRD's CEL rules (quantity(), isCIDR()) are GA from 1.30."""
     assert yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"] == ">=1.30.0-0"
     res = helm(helm_home, "template", "rljob", CHART, "--kube-version", "1.29.9", check=False)
     assert res.returncode != 0 and "incompatible with Kubernetes v1.29.9" in res.stderr
@@ -359,22 +383,9 @@ def test_no_cluster_scoped_rbac(helm_home: dict[str, str], tmp_path: Path) -> No
     assert bindings == {("team-a", "Role", "rljob"), ("team-b", "Role", "rljob"), ("rljob-system", "Role", "rljob-leader-election")}
     args = parse_operator_args(operator_container(objs)["args"])
     assert args.no_cluster_scan and args.namespace == ["team-a", "team-b"]
-    # No Role in `default` to read the API server's EndpointSlices: the operator must not try.
-    assert args.no_api_server_discovery and args.api_server_endpoint == []
-
-    args = parse_operator_args(operator_container(render(helm_home, tmp_path, {
-        **NAMESPACED_ONLY, "jobNetwork": {"apiServerEndpoints": ["10.0.0.1:6443", "fd00::1/128:443"]}}))["args"])
-    assert args.api_server_endpoint == ["10.0.0.1:6443", "fd00::1/128:443"] and not args.no_api_server_discovery
 
     res = helm(helm_home, "template", "rljob", CHART, "-f", values_file(tmp_path, {"rbac": {"clusterScoped": False}}), check=False)
     assert res.returncode != 0 and "rbac.clusterScoped false needs watch.namespaces" in res.stderr
-
-
-def test_given_api_server_endpoints_need_no_role_in_default(helm_home: dict[str, str], tmp_path: Path) -> None:
-    objs = render(helm_home, tmp_path, {"jobNetwork": {"apiServerEndpoints": ["172.18.0.2:6443"]}})
-    assert [r for r in by_kind(objs, "Role") if r["metadata"]["namespace"] == "default"] == []
-    args = parse_operator_args(operator_container(objs)["args"])
-    assert args.api_server_endpoint == ["172.18.0.2:6443"] and not args.no_api_server_discovery and not args.no_cluster_scan
 
 
 def test_aggregated_user_roles(helm_home: dict[str, str], tmp_path: Path) -> None:

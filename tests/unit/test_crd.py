@@ -17,23 +17,10 @@ def test_committed_crd_is_up_to_date() -> None:
     assert CRD_FILE.read_text() == crd_yaml(), "crds/ is stale: run `rljob crd > crds/rltrainingjobs.rljob.dev.yaml`"
 
 
-def test_committed_driver_policy_is_up_to_date() -> None:
-    from rljob.api.crd import driver_policy_yaml
-
-    text = driver_policy_yaml()
-    assert (ROOT / "crds" / "driver-reports-progress-only.yaml").read_text() == text, "run `make crd`"
-    assert (ROOT / "charts" / "rljob" / "files" / "driver-reports-progress-only.yaml").read_text() == text, "run `make crd`"
-
-
-def test_the_driver_policy_guards_every_status_field_but_progress() -> None:
-    from rljob.api.crd import driver_policy
-    from rljob.api.models import JobStatus
-
-    policy, binding = driver_policy()
-    guarded = {v["expression"].split("?")[-1].split(" ")[0] for v in policy["spec"]["validations"]}
-    assert guarded == {f.alias or n for n, f in JobStatus.model_fields.items()} - {"progress"}
-    assert "-driver'" in policy["spec"]["matchConditions"][0]["expression"]
-    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+def test_crds_holds_the_crd_alone() -> None:
+    """No admission policy for a driver any more: a job's pods never write to the API server."""
+    assert sorted(p.name for p in CRD_FILE.parent.iterdir()) == [CRD_FILE.name]
+    assert not (ROOT / "charts" / "rljob" / "files" / "driver-reports-progress-only.yaml").exists()
 
 
 def test_chart_carries_the_same_crd() -> None:

@@ -1,4 +1,4 @@
-"""`rljob operator`'s installation flags (scope, API server endpoints, metrics scrapers) and its health endpoints.
+"""`rljob operator`'s installation flags (scope, metrics scrapers) and its health endpoints.
 
 The flags are what the chart passes for a namespaced install without cluster-wide permissions; what they do against
 a real API server is in tests/integration/test_helm_namespaced.py.
@@ -21,7 +21,6 @@ from rljob.cli import build_parser
 from rljob.cli import operator as operator_cli
 from rljob.controller import credentials, handlers
 from rljob.controller.credentials import Credentials
-from rljob.resources import ApiServerEndpoint
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -38,12 +37,12 @@ def config() -> Iterator[handlers.OperatorConfig]:
         handlers.CONFIG = saved
 
 
-def test_api_server_endpoints_parse_ipv4_and_ipv6() -> None:
-    assert operator_cli._api_server_endpoints(["10.0.0.1/32:6443", "fd00::1/128:443", "10.0.0.2:443"]) == (
-        ("10.0.0.1/32", 6443), ("fd00::1/128", 443), ("10.0.0.2/32", 443))  # an address is its own /32
-    for bad in ("10.0.0.0/8", "10.0.0.1/32:", "10.0.0.1/32:99999", "10.0.0.1/24:443", "host/32:443"):
-        with pytest.raises(SystemExit, match="--api-server-endpoint"):
-            operator_cli._api_server_endpoints([bad])
+@pytest.mark.parametrize("flag", [["--api-server-endpoint", "10.0.0.1:6443"], ["--no-api-server-discovery"]])
+def test_api_server_flags_are_gone(flag: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Jobs never reach the API server, so the operator neither takes nor looks for its addresses."""
+    with pytest.raises(SystemExit):
+        parse(*flag)
+    assert "unrecognized arguments" in capsys.readouterr().err
 
 
 def test_no_cluster_scan_needs_exact_namespaces() -> None:
@@ -53,43 +52,6 @@ def test_no_cluster_scan_needs_exact_namespaces() -> None:
         operator_cli._check_scope(parse("--no-cluster-scan"))
     with pytest.raises(SystemExit, match="not patterns"):
         operator_cli._check_scope(parse("--no-cluster-scan", "-n", "team-*"))
-
-
-class NoKube:
-    """A Kube that must not be called: the endpoints come from the flags, or are not read at all."""
-
-    async def request(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        raise AssertionError(f"the operator read the API server's EndpointSlices: {args}")
-
-
-class SlicesKube:
-    def __init__(self) -> None:
-        self.calls: list[tuple[Any, ...]] = []
-
-    async def request(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        self.calls.append(args)
-        return {"items": [{"ports": [{"port": 6443}], "endpoints": [{"addresses": ["172.18.0.2"]}]}]}
-
-
-def test_given_endpoints_are_used_as_they_are(config: handlers.OperatorConfig) -> None:
-    config.api_server = (("10.0.0.1/32", 6443),)
-    config.discover_api_server = False
-    got = asyncio.run(handlers.api_server_endpoints(NoKube()))  # type: ignore[arg-type]
-    assert got == (ApiServerEndpoint("10.0.0.1/32", 6443),)
-
-
-def test_no_discovery_leaves_the_endpoints_unknown_and_says_so(
-    config: handlers.OperatorConfig, caplog: pytest.LogCaptureFixture
-) -> None:
-    config.discover_api_server = False
-    assert asyncio.run(handlers.api_server_endpoints(NoKube())) == ()  # type: ignore[arg-type]
-    assert "443/6443 at any address" in caplog.text
-
-
-def test_discovery_reads_the_kubernetes_endpointslices(config: handlers.OperatorConfig) -> None:
-    kube = SlicesKube()
-    assert asyncio.run(handlers.api_server_endpoints(kube)) == (ApiServerEndpoint("172.18.0.2/32", 6443),)  # type: ignore[arg-type]
-    assert kube.calls == [("GET", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices")]
 
 
 def _free_port() -> int:
@@ -145,14 +107,12 @@ def test_flags_reach_the_operator_config(monkeypatch: pytest.MonkeyPatch, config
     monkeypatch.setattr(credentials, "load", lambda kubeconfig=None: creds)
     # run() makes `kubernetes` unimportable for the rest of the process; this one goes on with other tests.
     monkeypatch.setitem(sys.modules, "kubernetes", sys.modules.get("kubernetes"))
-    args = parse("-n", "team-a", "--no-cluster-scan", "--api-server-endpoint", "10.0.0.1/32:6443",
+    args = parse("-n", "team-a", "--no-cluster-scan",
                  "--metrics-scrape-namespace", "monitoring", "--metrics-scrape-namespace", "monitoring",
                  "--health-port", "9999")
     assert operator_cli.run(args) == 0
     assert ran["namespaces"] == ["team-a"] and ran["clusterwide"] is False
     assert "liveness_endpoint" not in ran  # the operator serves /healthz and /readyz itself
-    assert config.discover_api_server is False
-    assert config.api_server == (("10.0.0.1/32", 6443),)
     assert config.metrics_scrape_namespaces == ("monitoring",)
     assert config.health_port == 9999
     assert config.credentials is creds

@@ -1,6 +1,7 @@
 """Pure builders: every child a job becomes, checked field by field where it matters."""
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any
 
@@ -9,7 +10,8 @@ import pytest
 from rljob import resources
 from rljob.api import constants as c
 from rljob.api import parse_job
-from rljob.resources import ApiServerEndpoint, BuildContext
+from rljob.resources import BuildContext
+from rljob.resources.network import METADATA_RANGES, PRIVATE_RANGES
 from tests.jobs import minimal_job
 
 CTX = BuildContext(default_image="img:1", operator_namespace="ops")
@@ -32,7 +34,6 @@ def test_every_child_is_owned_labeled_and_named_deterministically() -> None:
     objs = resources.build(job(), CTX, attempt=3, coordination_deadline="2026-01-01T00:00:00Z")
     names = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objs)
     assert names == sorted([
-        "ServiceAccount/demo-driver", "Role/demo-progress-reporter", "RoleBinding/demo-progress-reporter",
         "NetworkPolicy/demo-isolation", "NetworkPolicy/demo-head",
         "Service/demo-head", "StatefulSet/demo-workers", "Pod/demo-head-3",
     ])
@@ -50,6 +51,8 @@ def test_every_child_is_owned_labeled_and_named_deterministically() -> None:
     assert workers["spec"]["template"]["metadata"]["labels"][c.LABEL_CONTROLLER_UID] == "uid-123"  # worker pods too
     assert c.LABEL_CONTROLLER_UID not in workers["spec"]["selector"]["matchLabels"]
     assert resources.build(job(), CTX, 3, "x") == resources.build(job(), CTX, 3, "x")
+    # No Kubernetes identity of the job's own: its pods hold no credentials.
+    assert not {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"} & {o["kind"] for o in objs}
 
 
 def test_render_without_uid_has_no_owner_reference() -> None:
@@ -77,7 +80,9 @@ def test_head_pod() -> None:
     spec = pod["spec"]
     _assert_restricted(spec)
     assert spec["restartPolicy"] == "Never"
-    assert spec["serviceAccountName"] == "demo-driver" and spec["automountServiceAccountToken"] is True
+    # No credentials: the namespace's default ServiceAccount, its token not mounted (the operator reads progress over HTTP).
+    assert "serviceAccountName" not in spec and "serviceAccount" not in spec
+    assert spec["automountServiceAccountToken"] is False
     ctr = spec["containers"][0]
     assert ctr["image"] == "img:1" and ctr["command"] == ["rljob", "pod", "head"]
     assert ctr["resources"]["limits"] == {"cpu": "8", "memory": "32Gi", c.GPU_RESOURCE: "2"}
@@ -140,14 +145,6 @@ def test_workers_statefulset_and_services() -> None:
     assert svc["demo-head"]["selector"] == {c.LABEL_JOB: "demo", c.LABEL_ROLE: c.ROLE_HEAD}
 
 
-def test_progress_role_is_exactly_this_jobs_status() -> None:
-    kinds = by_kind(resources.static_children(job(), CTX))
-    assert kinds["Role"][0]["rules"] == [{
-        "apiGroups": ["rljob.dev"], "resources": ["rltrainingjobs/status"], "resourceNames": ["demo"], "verbs": ["get", "patch"]}]
-    binding = kinds["RoleBinding"][0]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "demo-driver", "namespace": "ns1"}]
-
-
 def _policies(j: Any, ctx: BuildContext = CTX) -> dict[str, dict[str, Any]]:
     policies = by_kind(resources.static_children(j, ctx)).get("NetworkPolicy", [])
     return {p["metadata"]["name"].removeprefix("demo-"): p["spec"] for p in policies}
@@ -171,7 +168,8 @@ def test_network_policies_isolate_the_job() -> None:
     (op,) = head["ingress"]
     assert op["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}]
     assert {p["port"] for p in op["ports"]} == {c.PORT_METRICS, c.PORT_RAY_METRICS}  # not the dashboard's job API
-    assert head["egress"] == [{"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}]
+    # Ingress only: the head sends what the isolation policy allows every pod, no more (no API server).
+    assert head["policyTypes"] == ["Ingress"] and "egress" not in head
 
 
 def test_a_monitoring_namespace_may_scrape_the_metrics_ports_only() -> None:
@@ -200,8 +198,9 @@ def test_egress_allow_list_and_internet_switch() -> None:
     pol = _policies(job(network={"allowInternetEgress": True, "egress": [
         {"cidr": "10.20.0.0/16", "except": ["10.20.1.0/24"], "ports": [{"port": 3128}]}]}))
     egress = pol["isolation"]["egress"][2:]  # after the job's own pods and DNS
-    assert egress[0]["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}},
-                               {"ipBlock": {"cidr": "::/0", "except": ["fe80::/10", "fd00:ec2::254/128"]}}]
+    assert egress[0]["to"] == [
+        {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"]}},
+        {"ipBlock": {"cidr": "::/0", "except": ["fe80::/10", "fd00:ec2::254/128", "fc00::/7"]}}]
     assert egress[1] == {"to": [{"ipBlock": {"cidr": "10.20.0.0/16", "except": ["10.20.1.0/24"]}}],
                          "ports": [{"protocol": "TCP", "port": 3128}]}
 
@@ -209,15 +208,40 @@ def test_egress_allow_list_and_internet_switch() -> None:
 def test_internet_egress_leaves_out_the_clusters_own_ranges() -> None:
     ctx = BuildContext(cluster_cidrs=("10.244.0.0/16", "10.96.0.0/12", "fd00:10:244::/56"))
     to = _policies(job(network={"allowInternetEgress": True}), ctx)["isolation"]["egress"][2]["to"]
-    assert to[0]["ipBlock"]["except"] == ["169.254.0.0/16", "10.244.0.0/16", "10.96.0.0/12"]
-    assert to[1]["ipBlock"]["except"] == ["fe80::/10", "fd00:ec2::254/128", "fd00:10:244::/56"]
+    assert to[0]["ipBlock"]["except"][-2:] == ["10.244.0.0/16", "10.96.0.0/12"]
+    assert to[1]["ipBlock"]["except"][-1:] == ["fd00:10:244::/56"]
 
 
-def test_api_server_egress_is_exact_when_known() -> None:
-    ctx = BuildContext(api_server=(ApiServerEndpoint("172.18.0.2/32", 6443),))
-    rule = _policies(job(), ctx)["head"]
-    assert rule["podSelector"]["matchLabels"][c.LABEL_ROLE] == c.ROLE_HEAD
-    assert rule["egress"] == [{"to": [{"ipBlock": {"cidr": "172.18.0.2/32"}}], "ports": [{"protocol": "TCP", "port": 6443}]}]
+@pytest.mark.parametrize("address", [
+    "10.0.0.1", "10.255.255.255", "172.16.0.1", "172.31.255.254", "192.168.1.1", "100.64.0.1", "100.127.255.254",
+    "169.254.169.254", "fc00::1", "fd12:3456::1", "fd00:ec2::254", "fe80::1",
+])
+def test_internet_egress_reaches_no_private_or_metadata_address(address: str) -> None:
+    """Whatever CIDRs the rule's except lists, the address must fall in one of them (and in its block's range)."""
+    ip = ipaddress.ip_address(address)
+    (rule,) = _policies(job(network={"allowInternetEgress": True}))["isolation"]["egress"][2:]
+    (block,) = [t["ipBlock"] for t in rule["to"] if ipaddress.ip_network(t["ipBlock"]["cidr"]).version == ip.version]
+    assert ip in ipaddress.ip_network(block["cidr"])
+    assert any(ip in ipaddress.ip_network(cidr) for cidr in block["except"]), f"{address} is reachable"
+    assert set(PRIVATE_RANGES[ip.version]) | set(METADATA_RANGES[ip.version]) <= set(block["except"])
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2001:4860:4860::8888"])
+def test_internet_egress_still_reaches_public_addresses(address: str) -> None:
+    ip = ipaddress.ip_address(address)
+    (rule,) = _policies(job(network={"allowInternetEgress": True}))["isolation"]["egress"][2:]
+    (block,) = [t["ipBlock"] for t in rule["to"] if ipaddress.ip_network(t["ipBlock"]["cidr"]).version == ip.version]
+    assert ip in ipaddress.ip_network(block["cidr"])
+    assert not any(ip in ipaddress.ip_network(cidr) for cidr in block["except"]), f"{address} is left out"
+
+
+def test_an_egress_rule_still_reaches_a_private_range() -> None:
+    """Egress rules add up: a private range left out of allowInternetEgress is allowed by a rule that names it."""
+    pol = _policies(job(network={"allowInternetEgress": True, "egress": [{"cidr": "10.0.0.0/8", "ports": [{"port": 443}]}]}))
+    internet, private = pol["isolation"]["egress"][2:]
+    assert "10.0.0.0/8" in internet["to"][0]["ipBlock"]["except"]
+    assert private == {"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"protocol": "TCP", "port": 443}]}
+    assert "egress" not in pol["head"]  # and the head's policy takes nothing away (policies only allow)
 
 
 def test_isolation_off_means_no_policies() -> None:

@@ -52,8 +52,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/*
-Cluster-scoped objects (ClusterRoles and their bindings, the driver's admission policy, the aggregated
-roles) only with rbac.clusterScoped; without it the release needs rights in its namespaces alone, which
+Cluster-scoped objects (ClusterRoles and their bindings, the aggregated roles) only with
+rbac.clusterScoped; without it the release needs rights in its namespaces alone, which
 only makes sense for an operator that watches exact namespaces.
 */}}
 {{- define "rljob.clusterScoped" -}}
@@ -61,11 +61,6 @@ only makes sense for an operator that watches exact namespaces.
 {{- else if not .Values.watch.namespaces -}}
 {{- fail "rbac.clusterScoped false needs watch.namespaces: an operator for every namespace needs a ClusterRole" -}}
 {{- end -}}
-{{- end -}}
-
-{{/* Read the API server's EndpointSlices in `default`: only if nobody named the endpoints and the release may grant that. */}}
-{{- define "rljob.discoverApiServer" -}}
-{{- if and (include "rljob.clusterScoped" .) (not .Values.jobNetwork.apiServerEndpoints) -}}true{{- end -}}
 {{- end -}}
 
 {{/* Several replicas elect a leader through a Lease; one replica runs alone. */}}
@@ -95,9 +90,6 @@ Role per watched namespace.
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [create, get]
-- apiGroups: [""]
-  resources: [serviceaccounts]
-  verbs: [create, get, list, watch]
 # The head's Service too, deleted by the operator before the head pod when its job is deleted (else the
 # endpoint controllers rewrite its Endpoints and EndpointSlice as the pod goes).
 - apiGroups: [""]
@@ -111,24 +103,28 @@ Role per watched namespace.
 - apiGroups: [apps]
   resources: [statefulsets]
   verbs: [create, delete, get, list, patch, watch]
+# The job's NetworkPolicies, watched as its other children. delete, patch: the one-time upgrade clean-up of
+# the previous version's head policies, whose API-server egress goes.
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
-  verbs: [create, get, list, watch]
-# The per-job identity of the driver (a Role granting get/patch on its job's status, and its binding).
+  verbs: [create, delete, get, list, patch, watch]
+# The previous version's per-job driver identity (NAME-driver, NAME-progress-reporter): listed and deleted once,
+# on upgrade. Jobs' pods now hold no Kubernetes credentials, and the operator creates none of these.
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [delete, list]
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
-  verbs: [create, get, list, watch]
+  verbs: [delete, list]
 # The jobs: watched, labelled with their experiment (rljob.dev/experiment, a merge patch of
 # metadata.labels), and deleted when ttlSecondsAfterFinished has passed.
 - apiGroups: [rljob.dev]
   resources: [rltrainingjobs]
   verbs: [delete, list, patch, watch]
-# The jobs' status: patched by the operator. `get` is never called by the operator, but Kubernetes lets
-# it create the per-job Role (get/patch on rltrainingjobs/status) only if it holds those permissions
-# itself (RBAC escalation prevention).
+# The jobs' status: the operator's alone (the progress it reads from each head included).
 - apiGroups: [rljob.dev]
   resources: [rltrainingjobs/status]
-  verbs: [get, patch]
+  verbs: [patch]
 # Children point at their job with blockOwnerDeletion: clusters with the OwnerReferencesPermissionEnforcement
 # admission plugin (OpenShift, hardened distributions) allow that only to who may update the job's finalizers.
 - apiGroups: [rljob.dev]
@@ -167,12 +163,6 @@ Role per watched namespace.
 - --dns-selector={{ .Values.jobNetwork.dnsSelector }}
 {{- range .Values.jobNetwork.clusterCIDRs }}
 - --cluster-cidr={{ . }}
-{{- end }}
-{{- range .Values.jobNetwork.apiServerEndpoints }}
-- --api-server-endpoint={{ . }}
-{{- end }}
-{{- if not (or .Values.jobNetwork.apiServerEndpoints (include "rljob.discoverApiServer" .)) }}
-- --no-api-server-discovery
 {{- end }}
 {{- range .Values.jobNetwork.metricsScrapeNamespaces }}
 - --metrics-scrape-namespace={{ . }}

@@ -19,11 +19,13 @@ DRIVER_SUFFIX = "-driver"
 
 
 def service_account(job: str) -> str:
-    """The driver's identity: the ServiceAccount its head pod runs as."""
+    """The previous version's per-job ServiceAccount (its driver's identity); jobs now hold no credentials, and the
+    operator deletes this from jobs created before, on upgrade."""
     return f"{job}{DRIVER_SUFFIX}"
 
 
 def progress_role(job: str) -> str:
+    """The previous version's per-job Role and RoleBinding (the driver's status patch); removed on upgrade."""
     return f"{job}-progress-reporter"
 
 

@@ -1,4 +1,4 @@
-"""`rljob crd`: prints the CustomResourceDefinition (or the driver's admission policy) generated from the API models."""
+"""`rljob crd`: prints the CustomResourceDefinition generated from the API models."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +8,6 @@ import sys
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("crd", help="print the RLTrainingJob CustomResourceDefinition (YAML)")
     p.add_argument("--reference", action="store_true", help="print the spec reference (Markdown) instead")
-    p.add_argument("--policy", action="store_true",
-                   help="print the ValidatingAdmissionPolicy that keeps each job's driver to reporting progress instead")
     p.set_defaults(func=run)
 
 
@@ -19,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
 
         sys.stdout.write(markdown())
         return 0
-    from ..api.crd import crd_yaml, driver_policy_yaml
+    from ..api.crd import crd_yaml
 
-    sys.stdout.write(driver_policy_yaml() if args.policy else crd_yaml())
+    sys.stdout.write(crd_yaml())
     return 0

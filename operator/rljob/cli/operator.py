@@ -44,12 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "destination on port 53 (NodeLocal DNSCache, host resolvers) (default %(default)s)")
     net.add_argument("--cluster-cidr", action="append", default=[], metavar="CIDR",
                      help="the cluster's pod and Service ranges (repeatable): network.allowInternetEgress leaves them out")
-    net.add_argument("--api-server-endpoint", action="append", default=[], metavar="CIDR:PORT",
-                     help="where job drivers reach the Kubernetes API, e.g. 10.0.0.1:6443 or 10.0.0.0/29:6443 (repeatable): "
-                     "the jobs' egress policies name these instead of the `kubernetes` EndpointSlices in `default` (then not read)")
-    net.add_argument("--no-api-server-discovery", action="store_true",
-                     help="do not read the `kubernetes` EndpointSlices in `default` (no permission there): without "
-                     "--api-server-endpoint the drivers may then reach ports 443 and 6443 at any address")
     net.add_argument("--metrics-scrape-namespace", action="append", default=[], metavar="NS",
                      help="a namespace (your Prometheus') whose pods may scrape the job heads' metrics ports, like the "
                      "operator's own (repeatable)")
@@ -85,20 +79,6 @@ def _labels(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _api_server_endpoints(values: list[str]) -> tuple[tuple[str, int], ...]:
-    """`CIDR:PORT` or `ADDRESS:PORT` values (an IPv6 CIDR keeps its colons: the port is after the last one)."""
-    out = []
-    for value in values:
-        cidr, sep, port = value.rpartition(":")
-        try:
-            if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError("no port")
-            out.append((str(ipaddress.ip_network(cidr, strict=True)), int(port)))
-        except ValueError as exc:
-            raise SystemExit(f"rljob operator: --api-server-endpoint: {value!r} is not CIDR:PORT ({exc})") from None
-    return tuple(out)
-
-
 def _check_scope(args: argparse.Namespace) -> None:
     """Patterns are served through cluster-wide watches, exact names through a watch in each namespace."""
     if not args.no_cluster_scan:
@@ -112,7 +92,6 @@ def _check_scope(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check_scope(args)
-    endpoints = _api_server_endpoints(args.api_server_endpoint)
     from ..controller import credentials
 
     try:
@@ -144,8 +123,6 @@ def run(args: argparse.Namespace) -> int:
     handlers.CONFIG.dns_labels = _labels(args.dns_selector)
     handlers.CONFIG.cluster_cidrs = tuple(str(ipaddress.ip_network(c_, strict=True)) for c_ in args.cluster_cidr)
     handlers.CONFIG.require_isolation = args.require_network_isolation
-    handlers.CONFIG.api_server = endpoints
-    handlers.CONFIG.discover_api_server = not endpoints and not args.no_api_server_discovery
     handlers.CONFIG.metrics_scrape_namespaces = tuple(dict.fromkeys(args.metrics_scrape_namespace))
     handlers.CONFIG.health_port = args.health_port or None
     handlers.CONFIG.namespaces = tuple(args.namespace)

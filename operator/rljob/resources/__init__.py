@@ -6,16 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..api.models import RLTrainingJob
-from .context import ApiServerEndpoint, BuildContext
+from .context import BuildContext
 from .head import head_pod
 from .network import network_policies
-from .rbac import progress_role, progress_role_binding, service_account
 from .services import head_service
 from .storage import checkpoint_claim
 from .workers import workers_statefulset
 
 __all__ = [
-    "ApiServerEndpoint",
     "BuildContext",
     "build",
     "head_pod",
@@ -25,8 +23,8 @@ __all__ = [
 
 
 def static_children(job: RLTrainingJob, ctx: BuildContext) -> list[dict[str, Any]]:
-    """Children that live as long as the job, whatever the attempt: identity, network, storage, the head's Service."""
-    out = [service_account(job), progress_role(job), progress_role_binding(job)]
+    """Children that live as long as the job, whatever the attempt: storage, network, the head's Service."""
+    out: list[dict[str, Any]] = []
     claim = checkpoint_claim(job)
     if claim:
         out.append(claim)
@@ -36,7 +34,7 @@ def static_children(job: RLTrainingJob, ctx: BuildContext) -> list[dict[str, Any
 
 
 def build(job: RLTrainingJob, ctx: BuildContext, attempt: int = 1, coordination_deadline: str = "") -> list[dict[str, Any]]:
-    """Every child of one attempt, in creation order (identity and network before the pods that use them)."""
+    """Every child of one attempt, in creation order (network and storage before the pods that use them)."""
     return [
         *static_children(job, ctx),
         workers_statefulset(job, ctx),

@@ -1,18 +1,9 @@
 """What the builders need to know beyond the job itself: facts about the operator's installation."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..api import constants as c
-
-
-@dataclass(frozen=True)
-class ApiServerEndpoint:
-    """Where the driver reaches the Kubernetes API (NetworkPolicies see endpoints after Service DNAT)."""
-
-    cidr: str
-    port: int
-
 
 # Where the cluster's DNS pods run in most distributions (kube-dns / CoreDNS).
 DEFAULT_DNS_NAMESPACE = "kube-system"
@@ -23,8 +14,6 @@ DEFAULT_DNS_LABELS = (("k8s-app", "kube-dns"),)
 class BuildContext:
     default_image: str = c.DEFAULT_IMAGE
     operator_namespace: str = "rljob-system"
-    # Empty: the API server's address is unknown, so the head may reach ports 443/6443 anywhere.
-    api_server: tuple[ApiServerEndpoint, ...] = field(default_factory=tuple)
     # The DNS pods jobs may query (port 53). No labels: any destination on port 53, for clusters whose
     # DNS is no pod a selector can name (NodeLocal DNSCache on a link-local address, a host resolver).
     dns_namespace: str = DEFAULT_DNS_NAMESPACE

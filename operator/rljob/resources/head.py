@@ -59,8 +59,9 @@ def head_pod(job: RLTrainingJob, ctx: BuildContext, attempt: int, coordination_d
         "spec": {
             # Never: the driver's exit code is the attempt's outcome; retries are the operator's (backoffLimit).
             "restartPolicy": "Never",
-            "serviceAccountName": names.service_account(job.name),
-            "automountServiceAccountToken": True,
+            # No Kubernetes credentials in a job: the namespace's default ServiceAccount, its token not mounted. The
+            # operator reads the driver's progress from the head over HTTP (port 9400) instead.
+            "automountServiceAccountToken": False,
             "enableServiceLinks": False,
             "securityContext": pods.POD_SECURITY_CONTEXT,
             "terminationGracePeriodSeconds": 60,

@@ -1,7 +1,9 @@
 """NetworkPolicies standing in for a private network ("vnet"): two per job, one for every pod of the job
-(the job's own pods, DNS and the egress its spec allows; nothing else) and one for what only the head may do
-(be scraped by the operator and named monitoring namespaces, reach the API server). Policies add up, so two
-say what the five to seven small ones before them did, with fewer objects for a burst of jobs to create and the collector to delete.
+(the job's own pods, DNS and the egress its spec allows; nothing else, both ways) and one for the head alone:
+the operator's namespace (which reads the driver's progress on port 9400) and named monitoring namespaces may
+reach its metrics ports. That one is ingress only: a job's pods hold no Kubernetes credentials and never reach
+the API server, so the head may send no more than the other pods. Policies add up, so two say what the five to
+seven small ones before them did, with fewer objects for a burst of jobs to create and the collector to delete.
 """
 from __future__ import annotations
 
@@ -16,10 +18,12 @@ from .meta import object_meta, selector_labels
 from .services import head_selector
 
 DNS_PORT = 53
-API_SERVER_FALLBACK_PORTS = (443, 6443)
 # Never reachable through network.allowInternetEgress: link-local ranges hold the clouds' instance metadata
 # services (169.254.169.254 and AWS's fd00:ec2::254), which hand out the node's credentials.
 METADATA_RANGES = {4: ("169.254.0.0/16",), 6: ("fe80::/10", "fd00:ec2::254/128")}
+# Nor private addresses, which are no part of the internet: RFC 1918, carrier-grade NAT (RFC 6598) and IPv6
+# unique local addresses (RFC 4193), where the cluster's nodes, its API server and the rest of the site live.
+PRIVATE_RANGES = {4: ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"), 6: ("fc00::/7",)}
 
 
 def _policy(job: RLTrainingJob, purpose: str, pod_selector: dict[str, str], spec: dict[str, Any]) -> dict[str, Any]:
@@ -54,10 +58,10 @@ def network_policies(job: RLTrainingJob, ctx: BuildContext) -> list[dict[str, An
             "ingress": [{"from": [{"podSelector": {"matchLabels": own}}]}],
             "egress": [{"to": [{"podSelector": {"matchLabels": own}}]}, _dns_egress(ctx), *_extra_egress(job, ctx)],
         }),
+        # Ingress only: what the head may send is the isolation policy's alone.
         _policy(job, c.NETWORK_POLICY_HEAD, head_selector(job), {
-            "policyTypes": ["Ingress", "Egress"],
+            "policyTypes": ["Ingress"],
             "ingress": ingress_to_head,
-            "egress": _api_server_egress(ctx),
         }),
     ]
 
@@ -65,16 +69,6 @@ def network_policies(job: RLTrainingJob, ctx: BuildContext) -> list[dict[str, An
 def _metrics_ports() -> list[dict[str, Any]]:
     """The head's metrics ports only: Ray's dashboard (8265) also serves its job-submission API, which runs code."""
     return [{"protocol": "TCP", "port": p} for p in (c.PORT_METRICS, c.PORT_RAY_METRICS)]
-
-
-def _api_server_egress(ctx: BuildContext) -> list[dict[str, Any]]:
-    """The driver patches status.progress: it must reach the API server, and nothing else by this rule."""
-    if ctx.api_server:
-        return [
-            {"to": [{"ipBlock": {"cidr": ep.cidr}}], "ports": [{"protocol": "TCP", "port": ep.port}]}
-            for ep in ctx.api_server
-        ]
-    return [{"ports": [{"protocol": "TCP", "port": p} for p in API_SERVER_FALLBACK_PORTS]}]
 
 
 def _dns_egress(ctx: BuildContext) -> dict[str, Any]:
@@ -91,11 +85,15 @@ def _dns_egress(ctx: BuildContext) -> dict[str, Any]:
 
 
 def _internet(ctx: BuildContext) -> list[dict[str, Any]]:
-    """Everything but the metadata services and the cluster's own ranges (those stay behind their own rules)."""
+    """Public addresses only: everything but the metadata services, the private ranges and the cluster's own ranges.
+
+    A job that needs a private address (a storage server, a proxy) names it in `network.egress`: egress rules add up
+    in NetworkPolicy, so such a rule allows its range whatever this one leaves out.
+    """
     out = []
     for version, everything in ((4, "0.0.0.0/0"), (6, "::/0")):
         own = [cidr for cidr in ctx.cluster_cidrs if ipaddress.ip_network(cidr).version == version]
-        out.append({"ipBlock": {"cidr": everything, "except": [*METADATA_RANGES[version], *own]}})
+        out.append({"ipBlock": {"cidr": everything, "except": [*METADATA_RANGES[version], *PRIVATE_RANGES[version], *own]}})
     return out
 
 

@@ -14,12 +14,10 @@ from tests.cluster.operator_process import OperatorProcess
 
 @pytest.fixture(scope="session")
 def crd_installed(control_plane: ControlPlane) -> None:
-    """The generated CRD, applied and Established, and the policy that keeps each driver to reporting progress."""
-    from rljob.api.crd import crd_yaml, driver_policy_yaml
+    """The generated CRD, applied and Established."""
+    from rljob.api.crd import crd_yaml
 
     control_plane.apply(crd_yaml())
-    # Client-side, as `kubectl apply -f crds/` does: the Helm tests later dry-run the chart's copy over it.
-    control_plane.kubectl("apply", "-f", "-", input=driver_policy_yaml())
     control_plane.kubectl("wait", "--for=condition=Established", "crd/rltrainingjobs.rljob.dev", "--timeout=30s")
     control_plane.kubectl("create", "namespace", "rljob-system", check=False)
 
