@@ -63,7 +63,7 @@ def test_the_operator_exports_what_rljob_api_metrics_defines_for_it(monkeypatch:
             "progress": {"iteration": 7, "envSteps": 7000, "timeTotalSeconds": 70.5, "episodeReturnMean": -19.5,
                          "envStepsPerSecond": 100.0}}},
     }
-    monkeypatch.setitem(handlers._state, "reconciler", SimpleNamespace(jobs=jobs))
+    monkeypatch.setitem(handlers._state, "reconciler", SimpleNamespace(jobs=jobs, may_act=lambda: True))
     families = list(metrics.JobsCollector().collect())
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
     assert samples[("rljob_job_info", (("experiment", "sweep"), ("namespace", "ns"), ("phase", "Pending"),

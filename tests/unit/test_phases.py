@@ -245,10 +245,13 @@ def test_a_degraded_cluster_says_why_its_replacement_does_not_start() -> None:
                           reason="Unschedulable", message="0/3 nodes are available: 3 Insufficient cpu.")
     d = step(job(status), Observed(pods=(head(), lost), workers=workers(1)), T0)
     s = merged(d, status)
-    assert s["phase"] == "Running" and [e.reason for e in d.events] == ["ClusterDegraded"]
+    assert s["phase"] == "Running" and condition(s, "ClusterReady")["reason"] == "WorkersNotReady"
     assert condition(s, "ClusterReady")["message"] == (
         "1/2 workers ready; the StatefulSet is replacing the others; "
         "demo-workers-1 Unschedulable: 0/3 nodes are available: 3 Insufficient cpu.")
+    later = step(job(s), Observed(pods=(head(), lost), workers=workers(1)), T0 + timedelta(seconds=61))
+    assert [e.reason for e in later.events] == ["ClusterDegraded"]
+    assert condition(merged(later, s), "ClusterReady")["message"] == condition(s, "ClusterReady")["message"]
 
 
 def test_a_job_held_by_finalizers_after_its_deletion_is_left_to_the_garbage_collector() -> None:
@@ -294,9 +297,30 @@ def test_lost_worker_degrades_then_recovers_without_leaving_running() -> None:
     d = step(job(status), Observed(pods=(head(),), workers=workers(1)), T0)
     s = merged(d, status)
     assert s["phase"] == "Running" and s["workers"] == "1/2"
-    assert condition(s, "ClusterReady")["status"] == "False" and [e.reason for e in d.events] == ["ClusterDegraded"]
-    d2 = step(job(s), Observed(pods=(head(),), workers=workers(2)), T0 + timedelta(seconds=5))
-    assert condition(merged(d2, s), "ClusterReady")["status"] == "True"
+    assert condition(s, "ClusterReady")["status"] == "False" and d.events == []  # not yet a degradation to warn of
+    assert d.requeue_after is not None and d.requeue_after <= 30  # looked at again before DEGRADED_AFTER has passed
+    still = step(job(s), Observed(pods=(head(),), workers=workers(1)), T0 + timedelta(seconds=30))
+    assert still.events == []
+    d1 = step(job(s), Observed(pods=(head(),), workers=workers(1)), T0 + timedelta(seconds=61))
+    s1 = merged(d1, s)
+    assert [(e.type, e.reason) for e in d1.events] == [("Warning", "ClusterDegraded")]
+    assert condition(s1, "ClusterReady")["reason"] == "ClusterDegraded"
+    again = step(job(s1), Observed(pods=(head(),), workers=workers(1)), T0 + timedelta(seconds=90))
+    assert again.events == []  # warned once
+    d2 = step(job(s1), Observed(pods=(head(),), workers=workers(2)), T0 + timedelta(seconds=95))
+    assert condition(merged(d2, s1), "ClusterReady")["status"] == "True"
+    assert [e.reason for e in d2.events] == ["ClusterRecovered"]
+
+
+def test_a_successful_finish_is_no_degradation() -> None:
+    """The driver finished and stopped Ray: its workers lose the head before the head pod is seen Succeeded."""
+    status = running_status(workers="2/2", readyWorkers=2)
+    stopping = step(job(status), Observed(pods=(head(ready=False),), workers=workers(0)), T0 + timedelta(seconds=100))
+    s = merged(stopping, status)
+    done = step(job(s), Observed(pods=(head(phase="Succeeded", ready=False, exit_code=0),), workers=workers(0)),
+                T0 + timedelta(seconds=130))
+    assert merged(done, s)["phase"] == "Succeeded"
+    assert [e for e in [*stopping.events, *done.events] if e.type == "Warning"] == []
 
 
 def test_replicas_edit_scales_the_statefulset() -> None:

@@ -39,7 +39,8 @@ class Recording(Reconciler):
 
 
 def job(name: str, rv: int = 1) -> dict[str, Any]:
-    return {"metadata": {"namespace": "ns", "name": name, "resourceVersion": str(rv)}}
+    """A job at version `rv`, each version a change a decision reads (its generation)."""
+    return {"metadata": {"namespace": "ns", "name": name, "resourceVersion": str(rv), "generation": rv}}
 
 
 def run(coro: Any) -> Any:
@@ -138,7 +139,7 @@ def test_delayed_requeue_keeps_the_earliest_timer() -> None:
     assert first == [("ns", "a")] and calls == [("ns", "a")]
 
 
-def test_failures_back_off_and_a_conflict_is_retried_at_once_without_counting_as_a_failure() -> None:
+def test_failures_back_off_and_a_conflict_left_after_its_retries_is_a_failure_too() -> None:
     outcomes: list[bool] = []
 
     async def scenario() -> Recording:
@@ -149,13 +150,107 @@ def test_failures_back_off_and_a_conflict_is_retried_at_once_without_counting_as
         await asyncio.sleep(0.3)
         assert rec.calls == [("ns", "a")]  # the retry after a failure waits 1 s (0.5 s x 2^1)
         await asyncio.sleep(1.0)
-        assert len(rec.calls) == 2  # ... then the conflict: again after 0.5 s
-        await asyncio.sleep(0.7)
+        assert len(rec.calls) == 2  # ... then a conflict that reconcile's own retries did not resolve: 2 s
+        assert 1.5 < rec._timers[("ns", "a")].when() - asyncio.get_running_loop().time() <= 2.0
+        await rec.stop()
+        return rec
+
+    run(scenario())
+    assert outcomes == [True, True]
+
+
+class ConflictingKube:
+    """A job whose every status write conflicts `conflicts` times: each conflict's re-read finds a newer version."""
+
+    def __init__(self, conflicts: int) -> None:
+        self.conflicts, self.reads = conflicts, 0
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str, cached: bool = False) -> dict[str, Any]:
+        self.reads += 1
+        return {"metadata": {"namespace": namespace, "name": name, "resourceVersion": str(10 + self.reads),
+                             "generation": 1}}
+
+
+def test_a_conflicting_write_is_decided_again_on_the_job_read_afresh_a_bounded_number_of_times() -> None:
+    from rljob.controller import reconciler as module
+
+    async def scenario(conflicts: int) -> tuple[list[str], ConflictingKube, Exception | None]:
+        kube = ConflictingKube(conflicts)
+        rec = Reconciler(kube, resources.BuildContext())  # type: ignore[arg-type]
+        rec.jobs[("ns", "a")] = job("a")
+        seen: list[str] = []
+
+        async def once(key: tuple[str, str]) -> dict[str, Any] | None:
+            seen.append(rec.jobs[key]["metadata"]["resourceVersion"])  # the view this decision is made on
+            if len(seen) <= kube.conflicts:
+                raise ApiException(status=409, reason="Conflict")
+            return rec.jobs[key]
+
+        rec._reconcile_once = once  # type: ignore[method-assign]
+        try:
+            await rec.reconcile(("ns", "a"))
+            return seen, kube, None
+        except ApiException as exc:
+            return seen, kube, exc
+
+    seen, kube, error = run(scenario(2))
+    assert error is None and seen == ["1", "11", "12"] and kube.reads == 2  # each retry on a fresh read
+    seen, kube, error = run(scenario(100))  # a writer that never stops: the decision gives up, it is not starved
+    assert isinstance(error, ApiException) and error.status == 409
+    assert len(seen) == module.MAX_CONFLICT_RETRIES + 1 and kube.reads == module.MAX_CONFLICT_RETRIES
+
+
+def test_a_change_of_progress_alone_is_no_reason_to_decide_again() -> None:
+    async def scenario() -> Recording:
+        rec = Recording()
+        body = job("a")
+        rec.upsert_job(body)
+        rec.start()
+        await asyncio.sleep(0.05)
+        assert rec.calls == [("ns", "a")]
+        for rv, iteration in ((2, 1), (3, 2), (4, 3)):  # the progress reader's writes, as the watch shows them
+            rec.upsert_job({**body, "metadata": {**body["metadata"], "resourceVersion": str(rv)},
+                            "status": {"progress": {"iteration": iteration}}})
+        await asyncio.sleep(0.05)
+        assert rec.calls == [("ns", "a")] and rec.jobs[("ns", "a")]["status"]["progress"]["iteration"] == 3
+        rec.upsert_job({**body, "metadata": {**body["metadata"], "resourceVersion": "5"},
+                        "status": {"progress": {"iteration": 3}, "phase": "Running"}})  # anything else is
+        await asyncio.sleep(0.05)
         await rec.stop()
         return rec
 
     rec = run(scenario())
-    assert len(rec.calls) == 3 and outcomes == [True, False, False]
+    assert rec.calls == [("ns", "a"), ("ns", "a")]
+
+
+def test_a_worker_survives_a_failing_hook_and_one_that_ends_is_started_again() -> None:
+    async def scenario() -> Recording:
+        def hook(*_: Any) -> None:
+            raise ValueError("a malformed timestamp")
+
+        rec = Recording(on_reconciled=hook)
+        original, broke = rec._queue.get, []
+
+        async def get() -> Any:
+            if not broke:
+                broke.append(True)
+                raise RuntimeError("the queue broke")  # ends the first worker that asks
+            return await original()
+
+        rec._queue.get = get  # type: ignore[method-assign]
+        rec.start()
+        await asyncio.sleep(0.05)
+        assert rec.restarts == 1 and rec.healthy()
+        rec.upsert_job(job("a"))
+        await asyncio.sleep(0.05)
+        rec.upsert_job(job("a", 2))  # the hook failed after the first reconcile: the workers still serve
+        await asyncio.sleep(0.05)
+        assert rec.calls == [("ns", "a"), ("ns", "a")] and rec.healthy()
+        await rec.stop()
+        assert not rec.healthy()
+        return rec
+
+    run(scenario())
 
 
 def test_waiting_for_a_deleted_jobs_children_is_no_failure_and_events_meanwhile_do_not_stretch_the_wait() -> None:

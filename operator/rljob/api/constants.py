@@ -47,7 +47,7 @@ PORT_GCS = 6379
 PORT_DASHBOARD = 8265
 PORT_CLIENT = 10001
 PORT_RAY_METRICS = 8080
-PORT_METRICS = 9400  # the driver's Prometheus endpoint: training progress
+PORT_METRICS = 9400  # the driver's endpoints: Prometheus (/metrics) and the progress the operator reads (/progress)
 PORT_NODE_MANAGER = 6380
 PORT_OBJECT_MANAGER = 6381
 PORT_NAMES = {
@@ -57,6 +57,16 @@ PORT_NAMES = {
     PORT_RAY_METRICS: "ray-metrics",
     PORT_METRICS: "metrics",
 }
+
+# The job holds no credentials: the operator reads each running head's progress over the pod network, as
+# KubeRay reads a head's job API. GET http://<head pod IP>:PORT_METRICS/progress answers status.progress's JSON
+# (camelCase) with at most MAX_PROGRESS_BYTES; the head's NetworkPolicy admits the operator's namespace there.
+PROGRESS_PATH = "/progress"
+MAX_PROGRESS_BYTES = 4096
+# The driver also leaves its latest progress as the head container's termination message, {"progress": {...}}
+# (Kubernetes keeps at most 4096 bytes of it), so an attempt's last record outlives its containers.
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+TERMINATION_PROGRESS_KEY = "progress"
 
 # Paths inside the pods.
 CHECKPOINT_MOUNT = "/rljob/checkpoints"
@@ -82,6 +92,7 @@ ENV_COORDINATION_DEADLINE = "RLJOB_COORDINATION_DEADLINE"
 ENV_CHECKPOINT_DIR = "RLJOB_CHECKPOINT_DIR"
 ENV_SOURCE_DIR = "RLJOB_SOURCE_DIR"
 ENV_METRICS_PORT = "RLJOB_METRICS_PORT"
+ENV_TERMINATION_LOG = "RLJOB_TERMINATION_LOG"
 ENV_CPU = "RLJOB_CPU"
 ENV_MEMORY = "RLJOB_MEMORY"
 ENV_GPUS = "RLJOB_GPUS"

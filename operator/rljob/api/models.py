@@ -6,12 +6,21 @@ description, default, bound and cross-field rule below reaches `kubectl explain`
 from __future__ import annotations
 
 import ipaddress
+import json
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator
 
 from .base import Model, Rule
-from .constants import API_VERSION, KIND, MAX_JOB_NAME_LENGTH, RETURN_WINDOW_EPISODES
+from .constants import (
+    API_VERSION,
+    KIND,
+    MAX_JOB_NAME_LENGTH,
+    MAX_PROGRESS_BYTES,
+    RETURN_WINDOW_EPISODES,
+    TERMINATION_PROGRESS_KEY,
+)
 from .quantity import QUANTITY_PATTERN, parse_quantity
 from .vocabulary import TERMINAL_PHASES as TERMINAL
 from .vocabulary import ConditionType, Phase, words
@@ -429,32 +438,72 @@ class ObjectMeta(Model):
         return value
 
 
+# Bounds of what a head may report: its answer is untrusted input (the user's code runs there), so every figure has a
+# range and every string a length, in the schema and in the operator's parser alike.
+MAX_COUNT = 10**15  # iterations, env steps: far beyond any run, well inside JSON's exact integers (2**53)
+MAX_SECONDS = 10**10  # about 300 years
+MAX_RETURN = 1e9
+MAX_PATH_LENGTH = 1024
+MAX_MESSAGE_LENGTH = 4096
+MAX_REASON_LENGTH = 128
+TIMESTAMP_MAX_LENGTH = 64
+Timestamp = Annotated[str, Field(max_length=TIMESTAMP_MAX_LENGTH, json_schema_extra={"format": "date-time"})]
+
+
 class Condition(Model):
     """A Kubernetes-style condition."""
 
-    type: str = Field(..., description=f"{words(ConditionType)}.")
+    type: str = Field(..., max_length=MAX_REASON_LENGTH, description=f"{words(ConditionType)}.")
     status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
-    reason: str = Field(..., description="A CamelCase word for machines.")
-    message: str = Field("", description="A sentence for people.")
-    last_transition_time: str = Field(..., description="When status last changed (RFC 3339).")
+    reason: str = Field(..., max_length=MAX_REASON_LENGTH, description="A CamelCase word for machines.")
+    message: str = Field("", max_length=MAX_MESSAGE_LENGTH, description="A sentence for people.")
+    last_transition_time: Timestamp = Field(..., description="When status last changed (RFC 3339).")
     observed_generation: int | None = Field(None, description="The spec generation this condition was computed from.")
 
 
 class Progress(Model):
-    """Training progress as the driver reports it after every iteration; the operator never writes it."""
+    """Training progress: the driver serves it on the head, the operator reads it from there and writes it here."""
 
     model_config = {**Model.model_config, "extra": "ignore"}
 
-    attempt: int | None = Field(None, description="The attempt that reported this.")
-    iteration: int | None = Field(None, description="Training iterations completed (across attempts: resumed runs continue counting).")
+    attempt: int | None = Field(None, ge=1, le=MAX_COUNT, description="The attempt that reported this.")
+    iteration: int | None = Field(None, ge=0, le=MAX_COUNT, description="Training iterations completed (across attempts: resumed runs continue counting).")
     episode_return_mean: float | None = Field(
-        None, description=f"Mean return of the latest {RETURN_WINDOW_EPISODES} episodes (Pong: -21 to 21)."
+        None, ge=-MAX_RETURN, le=MAX_RETURN,
+        description=f"Mean return of the latest {RETURN_WINDOW_EPISODES} episodes (Pong: -21 to 21).",
     )
-    env_steps: int | None = Field(None, description="Environment steps sampled in total.")
-    env_steps_per_second: float | None = Field(None, description="Sampling throughput over the last iteration.")
-    time_total_seconds: float | None = Field(None, description="Training time in total, all attempts.")
-    last_checkpoint: str | None = Field(None, description="Path of the latest checkpoint on the checkpoint volume.")
-    update_time: str | None = Field(None, description="When the driver reported this (RFC 3339).")
+    env_steps: int | None = Field(None, ge=0, le=MAX_COUNT, description="Environment steps sampled in total.")
+    env_steps_per_second: float | None = Field(None, ge=0, le=MAX_COUNT, description="Sampling throughput over the last iteration.")
+    time_total_seconds: float | None = Field(None, ge=0, le=MAX_SECONDS, description="Training time in total, all attempts.")
+    last_checkpoint: str | None = Field(None, max_length=MAX_PATH_LENGTH, description="Path of the latest checkpoint on the checkpoint volume.")
+    update_time: Timestamp | None = Field(None, description="When the driver recorded this (RFC 3339).")
+
+
+def parse_progress(raw: bytes | str) -> Progress:
+    """A head's answer as untrusted input: at most MAX_PROGRESS_BYTES of JSON whose every figure is in range and of
+    its own type (no "3" for 3, no NaN), with a real timestamp. Raises ValueError saying what was wrong."""
+    size = len(raw.encode() if isinstance(raw, str) else raw)
+    if size > MAX_PROGRESS_BYTES:
+        raise ValueError(f"{size} bytes, more than the {MAX_PROGRESS_BYTES} a progress record may have")
+    progress = Progress.model_validate_json(raw)  # pydantic's ValidationError is a ValueError
+    if progress.update_time is not None:
+        try:
+            datetime.fromisoformat(progress.update_time.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"updateTime {progress.update_time[:40]!r} is not an RFC 3339 time") from None
+    return progress
+
+
+def termination_progress(message: str | None) -> Progress | None:
+    """The progress a head container left as its termination message ({"progress": {...}}), or None: another message
+    (the log tail Kubernetes falls back to), or a record that does not parse."""
+    if not message or not message.startswith("{") or len(message) > MAX_PROGRESS_BYTES:
+        return None
+    try:
+        inner = json.loads(message).get(TERMINATION_PROGRESS_KEY)
+        return parse_progress(json.dumps(inner)) if isinstance(inner, dict) else None
+    except (ValueError, AttributeError):
+        return None
 
 
 class JobStatus(Model):
@@ -463,29 +512,29 @@ class JobStatus(Model):
     model_config = {**Model.model_config, "extra": "ignore"}
 
     phase: Literal[PHASES] | None = Field(None, description=f"{words(Phase)}.")  # type: ignore[valid-type]
-    reason: str | None = Field(None, description="Why the job is in this phase (e.g. ClusterCoordinationTimeout).")
-    message: str | None = Field(None, description="Details for people.")
+    reason: str | None = Field(None, max_length=MAX_REASON_LENGTH, description="Why the job is in this phase (e.g. ClusterCoordinationTimeout).")
+    message: str | None = Field(None, max_length=MAX_MESSAGE_LENGTH, description="Details for people.")
     observed_generation: int | None = Field(None, description="The spec generation the operator last acted on.")
     conditions: list[Condition] = Field(default_factory=list, description=f"{words(ConditionType)}.")
     attempts: int | None = Field(None, description="The current attempt, from 1; a failed head with backoff left starts the next.")
     failed_attempts: int | None = Field(None, description="Attempts whose driver failed; the job fails when this exceeds backoffLimit.")
-    head_pod: str | None = Field(None, description="Name of the current attempt's head pod (kubectl logs it).")
-    workers: str | None = Field(None, description="Ready/desired worker pods, e.g. 3/4; a change of the count alone is written within about 2 s.")
+    head_pod: str | None = Field(None, max_length=253, description="Name of the current attempt's head pod (kubectl logs it).")
+    workers: str | None = Field(None, max_length=32, description="Ready/desired worker pods, e.g. 3/4; a change of the count alone is written within about 2 s.")
     ready_workers: int | None = Field(None, description="Worker pods ready (the scale subresource's replicas).")
     worker_selector: str | None = Field(
-        None, description="Label selector of the worker pods, as `kubectl -l` takes it: the scale subresource's, so that "
+        None, max_length=MAX_PATH_LENGTH, description="Label selector of the worker pods, as `kubectl -l` takes it: the scale subresource's, so that "
         "`kubectl scale` and autoscalers find the pods.")
-    start_time: str | None = Field(None, description="When the job (or its latest resumption) started.")
+    start_time: Timestamp | None = Field(None, description="When the job (or its latest resumption) started.")
     active_seconds: int | None = Field(
         None, ge=0,
         description="Seconds the job was active (not suspended) before its latest resumption. maxRunDurationSeconds counts these plus the time since startTime, so suspending and resuming does not renew the budget.",
     )
-    attempt_start_time: str | None = Field(None, description="When the current attempt started; clusterCoordinationTimeoutSeconds counts from here.")
-    cluster_ready_time: str | None = Field(None, description="When the whole Ray cluster was last ready.")
-    completion_time: str | None = Field(None, description="When the job finished; ttlSecondsAfterFinished counts from here.")
+    attempt_start_time: Timestamp | None = Field(None, description="When the current attempt started; clusterCoordinationTimeoutSeconds counts from here.")
+    cluster_ready_time: Timestamp | None = Field(None, description="When the whole Ray cluster was last ready.")
+    completion_time: Timestamp | None = Field(None, description="When the job finished; ttlSecondsAfterFinished counts from here.")
     last_exit_code: int | None = Field(None, description="Exit code of the last finished driver.")
-    driver_log_tail: str | None = Field(None, description="The end of the last finished driver's log, kept after its pod is gone.")
-    progress: Progress | None = Field(None, description="Training progress reported by the driver.")
+    driver_log_tail: str | None = Field(None, max_length=2 * MAX_MESSAGE_LENGTH, description="The end of the last finished driver's log, kept after its pod is gone.")
+    progress: Progress | None = Field(None, description="Training progress: read by the operator from the head, where the driver serves it.")
 
     def condition(self, type_: ConditionType) -> Condition | None:
         return next((cond for cond in self.conditions if cond.type == type_), None)
@@ -495,13 +544,14 @@ class JobStatus(Model):
         return cond is not None and cond.status == "True"
 
     def operator_fields(self) -> JobStatus:
-        """A deep copy without status.progress, which is the driver's to write and never the operator's."""
+        """A deep copy without status.progress, which the progress reader writes, never a decision."""
         return self.model_copy(deep=True, update={"progress": None})
 
     def merge_patch(self, old: JobStatus | None) -> dict[str, Any]:
         """The JSON merge patch of status that turns `old` into this: changed fields, null for removed ones.
 
-        status.progress is never in it: the driver writes it concurrently, and the operator must not undo it."""
+        status.progress is never in it: the progress reader writes it on its own schedule, and a decision made on an
+        older view must not undo it."""
         new, before = self.wire(), old.wire() if old is not None else {}
         new.pop("progress", None)
         before.pop("progress", None)

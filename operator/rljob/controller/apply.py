@@ -37,11 +37,15 @@ class Problem:
 async def apply(
     kube: Kube, ctx: resources.BuildContext, job: RLTrainingJob, body: dict[str, Any], decision: Decision,
     workload: observe.WorkloadObservation | None = None, pacer: StatusPacer | None = None,
+    observed: observe.Observed | None = None,
 ) -> dict[str, Any] | None:
     """Returns the job's new body when its status was patched (fresher than the watch), else None.
 
     `job` is the job as its pods are built: for a job Kueue admitted, with its flavors' placement added. `pacer`
-    may hold back a status write that only changes a count of ready workers (it requeues the job)."""
+    may hold back a status write that only changes a count of ready workers (it requeues the job). Deletes carry the
+    uid of the object the decision saw (`observed`), so that a namesake created since is never deleted for it."""
+    uids = {p.name: p.uid for p in observed.pods} if observed is not None else {}
+    workers_uid = observed.workers.uid if observed is not None and observed.workers.exists else ""
     ns = job.namespace
     status = decision.status
     problems: list[Problem] = []
@@ -90,9 +94,9 @@ async def apply(
         if not problems and decision.head_created is not None:
             status, events, written = decision.head_created, [*events, *decision.head_created_events], False
     for pod_name in decision.delete_pods:
-        await kube.delete("v1", "Pod", ns, pod_name)
+        await kube.delete("v1", "Pod", ns, pod_name, uid=uids.get(pod_name, ""))
     if decision.delete_workers:
-        await kube.delete("apps/v1", "StatefulSet", ns, names.workers(job.name))
+        await kube.delete("apps/v1", "StatefulSet", ns, names.workers(job.name), uid=workers_uid)
     if decision.scale_workers is not None:
         await kube.merge_patch(object_path("apps/v1", "StatefulSet", ns, names.workers(job.name)),
                                {"spec": {"replicas": decision.scale_workers}})
@@ -122,7 +126,7 @@ async def apply(
     else:
         await post_events()
     if decision.delete_job:
-        await kube.delete(c.API_VERSION, c.KIND, ns, job.name)
+        await kube.delete(c.API_VERSION, c.KIND, ns, job.name, uid=job.metadata.uid or "")
     if problems:
         raise ChildCreationFailed(status.message if status is not None else "", waiting=not refused)
     return new_body

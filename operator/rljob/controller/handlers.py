@@ -13,7 +13,7 @@ import gc
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -26,20 +26,12 @@ from . import credentials, informer, metrics, observe
 from .credentials import Credentials
 from .kube import ApiException, Kube, resource
 from .leader import LeaderElector, LeaseSettings
-from .reconciler import Reconciler
+from .legacy import LegacyCleanup
+from .progress import ProgressReader, ProgressSettings
+from .reconciler import KEPT_CHILDREN, Reconciler
 
 log = logging.getLogger(__name__)
 MANAGED = {c.LABEL_APP_MANAGED_BY: c.MANAGED_BY}
-# The kinds of a job's children, besides its pods and StatefulSet, created again when deleted while it lives
-# (apiVersion, kind). Not its checkpoint claim: Kubernetes keeps a claim in use, and one deleted on purpose is a
-# person's choice to start afresh, which the next attempt makes.
-KEPT_CHILDREN = (
-    ("v1", "Service"),
-    ("v1", "ServiceAccount"),
-    ("networking.k8s.io/v1", "NetworkPolicy"),
-    ("rbac.authorization.k8s.io/v1", "Role"),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
-)
 
 
 @dataclass
@@ -53,10 +45,6 @@ class OperatorConfig:
     dns_labels: tuple[tuple[str, str], ...] = resources.BuildContext.dns_labels
     cluster_cidrs: tuple[str, ...] = ()
     require_isolation: bool = False
-    # Where drivers reach the API (CIDR, port), given by the installer; empty: discovered, or not.
-    api_server: tuple[tuple[str, int], ...] = ()
-    # Read the `kubernetes` EndpointSlices in `default` at start-up (needs a Role there).
-    discover_api_server: bool = True
     metrics_scrape_namespaces: tuple[str, ...] = ()
     health_port: int | None = None
     # Admit jobs labelled kueue.x-k8s.io/queue-name through Kueue Workloads (register_kueue() adds the watch).
@@ -65,6 +53,8 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()
     # Read once by `rljob operator` (a clear error before kopf starts); None: read at start-up.
     credentials: Credentials | None = None
+    # How the heads' progress is read (controller.progress).
+    progress: ProgressSettings = field(default_factory=ProgressSettings)
 
 
 CONFIG = OperatorConfig()
@@ -113,10 +103,12 @@ class HealthServer:
     ready too: it watches and caches, and a rollout of several replicas must not wait for the leader to leave.
     """
 
-    def __init__(self, port: int, host: str = "0.0.0.0") -> None:
+    def __init__(self, port: int, host: str = "0.0.0.0", check: Callable[[], str | None] = lambda: None) -> None:
         self.port, self.host = port, host
         self.ready = False
         self.reason = "starting"
+        # Asked on every readiness probe: why this replica is not working although it started (None: it is).
+        self.check = check
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -133,7 +125,9 @@ class HealthServer:
         return web.json_response({"status": "ok"})
 
     async def _readyz(self, _: web.Request) -> web.Response:
-        return web.json_response({"ready": self.ready, "reason": self.reason}, status=200 if self.ready else 503)
+        problem = self.check() if self.ready else None
+        ready, reason = (False, problem) if problem else (self.ready, self.reason)
+        return web.json_response({"ready": ready, "reason": reason}, status=200 if ready else 503)
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -159,7 +153,6 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     ctx = resources.BuildContext(
         default_image=CONFIG.default_image,
         operator_namespace=CONFIG.operator_namespace,
-        api_server=await api_server_endpoints(kube),
         dns_namespace=CONFIG.dns_namespace,
         dns_labels=CONFIG.dns_labels,
         cluster_cidrs=CONFIG.cluster_cidrs,
@@ -173,21 +166,33 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     rec = Reconciler(kube, ctx, concurrency=CONFIG.concurrency, on_reconciled=on_reconciled)
     if CONFIG.kueue:
         rec.workloads = {}  # queued jobs wait for their Workload from the first reconcile on
+    elector = LeaderElector(kube, CONFIG.lease) if CONFIG.lease is not None else None
+    if elector is not None:
+        # Decisions and every write (kube.may_write) stop while the Lease is not held with margin.
+        rec.may_act = kube.may_write = elector.may_write
+    reader = ProgressReader(kube, rec.jobs, lambda key: rec.pods.get(key, ()), rec.upsert_job_quietly,
+                            CONFIG.progress, may_act=rec.may_act)
+    cleanup = LegacyCleanup(kube, lambda key: rec.pods.get(key, ()), CONFIG.namespaces)
+
+    def pods_changed(key: tuple[str, str]) -> None:
+        reader.touch(key)
+        if cleanup.pods_changed(key):
+            _background(cleanup.settle(key), f"rljob-upgrade-{key[0]}/{key[1]}")
+
+    rec.on_pods_changed = pods_changed
     for old in _state.pop("informers", []):  # (kopf retries a failed start-up handler)
         await old.stop()
     _state["informers"] = await start_streams(kube, rec)  # children listed now; the jobs follow in the background
-    _state["reconciler"] = rec
-    if CONFIG.lease is None:
+    _state.update(reconciler=rec, progress=reader, cleanup=cleanup)
+    if elector is None:
         _lead()
     else:
-        elector = LeaderElector(kube, CONFIG.lease)
-        rec.may_act = elector.is_leader
         _state["elector"] = elector
         _state["leader"] = asyncio.create_task(_lead_when_elected(elector), name="rljob-leader-election")
-    log.info("rljob operator started: default image %s, API server endpoints %s",
-             ctx.default_image, [f"{e.cidr}:{e.port}" for e in ctx.api_server] or "unknown (ports 443/6443 allowed)")
+    log.info("rljob operator started: default image %s; progress read from the heads every %.0f s",
+             ctx.default_image, CONFIG.progress.interval_seconds)
     if CONFIG.health_port and "health" not in _state:  # (kopf retries a failed start-up handler)
-        health = HealthServer(CONFIG.health_port)
+        health = HealthServer(CONFIG.health_port, check=_not_working)
         health.set_ready(True, "reconciling" if CONFIG.lease is None else "leader election candidate")
         await health.start()
         _state["health"] = health
@@ -198,8 +203,38 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 def _lead() -> None:
-    """From here on this process reconciles: every job it knows of, then every change."""
+    """From here on this process reconciles every job it knows of, then every change, reads the heads' progress, and
+    removes what jobs of the previous version had only for their drivers' own status writes."""
     reconciler().start()
+    _state["progress"].start()
+    _background(_state["cleanup"].scan(), "rljob-upgrade-scan")
+
+
+def _background(work: Any, name: str) -> None:
+    """A task that is kept (not collected while it runs) and whose failure is logged."""
+    tasks: set[asyncio.Task[None]] = _state.setdefault("background", set())
+    task = asyncio.create_task(work, name=name)
+    tasks.add(task)
+
+    def done(t: asyncio.Task[None]) -> None:
+        tasks.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            log.warning("%s failed: %s", name, t.exception())
+
+    task.add_done_callback(done)
+
+
+def _not_working() -> str | None:
+    """Why a started replica is not working (readiness fails), or None. A standby is working: it stands by."""
+    rec: Reconciler | None = _state.get("reconciler")
+    if rec is None or not rec.may_act() or not rec._tasks:
+        return None
+    if not rec.healthy():
+        return "reconcile workers stopped"
+    reader: ProgressReader | None = _state.get("progress")
+    if reader is not None and not reader.running:
+        return "the progress reader stopped"
+    return None
 
 
 async def _lead_when_elected(elector: LeaderElector) -> None:
@@ -224,6 +259,11 @@ async def cleanup(**_: Any) -> None:
     if task is not None:
         task.cancel()
     rec = _state.pop("reconciler", None)
+    reader: ProgressReader | None = _state.pop("progress", None)
+    if reader is not None:
+        await reader.stop()
+    for task in _state.pop("background", set()):
+        task.cancel()
     elector: LeaderElector | None = _state.pop("elector", None)
     for watch in _state.pop("informers", []):
         await watch.stop()
@@ -259,16 +299,25 @@ async def start_streams(kube: Kube, rec: Reconciler) -> list[informer.Stream]:
     if workloads is not None:
         rec.workloads = workloads.index
 
+    departures = [informer.Departures(kube, *resource(api_version, kind), kind, selector, rec.child_gone, CONFIG.namespaces)
+                  for api_version, kind in KEPT_CHILDREN]
+    try:
+        # Listed before the jobs: a live job's first reconcile creates again what went while no operator ran.
+        await asyncio.gather(*(stream.sync() for stream in departures))
+    except BaseException:
+        await asyncio.gather(*(stream.stop() for stream in [*children, *departures]))
+        raise
+    rec.present = lambda key: set().union(*(stream.present(key) for stream in departures))
+
     def deleted(key: tuple[str, str], uid: str | None) -> None:
         rec.remove_job(key, uid)
         metrics.forget_job(key)
+        reader = _state.get("progress")
+        if reader is not None:
+            reader.forget(key)
 
     jobs = informer.JobFeed(kube, f"/apis/{c.API_VERSION}", c.PLURAL, rec.upsert_job, deleted, CONFIG.namespaces)
     jobs.start()  # in the background: with the CRD not (yet) installed, it says so and tries again
-    departures = [informer.Departures(kube, *resource(api_version, kind), kind, selector, rec.child_gone, CONFIG.namespaces)
-                  for api_version, kind in KEPT_CHILDREN]
-    for stream in departures:
-        stream.start()  # in the background too: a child deleted before its list is looked at is simply not seen
     return [*children, jobs, *departures]
 
 
@@ -296,34 +345,3 @@ def _keyed(reduce: Callable[[Mapping[str, Any]], Any]) -> Callable[[Mapping[str,
 def register_kueue() -> None:
     """Admit labelled jobs through Kueue Workloads, watched beside the pods (Kueue's CRDs must be installed)."""
     CONFIG.kueue = True
-
-
-async def api_server_endpoints(kube: Kube) -> tuple[resources.ApiServerEndpoint, ...]:
-    """Given by the installer, else read from the cluster, else unknown (the drivers may reach 443/6443 anywhere)."""
-    if CONFIG.api_server:
-        return tuple(resources.ApiServerEndpoint(cidr=cidr, port=port) for cidr, port in CONFIG.api_server)
-    if not CONFIG.discover_api_server:
-        log.warning("the API server's addresses are neither given (--api-server-endpoint) nor read: job drivers may "
-                    "reach ports 443/6443 at any address")
-        return ()
-    return await discover_api_server(kube)
-
-
-async def discover_api_server(kube: Kube) -> tuple[resources.ApiServerEndpoint, ...]:
-    """The `kubernetes` Service's endpoints, so the driver's egress policy can name them exactly."""
-    try:
-        data = await kube.request(
-            "GET", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
-            query=[("labelSelector", "kubernetes.io/service-name=kubernetes")],
-        )
-    except Exception as exc:
-        log.info("cannot read the API server's endpoints (%s); allowing ports 443/6443 for the driver", exc)
-        return ()
-    out = []
-    for item in data.get("items", []):
-        ports = [p.get("port") for p in item.get("ports") or [] if p.get("port")]
-        for ep in item.get("endpoints") or []:
-            for address in ep.get("addresses") or []:
-                suffix = "/128" if ":" in address else "/32"
-                out += [resources.ApiServerEndpoint(cidr=address + suffix, port=int(port)) for port in ports]
-    return tuple(out)

@@ -35,6 +35,7 @@ T = TypeVar("T")
 LIST_PAGE = 500
 WATCH_SECONDS = 300  # the API server ends each watch after this long; it is resumed from the last version
 RETRY_MIN_SECONDS, RETRY_MAX_SECONDS = 1.0, 30.0
+REDUCED = "rljob.dev/reduced"  # a listed object's digest carries its record under this key (not a Kubernetes field)
 
 
 class ObservationIndex(Mapping[Key, tuple[T, ...]], Generic[T]):
@@ -115,7 +116,7 @@ class Stream:
             self.scopes = [Scope(f"{prefix}/{plural}")]
         self._tasks: list[asyncio.Task[None]] = []
 
-    def _serves(self, namespace: str) -> bool:
+    def serves(self, namespace: str) -> bool:
         return not self.patterns or any(namespace_matches(namespace, p) for p in self.patterns)
 
     def apply(self, scope: Scope, kind: str, obj: Mapping[str, Any]) -> Key | None:
@@ -124,6 +125,11 @@ class Stream:
 
     def _changed(self, key: Key | None) -> None:
         """What follows a change of `key`'s view (nothing, here)."""
+
+    def digest(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+        """What a list keeps of an object until the whole list is in: only what `apply` reads, so that listing again
+        (after a 410, with thousands of pods) holds small records rather than every page of whole objects."""
+        return obj
 
     def replace(self, scope: Scope, items: list[Mapping[str, Any]]) -> set[Key]:
         """A fresh list replaces what the stream held; the keys whose view changed. What is gone goes first: a job
@@ -154,8 +160,10 @@ class Stream:
                     items, token = [], ""
                     continue
                 raise
-            items += page.get("items") or []
-            meta = page.get("metadata") or {}
+            page_meta = page.get("metadata") or {}
+            items += [self.digest(obj) for obj in page.get("items") or []]
+            del page  # (a page of 500 whole pods is megabytes: not kept past its digest)
+            meta = page_meta
             token = meta.get("continue") or ""
             if not token:
                 scope.version = meta.get("resourceVersion") or ""
@@ -247,13 +255,18 @@ class Informer(Stream, Generic[T]):
         self.index: ObservationIndex[T] = ObservationIndex()
         self.on_change = on_change
 
+    def digest(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+        meta = obj.get("metadata") or {}
+        reduced = self.reduce(obj) if self.serves(meta.get("namespace", "")) else None
+        return {"metadata": {"uid": meta.get("uid") or ""}, REDUCED: reduced}
+
     def apply(self, scope: Scope, kind: str, obj: Mapping[str, Any]) -> Key | None:
         meta = obj.get("metadata") or {}
         uid = meta.get("uid") or ""
         if kind == "DELETED":
             key = scope.members.pop(uid, None)
             return key if key is not None and self.index.remove(key, uid) else None
-        reduced = self.reduce(obj) if self._serves(meta.get("namespace", "")) else None
+        reduced = obj[REDUCED] if REDUCED in obj else self.reduce(obj) if self.serves(meta.get("namespace", "")) else None
         old = scope.members.get(uid)
         if reduced is None:  # its job label is gone (or it is not ours to serve): no longer a child of that job
             if old is not None:
@@ -287,6 +300,12 @@ class JobFeed(Stream):
         super().__init__(kube, prefix, plural, "", namespaces)
         self.on_upsert, self.on_delete = on_upsert, on_delete
 
+    def digest(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+        meta = obj.get("metadata") or {}
+        if "managedFields" not in meta:
+            return obj
+        return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
     def apply(self, scope: Scope, kind: str, obj: Mapping[str, Any]) -> Key | None:
         meta = obj.get("metadata") or {}
         uid = meta.get("uid") or ""
@@ -301,7 +320,7 @@ class JobFeed(Stream):
                 plain = bool(meta.get("name")) and not meta.get("deletionTimestamp")
                 self.on_delete(key, uid if plain else None)
             return key
-        if not self._serves(meta.get("namespace", "")):
+        if not self.serves(meta.get("namespace", "")):
             return None
         key = (meta.get("namespace", ""), meta.get("name", ""))
         scope.members[uid] = key
@@ -328,6 +347,22 @@ class Departures(Stream):
         super().__init__(kube, prefix, plural, selector, namespaces)
         self.kind, self.on_gone = kind, on_gone
         self.names: dict[str, str] = {}  # uid → name
+        self._by_job: dict[Key, set[str]] = {}  # job → its children of this kind that exist ("NetworkPolicy x")
+
+    def present(self, key: Key) -> set[str]:
+        return self._by_job.get(key, set())
+
+    def digest(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+        meta = obj.get("metadata") or {}
+        kept = {k: meta.get(k) for k in ("uid", "name", "namespace")}
+        kept["labels"] = {c.LABEL_JOB: (meta.get("labels") or {}).get(c.LABEL_JOB)}
+        return {"metadata": kept}
+
+    def _forget(self, key: Key | None, name: str) -> None:
+        if key is not None and key in self._by_job:
+            self._by_job[key].discard(f"{self.kind} {name}")
+            if not self._by_job[key]:
+                del self._by_job[key]
 
     def apply(self, scope: Scope, kind: str, obj: Mapping[str, Any]) -> Key | None:
         meta = obj.get("metadata") or {}
@@ -335,15 +370,19 @@ class Departures(Stream):
         if kind == "DELETED":
             key = scope.members.pop(uid, None)
             name = self.names.pop(uid, "")
+            self._forget(key, name)
             if key is not None:
                 # Gone while the watch was away (a fresh list no longer has it): no last state, no owner to check.
                 owner = controller_uid(meta) if meta.get("name") else None
                 self.on_gone(key, owner, f"{self.kind} {name}".strip())
             return None
         job = (meta.get("labels") or {}).get(c.LABEL_JOB)
-        if job and self._serves(meta.get("namespace", "")):
-            scope.members[uid] = (meta.get("namespace", ""), job)
+        if job and self.serves(meta.get("namespace", "")):
+            key = (meta.get("namespace", ""), job)
+            scope.members[uid] = key
             self.names[uid] = meta.get("name", "")
-        elif scope.members.pop(uid, None) is not None:
-            self.names.pop(uid, None)
+            self._by_job.setdefault(key, set()).add(f"{self.kind} {self.names[uid]}")
+        else:
+            old = scope.members.pop(uid, None)
+            self._forget(old, self.names.pop(uid, ""))
         return None

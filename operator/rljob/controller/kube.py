@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -41,6 +41,14 @@ _PATHS: dict[tuple[str, str], tuple[str, str]] = {
     (c.API_VERSION, c.KIND): (f"/apis/{c.API_VERSION}", c.PLURAL),
     (c.KUEUE_API_VERSION, "Workload"): (f"/apis/{c.KUEUE_API_VERSION}", "workloads"),
 }
+
+
+# Requests that leader election itself makes: never held back by the write guard.
+LEASE_PATH_PREFIX = "/apis/coordination.k8s.io/"
+
+
+class NotLeading(Exception):
+    """A write refused before it was sent: this replica does not hold the Lease with margin (Kube.may_write)."""
 
 
 class ApiException(Exception):
@@ -80,6 +88,9 @@ class Kube:
         self.connections = connections
         self._session: aiohttp.ClientSession | None = None
         self._streams: aiohttp.ClientSession | None = None
+        # Asked before every write (all but GETs and the Lease's own requests): a replica that may no longer hold the
+        # Lease sends nothing that acts, however late a decision made while it led reaches this point. None: alone.
+        self.may_write: Callable[[], bool] | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         """Opened on first use: a session belongs to the event loop that runs it."""
@@ -102,6 +113,9 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
     ) -> bytes:
         """One HTTP call; raises ApiException (status, reason and the server's message) on a non-2xx answer."""
+        if method != "GET" and self.may_write is not None and not path.startswith(LEASE_PATH_PREFIX) \
+                and not self.may_write():
+            raise NotLeading(f"{method} {path} not sent: this replica does not hold the Lease with margin")
         session = self._session if self._session is not None else self._open()
         data = json.dumps(body).encode() if body is not None else None
         async with session.request(method, self.creds.server + path, params=query or None, data=data,

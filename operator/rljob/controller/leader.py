@@ -34,10 +34,14 @@ class LeaseSettings:
     lease_seconds: float = 15.0  # a standby takes over after the record stood still this long
     renew_deadline_seconds: float = 10.0  # a leader that could not renew for this long stops acting
     retry_seconds: float = 2.0  # how often the leader renews and a standby tries
+    # Writes stop this long before the renew deadline: a write sent just before it may take this long to land.
+    write_margin_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0 < self.retry_seconds < self.renew_deadline_seconds < self.lease_seconds:
             raise ValueError("leader election needs retry < renew deadline < lease duration")
+        if not 0 <= self.write_margin_seconds < self.renew_deadline_seconds:
+            raise ValueError("leader election needs 0 <= write margin < renew deadline")
 
 
 def _micro_time(now: datetime) -> str:
@@ -58,11 +62,21 @@ class LeaderElector:
         return LEASES.format(namespace=self.settings.namespace)
 
     def is_leader(self) -> bool:
-        """True only while our last renewal is younger than the renew deadline: the check before every action."""
+        """True only while our last renewal is younger than the renew deadline: the check before every decision."""
         return self._renewed_at is not None and self.clock() - self._renewed_at < self.settings.renew_deadline_seconds
+
+    def may_write(self) -> bool:
+        """The check before every write: leading, with the write margin still ahead of the renew deadline.
+
+        Renewals are stamped with the time their request was sent, not answered: a renewal that took long is credited
+        from before it started, so a slow answer never stretches how long this replica believes it leads."""
+        s = self.settings
+        return self._renewed_at is not None and \
+            self.clock() - self._renewed_at < s.renew_deadline_seconds - s.write_margin_seconds
 
     async def try_acquire_or_renew(self) -> bool:
         s = self.settings
+        sent = self.clock()  # the renewal counts from here: the Lease record's renewTime is no earlier
         now = self.wall()
         spec = {
             "holderIdentity": s.identity,
@@ -84,7 +98,7 @@ class LeaderElector:
                 if create_exc.status == 409:  # another replica created it first
                     return False
                 raise
-            return self._won()
+            return self._won(sent)
         meta, current = lease["metadata"], lease.get("spec") or {}
         rv = meta.get("resourceVersion", "")
         if self._observed is None or self._observed[0] != rv:
@@ -107,10 +121,10 @@ class LeaderElector:
             raise
         if holder != s.identity:
             log.info("leader election: took the Lease %s/%s from %r", s.namespace, s.name, holder or "nobody")
-        return self._won()
+        return self._won(sent)
 
-    def _won(self) -> bool:
-        self._renewed_at = self.clock()
+    def _won(self, sent: float) -> bool:
+        self._renewed_at = sent
         return True
 
     async def acquire(self) -> None:
@@ -131,7 +145,9 @@ class LeaderElector:
         while True:
             await asyncio.sleep(self.settings.retry_seconds)
             try:
-                renewed = await self.try_acquire_or_renew()
+                # A renewal that hangs is given up at the renew deadline, as client-go's is: by then this replica
+                # writes nothing anyway (may_write), and it must not wait on an answer that may never come.
+                renewed = await asyncio.wait_for(self.try_acquire_or_renew(), self.settings.renew_deadline_seconds)
             except Exception as exc:
                 log.warning("leader election: renewing failed: %s", exc)
                 renewed = False

@@ -1,5 +1,5 @@
 """Prometheus metrics of the operator: jobs by phase, durations, cluster-ready latency, reconcile
-health, and each job's training progress as read from its status (the driver's own report). Names, types and
+health, and each job's training progress as read from its status (which the operator reads from the head). Names, types and
 labels are defined once, in rljob.api.metrics, for the operator and the driver alike.
 
 Gauges that describe current state are computed at scrape time from the reconciler's cache, so
@@ -99,7 +99,9 @@ class JobsCollector(Collector):
         from .handlers import _state
 
         rec = _state.get("reconciler")
-        jobs = list(rec.jobs.items()) if rec else []
+        # Only the replica that leads exports its jobs: a standby's cache holds the same jobs, and a dashboard's `sum`
+        # over both replicas would count each twice.
+        jobs = list(rec.jobs.items()) if rec is not None and rec.may_act() else []
         by_phase = family(m.JOBS)
         counts = dict.fromkeys(PHASES, 0)
         info = InfoMetricFamily(m.JOB_INFO.name, m.JOB_INFO.help, labels=list(m.JOB_LABELS))

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..api import constants as c
+from ..api import names
+from ..api.models import Progress, termination_progress
 
 # A pod's own phases (core/v1), not a job's: the two in which its containers have stopped for good.
 POD_RUNNING, POD_SUCCEEDED, POD_FAILED = "Running", "Succeeded", "Failed"
@@ -41,6 +43,10 @@ class PodObservation:
     controller_uid: str | None = None  # the job instance it belongs to; None for children of old operator versions
     uid: str = ""  # the pod's own
     owner_uid: str = ""  # its controlling owner's: the job for a head, the StatefulSet for a worker
+    ip: str = field(default="", compare=False)  # where the operator reads a running head's progress
+    progress: Progress | None = None  # the last progress a finished head left as its termination message
+    # A head built by the previous version, which runs as its job's own ServiceAccount (controller.legacy)
+    legacy: bool = field(default=False, compare=False)
 
     @property
     def succeeded(self) -> bool:
@@ -168,12 +174,16 @@ def observe_pod(body: Mapping[str, Any]) -> PodObservation:
     conditions = {cond.get("type"): cond for cond in status.get("conditions", []) or []}
     ready = (conditions.get("Ready") or {}).get("status") == "True"
     exit_code = reason = message = None
+    progress = None
     for cs in status.get("containerStatuses", []) or []:
         terminated = (cs.get("state") or {}).get("terminated")
         if terminated:
             exit_code = terminated.get("exitCode")
             reason = terminated.get("reason")
             message = terminated.get("message")
+            progress = termination_progress(message) if labels.get(c.LABEL_ROLE) == c.ROLE_HEAD else None
+            if progress is not None:
+                message = None  # the driver's record, not words for people
     scheduled = conditions.get("PodScheduled") or {}
     if scheduled.get("status") == "False" and scheduled.get("reason") == POD_UNSCHEDULABLE:
         reason, message = POD_UNSCHEDULABLE, scheduled.get("message")
@@ -200,6 +210,9 @@ def observe_pod(body: Mapping[str, Any]) -> PodObservation:
         controller_uid=controller_uid(meta),
         uid=meta.get("uid", ""),
         owner_uid=_owner_uid(meta),
+        ip=str(status.get("podIP") or ""),
+        progress=progress,
+        legacy=(body.get("spec") or {}).get("serviceAccountName") == names.service_account(labels.get(c.LABEL_JOB, "")),
     )
 
 

@@ -17,7 +17,8 @@
     Initializing   head ready and all workers ready              Running        ClusterReady
     Initializing   a pod of the attempt cannot start             Initializing   ClusterReady=False Unschedulable /
                                                                                 ContainersNotStarting (warning)
-    Running        workers not all ready                         Running        ClusterReady=False (Degraded)
+    Running        workers not all ready                         Running        ClusterReady=False WorkersNotReady
+    Running        ... for DEGRADED_AFTER (60 s)                 Running        ClusterReady=False ClusterDegraded (warning)
     Init/Running   its Service, a NetworkPolicy or identity gone -              ChildrenRestored (created again)
     Suspended      spec.suspend false                            Pending        Resumed (new attempt)
     any            deleted, finalizers hold it                   -              nothing: the collector's turn
@@ -57,6 +58,9 @@ POLL_SECONDS = 30.0
 # Status timestamps have one-second resolution and are truncated: the real start lies within the
 # recorded second, so deadlines count from its end and never fire early.
 TIMESTAMP_RESOLUTION = timedelta(seconds=1)
+# How long a running cluster may be short of ready pods before it is ClusterDegraded (a warning): longer than a head
+# takes to stop Ray after its driver finished (the pod's stop grace, 40 s, and its readiness probe's 15 s).
+DEGRADED_AFTER = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -202,8 +206,8 @@ class _Machine:
             self.decision.finish_workload = (str(self.old.phase), self.old.message or str(self.old.phase))
         if self.obs.workers.exists and not self.obs.workers.deleting:
             self.decision.delete_workers = True
-        if self.old.reason in (Reason.DEADLINE_EXCEEDED, Reason.CLUSTER_COORDINATION_TIMEOUT):
-            self.decision.delete_pods = [p.name for p in self.obs.live_heads()]
+        # Whatever ended the job (a deadline, a refusal, a head deleted and replaced meanwhile), no head runs on.
+        self.decision.delete_pods = [p.name for p in self.obs.live_heads()]
         ttl = self.spec.ttl_seconds_after_finished
         finished_at = cond.parse_timestamp(self.old.completion_time)
         if ttl is not None and finished_at is not None:
@@ -337,20 +341,32 @@ class _Machine:
             self._event("Normal", Reason.WORKERS_SCALED, f"workers scaled from {w.replicas} to {self.spec.workers.replicas}")
 
     def _track_cluster_health(self, ready: bool, attempt: int) -> None:
-        was_ready = self.old.is_true(cond.CLUSTER_READY)
+        """ClusterReady while Running. A cluster that stops being ready is WorkersNotReady at once, and only
+        ClusterDegraded, with a warning, once that has lasted DEGRADED_AFTER: a driver that finished stops Ray, and its
+        workers lose the head before the head pod is seen Succeeded, which is no degradation to warn about."""
+        was = self.old.condition(cond.CLUSTER_READY)
+        was_ready = was is not None and was.status == "True"
         if ready and not was_ready:
             self.status.cluster_ready_time = cond.timestamp(self.now)
             self._set(cond.CLUSTER_READY, True, Reason.CLUSTER_READY, "head and all workers are ready")
-            self._event("Normal", Reason.CLUSTER_RECOVERED, "all workers are ready again")
+            if was is not None and was.reason == Reason.CLUSTER_DEGRADED:
+                self._event("Normal", Reason.CLUSTER_RECOVERED, "all workers are ready again")
         elif not ready:
             # Kept current while degraded: the count, and why a replacement does not start (no node fits any more).
             msg = f"{self.status.workers} workers ready; the StatefulSet is replacing the others"
             problems = self.obs.startup_problems(attempt)
             if problems:
                 msg += f"; {_problems_text(problems)}"
-            self._set(cond.CLUSTER_READY, False, Reason.WORKERS_NOT_READY, msg)
-            if was_ready:
+            since = cond.parse_timestamp(was.last_transition_time) if was is not None and not was_ready else None
+            if was is not None and was.reason == Reason.CLUSTER_DEGRADED:
+                self._set(cond.CLUSTER_READY, False, Reason.CLUSTER_DEGRADED, msg)
+            elif since is not None and self.now >= since + TIMESTAMP_RESOLUTION + DEGRADED_AFTER:
+                self._set(cond.CLUSTER_READY, False, Reason.CLUSTER_DEGRADED, msg)
                 self._event("Warning", Reason.CLUSTER_DEGRADED, msg)
+            else:
+                self._set(cond.CLUSTER_READY, False, Reason.WORKERS_NOT_READY, msg)
+                left = DEGRADED_AFTER if since is None else since + TIMESTAMP_RESOLUTION + DEGRADED_AFTER - self.now
+                self._requeue(left.total_seconds())
 
     def _report_startup_problems(self, attempt: int, head: str) -> None:
         """While the cluster starts, what stops it (a pod no node fits, an image that does not pull) is in the job's

@@ -26,7 +26,7 @@ from ..api import constants as c
 from ..api import names
 from ..api.manifest import ManifestError, parse_job
 from ..api.models import JobStatus, RLTrainingJob
-from ..api.vocabulary import Phase, Reason
+from ..api.vocabulary import TERMINAL_PHASES, Phase, Reason
 from . import conditions as cond
 from . import kueue, observe
 from .apply import ChildCreationFailed, apply
@@ -39,10 +39,18 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 
 MAX_BACKOFF_SECONDS = 60.0
+# A decision written onto a job that changed meanwhile (409) is made again on the job read afresh, this many times
+# at most; then the reconcile counts as failed and backs off, so no writer can keep a decision from being made.
+MAX_CONFLICT_RETRIES = 5
 PARSED_JOBS_KEPT = 256
 OLD_CHILDREN_POLL_SECONDS = 2.0
 OLD_CHILDREN_MAX_POLL_SECONDS = 30.0
 CLUSTER_UP_PHASES = (Phase.INITIALIZING, Phase.RUNNING)
+# The children besides pods and the StatefulSet that are created again when deleted while their job lives
+# (apiVersion, kind; controller.handlers watches them for deletions). Not the checkpoint claim: Kubernetes keeps a
+# claim in use, and one deleted on purpose is a person's choice to start afresh, which the next attempt makes.
+KEPT_CHILDREN = (("v1", "Service"), ("networking.k8s.io/v1", "NetworkPolicy"))
+KEPT_KINDS = tuple(kind for _, kind in KEPT_CHILDREN)
 
 
 def _rv(body: Mapping[str, Any]) -> int:
@@ -53,6 +61,18 @@ def _rv(body: Mapping[str, Any]) -> int:
 
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _decision_view(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What of a job a decision reads: its identity, labels, annotations, spec and status but its progress. A change
+    of anything else (the progress the operator writes, a resourceVersion) is no reason to decide again."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != LAST_APPLIED}
+    return (
+        meta.get("uid"), meta.get("generation"), meta.get("deletionTimestamp"), meta.get("labels"), annotations,
+        meta.get("finalizers"), body.get("spec"), {k: v for k, v in status.items() if k != "progress"},
+    )
 
 
 def cached_body(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -87,6 +107,12 @@ class Reconciler:
         self.workloads: Mapping[Key, Iterable[observe.WorkloadObservation]] | None = None
         self.flavors = kueue.Flavors(kube)
         self.on_reconciled = on_reconciled
+        # Told when a job's pods change (the progress reader schedules its next read of the head).
+        self.on_pods_changed: Callable[[Key], None] | None = None
+        # The kept children ("Service x") that exist, from the departure streams' lists; None: not known. A job seen
+        # for the first time since start-up gets back any that went while the operator was not running.
+        self.present: Callable[[Key], set[str]] | None = None
+        self._checked: set[Key] = set()
         self._queue: asyncio.PriorityQueue[tuple[int, int, Key]] = asyncio.PriorityQueue()  # (lane, arrival, key)
         self._arrivals = itertools.count()
         self._queued: dict[Key, int] = {}  # queued keys and the lane of their live entry
@@ -104,20 +130,26 @@ class Reconciler:
         # Leader election's check before every reconcile: a replica that is not (or no longer) the leader
         # neither reads its cache into decisions nor writes.
         self.may_act: Callable[[], bool] = lambda: True
+        self.restarts = 0  # workers started again after they ended unexpectedly
 
     # ── feeding ────────────────────────────────────────────────────────────────────────────────
 
     def upsert_job(self, body: Mapping[str, Any]) -> None:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         old = self.jobs.get(key)
-        if old is None or _rv(body) >= _rv(old):
-            self.jobs[key] = cached_body(body)
-        self.enqueue(key)
+        if old is not None and _rv(body) < _rv(old):
+            self.enqueue(key)
+            return
+        self.jobs[key] = cached_body(body)
+        if old is None or _decision_view(old) != _decision_view(body):
+            self.enqueue(key)
 
     def pods_changed(self, key: Key) -> None:
         """The pod watch changed a job's pods."""
         self.expected.seen(key, self.pods.get(key, ()))
         self.enqueue(key)
+        if self.on_pods_changed is not None:
+            self.on_pods_changed(key)
 
     def child_gone(self, key: Key, uid: str | None, what: str) -> None:
         """A Service, NetworkPolicy or identity of `key` was deleted; `uid`, the job instance it belonged to (None:
@@ -131,6 +163,7 @@ class Reconciler:
     def remove_job(self, key: Key, uid: str | None = None) -> None:
         self.jobs.pop(key, None)
         self._gone.pop(key, None)
+        self._checked.discard(key)
         self._parsed.pop(key, None)
         self.expected.forget(key)
         self.pacer.forget(key)
@@ -211,15 +244,32 @@ class Reconciler:
     def start(self) -> None:
         """Starts the workers; every job known by now is reconciled (a new leader's first pass over its cache)."""
         if not self._tasks:
-            self._tasks = [asyncio.create_task(self._worker(i), name=f"rljob-reconciler-{i}") for i in range(self.concurrency)]
+            self._tasks = [self._spawn(i) for i in range(self.concurrency)]
             for key in list(self.jobs):
                 self.enqueue(key)
 
+    def _spawn(self, index: int) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._worker(index), name=f"rljob-reconciler-{index}")
+        task.add_done_callback(lambda t: self._supervise(index, t))
+        return task
+
+    def _supervise(self, index: int, task: asyncio.Task[None]) -> None:
+        """A worker that ended other than by stop() is replaced: the queue must never lose its consumers."""
+        if task.cancelled() or index >= len(self._tasks) or self._tasks[index] is not task:
+            return
+        log.error("reconcile worker %d ended (%r); starting it again", index, task.exception())
+        self.restarts += 1
+        self._tasks[index] = self._spawn(index)
+
+    def healthy(self) -> bool:
+        """Every worker is alive (readiness): a process whose reconciling stopped must not look ready."""
+        return bool(self._tasks) and all(not t.done() for t in self._tasks)
+
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _worker(self, _: int) -> None:
         while True:
@@ -230,6 +280,10 @@ class Reconciler:
             self._active.add(key)
             try:
                 await self._reconcile_safely(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # nothing a job does may end a worker
+                log.exception("reconcile %s/%s: unexpected error", *key)
             finally:
                 self._active.discard(key)
                 if key in self._dirty:
@@ -251,20 +305,15 @@ class Reconciler:
             else:
                 failed = True
                 self._backoff(key, exc)
-        except ApiException as exc:
-            if exc.status != 409:
-                failed = True
-                self._backoff(key, exc)
-            elif key in self.jobs:
-                # The job changed after the view this decision was made from (the driver reported progress,
-                # or another writer): decide again on the fresh one, which the watch is delivering.
-                log.debug("reconcile %s/%s: the job changed meanwhile; deciding again", *key)
-                self.enqueue(key, 0.5)
         except Exception as exc:
             failed = True
             self._backoff(key, exc)
         if self.on_reconciled:
-            self.on_reconciled(key, before, body if body is not None else self.jobs.get(key), time.monotonic() - started, failed)
+            try:
+                self.on_reconciled(key, before, body if body is not None else self.jobs.get(key),
+                                   time.monotonic() - started, failed)
+            except Exception:  # a hook (metrics) never costs a worker or a decision
+                log.exception("reconcile %s/%s: the post-reconcile hook failed", *key)
 
     def _wait_for_old_children(self, key: Key, exc: ChildCreationFailed) -> None:
         """Not a failure: the garbage collector is removing a deleted job's children, whose ServiceAccount, Role,
@@ -291,6 +340,25 @@ class Reconciler:
             self.enqueue(key, delay)
 
     async def reconcile(self, key: Key) -> dict[str, Any] | None:
+        """One decision, carried out. A write refused because the job changed after it was read (409) is decided
+        again on the job read afresh, up to MAX_CONFLICT_RETRIES times; then the conflict is raised (a failure)."""
+        for retry in range(MAX_CONFLICT_RETRIES + 1):
+            try:
+                return await self._reconcile_once(key)
+            except ApiException as exc:
+                if exc.status != 409 or retry == MAX_CONFLICT_RETRIES:
+                    if exc.status == 409:
+                        log.warning("reconcile %s/%s: the job kept changing under %d decisions; backing off",
+                                    *key, retry + 1)
+                    raise
+            fresh = await self.kube.get(c.API_VERSION, c.KIND, *key)
+            if fresh is None or key not in self.jobs:
+                return None
+            log.debug("reconcile %s/%s: the job changed meanwhile; deciding again on the fresh one", *key)
+            self.upsert_job_quietly(fresh)
+        return None
+
+    async def _reconcile_once(self, key: Key) -> dict[str, Any] | None:
         body = self.jobs.get(key)
         if body is None or not self.may_act():
             return None
@@ -298,12 +366,14 @@ class Reconciler:
             job = self._parse(key, body)
         except ManifestError as exc:
             return await self._refuse(key, body, Reason.VALIDATION_FAILED, "; ".join(exc.problems))
-        if self.ctx.require_isolation and not job.spec.network.isolation:
+        if self.ctx.require_isolation and not job.spec.network.isolation and not (
+                job.status is not None and job.status.phase in TERMINAL_PHASES):
             return await self._refuse(
                 key, body, Reason.NETWORK_ISOLATION_REQUIRED,
                 "spec.network.isolation is false, but this cluster's operator requires isolated jobs "
                 "(--require-network-isolation): re-create the job without it",
             )
+        self._restore_missing_children(key, job)
         observed = observe.merge(
             self.expected.with_expected(key, self.pods.get(key, ())), self.workers.get(key, ()), job.metadata.uid,
             workloads=self.workloads.get(key, ()) if self.workloads is not None else (), kueue=self.workloads is not None,
@@ -323,7 +393,7 @@ class Reconciler:
         if decision.create_head is not None:
             self.expected.expect(key, names.head_pod(job.name, decision.create_head), decision.create_head, job.metadata.uid or "")
         try:
-            new_body = await apply(self.kube, self.ctx, placed, body, decision, observed.workload, self.pacer)
+            new_body = await apply(self.kube, self.ctx, placed, body, decision, observed.workload, self.pacer, observed)
         except BaseException:
             if decision.create_head is not None:
                 self.expected.forget(key)  # the job stays Pending: the next pass looks for its head again
@@ -364,23 +434,51 @@ class Reconciler:
         if old is None or _rv(body) >= _rv(old):
             self.jobs[key] = cached_body(body)
 
+    def _restore_missing_children(self, key: Key, job: RLTrainingJob) -> None:
+        """The first time this process reconciles a live job, the kept children the departure streams' lists lack
+        (deleted while no operator ran, so no deletion was seen) are created again, as those deleted later are."""
+        if self.present is None or key in self._checked:
+            return
+        self._checked.add(key)
+        if job.status is None or job.status.phase not in CLUSTER_UP_PHASES:
+            return  # a job whose children are still to be created, or that ended, has nothing to restore
+        present = self.present(key)
+        missing = {f"{o['kind']} {o['metadata']['name']}" for o in resources.static_children(job, self.ctx)
+                   if o["kind"] in KEPT_KINDS} - present
+        if missing:
+            self._gone.setdefault(key, set()).update(missing)
+
     async def _refuse(self, key: Key, body: dict[str, Any], reason: Reason, message: str) -> dict[str, Any] | None:
         """Ends a job the operator will not run: rules the API server cannot express (ValidationFailed), or an
-        admin's (NetworkIsolationRequired). Nothing is created for it."""
+        admin's (NetworkIsolationRequired), also one refused after it started (an operator restarted with a stricter
+        rule): its pods go, with nothing created again."""
         old = _status_of(body)
         message = message[:2000]
-        if old.phase == Phase.FAILED and old.message == message:
-            return body
-        now = self.clock()
-        generation = (body.get("metadata") or {}).get("generation")
-        new = old.operator_fields()
-        new.phase, new.reason, new.message = Phase.FAILED, reason, message
-        new.conditions = cond.set_condition(new.conditions, cond.FAILED, True, reason, message, now, generation)
-        new.observed_generation, new.completion_time = generation, cond.timestamp(now)
-        new_body = await self.kube.patch_job_status(key[0], key[1], new.merge_patch(old), body)
-        await self.kube.event(new_body, "Warning", reason, message)
-        self.upsert_job_quietly(new_body)
+        new_body = body
+        if not (old.phase == Phase.FAILED and old.message == message):
+            now = self.clock()
+            generation = (body.get("metadata") or {}).get("generation")
+            new = old.operator_fields()
+            new.phase, new.reason, new.message = Phase.FAILED, reason, message
+            new.conditions = cond.set_condition(new.conditions, cond.FAILED, True, reason, message, now, generation)
+            for type_ in (cond.RUNNING, cond.CLUSTER_READY):
+                if new.condition(type_) is not None:
+                    new.conditions = cond.set_condition(new.conditions, type_, False, reason, message, now, generation)
+            new.observed_generation, new.completion_time = generation, cond.timestamp(now)
+            new_body = await self.kube.patch_job_status(key[0], key[1], new.merge_patch(old), body)
+            await self.kube.event(new_body, "Warning", reason, message)
+            self.upsert_job_quietly(new_body)
+        await self._tear_down(key, (body.get("metadata") or {}).get("uid"))
         return new_body
+
+    async def _tear_down(self, key: Key, uid: str | None) -> None:
+        """The live pods and the StatefulSet of job instance `uid`, deleted (each by its own uid)."""
+        for sts in self.workers.get(key, ()):
+            if sts.exists and not sts.deleting and sts.uid and sts.controller_uid in (None, uid):
+                await self.kube.delete("apps/v1", "StatefulSet", key[0], sts.name, uid=sts.uid)
+        for pod in self.pods.get(key, ()):
+            if pod.role == c.ROLE_HEAD and not pod.finished and not pod.deleting and pod.controller_uid in (None, uid):
+                await self.kube.delete("v1", "Pod", key[0], pod.name, uid=pod.uid)
 
 
 def _status_of(body: Mapping[str, Any]) -> JobStatus:
