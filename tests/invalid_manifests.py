@@ -74,6 +74,7 @@ CASES: list[tuple[str, Any, str]] = [
     ("spec", {"entrypoint": {"script": "train.py"}, "source": {"configMap": {"name": "My_Code"}}},
      "spec.source.configMap.name"),
     ("spec.env", [{"name": "RLJOB_SPEC", "value": "x"}], "spec.env[0].name"),
+    ("spec.env", [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}], "spec.env[0].name"),
     ("spec.bogus", 1, "bogus"),
     ("spec.head.bogus", 1, "bogus"),
     ("metadata.name", "a" * 41, "metadata.name"),

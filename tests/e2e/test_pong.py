@@ -30,6 +30,7 @@ TINY_PONG_ARGS = [
     "--circular-buffer-num-batches", "1", "--broadcast-interval", "1", "--seed", "1",
 ]  # fmt: skip
 JOB_LABEL = "rljob.dev/job"
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 def job_manifest(name: str, *, workers: int = 2, iterations: int | None = 3, **spec: Any) -> dict[str, Any]:
@@ -112,7 +113,7 @@ def progress_lines(text: str) -> list[dict[str, Any]]:
 
 
 def leftovers(cluster: e2e.Cluster, ns: str, name: str) -> list[str]:
-    kinds = "pods,services,statefulsets,networkpolicies,serviceaccounts,roles,rolebindings,persistentvolumeclaims,configmaps"
+    kinds = "pods,services,statefulsets,networkpolicies,persistentvolumeclaims,configmaps"
     res = cluster.kubectl("get", kinds, "-n", ns, "-l", f"{JOB_LABEL}={name}", "-o", "name")
     return res.stdout.split()
 
@@ -134,11 +135,18 @@ def test_pong_job_runs_on_real_pods(cluster: e2e.Cluster, namespace: str) -> Non
     wait_for(all_running, 420, 3.0, "head + 2 worker pods Running", ignore=(KubectlError,))
     started = time.monotonic() - t0
     head = f"{name}-head-1"
+    # No Kubernetes credentials in any pod of the job: no token mounted, no ServiceAccount of its own.
+    for pod in pods(cluster, ns, name):
+        assert pod["spec"].get("automountServiceAccountToken") is False, pod["spec"]
+        assert pod["spec"].get("serviceAccountName", "default") == "default", pod["spec"]
+    token_dir = cluster.kubectl("exec", "-n", ns, head, "--", "python3", "-c",
+                                f"import os; print('EXISTS' if os.path.exists('{SA_DIR}') else 'ABSENT')", timeout=60)
+    assert token_dir.stdout.strip() == "ABSENT", token_dir.stdout + token_dir.stderr
     # The workers joined the head's Ray cluster: the driver says so.
     wait_for(lambda: "Ray cluster ready: 3 nodes (1 head + 2 workers)" in logs(cluster, ns, head), 420, 3.0,
              "the driver's 'Ray cluster ready: 3 nodes' line")  # fmt: skip
     # RLlib iterates; the operator reflects it in status.progress and the printer columns.
-    j = wait_job(cluster, ns, name, lambda j: (j.get("status", {}).get("progress") or {}).get("iteration", 0) >= 2 and j,
+    wait_job(cluster, ns, name, lambda j: (j.get("status", {}).get("progress") or {}).get("iteration", 0) >= 2 and j,
                  600, "status.progress.iteration >= 2")  # fmt: skip
     table = cluster.kubectl("get", "rltj", name, "-n", ns).stdout
     header, row = table.splitlines()[:2]
@@ -146,12 +154,21 @@ def test_pong_job_runs_on_real_pods(cluster: e2e.Cluster, namespace: str) -> Non
     assert int(columns["ITERATION"]) >= 2, table
     assert columns["WORKERS"].endswith("/2"), table
     # It ends Succeeded (spec.stop.iterations: 3), and the workers are removed.
-    j = wait_job(cluster, ns, name, lambda j: j["status"].get("phase") == "Succeeded" and j, 600, "phase Succeeded")
-    assert j["status"]["progress"]["iteration"] >= 3
+    wait_job(cluster, ns, name, lambda j: j["status"].get("phase") == "Succeeded" and j, 600, "phase Succeeded")
     wait_for(lambda: not pods(cluster, ns, name, "worker"), 180, 2.0, "worker pods removed", ignore=(KubectlError,))
     driver_log = logs(cluster, ns, head)
     lines = progress_lines(driver_log)
     assert [rec["iteration"] for rec in lines][:3] == [1, 2, 3], driver_log[-3000:]
+    # The attempt's last record, left by the driver as the head container's termination message, is the job's progress
+    # (the operator reads it once the head has ended), and it stays after the head pod is gone.
+    (terminated,) = [cs["state"]["terminated"] for cs in get_json(cluster, "pod", head, "-n", ns)["status"]["containerStatuses"]]
+    final = json.loads(terminated["message"])["progress"]
+    assert final["iteration"] == lines[-1]["iteration"] == 3 and final["lastCheckpoint"], terminated
+    wait_job(cluster, ns, name, lambda j: j["status"]["progress"].get("lastCheckpoint") == final["lastCheckpoint"] and j,
+                 120, "the final record in status.progress")  # fmt: skip
+    cluster.kubectl("delete", "pod", head, "-n", ns, "--wait=true", timeout=120)
+    kept = job(cluster, ns, name)["status"]["progress"]
+    assert {k: kept[k] for k in final} == final, (kept, final)
     print(f"pong: pods running after {started:.0f}s, Succeeded after {time.monotonic() - t0:.0f}s")
 
     # Deleting the job leaves nothing behind (ownership: the garbage collector removes every child).
@@ -171,6 +188,23 @@ def test_network_policies_are_enforced(cluster: e2e.Cluster, namespace: str) -> 
     # The job's own worker reaches the GCS port ...
     own = cluster.kubectl("exec", "-n", ns, worker, "--", "python3", "-c", probe, check=False, timeout=60)
     assert "CONNECTED" in own.stdout, own.stderr
+    # No pod of the job reaches the API server: neither through the `kubernetes` Service nor at its own address.
+    api = get_json(cluster, "endpointslices", "-n", "default", "-l", "kubernetes.io/service-name=kubernetes")["items"][0]
+    targets = [("kubernetes.default.svc.cluster.local", 443),
+               (api["endpoints"][0]["addresses"][0], api["ports"][0]["port"])]
+    reach_api = "; ".join([
+        "import socket",
+        "def attempt(host, port):\n"
+        "    try:\n        socket.create_connection((host, port), timeout=5); return 'CONNECTED'\n"
+        "    except TimeoutError: return 'TIMEOUT'\n"
+        "    except ConnectionRefusedError: return 'REFUSED'\n"
+        "    except OSError as exc: return 'ERROR ' + repr(exc)",
+        f"print([attempt(h, p) for h, p in {targets!r}])",
+    ])  # fmt: skip
+    api_results = {}
+    for pod in (f"{name}-head-1", worker):
+        res = cluster.kubectl("exec", "-n", ns, pod, "--", "python3", "-c", reach_api, check=False, timeout=90)
+        api_results[pod] = res.stdout.strip() + res.stderr[-500:]
     # ... a pod in another namespace does not.
     other = f"{ns}-other"
     cluster.kubectl("create", "namespace", other)
@@ -198,6 +232,9 @@ def test_network_policies_are_enforced(cluster: e2e.Cluster, namespace: str) -> 
         pytest.xfail(f"no NetworkPolicy enforcer on this node ({e2e.NO_ENFORCER_REASON}); verified: the policies "
                      "exist and intra-job traffic flows, but a pod in another namespace reached the GCS port")  # fmt: skip
     assert phase == "Failed" and "CONNECTED" not in out, out
+    # Dropped by the policy (a timeout), not refused by anything or lost to a name that did not resolve.
+    for pod, result in api_results.items():
+        assert result == "['TIMEOUT', 'TIMEOUT']", (pod, result)
 
 
 ALIVE_NODES = "import ray; ray.init(address='auto', logging_level='ERROR'); print('ALIVE', sum(n['Alive'] for n in ray.nodes()))"
@@ -238,6 +275,15 @@ def test_worker_deleted_mid_run_is_recreated_and_rejoins(cluster: e2e.Cluster, n
     j = job(cluster, ns, name)
     assert j["status"]["phase"] == "Running", j["status"]
     assert [p["metadata"]["name"] for p in pods(cluster, ns, name, "head")] == [head]
+    # While it runs, `kubectl get rltj` answers "how is my job doing?": the iteration, and the mean return once the
+    # first games have ended (Pong: about 900 steps each at random play).
+    def row() -> dict[str, str] | None:
+        header, line = cluster.kubectl("get", "rltj", name, "-n", ns).stdout.splitlines()[:2]
+        columns = dict(zip(header.split(), line.split(), strict=False))
+        return columns if columns.get("REWARD", "<none>") != "<none>" else None
+
+    columns = wait_for(row, 900, 5.0, "the REWARD column", ignore=(KubectlError,))
+    assert columns["PHASE"] == "Running" and int(columns["ITERATION"]) >= 1 and -21 <= float(columns["REWARD"]) <= 21
     cluster.kubectl("delete", "rltj", name, "-n", ns, "--wait=false")
 
 
@@ -251,6 +297,8 @@ def test_head_deleted_mid_run_resumes_from_checkpoint(cluster: e2e.Cluster, name
     first_log = logs(cluster, ns, f"{name}-head-1")
     saved = [rec["iteration"] for rec in progress_lines(first_log) if rec.get("checkpoint")]
     assert saved, first_log[-3000:]
+    before_delete = job(cluster, ns, name)["status"]["progress"]
+    assert before_delete["attempt"] == 1, before_delete
     cluster.kubectl("delete", "pod", "-n", ns, f"{name}-head-1", "--wait=false")
     head2 = f"{name}-head-2"
     wait_for(lambda: "resumed from" in logs(cluster, ns, head2), 600, 3.0, "attempt 2 to resume", ignore=(KubectlError,))
@@ -259,9 +307,14 @@ def test_head_deleted_mid_run_resumes_from_checkpoint(cluster: e2e.Cluster, name
     m = re.search(r"resumed from \S+ \(iteration (\d+)", logs(cluster, ns, head2))
     assert m, logs(cluster, ns, head2)[-3000:]
     resumed_at = int(m.group(1))
-    assert resumed_at >= min(saved)
+    assert resumed_at >= max(saved)  # the latest checkpoint (one saved after the log was read is later still)
     assert second[0]["iteration"] == resumed_at + 1 > 1, (second[:2], saved)
-    assert job(cluster, ns, name)["status"].get("attempt", 2) == 2
+    status = job(cluster, ns, name)["status"]
+    assert status["attempts"] == 2 and status["failedAttempts"] == 1, status
+    # The counters continue: attempt 2's progress never shows fewer iterations than attempt 1 had reported.
+    reported = wait_job(cluster, ns, name, lambda j: j["status"]["progress"].get("attempt") == 2 and j["status"]["progress"],
+                        300, "attempt 2's progress in status")  # fmt: skip
+    assert reported["iteration"] >= before_delete["iteration"], (reported, before_delete)
     cluster.kubectl("delete", "rltj", name, "-n", ns, "--wait=false")
 
 

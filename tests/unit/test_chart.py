@@ -245,7 +245,7 @@ def test_operator_grants_no_identity_to_jobs(helm_home: dict[str, str], tmp_path
             continue  # the Kueue-only ClusterRole beside namespaced Roles
         for key in (("", "serviceaccounts"), ("rbac.authorization.k8s.io", "roles"), ("rbac.authorization.k8s.io", "rolebindings")):
             assert grants.get(key) == {"list", "delete"}, (role["metadata"]["name"], key, grants.get(key))
-        assert grants[("networking.k8s.io", "networkpolicies")] == {"create", "get", "list", "watch", "delete", "patch"}
+        assert grants[("networking.k8s.io", "networkpolicies")] == {"create", "get", "list", "watch", "patch"}
         assert grants[(c.GROUP, f"{c.PLURAL}/status")] == {"patch"}
         assert not any({"bind", "escalate"} & verbs for verbs in grants.values())
         assert not {g for g, _ in grants if g == "discovery.k8s.io"}  # the API server's addresses are no concern now

@@ -298,3 +298,39 @@ def test_departures_report_a_deleted_child_of_a_job_with_its_owner() -> None:
     stream.replace(scope, [])  # j-head went while the watch was away: no last state, so no owner to name
     assert gone == [(("ns", "j"), "job-uid", "NetworkPolicy j-isolation"), (("ns", "j"), None, "NetworkPolicy j-head")]
     assert not scope.members and not stream.names
+    assert stream.present(("ns", "j")) == set()
+
+
+def test_what_departures_hold_tells_which_kept_children_exist() -> None:
+    stream = informer.Departures(FakeKube(), "/api/v1", "services", "Service", "",  # type: ignore[arg-type]
+                                 on_gone=lambda *_: None)
+    scope = stream.scopes[0]
+    svc = {"metadata": {"name": "j-head", "namespace": "ns", "uid": "s1", "labels": {"rljob.dev/job": "j"}},
+           "spec": {"clusterIP": "None", "ports": [{"port": 6379}] * 50}}
+    stream.replace(scope, [stream.digest(svc)])
+    assert stream.present(("ns", "j")) == {"Service j-head"} and stream.present(("ns", "k")) == set()
+    stream.apply(scope, "DELETED", svc)
+    assert stream.present(("ns", "j")) == set()
+
+
+def test_a_list_holds_each_object_reduced_until_the_whole_list_is_in() -> None:
+    """A list after 410 Gone in a burst is thousands of pods: only their records are kept, not whole pages."""
+    async def scenario() -> list[Any]:
+        kube, queued = FakeKube(), []
+        kube.lists = [[pod("a-1", "a", phase="Running"), pod("b-1", "b")]]
+        inf = make(kube, queued)
+        kept: list[Any] = []
+        original = inf.replace
+
+        def replace(scope: Any, items: list[Any]) -> set[Any]:
+            kept.extend(items)
+            return original(scope, items)
+
+        inf.replace = replace  # type: ignore[method-assign]
+        await inf.sync()
+        await inf.stop()
+        assert sorted(p.name for p in inf.index[("ns", "a")]) == ["a-1"] and inf.index[("ns", "a")][0].phase == "Running"
+        return kept
+
+    kept = run(scenario())
+    assert len(kept) == 2 and all("spec" not in item and "status" not in item for item in kept), kept

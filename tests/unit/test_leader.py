@@ -112,3 +112,54 @@ def test_release_hands_the_lease_over_at_once() -> None:
 def test_timings_must_nest() -> None:
     with pytest.raises(ValueError, match="retry < renew deadline < lease duration"):
         LeaseSettings("l", "ns", "me", lease_seconds=10, renew_deadline_seconds=10)
+
+
+def test_a_renewal_counts_from_when_it_was_sent_and_writes_stop_a_margin_before_the_deadline() -> None:
+    """A slow renewal is credited from before it started: the time the answer took never extends the lead."""
+    store, clock = LeaseStore(), Clock()
+    slow = LeaderElector(store, LeaseSettings("rljob-operator", "rljob-system", "a", write_margin_seconds=2.0),  # type: ignore[arg-type]
+                         clock=clock)
+    original = store.request
+
+    async def request(method: str, path: str, body: Any = None, **kw: Any) -> Any:
+        if method == "PUT":
+            clock.t += 7.0  # the renewal's answer takes 7 s of the 10 s renew deadline
+        return await original(method, path, body, **kw)
+
+    async def scenario() -> None:
+        assert await slow.try_acquire_or_renew()  # created: no PUT
+        store.request = request  # type: ignore[method-assign]
+        sent = clock.t
+        assert await slow.try_acquire_or_renew()  # renewed, 7 s after it was sent
+        assert slow.is_leader() and clock.t - sent == 7.0
+        assert slow.may_write()  # 7 s < 10 s - 2 s
+        clock.t = sent + 8.5
+        assert slow.is_leader() and not slow.may_write()  # within the deadline, but not with the margin: no writes
+        clock.t = sent + 10.0
+        assert not slow.is_leader() and not slow.may_write()
+
+    asyncio.run(scenario())
+    with pytest.raises(ValueError, match="write margin"):
+        LeaseSettings("x", "y", "z", write_margin_seconds=10.0)
+
+
+def test_a_hung_renewal_is_given_up_at_the_renew_deadline_and_the_lease_counts_as_lost() -> None:
+    store = LeaseStore()
+    settings = LeaseSettings("rljob-operator", "rljob-system", "a", lease_seconds=0.6, renew_deadline_seconds=0.3,
+                             retry_seconds=0.05, write_margin_seconds=0.1)
+    a = LeaderElector(store, settings)  # type: ignore[arg-type]
+    original = store.request
+    lost: list[bool] = []
+
+    async def hang(method: str, path: str, body: Any = None, **kw: Any) -> Any:
+        if method == "PUT":
+            await asyncio.Event().wait()  # never answers
+        return await original(method, path, body, **kw)
+
+    async def scenario() -> None:
+        assert await a.try_acquire_or_renew()
+        store.request = hang  # type: ignore[method-assign]
+        await asyncio.wait_for(a.keep(on_lost=lambda: lost.append(True)), timeout=30)
+
+    asyncio.run(scenario())
+    assert lost == [True] and not a.may_write()

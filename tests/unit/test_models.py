@@ -55,6 +55,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("stop of wrong type", {"stop": {"iterations": "many"}}, "spec.stop.iterations"),
     ("claim and size", {"checkpoint": {"claimName": "c", "size": "1Gi"}}, "claimName"),
     ("reserved env", {"env": [{"name": "RLJOB_NAME", "value": "x"}]}, "reserved"),
+    ("GPU visibility by env", {"env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]}, "NVIDIA container runtime"),
     ("bad experiment label", {"experiment": "has space"}, "spec.experiment"),
     ("bad port", {"network": {"egress": [{"cidr": "10.0.0.0/8", "ports": [{"port": 70000}]}]}}, "port"),
 ]

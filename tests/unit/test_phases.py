@@ -494,3 +494,29 @@ def test_nothing_changed_means_no_status_to_write() -> None:
     status = running_status()
     d = step(job(status), Observed(pods=(head(),), workers=workers()), T0 + timedelta(seconds=5))
     assert d.status is None and not d.events
+
+
+def test_a_finished_job_keeps_no_live_head_whatever_ended_it() -> None:
+    for reason in ("DriverSucceeded", "BackoffLimitExceeded", "NetworkIsolationRequired", "ValidationFailed"):
+        status = {**running_status(), "phase": "Failed", "reason": reason, "completionTime": ts()}
+        d = step(job(status), Observed(pods=(head(1, phase="Succeeded", ready=False), head(2)), workers=workers()), T0)
+        assert d.delete_pods == ["demo-head-2"] and d.delete_workers, reason
+
+
+def test_pods_built_before_an_edit_made_while_suspended_are_replaced_not_taken_as_the_edit() -> None:
+    """Suspended, edited, resumed, all before the operator acted on the suspension: the running pods are the old size."""
+    from rljob.resources.meta import pod_size_hash
+
+    before = job(running_status())
+    edited = job(running_status(), workers={"replicas": 2, "cpu": "3"})
+    old, new = pod_size_hash(before), pod_size_hash(edited)
+    assert old != new and pod_size_hash(job(running_status(), workers={"replicas": 5})) == old  # a scale is no rebuild
+    built_before = Observed(pods=(head(size_hash=old),), workers=WorkersObservation(True, 2, 2, size_hash=old, name="demo-workers"))
+    d = step(edited, built_before, T0 + timedelta(seconds=30))
+    s = merged(d, running_status())
+    assert s["phase"] == "Pending" and s["reason"] == "Resumed" and s["attempts"] == 2 and s["failedAttempts"] == 0
+    assert d.delete_pods == ["demo-head-1"] and d.delete_workers and d.create_head is None  # the old head goes first
+    assert "StatefulSet demo-workers" in s["message"]
+    # Pods built from the spec as it is, or by an operator that did not annotate them, are left alone.
+    assert step(edited, Observed(pods=(head(size_hash=new),), workers=workers()), T0).status is None
+    assert step(edited, Observed(pods=(head(),), workers=workers()), T0).status is None

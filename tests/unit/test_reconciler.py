@@ -551,3 +551,35 @@ def test_a_refused_head_leaves_the_job_pending_with_the_reason_and_nothing_expec
     ((_, status, _),) = kube.patches
     assert status["phase"] == "Pending" and status["reason"] == "CreateFailed" and "exceeded quota" in status["message"]
     assert [reason for _, reason in kube.events] == ["CreateFailed", "Accepted"] and len(rec.expected) == 0
+
+
+class TearingDownKube(FakeKube):
+    def __init__(self) -> None:
+        super().__init__()
+        self.deleted: list[tuple[str, str, str]] = []
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str, propagation: str = "Background",
+                     uid: str = "") -> bool:
+        self.deleted.append((kind, name, uid))
+        return True
+
+
+def test_a_job_refused_after_it_started_loses_its_pods() -> None:
+    """An operator restarted with --require-network-isolation: a running open job ends, and its cluster goes."""
+    from rljob.controller.observe import WorkersObservation
+    from tests.jobs import minimal_job
+
+    kube = TearingDownKube()
+    rec = Reconciler(kube, resources.BuildContext(require_isolation=True))  # type: ignore[arg-type]
+    body = minimal_job("open", network={"isolation": False})
+    body["metadata"].update(uid="u1", generation=1, resourceVersion="7")
+    body["status"] = {"phase": "Running", "attempts": 1}
+    key = ("ns1", "open")
+    rec.jobs[key] = body
+    rec.pods = {key: [PodObservation("open-head-1", "head", 1, "Running", controller_uid="u1", uid="p1"),
+                      PodObservation("open-head-0", "head", 0, "Succeeded", controller_uid="u1", uid="p0")]}
+    rec.workers = {key: [WorkersObservation(exists=True, replicas=2, controller_uid="u1", name="open-workers", uid="s1")]}
+    asyncio.run(rec.reconcile(key))
+    ((_, status, _),) = kube.patches
+    assert status["phase"] == "Failed" and status["reason"] == "NetworkIsolationRequired"
+    assert kube.deleted == [("StatefulSet", "open-workers", "s1"), ("Pod", "open-head-1", "p1")]

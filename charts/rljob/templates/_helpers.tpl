@@ -103,11 +103,11 @@ Role per watched namespace.
 - apiGroups: [apps]
   resources: [statefulsets]
   verbs: [create, delete, get, list, patch, watch]
-# The job's NetworkPolicies, watched as its other children. delete, patch: the one-time upgrade clean-up of
+# The job's NetworkPolicies, watched as its other children. patch: the one-time upgrade clean-up of
 # the previous version's head policies, whose API-server egress goes.
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
-  verbs: [create, delete, get, list, patch, watch]
+  verbs: [create, get, list, patch, watch]
 # The previous version's per-job driver identity (NAME-driver, NAME-progress-reporter): listed and deleted once,
 # on upgrade. Jobs' pods now hold no Kubernetes credentials, and the operator creates none of these.
 - apiGroups: [""]
@@ -117,10 +117,11 @@ Role per watched namespace.
   resources: [roles, rolebindings]
   verbs: [delete, list]
 # The jobs: watched, labelled with their experiment (rljob.dev/experiment, a merge patch of
-# metadata.labels), and deleted when ttlSecondsAfterFinished has passed.
+# metadata.labels), deleted when ttlSecondsAfterFinished has passed, and read afresh when a decision's status
+# write finds the job changed since (a conflict).
 - apiGroups: [rljob.dev]
   resources: [rltrainingjobs]
-  verbs: [delete, list, patch, watch]
+  verbs: [delete, get, list, patch, watch]
 # The jobs' status: the operator's alone (the progress it reads from each head included).
 - apiGroups: [rljob.dev]
   resources: [rltrainingjobs/status]

@@ -32,6 +32,9 @@ LABEL_ATTEMPT = f"{GROUP}/attempt"
 # The UID of the job instance a child belongs to (as batch/v1 Job's controller-uid label): a job deleted and
 # re-created under the same name is another instance, and never adopts the old one's children.
 LABEL_CONTROLLER_UID = f"{GROUP}/controller-uid"
+# On the head pod and the worker StatefulSet: a hash of the pods' size as the spec gave it when they were built
+# (resources.meta.pod_size_hash). Pods whose hash is not the spec's were built before an edit of head or workers.
+ANNOTATION_POD_SIZE = f"{GROUP}/pod-size-hash"
 
 ROLE_HEAD = "head"
 ROLE_WORKER = "worker"

@@ -151,6 +151,13 @@ class EnvVar(Model):
             field_path=".name",
         ),
         Rule(
+            cel="!self.name.startsWith('NVIDIA_')",
+            message="names starting with NVIDIA_ are read by the NVIDIA container runtime (NVIDIA_VISIBLE_DEVICES=all "
+            "would show a pod every GPU of its node): a pod sees the GPUs it requests (head.gpus), set by the operator",
+            check=lambda m: not m.name.startswith("NVIDIA_"),
+            field_path=".name",
+        ),
+        Rule(
             cel="!(has(self.value) && has(self.valueFrom))",
             message="set value or valueFrom, not both",
             check=lambda m: not (m.value is not None and m.value_from is not None),
@@ -323,7 +330,7 @@ class NetworkSpec(Model):
     """The job's private network (NetworkPolicies): its pods talk to each other and to DNS, nothing else by default."""
 
     isolation: bool = Field(True, description="Create NetworkPolicies that deny traffic other than within the job, DNS, and the operator's scrapes.")
-    allow_internet_egress: bool = Field(False, description="Allow egress to any address (needed by pipPackages unless egress lists a package mirror).")
+    allow_internet_egress: bool = Field(False, description="Allow egress to public addresses: not private (RFC 1918, 100.64.0.0/10, fc00::/7), link-local (cloud metadata) or the cluster's own ranges; list those in egress. Needed by pipPackages unless egress lists a package mirror.")
     egress: list[EgressRule] = Field(default_factory=list, max_length=64, description="Extra destinations the job may reach.")
 
 

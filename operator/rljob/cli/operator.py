@@ -54,6 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "together); Kueue's CRDs must be installed and Kueue configured with the external framework "
                         f"{c.KUEUE_FRAMEWORK}")
     p.add_argument("--concurrency", type=int, default=16, help="jobs reconciled at once (default %(default)s)")
+    p.add_argument("--progress-interval", type=_positive_seconds, default=10.0, metavar="SECONDS",
+                   help="how often each running head's progress is read (with 20%% jitter; default %(default)s)")
     p.add_argument("--log-level", default=os.environ.get("RLJOB_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"], help="(default %(default)s)")
     p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
@@ -67,6 +69,16 @@ def _env_port(name: str, default: int) -> int:
         return default
     tail = value.rsplit(":", 1)[-1]
     return int(tail) if tail.isdigit() else default
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text} must be between 0.1 and 3600 seconds")
+    return value
 
 
 def _labels(text: str) -> tuple[tuple[str, str], ...]:
@@ -112,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     import kopf
 
     from ..controller import handlers
+    from ..controller.progress import ProgressSettings
 
     handlers.CONFIG.credentials = creds
 
@@ -126,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
     handlers.CONFIG.metrics_scrape_namespaces = tuple(dict.fromkeys(args.metrics_scrape_namespace))
     handlers.CONFIG.health_port = args.health_port or None
     handlers.CONFIG.namespaces = tuple(args.namespace)
+    handlers.CONFIG.progress = ProgressSettings(interval_seconds=args.progress_interval)
     if args.kueue:
         handlers.register_kueue()
     # The pod's name (POD_ID, set by the chart), else the host's: kopf would otherwise ask the password

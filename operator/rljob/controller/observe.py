@@ -47,6 +47,7 @@ class PodObservation:
     progress: Progress | None = None  # the last progress a finished head left as its termination message
     # A head built by the previous version, which runs as its job's own ServiceAccount (controller.legacy)
     legacy: bool = field(default=False, compare=False)
+    size_hash: str = ""  # the spec's head and workers sizes it was built from (constants.ANNOTATION_POD_SIZE)
 
     @property
     def succeeded(self) -> bool:
@@ -80,6 +81,7 @@ class WorkersObservation:
     controller_uid: str | None = None
     name: str = ""
     uid: str = ""  # the StatefulSet's own
+    size_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +215,7 @@ def observe_pod(body: Mapping[str, Any]) -> PodObservation:
         ip=str(status.get("podIP") or ""),
         progress=progress,
         legacy=(body.get("spec") or {}).get("serviceAccountName") == names.service_account(labels.get(c.LABEL_JOB, "")),
+        size_hash=str((meta.get("annotations") or {}).get(c.ANNOTATION_POD_SIZE) or ""),
     )
 
 
@@ -228,6 +231,7 @@ def observe_workers(body: Mapping[str, Any]) -> WorkersObservation:
         controller_uid=controller_uid(meta),
         name=meta.get("name", ""),
         uid=meta.get("uid", ""),
+        size_hash=str((meta.get("annotations") or {}).get(c.ANNOTATION_POD_SIZE) or ""),
     )
 
 

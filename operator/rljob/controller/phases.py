@@ -21,6 +21,7 @@
     Running        ... for DEGRADED_AFTER (60 s)                 Running        ClusterReady=False ClusterDegraded (warning)
     Init/Running   its Service, a NetworkPolicy or identity gone -              ChildrenRestored (created again)
     Suspended      spec.suspend false                            Pending        Resumed (new attempt)
+    Init/Running   pods built before an edit of head or workers  Pending        Resumed (pods replaced, new attempt)
     any            deleted, finalizers hold it                   -              nothing: the collector's turn
   With Kueue (a job labelled kueue.x-k8s.io/queue-name, operator run with --kueue): one Workload per job
     (new)          -                                             Suspended      Queued (Workload created)
@@ -43,7 +44,7 @@ from ..api import constants as c
 from ..api import names
 from ..api.models import JobStatus, RLTrainingJob
 from ..api.vocabulary import ACTIVE_PHASES, ConditionType, Phase, Reason
-from ..resources.meta import selector_string
+from ..resources.meta import pod_size_hash, selector_string
 from ..resources.workers import worker_selector
 from ..resources.workload import pod_set_counts
 from . import conditions as cond
@@ -174,6 +175,9 @@ class _Machine:
                 return self._succeed(head)
             if head is None or head.failed or head.deleting:
                 return self._attempt_failed(attempt, head)
+        stale = self._built_before_an_edit(attempt, head)
+        if stale:
+            return self._rebuild(attempt, stale)
         if phase in (PENDING, INITIALIZING) and self._coordination_timed_out(attempt, head):
             return self._done()
         if phase == PENDING:
@@ -305,6 +309,31 @@ class _Machine:
         self.decision.requeue_after = 2.0
         if not self._wait_for_earlier_heads(attempt):
             self.decision.create_head = attempt
+
+    def _built_before_an_edit(self, attempt: int, head: PodObservation | None) -> list[str]:
+        """The live pods of this attempt built from other head or workers sizes than the spec's: the spec was edited
+        while suspended and resumed before the operator acted on the suspension. Pods without the annotation (built
+        by an earlier version of the operator) are taken as they are."""
+        expected = pod_size_hash(self.job)
+        stale = []
+        if head is not None and head.size_hash and head.size_hash != expected and not head.finished and not head.deleting:
+            stale.append(f"head pod {head.name}")
+        w = self.obs.workers
+        if w.exists and not w.deleting and w.size_hash and w.size_hash != expected:
+            stale.append(f"StatefulSet {w.name}")
+        return stale
+
+    def _rebuild(self, attempt: int, stale: list[str]) -> Decision:
+        """What a suspension would have done, then the resumption: the old pods go and a new attempt builds them from
+        the spec as it is now (the run budget goes on; no failure is counted)."""
+        self._remove_pods()
+        self._start_attempt(attempt=attempt + 1, failures=self.old.failed_attempts or 0, fresh_start=False)
+        what = ", ".join(stale)
+        message = f"head or workers were edited while suspended: {what} built before the edit replaced by attempt {attempt + 1}"
+        self._phase(PENDING, Reason.RESUMED, message)
+        self._set(cond.RUNNING, False, Reason.RESUMED, message)
+        self._event("Normal", Reason.RESUMED, message)
+        return self._done()
 
     def _wait_for_earlier_heads(self, attempt: int) -> bool:
         """True while an earlier attempt's head may still run (it is deleted); its successor waits for it."""

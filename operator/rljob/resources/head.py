@@ -9,7 +9,7 @@ from ..api import names
 from ..api.models import RLTrainingJob
 from . import pods
 from .context import BuildContext
-from .meta import object_meta
+from .meta import object_meta, pod_size_hash
 
 HEAD_PORTS = (c.PORT_GCS, c.PORT_DASHBOARD, c.PORT_CLIENT, c.PORT_RAY_METRICS, c.PORT_METRICS)
 
@@ -52,10 +52,11 @@ def head_pod(job: RLTrainingJob, ctx: BuildContext, attempt: int, coordination_d
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": object_meta(
-            job, names.head_pod(job.name, attempt), c.ROLE_HEAD,
-            **{c.LABEL_ROLE: c.ROLE_HEAD, c.LABEL_ATTEMPT: str(attempt)},
-        ),
+        "metadata": {
+            **object_meta(job, names.head_pod(job.name, attempt), c.ROLE_HEAD,
+                          **{c.LABEL_ROLE: c.ROLE_HEAD, c.LABEL_ATTEMPT: str(attempt)}),
+            "annotations": {c.ANNOTATION_POD_SIZE: pod_size_hash(job)},
+        },
         "spec": {
             # Never: the driver's exit code is the attempt's outcome; retries are the operator's (backoffLimit).
             "restartPolicy": "Never",

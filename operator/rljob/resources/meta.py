@@ -1,6 +1,8 @@
 """Labels, ownerReferences and metadata shared by every child: added in this one place."""
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from ..api import constants as c
@@ -31,6 +33,15 @@ def labels(job: RLTrainingJob, component: str, **extra: str) -> dict[str, str]:
         out[c.LABEL_CONTROLLER_UID] = job.metadata.uid
     out.update(extra)
     return out
+
+
+def pod_size_hash(job: RLTrainingJob) -> str:
+    """What of head and workers may change while the job is suspended and shapes its running pods: their resources
+    and affinity (replicas scale in place). Not nodeSelector and tolerations, to which Kueue adds its flavors' own
+    when it admits the job: the pods' placement is the queue's to decide then."""
+    parts = {role: {k: v for k, v in node.wire().items() if k not in ("replicas", "nodeSelector", "tolerations")}
+             for role, node in (("head", job.spec.head), ("workers", job.spec.workers))}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def owner_reference(job: RLTrainingJob) -> dict[str, Any]:

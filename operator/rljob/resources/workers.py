@@ -15,7 +15,7 @@ from ..api.models import RLTrainingJob
 from . import pods
 from .context import BuildContext
 from .head import image
-from .meta import labels, object_meta
+from .meta import labels, object_meta, pod_size_hash
 
 
 def worker_selector(job: RLTrainingJob) -> dict[str, str]:
@@ -41,7 +41,10 @@ def workers_statefulset(job: RLTrainingJob, ctx: BuildContext) -> dict[str, Any]
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": object_meta(job, names.workers(job.name), c.ROLE_WORKER, **{c.LABEL_ROLE: c.ROLE_WORKER}),
+        "metadata": {
+            **object_meta(job, names.workers(job.name), c.ROLE_WORKER, **{c.LABEL_ROLE: c.ROLE_WORKER}),
+            "annotations": {c.ANNOTATION_POD_SIZE: pod_size_hash(job)},
+        },
         "spec": {
             "replicas": spec.workers.replicas,
             # Parallel: workers are interchangeable; ordered start would only delay the cluster.
