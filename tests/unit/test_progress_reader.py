@@ -200,7 +200,7 @@ def test_a_standby_asks_no_head() -> None:
     async def good(_: web.Request) -> web.Response:
         return web.json_response(GOOD)
 
-    kube, reader, asked = visit(good, leading=False)
+    kube, _, asked = visit(good, leading=False)
     assert asked == [] and kube.patches == []
 
 
