@@ -86,6 +86,12 @@ class DriverServer(ThreadingHTTPServer):
         self.registry = registry
         super().__init__(address, DriverHandler)
 
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6:
+            # Dual stack: the operator reads the head at its pod IP, IPv4 or IPv6, whichever the cluster gives.
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
     @property
     def port(self) -> int:
         return int(self.server_address[1])
@@ -127,19 +133,25 @@ class DriverHandler(BaseHTTPRequestHandler):
         """Silent: a scrape every few seconds would bury the training log (kubectl logs)."""
 
 
-def serve(collector: ProgressCollector, port: int, addr: str = "0.0.0.0") -> DriverServer | None:
+def serve(collector: ProgressCollector, port: int, addr: str = "") -> DriverServer | None:
     """Starts /metrics and /progress on a daemon thread; None when the port is taken (logged: training goes on).
 
-    Port 0 picks a free port (DriverServer.port tells which).
+    No `addr`: every address, IPv6 and IPv4 together where the pod has IPv6, else IPv4's. Port 0 picks a free port
+    (DriverServer.port tells which).
     """
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)  # type: ignore[arg-type]
-    try:
-        server = DriverServer((addr, port), collector, registry)
-    except OSError as exc:
-        log.warning("metrics and progress endpoint not started on port %d: %s", port, exc)
+    server = None
+    for address in ([addr] if addr else ["::", "0.0.0.0"]):
+        try:
+            server = DriverServer((address, port), collector, registry)
+            break
+        except OSError as exc:  # the port taken, or (for "::") a pod without IPv6
+            problem = exc
+    if server is None:
+        log.warning("metrics and progress endpoint not started on port %d: %s", port, problem)
         return None
     threading.Thread(target=server.serve_forever, name="rljob-driver-http", daemon=True).start()
     return server
