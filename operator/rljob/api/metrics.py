@@ -87,6 +87,9 @@ CLUSTER_READY = _m("rljob_cluster_ready_seconds", Kind.HISTOGRAM, "seconds", Sou
                    "Time from an attempt's start until its Ray cluster (head and all workers) was ready.", labels=())
 RECONCILE_DURATION = _m("rljob_reconcile_duration_seconds", Kind.HISTOGRAM, "seconds", Source.OPERATOR,
                         "Time to reconcile one job once.", labels=())
+PROGRESS_READS = _m("rljob_progress_reads", Kind.COUNTER, "reads", Source.OPERATOR,
+                    "Reads of the running heads' progress, by result: ok, or failed (unreachable, slow, refused as "
+                    "invalid); progress stays empty while every read of a job fails.", labels=("result",))
 RECONCILE_ERRORS = _m("rljob_reconcile_errors", Kind.COUNTER, "reconciles", Source.OPERATOR,
                       "Reconciles that failed and were retried.", labels=())
 
@@ -101,6 +104,7 @@ LAST_CHECKPOINT_ITERATION = _m("rljob_job_last_checkpoint_iteration", Kind.GAUGE
 ALL: tuple[Metric, ...] = (
     TRAINING_ITERATIONS, ENV_STEPS, TRAINING_SECONDS, EPISODE_RETURN_MEAN, ENV_STEPS_PER_SECOND, ATTEMPT,
     JOB_INFO, READY_WORKERS, DESIRED_WORKERS, JOBS, JOB_DURATION, CLUSTER_READY, RECONCILE_DURATION, RECONCILE_ERRORS,
+    PROGRESS_READS,
     DRIVER_INFO, LAST_ITERATION_TIME, LAST_CHECKPOINT_ITERATION,
 )
 

@@ -124,6 +124,12 @@ class JobsCollector(Collector):
                     fam.add_metric([ns, name], float(value))
         for phase, n in counts.items():
             by_phase.add_metric([phase], n)
+        reader = _state.get("progress")
+        reads = CounterMetricFamily(m.PROGRESS_READS.name, m.PROGRESS_READS.help, labels=list(m.PROGRESS_READS.labels))
+        if reader is not None:
+            reads.add_metric(["ok"], float(reader.reads - reader.failures))
+            reads.add_metric(["failed"], float(reader.failures))
+        yield reads
         yield by_phase
         yield info
         yield from progress_families.values()
