@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"{c.KUEUE_FRAMEWORK}")
     p.add_argument("--concurrency", type=int, default=16, help="jobs reconciled at once (default %(default)s)")
     p.add_argument("--progress-interval", type=_positive_seconds, default=10.0, metavar="SECONDS",
-                   help="how often each running head's progress is read (with 20%% jitter; default %(default)s)")
+                   help="how often each running head's progress is read (with 20%% jitter; default %(default)s); 0: never, "
+                   "for an operator that cannot reach the pods' IPs (status.progress then stays empty)")
     p.add_argument("--log-level", default=os.environ.get("RLJOB_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"], help="(default %(default)s)")
     p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
@@ -76,8 +77,8 @@ def _positive_seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0.1 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"{text} must be between 0.1 and 3600 seconds")
+    if value != 0 and not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text} must be 0 (never) or between 0.1 and 3600 seconds")
     return value
 
 

@@ -232,7 +232,7 @@ def _not_working() -> str | None:
     if not rec.healthy():
         return "reconcile workers stopped"
     reader: ProgressReader | None = _state.get("progress")
-    if reader is not None and not reader.running:
+    if reader is not None and reader.enabled and not reader.running:
         return "the progress reader stopped"
     return None
 

@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,7 +34,7 @@ import yaml
 from rljob.api import constants as c
 from rljob.api.models import JobStatus
 from tests.cluster.controlplane import ControlPlane, KubectlError, wait_for
-from tests.cluster.operator_process import OperatorProcess
+from tests.cluster.operator_process import OperatorProcess, rljob_executable
 from tests.integration.operator.test_operator import get_job, run_to, small_job, status, wait_phase
 from tests.jobs import ROOT
 
@@ -520,8 +519,9 @@ def previous_version(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
 
 def previous_rljob(tree: Path, *args: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(tree / "operator")}
-    res = subprocess.run([sys.executable, "-m", "rljob.cli", *args], capture_output=True, text=True, env=env, check=True,
-                         cwd=tree, timeout=120)
+    res = subprocess.run([rljob_executable(), *args], capture_output=True, text=True, env=env, cwd=tree, timeout=120,
+                         check=False)
+    assert res.returncode == 0, f"the previous version's `rljob {' '.join(args)}` failed: {res.stderr}"
     return res.stdout
 
 
