@@ -26,11 +26,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
-from pong_time_to_reward import cpu_model  # noqa: E402
+from pong_time_to_reward import cpu_model
 
-from rljob.api import constants as c  # noqa: E402
-from rljob.controller.observe import PodObservation  # noqa: E402
-from rljob.controller.progress import ProgressReader, ProgressSettings  # noqa: E402
+from rljob.api import constants as c
+from rljob.controller.observe import PodObservation
+from rljob.controller.progress import ProgressReader, ProgressSettings
 
 
 def address(i: int) -> str:
