@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 
 from rljob.api import constants as c
+from rljob.api import parse_job
+from rljob.resources.meta import object_meta
 from tests.cluster.chart import CHART, OPERATOR_NS, ChartOperator, helm_env, helm_template, token_kubeconfig, values_file
 from tests.cluster.controlplane import ControlPlane, ControlPlaneError, find_bin_dir, wait_for
 from tests.jobs import ROOT, minimal_job
@@ -178,6 +180,35 @@ class Deployed(ChartOperator):
         return used
 
 
+def previous_version_job(cp: ControlPlane, ns: str, name: str) -> set[str]:
+    """A job as the previous version left it, made before the operator starts: its driver's ServiceAccount
+    (NAME-driver), Role and RoleBinding (NAME-progress-reporter) and a head policy with API-server egress, owned by
+    the job and labelled as that version labelled them. Returns them as `kind/name`."""
+    cp.apply(small_job(name, ns, workers={"replicas": 1, "cpu": "1", "memory": "2Gi", "shmSize": "512Mi"}))
+    job = parse_job(cp.get_json("rltj", name, "-n", ns))
+    head = f"{name}-head"
+    previous = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "automountServiceAccountToken": False,
+         "metadata": object_meta(job, f"{name}-driver", c.COMPONENT_RBAC)},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": object_meta(job, f"{name}-progress-reporter", c.COMPONENT_RBAC),
+         "rules": [{"apiGroups": [c.GROUP], "resources": [f"{c.PLURAL}/status"], "resourceNames": [name],
+                    "verbs": ["get", "patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": object_meta(job, f"{name}-progress-reporter", c.COMPONENT_RBAC),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{name}-progress-reporter"},
+         "subjects": [{"kind": "ServiceAccount", "name": f"{name}-driver", "namespace": ns}]},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": object_meta(job, head, c.COMPONENT_NETWORK),
+         "spec": {"podSelector": {"matchLabels": {c.LABEL_JOB: name, c.LABEL_ROLE: c.ROLE_HEAD}},
+                  "policyTypes": ["Ingress", "Egress"],
+                  "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": OPERATOR_NS}}}],
+                               "ports": [{"protocol": "TCP", "port": c.PORT_METRICS}]}],
+                  "egress": [{"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}]}},
+    ]
+    cp.create(previous)
+    return {f"{o['kind'].lower()}/{o['metadata']['name']}" for o in previous}
+
+
 def scale_workers(cp: ControlPlane, ns: str, name: str, replicas: int) -> None:
     cp.kubectl("patch", "rltj", name, "-n", ns, "--type=merge", "-p", f'{{"spec":{{"workers":{{"replicas":{replicas}}}}}}}')
 
@@ -187,8 +218,18 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_uses(audited: ControlPla
     deployed = Deployed(cp, "rljob", {}, tmp_path)
     assert deployed.service_account == "rljob" and not any(a.startswith(("--namespace", "--leader-elect")) for a in deployed.args)
     ns = restricted_namespace(cp, "rbac-jobs")
+    # "legacy": created by the previous version, its driver identity and API-server egress still there: the
+    # operator lists them, deletes the identity and patches the egress out (its head is not the previous version's).
+    legacy = previous_version_job(cp, ns, "legacy")
     deployed.operator.start()
     try:
+        wait_for(lambda: not any(cp.kubectl("get", obj, "-n", ns, "--ignore-not-found", "-o", "name").stdout.strip()
+                                 for obj in legacy if not obj.startswith("networkpolicy/")),
+                 timeout=60, description="the previous version's driver identity deleted")
+        wait_for(lambda: cp.get_json("networkpolicy", "legacy-head", "-n", ns)["spec"].get("policyTypes") == ["Ingress"],
+                 timeout=30, description="the head policy's API-server egress taken out")
+        assert not cp.get_json("networkpolicy", "legacy-head", "-n", ns)["spec"].get("egress")
+        wait_phase(cp, ns, "legacy", "Running", 60)
         # "ok": every child, a rescale, success (its log kept), deletion after its TTL.
         # "retry": a failed attempt (its log kept, a new head), then suspension (pods and workers deleted).
         # "store": a checkpoint volume (no provisioner here: its head stays Pending, which is all this needs).
@@ -233,6 +274,12 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_uses(audited: ControlPla
     used = deployed.check()
     assert ("get", "", "pods", "log") in used and ("patch", "apps", "statefulsets", "") in used
     assert ("delete", c.GROUP, c.PLURAL, "") in used and ("patch", c.GROUP, c.PLURAL, "status") in used
+    upgrade = {(verb, group, resource, "") for verb in ("list", "delete")
+               for group, resource in (("", "serviceaccounts"), ("rbac.authorization.k8s.io", "roles"),
+                                       ("rbac.authorization.k8s.io", "rolebindings"))}
+    assert upgrade | {("patch", "networking.k8s.io", "networkpolicies", "")} <= used
+    # The operator creates no identity for a job any more.
+    assert not [p for p in used if p[0] == "create" and p[2] in ("serviceaccounts", "roles", "rolebindings")]
 
 
 def test_namespaced_ha_rbac_is_enough(audited: ControlPlane, tmp_path: Path) -> None:
@@ -257,10 +304,13 @@ def test_namespaced_ha_rbac_is_enough(audited: ControlPlane, tmp_path: Path) -> 
     expected = {
         ("get", "coordination.k8s.io", "leases", ""), ("create", "coordination.k8s.io", "leases", ""),
         ("update", "coordination.k8s.io", "leases", ""),
-        ("create", "", "pods", ""), ("create", "rbac.authorization.k8s.io", "roles", ""), ("patch", c.GROUP, c.PLURAL, "status"),
+        ("create", "", "pods", ""), ("patch", c.GROUP, c.PLURAL, "status"),
+        # the upgrade scan, in the watched namespace, when this replica starts to lead
+        ("list", "", "serviceaccounts", ""), ("list", "rbac.authorization.k8s.io", "roles", ""),
+        ("list", "rbac.authorization.k8s.io", "rolebindings", ""),
     }
     used = deployed.check(expect_used=expected)
-    outside = {e["objectRef"].get("namespace") for e in deployed.requests()} - {None, ns, "default", OPERATOR_NS}
+    outside = {e["objectRef"].get("namespace") for e in deployed.requests()} - {None, ns, OPERATOR_NS}
     assert outside == set(), f"the namespaced operator reached into {outside}"
     assert not [e for e in deployed.requests() if e["objectRef"]["resource"] == "pods" and not e["objectRef"].get("namespace")]
     cluster_scoped = sorted({f'{e["verb"]} {e["objectRef"]["resource"]}' for e in deployed.requests()
@@ -273,8 +323,7 @@ def test_a_namespace_admin_installs_without_cluster_rbac(audited: ControlPlane, 
     """`rbac.clusterScoped: false`: a user who is admin in two namespaces only (the operator's and the team's) installs
     the chart with `helm install --skip-crds`; the cluster admin has applied the CRD and the aggregated roles before.
     The operator, with the installed release's identity and flags, then runs a job in the team's namespace: nothing
-    refused, and not one request outside those two namespaces (no CRD or Namespace watch, no EndpointSlices in
-    `default`)."""
+    refused, and not one request outside those two namespaces (no CRD or Namespace watch)."""
     cp = audited
     team = restricted_namespace(cp, "rbac-own")
     # The cluster admin's part: the CRD (the fixture applied crds/) and the roles aggregated into `admin`, with which a
@@ -317,13 +366,14 @@ def test_a_namespace_admin_installs_without_cluster_rbac(audited: ControlPlane, 
         capture_output=True, text=True, env=helm_env(tmp_path), timeout=180, check=False)
     assert res.returncode == 0, f"helm install as a namespace admin failed:\n{res.stdout}\n{res.stderr}"
     assert "STATUS: deployed" in res.stdout
-    assert "Roles in the watched namespaces only" in res.stdout and "may reach ports 443/6443" in res.stdout  # NOTES.txt
+    assert "Roles in the watched namespaces only" in res.stdout  # NOTES.txt
+    assert "443" not in res.stdout and "6443" not in res.stdout  # the jobs reach no API server: nothing to say of it
 
     deployed = Deployed(cp, release, values, tmp_path, apply=False)
     installed = cp.get_json("deployment", deployed.service_account, "-n", OPERATOR_NS)
     installed_args = installed["spec"]["template"]["spec"]["containers"][0]["args"]
     assert tuple(a for a in installed_args[1:] if not a.startswith(("--metrics-port", "--health-port"))) == deployed.args
-    assert "--no-cluster-scan" in deployed.args and "--no-api-server-discovery" in deployed.args
+    assert "--no-cluster-scan" in deployed.args and not [a for a in deployed.args if "api-server" in a]
     assert installed["status"].get("readyReplicas") == 2
     deployed.operator.start()
     try:
@@ -336,23 +386,23 @@ def test_a_namespace_admin_installs_without_cluster_rbac(audited: ControlPlane, 
         wait_phase(cp, team, "own", "Succeeded", 30)
         assert cp.get_json("lease", "team-ops", "-n", OPERATOR_NS)["spec"]["holderIdentity"]
         policies = {p["metadata"]["name"]: p["spec"] for p in cp.get_json("networkpolicies", "-n", team)["items"]}
-        # ports 443/6443 anywhere: the addresses were neither given nor read
-        assert policies["own-head"]["egress"] == [{"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]}]
+        # The head's own policy lets the operator's namespace in and nothing more out: no API-server egress.
+        assert policies["own-head"]["policyTypes"] == ["Ingress"] and not policies["own-head"].get("egress")
+        assert not [o for o in cp.get_json("serviceaccounts,roles,rolebindings", "-n", team)["items"]
+                    if o["metadata"].get("labels", {}).get(c.LABEL_JOB) == "own"]
     finally:
         deployed.operator.stop()
 
     expected = {
         ("list", c.GROUP, c.PLURAL, ""), ("watch", c.GROUP, c.PLURAL, ""), ("patch", c.GROUP, c.PLURAL, "status"),
-        ("create", "", "pods", ""), ("create", "apps", "statefulsets", ""), ("create", "rbac.authorization.k8s.io", "roles", ""),
+        ("create", "", "pods", ""), ("create", "apps", "statefulsets", ""), ("list", "rbac.authorization.k8s.io", "roles", ""),
         ("get", "coordination.k8s.io", "leases", ""), ("create", "coordination.k8s.io", "leases", ""),
         ("update", "coordination.k8s.io", "leases", ""),
     }
-    deployed.check(expect_used=expected, endpoint_reads=frozenset())
+    deployed.check(expect_used=expected)
     namespaces = {e["objectRef"].get("namespace") for e in deployed.requests()}
     assert namespaces <= {team, OPERATOR_NS}, f"the operator reached outside its namespaces: {namespaces - {team, OPERATOR_NS}}"
     assert not [r for r in deployed.granted() if r[2] in ("customresourcedefinitions", "namespaces", "endpointslices")]
-    log = deployed.operator.log_path.read_text()
-    assert "443/6443 at any address" in log  # said, not silent
 
     uninstall = subprocess.run([cp.bin("helm"), "uninstall", release, "--namespace", OPERATOR_NS, f"--kubeconfig={kubeconfig}", "--wait"],
                                capture_output=True, text=True, env=helm_env(tmp_path), timeout=180, check=False)

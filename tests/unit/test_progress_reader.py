@@ -32,6 +32,9 @@ GOOD = {"attempt": 1, "iteration": 7, "episodeReturnMean": -20.5, "envSteps": 70
     (b'{"episodeReturnMean": 1e300}', "less than or equal"),
     (json.dumps({"lastCheckpoint": "x" * 2000}).encode(), "at most 1024"),
     (json.dumps({"updateTime": "yesterday"}).encode(), "not an RFC 3339 time"),
+    (json.dumps({"updateTime": "2026-12-07"}).encode(), "not an RFC 3339 time"),  # the API server's date-time refuses
+    (json.dumps({"updateTime": "2026-12-07T08:00:00"}).encode(), "not an RFC 3339 time"),  # these, which Python takes
+    (json.dumps({"updateTime": "2026-12-07 08:00:00Z"}).encode(), "not an RFC 3339 time"),
     (json.dumps({"lastCheckpoint": "x" * 5000}).encode(), "more than the 4096"),
 ])  # fmt: skip
 def test_what_a_head_may_not_answer(raw: bytes, problem: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -486,6 +487,9 @@ class Progress(Model):
     update_time: Timestamp | None = Field(None, description="When the driver recorded this (RFC 3339).")
 
 
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
 def parse_progress(raw: bytes | str) -> Progress:
     """A head's answer as untrusted input: at most MAX_PROGRESS_BYTES of JSON whose every figure is in range and of
     its own type (no "3" for 3, no NaN), with a real timestamp. Raises ValueError saying what was wrong."""
@@ -494,8 +498,11 @@ def parse_progress(raw: bytes | str) -> Progress:
         raise ValueError(f"{size} bytes, more than the {MAX_PROGRESS_BYTES} a progress record may have")
     progress = Progress.model_validate_json(raw)  # pydantic's ValidationError is a ValueError
     if progress.update_time is not None:
+        # RFC 3339 exactly, as the API server's date-time check: Python alone would take a bare date or no offset.
         try:
-            datetime.fromisoformat(progress.update_time.replace("Z", "+00:00"))
+            if not RFC3339.fullmatch(progress.update_time):
+                raise ValueError
+            datetime.fromisoformat(progress.update_time.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
             raise ValueError(f"updateTime {progress.update_time[:40]!r} is not an RFC 3339 time") from None
     return progress

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from ..api import constants as c
 from ..api.models import Progress, parse_progress
-from .kube import Kube, error_text, object_path
+from .kube import ApiException, Kube, error_text, object_path
 from .observe import PodObservation
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,12 @@ class ProgressReader:
             return False  # the next pod change schedules it again
         if kind == "final":
             assert pod.progress is not None
-            await self._write(key, body, pod.progress)
+            try:
+                await self._write(key, body, pod.progress)
+            except ApiException as exc:
+                if exc.status in (409, 429) or exc.status >= 500:
+                    raise  # passing: tried again after the interval
+                log.warning("the last progress of %s/%s was refused: %s", *key, error_text(exc))
             return False
         self.reads += 1
         try:

@@ -16,7 +16,7 @@ from rljob import resources
 from rljob.api import constants as c
 from rljob.api import load_job_file, parse_job
 from tests import invalid_manifests
-from tests.cluster.controlplane import ControlPlane, KubectlError, wait_for
+from tests.cluster.controlplane import ControlPlane, wait_for
 from tests.cluster.operator_process import OperatorProcess
 from tests.jobs import ROOT, minimal_job
 
@@ -278,19 +278,19 @@ def test_a_foreground_deletion_is_not_a_failed_attempt(
 
 
 def test_children_deleted_by_hand_come_back(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
-    """The operator keeps what a live job owns: a NetworkPolicy, the head Service or the driver's RoleBinding deleted
-    by hand is created again (else the pods would run unisolated, new workers could not find the head)."""
+    """The operator keeps what a live job owns: a NetworkPolicy or the head Service deleted by hand is created again
+    (else the pods would run unisolated, new workers could not find the head)."""
     cp = control_plane
     body = small_job("kept-up", namespace)
     run_to(cp, namespace, body)
     before = child_names(cp, namespace, "kept-up")
     uids = {f"{o['kind']}/{o['metadata']['name']}": o["metadata"]["uid"] for o in children(cp, namespace, "kept-up")}
-    removed = ["networkpolicy/kept-up-isolation", "service/kept-up-head", "rolebinding/kept-up-progress-reporter"]
+    removed = ["networkpolicy/kept-up-isolation", "networkpolicy/kept-up-head", "service/kept-up-head"]
     cp.kubectl("delete", *removed, "-n", namespace)
     wait_for(lambda: child_names(cp, namespace, "kept-up") == before, timeout=30, description="the children back")
     again = {f"{o['kind']}/{o['metadata']['name']}": o["metadata"]["uid"] for o in children(cp, namespace, "kept-up")}
-    assert {k for k in again if again[k] != uids[k]} == {"NetworkPolicy/kept-up-isolation", "Service/kept-up-head",
-                                                         "RoleBinding/kept-up-progress-reporter"}
+    assert {k for k in again if again[k] != uids[k]} == {"NetworkPolicy/kept-up-isolation", "NetworkPolicy/kept-up-head",
+                                                         "Service/kept-up-head"}
     wait_for(lambda: "ChildrenRestored" in events(cp, namespace, "kept-up"), timeout=15, description="a warning event")
     assert status(cp, namespace, "kept-up")["phase"] == "Running"
 
@@ -350,37 +350,30 @@ def test_ttl_deletes_finished_job(control_plane: ControlPlane, live_operator: Op
     wait_for(lambda: cp.kubectl("get", "rltj", "ttl", "-n", namespace, check=False).returncode != 0, timeout=30, description="TTL deletion")
 
 
-# ── the driver's identity ────────────────────────────────────────────────────────────────────────────
+# ── no credentials in a job ──────────────────────────────────────────────────────────────────────────
 
 
-def test_progress_reporting_is_scoped_to_its_own_job(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
+def test_a_job_holds_no_credentials(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:
+    """The head runs as the namespace's default ServiceAccount with no token mounted, and the job has no identity of
+    its own (no ServiceAccount, Role or RoleBinding): its driver cannot reach the API, its progress is read from it."""
     cp = control_plane
-    run_to(cp, namespace, small_job("mine", namespace))
-    run_to(cp, namespace, small_job("theirs", namespace))
-    who = f"system:serviceaccount:{namespace}:mine-driver"
-    progress = {"status": {"progress": {"iteration": 7, "episodeReturnMean": -12.5, "envSteps": 70000}}}
-    cp.kubectl("patch", "rltj", "mine", "-n", namespace, "--as", who, "--subresource=status", "--type=merge", "-p", json.dumps(progress))
-    table = cp.kubectl("get", "rltj", "mine", "-n", namespace).stdout.splitlines()
-    row = dict(zip(table[0].split(), table[1].split(), strict=False))
-    assert row["ITERATION"] == "7" and row["REWARD"] == "-12.5"
-    for args in (["rltj", "theirs", "--subresource=status"], ["rltj", "mine"]):
-        with pytest.raises(KubectlError, match=r"(?i)forbidden"):
-            cp.kubectl("patch", *args, "-n", namespace, "--as", who, "--type=merge", "-p", json.dumps(progress))
-    # The driver reports progress only: the phase, attempts, times and conditions stay the operator's.
-    before = status(cp, namespace, "mine")
-    for field, value in (("phase", "Succeeded"), ("attempts", 9), ("startTime", "2000-01-01T00:00:00Z"),
-                         ("activeSeconds", 0), ("conditions", [])):
-        patch = {"status": {field: value, "progress": {"iteration": 8}}}
-        with pytest.raises(KubectlError, match=rf"status\.{field} belongs to the operator"):
-            cp.kubectl("patch", "rltj", "mine", "-n", namespace, "--as", who, "--subresource=status", "--type=merge",
-                       "-p", json.dumps(patch))
-    after = status(cp, namespace, "mine")
-    assert {k: v for k, v in after.items() if k != "progress"} == {k: v for k, v in before.items() if k != "progress"}
-    assert after["progress"]["iteration"] == 7  # all or nothing
-    # The operator's later status writes keep the driver's progress.
-    cp.kubectl("patch", "rltj", "mine", "-n", namespace, "--type=merge", "-p", '{"spec":{"workers":{"replicas":1}}}')
-    wait_for(lambda: status(cp, namespace, "mine").get("workers") == "1/1", timeout=30, description="rescaled")
-    assert status(cp, namespace, "mine")["progress"]["iteration"] == 7
+    run_to(cp, namespace, small_job("bare", namespace))
+    kinds = {o["kind"] for o in children(cp, namespace, "bare")}
+    assert not kinds & {"ServiceAccount", "Role", "RoleBinding"}, kinds
+    for name in ["bare-head-1", "bare-workers-0"]:
+        spec = cp.get_json("pod", name, "-n", namespace)["spec"]
+        assert spec.get("serviceAccountName", "default") == "default", (name, spec.get("serviceAccountName"))
+        assert spec["automountServiceAccountToken"] is False, name
+        projected = [v for v in spec.get("volumes") or [] for src in (v.get("projected") or {}).get("sources") or []
+                     if "serviceAccountToken" in src]
+        assert projected == [], (name, projected)
+        mounts = [m["mountPath"] for ctr in spec["containers"] for m in ctr.get("volumeMounts") or []]
+        assert not [m for m in mounts if m.startswith("/var/run/secrets/kubernetes.io")], (name, mounts)
+    # The identity the pods run as may not touch the job (nor did the operator grant it anything).
+    who = f"system:serviceaccount:{namespace}:default"
+    for verb, what in (("patch", "rltrainingjobs.rljob.dev/bare"), ("get", "rltrainingjobs.rljob.dev/bare")):
+        answer = cp.kubectl("auth", "can-i", verb, what, "--subresource=status", "-n", namespace, f"--as={who}", check=False)
+        assert answer.stdout.strip() == "no", (verb, what, answer.stdout, answer.stderr)
 
 
 # ── robustness ───────────────────────────────────────────────────────────────────────────────────────

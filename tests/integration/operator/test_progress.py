@@ -20,6 +20,8 @@ import asyncio
 import contextlib
 import json
 import os
+import select
+import socket
 import subprocess
 import threading
 import time
@@ -80,12 +82,16 @@ class FakeHead:
     """Serves GET /progress on (ip, 9400) with `answer` (which may be swapped while it serves) and counts the asks.
 
     `asked` counts every GET of /progress; `asked_since_set` those since the last :meth:`set`, and `witnessed` is
-    the `witness` head's `asked` at the first of them: what another head had served when this one was first asked."""
+    the `witness` head's `asked` at the first of them: what another head had served when this one was first asked.
+    `held` are the connections a slow answer holds (until the operator hangs up), and `asked_while_held` counts the
+    asks this head had while the `during` head held one that the operator had not closed yet."""
 
     def __init__(self, ip: str, answer: Answer, witness: FakeHead | None = None) -> None:
         self.ip, self.answer, self.witness = ip, answer, witness
-        self.asked = self.asked_since_set = 0
+        self.asked = self.asked_since_set = self.asked_while_held = 0
+        self.held: set[socket.socket] = set()
         self.witnessed: int | None = None
+        self.during: FakeHead | None = None
         self.lock = threading.Lock()
         self.closing = threading.Event()
         head = self
@@ -93,7 +99,7 @@ class FakeHead:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:  # (http.server's name)
                 if self.path != c.PROGRESS_PATH:
                     self.send_error(404)
                     return
@@ -102,6 +108,8 @@ class FakeHead:
                     head.asked_since_set += 1
                     if head.asked_since_set == 1 and head.witness is not None:
                         head.witnessed = head.witness.asked
+                    if head.during is not None and head.during.holds_open():
+                        head.asked_while_held += 1
                     answer, n = head.answer, head.asked
                 with contextlib.suppress(OSError):  # the operator hung up (a huge or slow answer): as it should
                     answer(self, head, n)
@@ -117,6 +125,19 @@ class FakeHead:
         self.server = Server((ip, c.PORT_METRICS), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
         self.thread.start()
+
+    def holds_open(self) -> bool:
+        """Whether a slow answer's connection is open at the operator's end too. The operator closes a connection
+        before it sends its next request (on loopback the close is delivered first): a request that arrives while
+        this is True was sent while the operator waited for the slow answer."""
+        with self.lock:
+            held = list(self.held)
+        for conn in held:
+            with contextlib.suppress(OSError):
+                readable, _, _ = select.select([conn], [], [], 0)
+                if not readable or conn.recv(1, socket.MSG_PEEK):
+                    return True
+        return False
 
     def set(self, answer: Answer) -> None:
         with self.lock:
@@ -173,7 +194,7 @@ def huge(declared: bool) -> Answer:
 
 
 def slow(h: BaseHTTPRequestHandler, head: FakeHead, _: int) -> None:
-    """Starts a valid answer, then holds the connection far beyond the operator's 2 s timeout."""
+    """Starts a valid answer, then holds the connection until the operator hangs up (its 2 s timeout)."""
     body = json.dumps(record(iteration=99, episodeReturnMean=20.0)).encode()
     h.send_response(200)
     h.send_header("Content-Type", "application/json")
@@ -181,7 +202,16 @@ def slow(h: BaseHTTPRequestHandler, head: FakeHead, _: int) -> None:
     h.end_headers()
     h.wfile.write(body[:10])
     h.wfile.flush()
-    head.closing.wait(10)
+    with head.lock:
+        head.held.add(h.connection)
+    try:
+        while not head.closing.is_set():
+            readable, _, _ = select.select([h.connection], [], [], 0.05)
+            if readable and not h.connection.recv(4096):
+                break  # the operator hung up
+    finally:
+        with head.lock:
+            head.held.discard(h.connection)
 
 
 # ── the operator of this module ──────────────────────────────────────────────────────────────────────
@@ -267,6 +297,7 @@ def test_a_hostile_head_changes_nothing_and_holds_up_no_other_job(
     valid = record(iteration=3, episodeReturnMean=-20.0, envSteps=3000)
     with FakeHead(head_ip(cp, namespace, "steady-head-1"), serves(lambda n: record(iteration=n))) as steady, \
             FakeHead(head_ip(cp, namespace, "hostile-head-1"), serves(valid), witness=steady) as hostile:
+        steady.during = hostile
         wait_for(lambda: progress(cp, namespace, "hostile") == valid, timeout=30, interval=0.3,
                  description="the hostile head's one valid record written")
         for i, (what, answer) in enumerate(HOSTILE):
@@ -274,16 +305,19 @@ def test_a_hostile_head_changes_nothing_and_holds_up_no_other_job(
             newcomer = f"new-{i}"
             cp.apply(tiny_job(newcomer, namespace, workers=0))
 
-            def proof() -> bool:
+            def proof(answer: Answer = answer) -> bool:
                 # The hostile head was asked (twice: once more after the operator had its answer), and the steady
                 # job's progress went past what its head had served by the hostile head's first ask in this mode.
+                # A slow answer's connection must not hold the others up: the steady head is asked while it is open.
                 seen = (progress(cp, namespace, "steady") or {}).get("iteration", 0)
-                return hostile.asked_since_set >= 2 and hostile.witnessed is not None and seen > hostile.witnessed
+                held = answer is not slow or steady.asked_while_held > 0
+                return hostile.asked_since_set >= 2 and hostile.witnessed is not None and seen > hostile.witnessed and held
             try:
                 wait_for(proof, timeout=30, interval=0.3)
             except TimeoutError:
                 raise AssertionError(f"{what}: the operator stopped reading the other head (hostile asked "
-                                     f"{hostile.asked_since_set} times; steady's progress "
+                                     f"{hostile.asked_since_set} times; steady asked {steady.asked_while_held} times "
+                                     f"while a slow answer was held; steady's progress "
                                      f"{progress(cp, namespace, 'steady')}, its head asked {steady.asked} times, "
                                      f"{hostile.witnessed} by the hostile head's first ask)") from None
             assert progress(cp, namespace, "hostile") == valid, what
@@ -402,10 +436,18 @@ def test_kept_children_deleted_while_no_operator_ran_come_back(
 
 
 def test_a_successful_finish_warns_of_nothing(control_plane: ControlPlane, fast: OperatorProcess, namespace: str) -> None:
-    """The head's Ray stops as its driver finishes (the head not ready, workers dropping): no ClusterDegraded, no
-    warning at all, only Succeeded."""
+    """The head's Ray stops as its driver finishes: the workers lose it and are not ready before the head pod is seen
+    Succeeded. The job is WorkersNotReady meanwhile, then Succeeded: no ClusterDegraded, no warning at all."""
     cp = control_plane
     run_to(cp, namespace, tiny_job("quiet", namespace, workers=2))
+    not_ready = {"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"},
+                                           {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady"}]}}
+    for pod in ("quiet-workers-0", "quiet-workers-1"):  # (kwok readies Pending pods only: these stay not ready)
+        cp.kubectl("patch", "pod", pod, "-n", namespace, "--subresource=status", "--type=strategic", "-p", json.dumps(not_ready))
+    st = wait_for(lambda: (s := status(cp, namespace, "quiet")).get("workers") == "0/2" and s, timeout=30, interval=0.3,
+                  description="the workers seen not ready")
+    ready = next(x for x in st["conditions"] if x["type"] == "ClusterReady")
+    assert (st["phase"], ready["status"], ready["reason"]) == ("Running", "False", "WorkersNotReady"), st
     cp.set_pod_phase(namespace, "quiet-head-1", "Succeeded", exit_code=0)
     wait_phase(cp, namespace, "quiet", "Succeeded", 30)
     # Events are posted after the status write that they describe, one decision at a time: once Succeeded's is there,
@@ -422,10 +464,10 @@ def test_a_successful_finish_warns_of_nothing(control_plane: ControlPlane, fast:
 
 
 def test_a_leader_whose_renewal_hangs_writes_nothing_once_its_lease_may_be_lost(control_plane: ControlPlane, namespace: str) -> None:
-    """Two LeaderElectors on the real API server (lease 3 s, renew deadline 2 s, retry 0.5 s, write margin 0.5 s).
+    """Two LeaderElectors on the real API server (lease 3 s, renew deadline 2 s, retry 0.5 s, write margin 1 s).
     The leader's renewal hangs (its PUT of the Lease waits 6 s before it is sent); the standby takes the Lease. The
     old leader's writes through its Kube are refused before they are sent (NotLeading) from renew deadline - margin
-    on, and what it tried to create does not exist; before, its writes go through."""
+    on, while it still counts as leading, and what it tried to create does not exist; before, its writes go through."""
     from rljob.controller import credentials
     from rljob.controller.kube import Kube, NotLeading
     from rljob.controller.leader import LeaderElector, LeaseSettings
@@ -434,7 +476,7 @@ def test_a_leader_whose_renewal_hangs_writes_nothing_once_its_lease_may_be_lost(
 
     def settings(identity: str) -> LeaseSettings:
         return LeaseSettings(name="hang", namespace=namespace, identity=identity, lease_seconds=3.0,
-                             renew_deadline_seconds=2.0, retry_seconds=0.5, write_margin_seconds=0.5)
+                             renew_deadline_seconds=2.0, retry_seconds=0.5, write_margin_seconds=1.0)
 
     def config_map(name: str) -> dict[str, Any]:
         return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace}, "data": {}}
@@ -471,6 +513,7 @@ def test_a_leader_whose_renewal_hangs_writes_nothing_once_its_lease_may_be_lost(
             a_kube.request = slow_request  # type: ignore[method-assign]
             await asyncio.wait_for(hung.wait(), 10)
             await until(lambda: not a.may_write(), "the old leader's write margin to run out")
+            assert a.is_leader(), "the write margin left no time between the last write and the renew deadline"
             with pytest.raises(NotLeading):
                 await a_kube.create(config_map("past-the-margin"))
             assert not standby.done(), "the standby took the Lease before the old leader stopped writing"
@@ -576,6 +619,14 @@ def test_upgrade_from_the_previous_version_with_a_job_running(
 
         cp.apply(crd_yaml())
         cp.kubectl("wait", "--for=condition=Established", "crd/rltrainingjobs.rljob.dev", "--timeout=30s")
+        # The new schema's bounds (date-time formats, lengths) accept the previous version's status: written whole
+        # to a job whose status was empty, every field of it is validated (none is exempt as unchanged).
+        old_status = status(cp, namespace, name)
+        cp.apply(tiny_job("copy", namespace, suspend=True))
+        cp.kubectl("patch", "rltj", "copy", "-n", namespace, "--subresource=status", "--type=merge",
+                   "-p", json.dumps({"status": old_status}))
+        assert status(cp, namespace, "copy") == old_status
+        cp.kubectl("delete", "rltj", "copy", "-n", namespace)
         mark = fast.log_path.stat().st_size
         fast.start()
         # The new operator leads and reads the old head's progress as any head's (the old driver would have
@@ -592,8 +643,6 @@ def test_upgrade_from_the_previous_version_with_a_job_running(
         for kind, obj in identity.items():
             assert exists(cp, kind, obj, namespace), f"{kind} {obj} deleted while the old head runs"
         assert cp.get_json("networkpolicy", f"{name}-head", "-n", namespace)["spec"].get("egress")
-        # The stored job, old status and all, validates against the new schema (an update of the whole object).
-        cp.kubectl("label", "rltj", name, "-n", namespace, "testing.rljob.io/touched=yes")
 
         cp.set_pod_phase(namespace, f"{name}-head-1", "Succeeded", exit_code=0)
         wait_phase(cp, namespace, name, "Succeeded", 30)
