@@ -142,7 +142,7 @@ def test_pong_job_runs_on_real_pods(cluster: e2e.Cluster, namespace: str) -> Non
     # No Kubernetes credentials in any pod of the job: no token mounted, no ServiceAccount of its own.
     for pod in pods(cluster, ns, name):
         assert pod["spec"].get("automountServiceAccountToken") is False, pod["spec"]
-        assert pod["spec"].get("serviceAccountName", "default") == "default", pod["spec"]
+        assert pod["spec"]["serviceAccountName"] == "default", pod["spec"]  # the namespace's own, set by admission
     token_dir = cluster.kubectl("exec", "-n", ns, head, "--", "python3", "-c",
                                 f"import os; print('EXISTS' if os.path.exists('{SA_DIR}') else 'ABSENT')", timeout=60)
     assert token_dir.stdout.strip() == "ABSENT", token_dir.stdout + token_dir.stderr

@@ -362,7 +362,7 @@ def test_a_job_holds_no_credentials(control_plane: ControlPlane, live_operator: 
     assert not kinds & {"ServiceAccount", "Role", "RoleBinding"}, kinds
     for name in ["bare-head-1", "bare-workers-0"]:
         spec = cp.get_json("pod", name, "-n", namespace)["spec"]
-        assert spec.get("serviceAccountName", "default") == "default", (name, spec.get("serviceAccountName"))
+        assert spec["serviceAccountName"] == "default", (name, spec)  # set by the ServiceAccount admission plugin
         assert spec["automountServiceAccountToken"] is False, name
         projected = [v for v in spec.get("volumes") or [] for src in (v.get("projected") or {}).get("sources") or []
                      if "serviceAccountToken" in src]
