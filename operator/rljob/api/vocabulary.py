@@ -55,7 +55,7 @@ class Reason(StrEnum):
     UNSCHEDULABLE = "Unschedulable"  # the scheduler finds no node (PodScheduled=False)
     CONTAINERS_NOT_STARTING = "ContainersNotStarting"  # a container waits in an error (ImagePullBackOff, ...)
     WORKERS_SCALED = "WorkersScaled"
-    CHILDREN_RESTORED = "ChildrenRestored"  # a Service, NetworkPolicy or identity of a live job was deleted: created again
+    CHILDREN_RESTORED = "ChildrenRestored"  # a Service or NetworkPolicy of a live job was deleted: created again
     CLUSTER_RECOVERED = "ClusterRecovered"
     CLUSTER_DEGRADED = "ClusterDegraded"
     CREATE_FAILED = "CreateFailed"

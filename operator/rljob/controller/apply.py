@@ -75,15 +75,10 @@ async def apply(
 
     if decision.ensure_children:
         # Independent of each other, so created concurrently; all of them before any pod exists,
-        # so no pod ever runs without its NetworkPolicies or its ServiceAccount.
+        # so no pod ever runs without its NetworkPolicies.
         static = resources.static_children(job, ctx)
-        first = [o for o in static if o["kind"] != "RoleBinding"]
-        for found in await asyncio.gather(*(_create(kube, obj) for obj in first)):
+        for found in await asyncio.gather(*(_create(kube, obj) for obj in static)):
             problems += found
-        # A RoleBinding is checked against its Role (no escalation): bind only once the Role exists.
-        if not problems:
-            for obj in (o for o in static if o["kind"] == "RoleBinding"):
-                problems += await _create(kube, obj)
         if not problems:
             problems += await _create(kube, resources.workers_statefulset(job, ctx))
     events = decision.events
@@ -103,7 +98,7 @@ async def apply(
 
     if problems:
         # Stay where we are, say why, and retry: a quota or an admission policy may change, a deleted job's
-        # children go. No pod was created after a refused NetworkPolicy, ServiceAccount, Role or binding.
+        # children go. No pod was created after a refused NetworkPolicy, Service or claim.
         refused = [p for p in problems if p.reason == Reason.CREATE_FAILED]
         reason = Reason.CREATE_FAILED if refused else Reason.WAITING_FOR_OLD_CHILDREN
         message = "; ".join(p.message for p in (refused or problems))[:2000]

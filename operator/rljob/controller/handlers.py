@@ -227,7 +227,7 @@ def _background(work: Any, name: str) -> None:
 def _not_working() -> str | None:
     """Why a started replica is not working (readiness fails), or None. A standby is working: it stands by."""
     rec: Reconciler | None = _state.get("reconciler")
-    if rec is None or not rec.may_act() or not rec._tasks:
+    if rec is None or not rec.may_act() or not rec.started:
         return None
     if not rec.healthy():
         return "reconcile workers stopped"

@@ -329,10 +329,11 @@ class JobFeed(Stream):
 
 
 class Departures(Stream):
-    """One kind of the jobs' other children (the head Service, the NetworkPolicies, the driver's ServiceAccount, Role
-    and RoleBinding), followed for one thing only: its deletion. Each one deleted while its job lives is created
-    again, as a controller keeps what it owns; a NetworkPolicy removed by hand would otherwise leave the job's pods
-    unisolated until the job ends. Nothing is kept of them but their job and name."""
+    """One kind of the jobs' other children (the head Service, the NetworkPolicies), followed for its deletion and its
+    presence. Each one deleted while its job lives is created again, as a controller keeps what it owns; a
+    NetworkPolicy removed by hand would otherwise leave the job's pods unisolated until the job ends. What exists
+    when the operator starts tells which went while it was not running. Nothing is kept of them but their job and
+    name."""
 
     def __init__(
         self,

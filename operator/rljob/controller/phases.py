@@ -19,7 +19,7 @@
                                                                                 ContainersNotStarting (warning)
     Running        workers not all ready                         Running        ClusterReady=False WorkersNotReady
     Running        ... for DEGRADED_AFTER (60 s)                 Running        ClusterReady=False ClusterDegraded (warning)
-    Init/Running   its Service, a NetworkPolicy or identity gone -              ChildrenRestored (created again)
+    Init/Running   its Service or a NetworkPolicy gone        -              ChildrenRestored (created again)
     Suspended      spec.suspend false                            Pending        Resumed (new attempt)
     Init/Running   pods built before an edit of head or workers  Pending        Resumed (pods replaced, new attempt)
     any            deleted, finalizers hold it                   -              nothing: the collector's turn

@@ -152,7 +152,7 @@ class Reconciler:
             self.on_pods_changed(key)
 
     def child_gone(self, key: Key, uid: str | None, what: str) -> None:
-        """A Service, NetworkPolicy or identity of `key` was deleted; `uid`, the job instance it belonged to (None:
+        """A Service or NetworkPolicy of `key` was deleted; `uid`, the job instance it belonged to (None:
         not known). A deleted job's children going with it, or an earlier instance's, are no reason to act."""
         body = self.jobs.get(key)
         if body is None or (uid is not None and uid != (body.get("metadata") or {}).get("uid")):
@@ -261,6 +261,10 @@ class Reconciler:
         self.restarts += 1
         self._tasks[index] = self._spawn(index)
 
+    @property
+    def started(self) -> bool:
+        return bool(self._tasks)
+
     def healthy(self) -> bool:
         """Every worker is alive (readiness): a process whose reconciling stopped must not look ready."""
         return bool(self._tasks) and all(not t.done() for t in self._tasks)
@@ -316,8 +320,8 @@ class Reconciler:
                 log.exception("reconcile %s/%s: the post-reconcile hook failed", *key)
 
     def _wait_for_old_children(self, key: Key, exc: ChildCreationFailed) -> None:
-        """Not a failure: the garbage collector is removing a deleted job's children, whose ServiceAccount, Role,
-        NetworkPolicies and Service are not watched here, so only looking again tells when the names are free. The
+        """Not a failure: the garbage collector is removing a deleted job's children, whose NetworkPolicies and
+        Service are watched here for deletions only, so only looking again tells when the names are free. The
         wait between looks grows with the time waited, not with the reconciles meanwhile: counted as failures,
         the old instance's pod events took the backoff to a minute within seconds, and a re-created job waited
         that long after its names were free."""
