@@ -556,7 +556,7 @@ def test_a_recreated_job_never_adopts_the_deleted_ones_children(
     cp.kubectl("patch", "pod", "reuse-head-1", "-n", namespace, "--type=json",
                "-p", json.dumps([{"op": "remove", "path": "/metadata/finalizers"}]))
     st = wait_phase(cp, namespace, "reuse", "Running", 60)
-    assert st["attempts"] == 1 and st.get("failedAttempts", 0) == 0
+    assert st["attempts"] == 1 and st["failedAttempts"] == 0
     head = cp.get_json("pod", "reuse-head-1", "-n", namespace)
     assert head["metadata"]["labels"][c.LABEL_CONTROLLER_UID] == new_uid
     assert head["metadata"]["ownerReferences"][0]["uid"] == new_uid
