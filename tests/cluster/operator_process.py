@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from .processes import die_with_parent, free_port, tail, wait_for
@@ -103,6 +104,17 @@ class OperatorProcess:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def running_with_log(self) -> Iterator[OperatorProcess]:
+        """For a fixture: this operator, started again if an earlier test left it dead; its log during the test is
+        printed afterwards, which pytest shows only when the test failed."""
+        if not self.alive():
+            self.start()
+        mark = self.log_path.stat().st_size if self.log_path.exists() else 0
+        yield self
+        with open(self.log_path, "rb") as f:
+            f.seek(mark)
+            print("----- operator log during this test -----\n" + f.read().decode("utf-8", "replace")[-20000:])
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -36,10 +36,4 @@ def operator(control_plane: ControlPlane, crd_installed: None, tmp_path_factory:
 @pytest.fixture
 def live_operator(operator: OperatorProcess) -> Iterator[OperatorProcess]:
     """The session operator, restarted if an earlier test left it dead; its log is shown when a test fails."""
-    if not operator.alive():
-        operator.start()
-    mark = operator.log_path.stat().st_size if operator.log_path.exists() else 0
-    yield operator
-    with open(operator.log_path, "rb") as f:  # shown by pytest only when the test failed
-        f.seek(mark)
-        print("----- operator log during this test -----\n" + f.read().decode("utf-8", "replace")[-20000:])
+    yield from operator.running_with_log()

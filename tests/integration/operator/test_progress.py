@@ -233,13 +233,7 @@ def reader(control_plane: ControlPlane, operator: OperatorProcess, tmp_path_fact
 @pytest.fixture
 def fast(reader: OperatorProcess) -> Iterator[OperatorProcess]:
     """The module's operator, running; its log during the test is shown when the test fails."""
-    if not reader.alive():
-        reader.start()
-    mark = reader.log_path.stat().st_size if reader.log_path.exists() else 0
-    yield reader
-    with open(reader.log_path, "rb") as f:
-        f.seek(mark)
-        print("----- operator log during this test -----\n" + f.read().decode("utf-8", "replace")[-20000:])
+    yield from reader.running_with_log()
 
 
 def log_since(proc: OperatorProcess, mark: int) -> str:
