@@ -15,6 +15,7 @@ from typing import TextIO
 from .progress import ProgressRecord
 from .sinks import Outcome, RunHeader, Sink
 from .stop import StopCriteria, eta_seconds
+from .timers import split_text
 
 CLEAR_LINE = "\r\x1b[2K"
 
@@ -35,6 +36,9 @@ def status_text(record: ProgressRecord | None, elapsed: float, eta: float | None
     # The policy's entropy falls from uniform (ln 6 = 1.79 for Pong) well before the return moves.
     entropy = record.learner.get("entropy")
     learning = "" if entropy is None else f" | entropy {entropy:5.3f}"
+    # Where the iteration's time went: what a change to the learner or the sampler should move.
+    split = split_text(record.timers)
+    learning += f" | {split}" if split else ""
     return (
         f"iter {record.iteration:5d} | return {ret}{learning} | env steps {record.env_steps:>11,} | "
         f"{record.env_steps_per_second:8,.0f} steps/s | elapsed {clock_text(elapsed)} | ETA {clock_text(eta)}"

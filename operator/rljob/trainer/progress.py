@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from ..api.constants import RETURN_WINDOW_EPISODES
 from ..api.models import MAX_PATH_LENGTH, Progress
+from .timers import iteration_timers
 
 # RLlib (new API stack) result keys.
 KEY_ITERATION = "training_iteration"
@@ -61,6 +62,9 @@ class ProgressRecord:
     timestamp: float = 0.0
     # Learner diagnostics (LEARNER_DIAGNOSTICS, "episode_len_mean"): what moves first when an agent learns.
     learner: dict[str, float] = field(default_factory=dict)
+    # Seconds of this iteration by part (timers.py): sampling, the learner's updates and value pass, the whole
+    # iteration, and the checkpoint saved after it, if one was.
+    timers: dict[str, float] = field(default_factory=dict)
 
     def with_checkpoint(self, path: str | None) -> ProgressRecord:
         return replace(self, checkpoint=path)
@@ -124,6 +128,7 @@ def record_from_result(
         attempt=attempt,
         timestamp=time.time() if now is None else now,
         learner=learner_diagnostics(result),
+        timers=iteration_timers(result, this_iter),
     )
 
 

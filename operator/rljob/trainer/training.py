@@ -23,6 +23,7 @@ from .recipes import RecipeRun
 from .sinks import Outcome, RunHeader, Sinks
 from .sizing import ResourcePlan, default_aggregators, learns_in_turn, plan_resources
 from .stop import StopCriteria
+from .timers import CHECKPOINT
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +160,14 @@ def _loop(
     saved_iteration = resume_from.iteration if resume_from else None
 
     saved_at = clock()
+    save_seconds: float | None = None
 
     def save(rec: ProgressRecord) -> str:
-        nonlocal saved_iteration, saved_at
+        nonlocal saved_iteration, saved_at, save_seconds
+        begun = clock()
         info = checkpoints.save(algo.save_to_path, run.checkpoint_dir, rec, recipe.name)
         saved_at = clock()
+        save_seconds = saved_at - begun
         checkpoints.prune(run.checkpoint_dir, run.keep)
         saved_iteration = rec.iteration
         log.info("checkpoint saved: %s", info.path)
@@ -194,6 +198,8 @@ def _loop(
             over = None if reason is not None else run.criteria.over_budget(record)
             if reason is not None or over is not None or run.checkpoint_due(record.iteration, clock() - saved_at):
                 last_checkpoint = save(record)
+                if save_seconds is not None:
+                    record = replace(record, timers={**record.timers, CHECKPOINT: round(save_seconds, 4)})
             record = record.with_checkpoint(last_checkpoint)
             sinks.record(record)
             if reason is not None:

@@ -12,6 +12,7 @@ per-step episode callbacks. It serves the built-in Atari recipes, which use neit
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 
+from ..timers import SAMPLE_KEY
 from .atari_env import make_async_frame_stack_env
 from .atari_fragments import EpisodeStats, Fragment, FragmentCollector
 
@@ -69,7 +71,9 @@ class AtariEnvRunner(SingleAgentEnvRunner):
             self._collector.restart()
         self._collector.weights_seq_no = self._weights_seq_no
         policy = self._random_policy if random_actions else self._module_policy(explore)
+        started = time.perf_counter()
         collected = self._collector.collect(policy, num_steps=num_timesteps, num_episodes=num_episodes)
+        self.metrics.log_value(SAMPLE_KEY, time.perf_counter() - started, reduce="sum")
         self._finished.extend(collected.finished)
         self._log_env_steps(metric=self._metrics_num_env_steps_sampled, num_steps=collected.env_steps)
         self._increase_sampled_metrics(collected.env_steps, len(collected.finished))

@@ -30,6 +30,7 @@ from .args import (
     positive_int,
 )
 from .atari_env import ALE_SETTINGS, ENV_NAME, ale_game, check_env_id
+from .model_settings import INITS, PRECISIONS
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
@@ -117,6 +118,15 @@ class PongRecipe:
         a.add_argument("--frame-size", type=frame_size, default=64,
                        help="Height and width of the grayscale frames the policy sees (ALE resizes 210x160 to this).")
         a.add_argument("--model", choices=sorted(MODELS), default="pong", help="Network size.")
+        a.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="Forward and backward passes in bfloat16 (weights, losses and optimizer in float32): auto "
+                       "uses it where the hardware multiplies in bfloat16 (AVX-512 BF16 or AMX CPUs, GPUs that "
+                       "support it), float32 never. Lean runner only.")
+        a.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                       help="Convolutions in NHWC memory (faster in oneDNN's CPU kernels). Lean runner only.")
+        a.add_argument("--init", choices=INITS, default="orthogonal",
+                       help="orthogonal (gain sqrt 2, policy head 0.01, value head 1: the first policy is near uniform "
+                       "whatever the seed) or default (RLlib's). Lean runner only.")
         a.add_argument("--gpus-per-env-runner", type=non_negative_float, default=0.0,
                        help="GPU share of each env runner: the lean runner's policy then infers there (0: on its CPUs).")
         a.add_argument("--entropy-coeff", type=non_negative_float, default=0.01, help="Entropy bonus.")
@@ -219,7 +229,10 @@ class PongRecipe:
         config: Any = APPOConfig() if appo else PPOConfig()
         config.environment(ENV_NAME, env_config=env_config, clip_rewards=True)
         config.env_runners(**runners)
-        config.learners(num_learners=plan.num_learners, num_gpus_per_learner=plan.gpus_per_learner)
+        from .timed_learners import LEARNERS
+
+        config.learners(num_learners=plan.num_learners, num_gpus_per_learner=plan.gpus_per_learner,
+                        learner_class=LEARNERS[options.algorithm])
         if not lean:  # lean: the observations are frame stacks already
             config.learners(learner_connector=partial(_frame_stack_learner, options.framestack))
         training: dict[str, Any] = {
@@ -257,10 +270,16 @@ class PongRecipe:
             head_fcnet_hiddens=model["head_fcnet_hiddens"],
         )
         if lean:
+            from dataclasses import asdict
+
             from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
+            from .model_settings import CHANNELS_LAST_KEY, INIT_KEY, PRECISION_KEY
+
             spec = RLModuleSpec(module_class=MODULES[options.algorithm], catalog_class=FrameStackCatalog)
-            config.rl_module(rl_module_spec=spec, model_config=model_config)
+            settings = {PRECISION_KEY: options.precision, CHANNELS_LAST_KEY: options.channels_last,
+                        INIT_KEY: options.init}
+            config.rl_module(rl_module_spec=spec, model_config={**asdict(model_config), **settings})
         else:
             config.rl_module(model_config=model_config)
         return apply_common(config, options)
