@@ -1,12 +1,14 @@
 """End to end on a real node: a finished job's checkpoint fetched off its claim, then played here.
 
 The chain a user follows after training in the cluster: the job ends Succeeded, its driver having
-played one evaluation game onto the checkpoint volume; `rljob fetch` copies the final checkpoint
-(and that game's GIF) through a reader pod; `rljob play` plays the fetched policy on this machine.
+played the evaluation's games (figures onto the checkpoint volume and into the job's status, a film of
+one more game); `rljob fetch` copies the final checkpoint (and the evaluation's files) through a reader
+pod; `rljob play` plays the fetched policy on this machine.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -37,10 +39,17 @@ def test_fetch_a_finished_jobs_checkpoint_and_play_it(
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
     assert (out / "iteration-000002" / "rljob.json").is_file(), sorted(p.name for p in out.iterdir())
     assert f"{name}: iteration-000002 -> {out / 'iteration-000002'}" in fetched.stdout
-    # The driver's end-of-training game came along.
+    # The driver's end-of-training evaluation came along: its film and its figures, which are in the status too.
     assert (out / "evaluation.gif").is_file(), fetched.stdout + fetched.stderr + str(sorted(p.name for p in out.iterdir()))
     with Image.open(out / "evaluation.gif") as gif:
         assert gif.n_frames > 1
+    card = json.loads((out / "evaluation.json").read_text())
+    assert card["games"] == len(card["returns"]) == 20 and card["iteration"] == 2 and card["cut_off"] == 20
+    evaluation = wait_job(cluster, ns, name, lambda j: j["status"].get("progress", {}).get("evaluation"), 120,
+                          "status.progress.evaluation")
+    assert evaluation == {"games": 20, "meanReturn": card["mean_return"], "stdReturn": card["std_return"],
+                          "minReturn": card["min_return"], "maxReturn": card["max_return"], "wins": card["wins"],
+                          "losses": card["losses"], "cutOff": 20, "seed": 0, "iteration": 2}
     # The reader pod is gone once the copy is done.
     wait_for(lambda: not cluster.kubectl("get", "pods", "-n", ns, "-l", "app.kubernetes.io/component=checkpoint-reader",
                                          "-o", "name").stdout.strip(),

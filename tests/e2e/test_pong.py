@@ -48,6 +48,9 @@ def job_manifest(name: str, *, workers: int = 2, iterations: int | None = 3, **s
             "head": {"cpu": "800m", "memory": "3Gi", "shmSize": "512Mi"},
             "workers": {"replicas": workers, "cpu": "450m", "memory": "2Gi", "shmSize": "256Mi"},
             "clusterCoordinationTimeoutSeconds": 600,
+            # The evaluation after a finished run: its 20 games, each cut off after 300 steps (an untrained policy's
+            # whole games would take minutes on these fractions of a CPU).
+            "env": [{"name": "RLJOB_EVAL_MAX_STEPS", "value": "300"}],
             **spec,
         },
     }

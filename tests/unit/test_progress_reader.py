@@ -18,6 +18,8 @@ from rljob.controller.progress import ProgressReader, ProgressSettings, merged, 
 GOOD = {"attempt": 1, "iteration": 7, "episodeReturnMean": -20.5, "envSteps": 7000, "envStepsPerSecond": 350.0,
         "timeTotalSeconds": 70.0, "lastCheckpoint": "/rljob/checkpoints/iteration-000007",
         "updateTime": "2026-12-07T08:00:00Z"}
+EVALUATION = {"games": 20, "meanReturn": 18.4, "stdReturn": 1.2, "minReturn": 15.0, "maxReturn": 21.0, "wins": 20,
+              "losses": 0, "cutOff": 0, "seed": 0, "iteration": 7}
 
 
 @pytest.mark.parametrize(("raw", "problem"), [
@@ -36,6 +38,10 @@ GOOD = {"attempt": 1, "iteration": 7, "episodeReturnMean": -20.5, "envSteps": 70
     (json.dumps({"updateTime": "2026-12-07T08:00:00"}).encode(), "not an RFC 3339 time"),  # these, which Python takes
     (json.dumps({"updateTime": "2026-12-07 08:00:00Z"}).encode(), "not an RFC 3339 time"),
     (json.dumps({"lastCheckpoint": "x" * 5000}).encode(), "more than the 4096"),
+    (json.dumps({"evaluation": {**EVALUATION, "games": 0}}).encode(), "greater than or equal to 1"),
+    (json.dumps({"evaluation": {**EVALUATION, "wins": "20"}}).encode(), "valid integer"),
+    (json.dumps({"evaluation": {**EVALUATION, "stdReturn": -1}}).encode(), "greater than or equal to 0"),
+    (json.dumps({"evaluation": {k: v for k, v in EVALUATION.items() if k != "meanReturn"}}).encode(), "Field required"),
 ])  # fmt: skip
 def test_what_a_head_may_not_answer(raw: bytes, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
@@ -53,6 +59,12 @@ def test_the_termination_message_carries_a_record_or_is_left_alone() -> None:
     for other in (None, "", "Traceback (most recent call last):", json.dumps({"progress": {"iteration": -3}}),
                   json.dumps({"progress": "7"}), json.dumps([1]), "{" * 5000):
         assert termination_progress(other) is None, other
+
+
+def test_the_final_record_carries_the_evaluation_and_a_later_read_keeps_it() -> None:
+    final = termination_progress(json.dumps({c.TERMINATION_PROGRESS_KEY: {**GOOD, "evaluation": EVALUATION}}))
+    assert final is not None and final.wire()["evaluation"] == EVALUATION
+    assert merged(final, Progress.model_validate(GOOD)).wire()["evaluation"] == EVALUATION
 
 
 def test_observing_a_finished_head_takes_its_record_and_no_message_for_people() -> None:

@@ -469,6 +469,26 @@ class Condition(Model):
     observed_generation: int | None = Field(None, description="The spec generation this condition was computed from.")
 
 
+MAX_EVAL_GAMES = 10_000
+
+
+class EvaluationSummary(Model):
+    """The greedy evaluation after a finished run: seeded games in the training's own environment."""
+
+    model_config = {**Model.model_config, "extra": "ignore"}
+
+    games: int = Field(..., ge=1, le=MAX_EVAL_GAMES, description="Games played; game i was reset with seed + i.")
+    mean_return: float = Field(..., ge=-MAX_RETURN, le=MAX_RETURN, description="Mean of the games' returns (a whole game each).")
+    std_return: float = Field(..., ge=0, le=2 * MAX_RETURN, description="Their standard deviation.")
+    min_return: float = Field(..., ge=-MAX_RETURN, le=MAX_RETURN, description="The worst game's return.")
+    max_return: float = Field(..., ge=-MAX_RETURN, le=MAX_RETURN, description="The best game's return.")
+    wins: int = Field(..., ge=0, le=MAX_EVAL_GAMES, description="Games with a positive return (in Pong: won).")
+    losses: int = Field(..., ge=0, le=MAX_EVAL_GAMES, description="Games with a negative return (in Pong: lost).")
+    cut_off: int | None = Field(None, ge=0, le=MAX_EVAL_GAMES, description="Games cut off at the step limit, counted with their score so far.")
+    seed: int | None = Field(None, ge=0, le=MAX_COUNT, description="The first game's seed.")
+    iteration: int | None = Field(None, ge=0, le=MAX_COUNT, description="The iteration of the checkpoint evaluated.")
+
+
 class Progress(Model):
     """Training progress: the driver serves it on the head, the operator reads it from there and writes it here."""
 
@@ -485,6 +505,7 @@ class Progress(Model):
     time_total_seconds: float | None = Field(None, ge=0, le=MAX_SECONDS, description="Training time in total, all attempts.")
     last_checkpoint: str | None = Field(None, max_length=MAX_PATH_LENGTH, description="Path of the latest checkpoint on the checkpoint volume.")
     update_time: Timestamp | None = Field(None, description="When the driver recorded this (RFC 3339).")
+    evaluation: EvaluationSummary | None = Field(None, description="The greedy evaluation that ends a finished run.")
 
 
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")

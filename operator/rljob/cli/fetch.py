@@ -5,7 +5,8 @@ the job's claim read-only (rljob.resources.fetch), `tar` streams the checkpoint 
 the pod is deleted. The result is a folder `rljob play` takes as it is:
 
     DIR/iteration-000123/     the checkpoint (RLlib's files and rljob.json)
-    DIR/evaluation.gif        the end-of-training evaluation's game, when the run wrote one
+    DIR/evaluation.gif        a film of one more game after the end-of-training evaluation, when the run wrote one
+    DIR/evaluation.json       the evaluation's figures and every game's return
     DIR/progress.jsonl        the run's progress records, when present
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..api import ManifestError, parse_job
 from ..api import constants as c
 from .cluster import CliError, Cluster, add_cluster_flags, connect, get_job
 
-EXTRAS = ("evaluation.gif", "progress.jsonl")  # written next to the checkpoints by the driver
+EXTRAS = ("evaluation.gif", "evaluation.json", "progress.jsonl")  # written next to the checkpoints by the driver
 _ITERATION = re.compile(r"^(?:iteration-)?(\d+)$")
 # Complete checkpoints only: a folder without rljob.json is one a killed head left half-written.
 _LIST = (

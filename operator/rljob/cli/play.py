@@ -24,13 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "play",
         help="play a trained policy: returns, a GIF of a game, an exported network",
         description="Restores the policy from a checkpoint (or the latest in a run folder such as runs/NAME/, "
-        "its checkpoints/ or a folder from `rljob fetch`), plays it on the env it trained on with the same "
-        "preprocessing, prints each episode's return and the mean, and writes a GIF of the first episode. "
+        "its checkpoints/ or a folder from `rljob fetch`), plays seeded games (game i reset with seed + i) in the "
+        "env it trained on with the same preprocessing (an Atari policy in the training's own vector env), prints "
+        "each game's return, the mean, the spread, wins and losses, and writes a GIF of one more game. "
         "Needs the trainer's packages (torch, RLlib, ale-py), not a Ray cluster. Checkpoints are pickles: "
         "play only checkpoints you trust. Exit codes: 0 played, 2 no usable checkpoint.",
     )
     p.add_argument("path", type=Path, metavar="CHECKPOINT_OR_RUN_DIR")
-    p.add_argument("--episodes", type=_positive_int, default=3, metavar="N", help="episodes to play (default 3)")
+    p.add_argument("--games", "--episodes", dest="episodes", type=_positive_int, default=20, metavar="N",
+                   help="games to play and score (default 20)")
     p.add_argument("--max-steps", type=_positive_int, default=None, metavar="N",
                    help="cut each episode off after N agent steps (default: the env's own limit)")
     p.add_argument("--sample", action="store_true",
@@ -38,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the env resets and the sampled actions (default 0)")
     gif = p.add_mutually_exclusive_group()
     gif.add_argument("--gif", type=Path, metavar="OUT.gif",
-                     help="where the GIF of the first episode goes (default: play-<checkpoint>.gif here)")
+                     help="where the GIF of a filmed game (seed --seed) goes (default: play-<checkpoint>.gif here)")
     gif.add_argument("--no-gif", action="store_true", help="write no GIF")
     p.add_argument("--gif-every", type=_positive_int, default=None, metavar="K",
                    help="keep every K-th step in the GIF (default 2: half the steps, still played in real time)")
@@ -88,23 +90,19 @@ def play_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             target = args.export_path or Path(f"policy-{name}{evaluate.EXPORT_FORMATS[args.export]}")
             evaluate.export_policy(module, target, args.export)
             out.write(f"exported the policy network ({args.export}): {target}\n")
-        env = evaluate.make_env(checkpoint, module)
-        try:
-            result = evaluate.play(
-                env, evaluate.policy_fn(module, greedy, args.seed), args.episodes, args.max_steps,
-                record=not args.no_gif, seed=args.seed, gif_every=gif_every,
-            )
-            for i, (ret, steps, cut) in enumerate(zip(result.returns, result.lengths, result.truncated, strict=True), 1):
-                out.write(f"episode {i}: return {ret:+g} in {steps} steps{' (cut off)' if cut else ''}\n")
-            out.write(evaluate.describe(result, greedy) + "\n")
-            if not args.no_gif and not result.frames:
-                err.write(f"rljob play: no GIF: {result.render_error}\n")
-            elif not args.no_gif:
-                gif = args.gif or Path(f"play-{name}.gif")
-                frames = evaluate.write_gif(result, gif, frame_ms=evaluate.frame_ms(env, gif_every))
-                out.write(f"GIF of episode 1 ({frames} frames): {gif}\n")
-        finally:
-            env.close()
+        result = evaluate.play_games(checkpoint, module, args.episodes, args.max_steps, seed=args.seed, greedy=greedy)
+        for i, (ret, steps, cut) in enumerate(zip(result.returns, result.lengths, result.truncated, strict=True)):
+            out.write(f"game {i + 1} (seed {args.seed + i}): return {ret:+g} in {steps} steps{' (cut off)' if cut else ''}\n")
+        out.write(evaluate.describe(result, greedy) + "\n")
+        out.flush()
+        if not args.no_gif:
+            gif = args.gif or Path(f"play-{name}.gif")
+            try:
+                filmed, frames = evaluate.film(checkpoint, module, gif, seed=args.seed, max_steps=args.max_steps,
+                                               greedy=greedy, gif_every=gif_every)
+                out.write(f"GIF of one more game (seed {args.seed}, return {filmed.returns[0]:+g}, {frames} frames): {gif}\n")
+            except TrainerError as exc:
+                err.write(f"rljob play: no GIF: {'; '.join(exc.lines)}\n")
     except TrainerError as exc:
         return fail("; ".join(exc.lines), exc.exit_code)
     except OSError as exc:  # an unwritable GIF or export path

@@ -17,11 +17,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..api.models import JobSpec
-from . import evaluate
+from . import checkpoints, evaluate
 from .cluster import ClusterSummary, parse_deadline, wait_for_workers
 from .env_contract import DriverEnv, driver_env
 from .errors import TrainerError
@@ -158,8 +158,14 @@ def _train_in_cluster(
     )
     outcome = run_training(run, cluster, Sinks(sinks), stop)
     if outcome.exit_code == 0:  # a finished run, not one cut off or interrupted: the pod may be going away
-        # Logs the mean return; the GIF lies on the checkpoint volume, next to the checkpoints `rljob fetch` copies.
-        evaluate.after_training(outcome.checkpoint, denv.checkpoint_dir / evaluate.EVAL_GIF, env)
+        # The GIF and the score card lie on the checkpoint volume, next to the checkpoints `rljob fetch` copies;
+        # the figures reach status.progress.evaluation through /progress and the termination message.
+        played = evaluate.after_training(outcome.checkpoint, denv.checkpoint_dir / evaluate.EVAL_GIF, env)
+        if played is not None and outcome.last is not None:
+            final = replace(outcome.last, evaluation=played.summary(checkpoints.iteration_of(outcome.checkpoint)))
+            collector.update(final)
+            if termination is not None:
+                termination.record(final)
     log.info("finished (exit %d): %s", outcome.exit_code, outcome.reason)
     return outcome.exit_code
 

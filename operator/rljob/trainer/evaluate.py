@@ -7,15 +7,23 @@ in this process, and the policy runs on one environment stepped here.
 
 The environment is rebuilt from the algorithm config saved in the checkpoint (its env name and
 env_config), so a checkpoint needs nothing else to be played: not the job manifest, not the recipe
-args. The Atari recipes are played through the single-env preprocessing of `atari_env.make_atari_env`
-(grayscale, resize, max-and-skip 4, no-op starts, FIRE at reset), the same frames the training saw up
-to the order of max and resize, with gymnasium's `rgb_array` rendering giving the colour screen for
-the GIF. Unlike training, a lost life does not end the episode: the return is the game's score.
+args.
+
+The score is evidence, not an anecdote: `play_games` plays N games (20 after training), game i reset
+with seed + i. A policy trained by the lean Atari runner plays them all at once in the very vector env it
+trained on (`atari_env.atari_vector_env`, same settings: the observations are the training's, frame for
+frame), a whole game per episode. Other policies play one env after another.
+
+The GIF is a film of one more game (`film`): ale-py's vector env has no colour screen, so it is played
+through the single-env wrappers of `atari_env.make_atari_env` with gymnasium's `rgb_array` rendering,
+whose frames differ from the training's in small ways (the order of max-pooling and resizing, the stack
+at reset). Its score is shown in the picture, not counted.
 
 Checkpoints are pickles, as all RLlib checkpoints are: play only checkpoints you trust.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -35,16 +43,18 @@ ALGORITHM_CTOR_FILE = "class_and_ctor_args.pkl"
 RLLIB_MARKER = "rllib_checkpoint.json"
 MODULE_PATH = ("learner_group", "learner", "rl_module", "default_policy")
 
-# The end-of-training evaluation: on by default and small, so that a two-iteration test run pays
-# for one capped game (a few seconds) and a long run gets a GIF of its final policy. A job turns it
-# off or up through its environment (spec.env in the manifest; the shell's for `rljob run`).
+# The end-of-training evaluation: on by default, 20 seeded games (enough for a mean and a spread that say
+# something) and a GIF of one more. A job turns it off, down or up through its environment (spec.env in
+# the manifest; the shell's for `rljob run`).
 ENV_EVAL_EPISODES = "RLJOB_EVAL_EPISODES"
 ENV_EVAL_MAX_STEPS = "RLJOB_EVAL_MAX_STEPS"
-DEFAULT_EVAL_EPISODES = 1
-# Agent steps (4 emulator frames each in Atari): 3,000 are 200 s of Pong, long enough for a full game of
-# an untrained or a winning agent; a long rally between two good players is cut off rather than waited for.
-DEFAULT_EVAL_MAX_STEPS = 3000
+DEFAULT_EVAL_EPISODES = 20
+EVAL_SEED = 0
+# Agent steps (4 emulator frames each in Atari): 27,000 are the 108,000 frames at which ALE ends a game
+# itself, so no game is cut short; a test turns it down through the environment.
+DEFAULT_EVAL_MAX_STEPS = 27_000
 EVAL_GIF = "evaluation.gif"
+EVAL_FILE = "evaluation.json"  # the score card, next to the GIF (status.progress.evaluation's fields)
 
 # The GIF keeps every GIF_EVERY-th agent step: Pong at 60 Hz with 4 frames skipped per step then plays
 # at 7.5 frames/s in real time, smooth enough to follow the ball, and a game stays near a megabyte.
@@ -76,10 +86,44 @@ class Evaluation:
     frame_returns: list[float] = field(default_factory=list)
     render_error: str | None = None  # why no frames were recorded (e.g. CartPole's renderer needs pygame)
     gif: Path | None = None  # where after_training wrote the GIF
+    seed: int | None = None  # game i was reset with seed + i
+    card: Path | None = None  # where after_training wrote the figures (EVAL_FILE)
 
     @property
     def mean_return(self) -> float:
         return sum(self.returns) / len(self.returns) if self.returns else math.nan
+
+    @property
+    def std_return(self) -> float:
+        """The spread of the games' returns (population standard deviation)."""
+        if not self.returns:
+            return math.nan
+        mean = self.mean_return
+        return math.sqrt(sum((r - mean) ** 2 for r in self.returns) / len(self.returns))
+
+    @property
+    def wins(self) -> int:
+        """Games with a positive return: in a two-player game such as Pong, the games the agent won."""
+        return sum(1 for r in self.returns if r > 0)
+
+    @property
+    def losses(self) -> int:
+        return sum(1 for r in self.returns if r < 0)
+
+    def summary(self, iteration: int | None = None) -> dict[str, Any]:
+        """status.progress.evaluation's fields (api.models.EvaluationSummary), snake_case."""
+        return {
+            "games": len(self.returns),
+            "mean_return": round(self.mean_return, 3),
+            "std_return": round(self.std_return, 3),
+            "min_return": min(self.returns),
+            "max_return": max(self.returns),
+            "wins": self.wins,
+            "losses": self.losses,
+            "cut_off": sum(self.truncated),
+            "seed": self.seed,
+            "iteration": iteration,
+        }
 
 
 def find_checkpoint(target: Path) -> Path:
@@ -171,7 +215,9 @@ def make_env(checkpoint: PolicyCheckpoint, module: Any) -> Any:
         except Exception as exc:
             raise ConfigError(f"cannot create the env {checkpoint.env!r}: {type(exc).__name__}: {exc}") from None
     import ale_py
-    from ray.rllib.env.wrappers.atari_wrappers import EpisodicLifeEnv, wrap_atari_for_new_api_stack
+    from ray.rllib.env.wrappers.atari_wrappers import wrap_atari_for_new_api_stack
+
+    from .recipes.atari_env import whole_games
 
     dim, framestack = frame_layout(module.observation_space)
     settings = dict(checkpoint.env_config)
@@ -184,19 +230,98 @@ def make_env(checkpoint: PolicyCheckpoint, module: Any) -> Any:
         base = gym.make(env_id, render_mode="rgb_array", **settings)
     except Exception as exc:
         raise ConfigError(f"cannot create {env_id!r}: {type(exc).__name__}: {exc}") from None
-    env = wrap_atari_for_new_api_stack(base, dim=dim, framestack=framestack)
-    return _without_episodic_life(env, EpisodicLifeEnv)
+    return whole_games(wrap_atari_for_new_api_stack(base, dim=dim, framestack=framestack))
 
 
-def _without_episodic_life(env: Any, episodic: type) -> Any:
-    """Unhooks the wrapper that ends an episode at each lost life: evaluation scores whole games."""
-    outer = env
-    while hasattr(outer, "env"):
-        if isinstance(outer.env, episodic):
-            outer.env = outer.env.env
-            return env
-        outer = outer.env
-    return env
+def trains_on_frame_stacks(checkpoint: PolicyCheckpoint, module: Any) -> bool:
+    """Whether the policy was trained by the lean Atari runner: uint8 stacks from ale-py's vector env."""
+    from .recipes.atari_env import ENV_NAME
+
+    space = getattr(module, "observation_space", None)
+    return checkpoint.env == ENV_NAME and space is not None and str(space.dtype) == "uint8" and len(space.shape) == 3
+
+
+def training_env(checkpoint: PolicyCheckpoint, module: Any, games: int) -> Any:
+    """The training's own vector env (same game and preprocessing), one env per game, stepped in lockstep."""
+    from .recipes.atari_env import atari_vector_env
+    from .recipes.atari_runner import FRAMESTACK_KEY, INFERENCE_THREADS_KEY
+
+    dim, framestack = frame_layout(module.observation_space)
+    settings = {k: v for k, v in checkpoint.env_config.items() if k not in (FRAMESTACK_KEY, INFERENCE_THREADS_KEY)}
+    settings.update(dim=dim, num_threads=max(1, min(games, os.cpu_count() or 1)))
+    try:
+        return atari_vector_env(settings, games, framestack)
+    except Exception as exc:
+        raise ConfigError(f"cannot create {settings.get('env_id')!r}: {type(exc).__name__}: {exc}") from None
+
+
+def play_games(
+    checkpoint: PolicyCheckpoint, module: Any, games: int, max_steps: int | None, *, seed: int, greedy: bool = True
+) -> Evaluation:
+    """`games` whole games, game i reset with seed + i; one cut off at `max_steps` counts with its score so far."""
+    if trains_on_frame_stacks(checkpoint, module):
+        env = training_env(checkpoint, module, games)
+        try:
+            result = play_vector(env, module, games, max_steps, seed=seed, greedy=greedy)
+        finally:
+            env.close()
+    else:
+        env = make_env(checkpoint, module)
+        try:
+            result = play(env, policy_fn(module, greedy, seed), games, max_steps, record=False, seed=seed)
+        finally:
+            env.close()
+    result.seed = seed
+    return result
+
+
+def play_vector(env: Any, module: Any, games: int, max_steps: int | None, *, seed: int, greedy: bool) -> Evaluation:
+    """Plays one game in each of the vector env's envs at once, one batched forward pass per step."""
+    import numpy as np
+    import torch
+    from ray.rllib.core.columns import Columns
+
+    generator = torch.Generator().manual_seed(seed)
+    returns = np.zeros(games, np.float64)
+    lengths = np.zeros(games, np.int64)
+    done = np.zeros(games, bool)
+    cut = np.zeros(games, bool)
+    obs, info = env.reset(seed=seed)
+    while not done.all():
+        with torch.inference_mode():
+            logits = module.forward_inference({Columns.OBS: torch.from_numpy(obs)})[Columns.ACTION_DIST_INPUTS].float()
+            chosen = logits.argmax(-1) if greedy else torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
+        obs, rewards, terminated, truncated, info = env.step(chosen.numpy().astype(np.int64))
+        ids = np.asarray(info["env_id"], np.int64)
+        playing = ids[~done[ids]]
+        live = ~done[ids]
+        returns[playing] += rewards[live]
+        lengths[playing] += 1
+        ended = playing[(terminated | truncated)[live]]
+        cut[playing[truncated[live]]] = True
+        done[ended] = True
+        if max_steps is not None:
+            over = playing[(lengths[playing] >= max_steps) & ~done[playing]]
+            cut[over] = done[over] = True
+    return Evaluation(returns=[float(r) for r in returns], lengths=[int(n) for n in lengths],
+                      truncated=[bool(c) for c in cut])
+
+
+def film(checkpoint: PolicyCheckpoint, module: Any, gif: Path, *, seed: int, max_steps: int | None,
+         greedy: bool = True, gif_every: int = GIF_EVERY) -> tuple[Evaluation, int]:
+    """One more game, filmed through gymnasium's renderer into `gif`; (the game, frames written).
+
+    Raises ConfigError when the env cannot render (its reason), OSError when the GIF cannot be written.
+    """
+    env = make_env(checkpoint, module)
+    try:
+        result = play(env, policy_fn(module, greedy, seed), 1, max_steps, record=True, seed=seed, gif_every=gif_every)
+        result.seed = seed
+        if not result.frames:
+            raise ConfigError(f"no frames were recorded: {result.render_error or 'nothing was played'}")
+        return result, write_gif(result, gif, frame_ms=frame_ms(env, gif_every))
+    finally:
+        env.close()
 
 
 def policy_fn(module: Any, greedy: bool, seed: int | None) -> Callable[[Any], int]:
@@ -302,10 +427,14 @@ def frame_ms(env: Any, gif_every: int) -> int:
 
 def describe(evaluation: Evaluation, greedy: bool) -> str:
     n = len(evaluation.returns)
+    if not n:
+        return "no games played"
     cut = sum(evaluation.truncated)
     note = f", {cut} cut off at the step limit" if cut else ""
-    return (f"mean return {evaluation.mean_return:+.2f} over {n} episode{'s' if n != 1 else ''} "
-            f"({'greedy' if greedy else 'sampled'} actions{note})")
+    seeds = "" if evaluation.seed is None else f", seeds {evaluation.seed}-{evaluation.seed + n - 1}"
+    return (f"mean return {evaluation.mean_return:+.2f} +- {evaluation.std_return:.2f} over {n} game{'s' if n != 1 else ''} "
+            f"(min {min(evaluation.returns):+g}, max {max(evaluation.returns):+g}; {evaluation.wins} won, "
+            f"{evaluation.losses} lost; {'greedy' if greedy else 'sampled'} actions{seeds}{note})")
 
 
 def eval_settings(env: Mapping[str, str]) -> tuple[int, int]:
@@ -325,34 +454,44 @@ def eval_settings(env: Mapping[str, str]) -> tuple[int, int]:
 
 
 def after_training(checkpoint: str | Path | None, gif: Path, env: Mapping[str, str]) -> Evaluation | None:
-    """The short evaluation that ends a successful run; never fails the run (a warning instead).
+    """The evaluation that ends a successful run, and a film of one more game; never fails the run (a warning).
 
-    Greedy, like a deployed policy. Returns None when it is turned off or could not run.
+    Greedy, like a deployed policy, seeds from 0. Returns None when it is turned off or could not run.
     """
-    episodes, max_steps = eval_settings(env)
-    if not episodes or checkpoint is None:
+    games, max_steps = eval_settings(env)
+    if not games or checkpoint is None:
         return None
     try:
         ckpt = read_checkpoint(Path(checkpoint))
         module = load_module(ckpt)
-        game = make_env(ckpt, module)
-        try:
-            result = play(game, policy_fn(module, greedy=True, seed=0), episodes, max_steps or None, seed=0)
-        finally:
-            game.close()
-    except Exception as exc:  # a trained policy matters more than its film
+        result = play_games(ckpt, module, games, max_steps or None, seed=EVAL_SEED)
+    except Exception as exc:  # a trained policy matters more than its score card
         log.warning("evaluation after training skipped: %s", exc)
         return None
-    film = f"no GIF ({result.render_error})"
-    if result.frames:
-        try:
-            film = f"{write_gif(result, gif, frame_ms=frame_ms(game, GIF_EVERY))}-frame GIF: {gif}"
-            result.gif = gif
-        except Exception as exc:  # e.g. a full or read-only volume
-            result.render_error = f"{type(exc).__name__}: {exc}"
-            film = f"no GIF ({result.render_error})"
-    log.info("evaluation of %s: %s; %s", Path(checkpoint).name, describe(result, True), film)
+    try:
+        _, frames = film(ckpt, module, gif, seed=EVAL_SEED, max_steps=max_steps or None)
+        result.gif = gif
+        shown = f"{frames}-frame GIF of one more game: {gif}"
+    except Exception as exc:  # no renderer, a full or read-only volume
+        result.render_error = str(exc)
+        shown = f"no GIF ({exc})"
+    log.info("evaluation of %s: %s; %s", Path(checkpoint).name, describe(result, True), shown)
+    try:
+        result.card = gif.parent / EVAL_FILE
+        write_card(result, result.card, ckpt.iteration)
+    except OSError as exc:
+        result.card = None
+        log.warning("evaluation results not written: %s", exc)
     return result
+
+
+def write_card(result: Evaluation, path: Path, iteration: int | None) -> None:
+    """The evaluation's figures and each game's return, as JSON; replaced whole, never half written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".partial-{path.name}")
+    partial.write_text(json.dumps({**result.summary(iteration), "returns": result.returns, "lengths": result.lengths},
+                                  indent=1) + "\n")
+    partial.replace(path)
 
 
 EXPORT_FORMATS = {"torchscript": ".pt", "torch-export": ".pt2"}

@@ -187,6 +187,8 @@ def _run(
         if played is not None:
             film = played.gif or f"no GIF ({played.render_error})"
             out.write(f"evaluation: {evaluate.describe(played, greedy=True)}: {film}\n")
+            if played.card is not None:
+                out.write(f"evaluation results: {played.card}\n")
         if outcome.checkpoint:
             out.write(f"checkpoint: {outcome.checkpoint}\n")
         out.write(f"outputs: {output}/ ({PROGRESS_FILE}, {CHECKPOINTS_DIR}/, {TENSORBOARD_DIR}/"

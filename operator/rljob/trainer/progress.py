@@ -65,6 +65,8 @@ class ProgressRecord:
     # Seconds of this iteration by part (timers.py): sampling, the learner's updates and value pass, the whole
     # iteration, and the checkpoint saved after it, if one was.
     timers: dict[str, float] = field(default_factory=dict)
+    # The greedy evaluation after a finished run (evaluate.Evaluation.summary), on the last record only.
+    evaluation: dict[str, Any] | None = None
 
     def with_checkpoint(self, path: str | None) -> ProgressRecord:
         return replace(self, checkpoint=path)
@@ -221,6 +223,7 @@ def progress_wire(record: ProgressRecord) -> dict[str, Any]:
         "time_total_seconds": _round(record.time_total_s, 1),
         "last_checkpoint": None if record.checkpoint is None else _tail(record.checkpoint, MAX_PATH_LENGTH),
         "update_time": rfc3339(record.timestamp),
+        "evaluation": record.evaluation,
     }
     try:
         return Progress(**fields).wire()

@@ -1,6 +1,7 @@
 """`rljob play` on the checkpoint of a real (tiny) Pong run, the evaluation `rljob run` ends with, and refusals."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from PIL import Image
 
 from .conftest import TINY_PONG_ARGS, rljob, write_job
 
-MEAN = re.compile(r"mean return ([-+]?\d+\.\d+) over (\d+) episodes?")
+MEAN = re.compile(r"mean return ([-+]?\d+\.\d+) \+- (\d+\.\d+) over (\d+) games? \(min ([-+]?\d+), max ([-+]?\d+); (\d+) won, (\d+) lost")
 
 
 def gif_frames(path: Path) -> int:
@@ -35,14 +36,24 @@ def pong_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 def test_run_ends_with_an_evaluation_and_its_gif(pong_run: tuple[Path, str]) -> None:
+    """Twenty seeded games by default, their figures in evaluation.json beside a GIF of one more game."""
     out, stdout = pong_run
     line = next(line for line in stdout.splitlines() if line.startswith("evaluation: "))
     match = MEAN.search(line)
-    assert match and match.group(2) == "1", line
-    # Pong's score is between -21 and 21; 400 greedy steps of an untrained policy lose a few points at most.
-    assert -21.0 <= float(match.group(1)) <= 21.0
+    assert match and match.group(3) == "20", line
+    assert "seeds 0-19" in line
     assert line.endswith(str(out / "evaluation.gif"))
     assert gif_frames(out / "evaluation.gif") > 1
+    card = json.loads((out / "evaluation.json").read_text())
+    assert f"evaluation results: {out / 'evaluation.json'}" in stdout
+    assert card["games"] == len(card["returns"]) == len(card["lengths"]) == 20
+    assert card["iteration"] == 2 and card["seed"] == 0
+    # Pong's score is between -21 and 21; 400 greedy steps of an untrained policy lose a few points at most.
+    assert all(-21.0 <= r <= 21.0 for r in card["returns"]) and all(n == 400 for n in card["lengths"])
+    assert card["cut_off"] == 20
+    assert card["mean_return"] == pytest.approx(sum(card["returns"]) / 20, abs=1e-3)
+    assert float(match.group(1)) == pytest.approx(card["mean_return"], abs=0.01)
+    assert card["wins"] + card["losses"] <= 20 and card["wins"] == sum(r > 0 for r in card["returns"])
 
 
 def test_play_a_run_folder(pong_run: tuple[Path, str], tmp_path: Path) -> None:
@@ -56,16 +67,17 @@ def test_play_a_run_folder(pong_run: tuple[Path, str], tmp_path: Path) -> None:
     lines = played.stdout.splitlines()
     # The run folder means its latest checkpoint, the one of iteration 2.
     assert lines[0] == f"pong checkpoint {out / 'checkpoints' / 'iteration-000002'} (iteration 2)"
-    episodes = [line for line in lines if line.startswith("episode ")]
-    assert len(episodes) == 2 and all(line.endswith("in 150 steps (cut off)") for line in episodes), lines
-    returns = [float(line.split()[3]) for line in episodes]
+    games = [line for line in lines if line.startswith("game ")]
+    assert [line.split(":")[0] for line in games] == ["game 1 (seed 0)", "game 2 (seed 1)"], lines
+    assert all(line.endswith("in 150 steps (cut off)") for line in games), lines
+    returns = [float(line.split()[5]) for line in games]
     match = MEAN.search(played.stdout)
-    assert match and match.group(2) == "2"
+    assert match and match.group(3) == "2"
     assert float(match.group(1)) == pytest.approx(sum(returns) / 2, abs=0.01)
     assert "sampled actions" in played.stdout
     # 150 steps, every second one kept, plus the first screen.
     assert 2 <= gif_frames(gif) <= 76
-    assert f"GIF of episode 1 (76 frames): {gif}" in played.stdout
+    assert re.search(rf"GIF of one more game \(seed 0, return [-+]\d+, 76 frames\): {re.escape(str(gif))}", played.stdout)
 
     import torch
 

@@ -36,6 +36,11 @@ def test_pong_runs_checkpoints_and_resumes(tmp_path: Path) -> None:
     assert [r["iteration"] for r in records] == [1, 2]
     assert all(isinstance(r["env_steps"], int) and r["env_steps"] > 0 for r in records)
     assert records[-1]["checkpoint"] == str(out / "checkpoints" / "iteration-000002")
+    # Where each iteration's time went: the runner's sampling, the learner's updates (APPO: asynchronous, so not
+    # necessarily in every iteration), and the checkpoint saved after it.
+    assert all(r["timers"]["iteration_s"] > 0 and r["timers"]["sample_s"] > 0 for r in records), records
+    assert all(r["timers"]["checkpoint_s"] > 0 for r in records)
+    assert any(r["timers"].get("learn_s", 0) > 0 for r in records)
     assert (out / "checkpoints" / "iteration-000002" / "rljob.json").is_file()
     assert (out / "reward_curve.png").stat().st_size > 0
     assert any((out / "tensorboard").glob("events.out.tfevents.*"))
@@ -80,3 +85,17 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path: Path) -> None:
     assert "stopped: interrupted" in stdout
     last = progress(out)[-1]
     assert (out / "checkpoints" / f"iteration-{int(last['iteration']):06d}" / "rljob.json").is_file()
+
+
+def test_ppo_times_its_learner_and_its_value_pass(tmp_path: Path) -> None:
+    """PPO learns in the driver between rounds of sampling: each iteration has both, and GAE's value pass."""
+    job = write_job(tmp_path / "ppo.yaml", {"entrypoint": {"recipe": "pong", "args": [*TINY_PONG_ARGS, "--algorithm", "PPO",
+                                                                                      "--minibatch-size", "32"]}},
+                    name="tiny-ppo")
+    out = tmp_path / "out"
+    done = rljob("run", "-f", str(job), "--max-iterations", "2", "--output", str(out), env={"RLJOB_EVAL_EPISODES": "0"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    for record in progress(out):
+        timers = record["timers"]
+        assert timers["learn_s"] > 0 and timers["value_pass_s"] > 0 and timers["sample_s"] > 0, record
+        assert timers["learn_s"] + timers["value_pass_s"] + timers["sample_s"] < timers["iteration_s"]

@@ -41,3 +41,9 @@ def test_plain_lines() -> None:
     assert lines[1] == "stops at: 10 iterations"
     assert lines[2].startswith("iter     1") and "ETA 01:30" in lines[2]
     assert "\r" not in out.getvalue()
+
+
+def test_status_text_shows_where_the_iteration_went() -> None:
+    timers = {"iteration_s": 4.0, "learn_s": 2.0, "value_pass_s": 0.2, "sample_s": 1.4}
+    text = status_text(ProgressRecord(3, -20.5, 12345, 321.0, 30.0, timers=timers), 30.0, None)
+    assert "| learn 50% value pass 5% sample 35% |" in text

@@ -208,3 +208,36 @@ def test_tensorboard_files_hold_the_learner_diagnostics(tmp_path: Path) -> None:
             tags.update({v.tag: v.simple_value for v in event.summary.value})
     assert tags["learner/entropy"] == pytest.approx(1.75) and tags["learner/episode_len_mean"] == 812.5
     assert "rljob/episode_return_mean" in tags and "learner/vf_explained_var" not in tags
+
+
+def test_iteration_timers_are_this_iterations_sums_from_the_runner_and_learners() -> None:
+    res = result()
+    res["env_runners"]["rljob_sample_s"] = 2.25
+    res["learners"] = {"__all_modules__": {"rljob_learn_s": 3.5, "rljob_value_pass_s": 0.25},
+                       "default_policy": {"entropy": 1.7}}
+    res["timers"] = {"learner_update_timer": 99.0}  # RLlib's moving averages are not these
+    r = record_from_result(res, previous_env_steps=0, time_offset_s=0.0, attempt=None)
+    assert r.timers == {"sample_s": 2.25, "learn_s": 3.5, "value_pass_s": 0.25, "iteration_s": 10.0}
+    assert json.loads(r.json_line())["timers"] == r.timers
+    assert ProgressRecord.from_json(r.json_line()).timers == r.timers
+
+
+def test_missing_or_bad_timers_are_left_out() -> None:
+    from rljob.trainer.timers import iteration_timers, split_text
+
+    assert iteration_timers({}, None) == {}
+    res = {"env_runners": {"rljob_sample_s": math.nan}, "learners": {"__all_modules__": {"rljob_learn_s": -1.0}}}
+    assert iteration_timers(res, 4.0) == {"iteration_s": 4.0}
+    assert split_text({"iteration_s": 10.0, "learn_s": 5.5, "sample_s": 3.0, "value_pass_s": 0.5}) == \
+        "learn 55% value pass 5% sample 30%"
+    assert split_text({"learn_s": 5.5}) == ""  # no iteration time, no shares
+
+
+def test_the_evaluation_travels_in_status_progress() -> None:
+    summary = {"games": 20, "mean_return": 18.25, "std_return": 1.5, "min_return": 14.0, "max_return": 21.0,
+               "wins": 20, "losses": 0, "cut_off": 0, "seed": 0, "iteration": 120}
+    wire = progress_wire(ProgressRecord(120, 18.0, 10, 1.0, 2.0, timestamp=5.0, evaluation=summary))
+    assert wire["evaluation"] == {"games": 20, "meanReturn": 18.25, "stdReturn": 1.5, "minReturn": 14.0,
+                                  "maxReturn": 21.0, "wins": 20, "losses": 0, "cutOff": 0, "seed": 0, "iteration": 120}
+    assert Progress.model_validate(wire).evaluation is not None
+    assert "evaluation" not in progress_wire(ProgressRecord(1, None, 0, 0.0, 1.0, timestamp=5.0))

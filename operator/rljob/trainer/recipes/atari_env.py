@@ -61,7 +61,24 @@ def make_atari_env(config: dict[str, Any]) -> Any:
     settings.pop("num_threads", None)
     env_id = settings.pop("env_id")
     dim = int(settings.pop("dim", 64))
-    return wrap_atari_for_new_api_stack(gym.make(env_id, **settings), dim=dim, framestack=None)
+    return whole_games(wrap_atari_for_new_api_stack(gym.make(env_id, **settings), dim=dim, framestack=None))
+
+
+def whole_games(env: Any) -> Any:
+    """Unhooks RLlib's EpisodicLifeEnv from a wrapped env: an episode is a whole game, as in the vector envs.
+
+    RLlib's wrappers end an episode at each lost life; the returns would then be per life, not per game, and a
+    return target such as 18 would mean another thing for Breakout than for Pong.
+    """
+    from ray.rllib.env.wrappers.atari_wrappers import EpisodicLifeEnv
+
+    outer = env
+    while hasattr(outer, "env"):
+        if isinstance(outer.env, EpisodicLifeEnv):
+            outer.env = outer.env.env
+            return env
+        outer = outer.env
+    return env
 
 
 def ale_game(env_id: str) -> str:
@@ -80,10 +97,12 @@ def ale_game(env_id: str) -> str:
 def ale_preprocessing(settings: dict[str, Any]) -> dict[str, Any]:
     """`AtariVectorEnv` arguments that match `wrap_atari_for_new_api_stack` frame for frame.
 
-    Same: frameskip 4 with a max over the last two frames, up to 30 no-ops and FIRE at reset, a life
-    lost ends the episode, 108,000 frames per episode at most, grayscale, dim x dim, unclipped
-    rewards (the learner sees what the game gives). Differs only in order: ALE takes the max before
-    resizing (as DeepMind's setup does), RLlib's wrappers after.
+    Same: frameskip 4 with a max over the last two frames, up to 30 no-ops and FIRE at reset, 108,000
+    frames per episode at most, grayscale, dim x dim, unclipped rewards (the learner sees what the game
+    gives). An episode is a whole game: a lost life does not end it (ale-py's `episodic_life` would
+    reset the whole game at each one; `whole_games` takes RLlib's per-life wrapper off the single env).
+    Differs only in order: ALE takes the max before resizing (as DeepMind's setup does), RLlib's wrappers
+    after. Training and evaluation use these same settings (`atari_vector_env`).
     """
     dim = int(settings.get("dim", 64))
     frameskip = settings.get("frameskip", 1)
@@ -98,7 +117,7 @@ def ale_preprocessing(settings: dict[str, Any]) -> dict[str, Any]:
         "maxpool": True,
         "noop_max": 30,
         "use_fire_reset": True,
-        "episodic_life": True,
+        "episodic_life": False,
         "reward_clipping": False,
         "max_num_frames_per_episode": 108_000,
         "repeat_action_probability": float(settings.get("repeat_action_probability", 0.0)),
@@ -120,26 +139,33 @@ def make_ale_vector_env(settings: dict[str, Any], num_envs: int) -> Any:
     return _normalized_frames(inner, int(settings.get("dim", 64)))
 
 
-def make_async_frame_stack_env(settings: dict[str, Any], num_envs: int, framestack: int) -> Any:
-    """The lean runner's env: uint8 frame stacks (framestack, dim, dim), half the envs returned per `recv`.
+def atari_vector_env(settings: dict[str, Any], num_envs: int, framestack: int, batch_size: int | None = None) -> Any:
+    """ale-py's vector env with uint8 frame stacks (framestack, dim, dim): what the lean runner trains on and what
+    the evaluation plays, built here once so that both see the same observations.
 
-    ALE stacks the frames itself (no copies in Python), and next-step autoreset keeps every
-    terminal observation real: the action sent with it is ignored and the next result for that env
-    is the first observation of its new episode.
+    ALE stacks the frames itself (no copies in Python), and next-step autoreset keeps every terminal
+    observation real: the action sent with it is ignored and the next result for that env is the first
+    observation of its new episode. `batch_size` below `num_envs` makes it asynchronous (`recv` returns the
+    first `batch_size` envs to finish).
     """
     from ale_py.vector_env import AtariVectorEnv
 
-    if num_envs < 2 or num_envs % 2:
-        raise ValueError(f"{num_envs} envs cannot be split into two halves for asynchronous stepping; give an even number >= 2")
     _quiet_ale()
     return AtariVectorEnv(
         num_envs=num_envs,
-        batch_size=num_envs // 2,
+        batch_size=batch_size or num_envs,
         num_threads=max(1, int(settings.get("num_threads", 1))),
         stack_num=framestack,
         autoreset_mode="NextStep",
         **ale_preprocessing(settings),
     )
+
+
+def make_async_frame_stack_env(settings: dict[str, Any], num_envs: int, framestack: int) -> Any:
+    """The lean runner's env: half the envs returned per `recv`, the other half emulated meanwhile."""
+    if num_envs < 2 or num_envs % 2:
+        raise ValueError(f"{num_envs} envs cannot be split into two halves for asynchronous stepping; give an even number >= 2")
+    return atari_vector_env(settings, num_envs, framestack, batch_size=num_envs // 2)
 
 
 def _normalized_frames(env: Any, dim: int) -> Any:
