@@ -8,13 +8,13 @@ config) in this process, samples for a fixed time, and prints one figure per lin
     .venv/bin/python benchmarks/env_runner_throughput.py --cpus 4 --envs 64  # one fat runner of 4 CPUs
 
 Figures, each measured in this run:
-- the ceiling: `AtariVectorEnv` alone (all envs stepped together, random actions, no policy, no RLlib)
-  with the same threads and envs;
+- the ceiling: the training's own `AtariVectorEnv` alone (64x64, 4 frames stacked, the envs in two halves,
+  random actions, no policy, no RLlib) with the same threads and envs;
 - the lean runner's own cost: CPU microseconds per env step with a null env (preallocated frames, no
   emulation) and a stub policy (random actions), i.e. everything the runner adds to ALE and the network;
 - each runner with the stub policy, then with the recipe's network on the CPU, as a fraction of the ceiling
   (where the lean runner's emulator leaves CPUs to the forward pass, as with the pong network on the CPU, its
-  stub-policy line is held to ALE on the emulator's own threads);
+  stub-policy line also gives the fraction of ALE on the emulator's own threads);
 - the bare loop (ALE's send/recv and the same network, nothing recorded): what the lean runner could reach
   on these cores with this network, and the runner as a fraction of it.
 """
@@ -39,18 +39,25 @@ RUNNERS = {"lean": ["--env-runner", "lean"], "stock-ale": ["--env-runner", "stoc
 
 
 def ale_alone(num_envs: int, threads: int, seconds: float) -> float:
-    from ale_py.vector_env import AtariVectorEnv
+    """The training's own vector env alone: 64x64, 4 frames stacked, the envs in two halves (one emulated while the
+    other's actions are chosen), random actions: the runner's work without the runner and the policy."""
+    from rljob.trainer.recipes.atari_env import ALE_SETTINGS, make_async_frame_stack_env
 
-    env = AtariVectorEnv("pong", num_envs=num_envs, num_threads=threads, img_height=64, img_width=64, stack_num=4)
+    settings = {"env_id": "ale_py:ALE/Pong-v5", "dim": 64, "num_threads": threads, **ALE_SETTINGS}
+    env = make_async_frame_stack_env(settings, num_envs, 4)
+    half = num_envs // 2
     try:
         env.reset(seed=0)
         rng = np.random.default_rng(0)
+        env.send(rng.integers(0, 6, size=half))
         for _ in range(20):
-            env.step(rng.integers(0, 6, size=num_envs))
+            env.recv()
+            env.send(rng.integers(0, 6, size=half))
         steps, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            env.step(rng.integers(0, 6, size=num_envs))
-            steps += num_envs
+            env.recv()
+            env.send(rng.integers(0, 6, size=half))
+            steps += half
         return steps / (time.perf_counter() - start)
     finally:
         env.close()
@@ -159,12 +166,11 @@ def main(argv: list[str]) -> int:
                     runner._collector = real
                 stub = rate(sampler(runner, envs * 50, stub=True), args.seconds)
                 emulator = int(runner.config.env_config.get("num_threads", args.cpus))
-                if emulator == args.cpus:
-                    print(f"env runner {kind}, {envs} envs, stub policy: {stub:,.0f} env steps/s = {stub / ceiling:.2f} of the ceiling")
-                else:  # the emulator leaves CPUs to the forward pass: the stub is held to ALE on the emulator's threads
+                line = f"env runner {kind}, {envs} envs, stub policy: {stub:,.0f} env steps/s = {stub / ceiling:.2f} of the ceiling"
+                if emulator != args.cpus:  # the emulator leaves CPUs to the forward pass: also against its own threads
                     own = ale_alone(envs, emulator, args.seconds / 2)
-                    print(f"env runner {kind}, {envs} envs, stub policy: {stub:,.0f} env steps/s = {stub / own:.2f} of the "
-                          f"ceiling on its {emulator} emulator thread(s) ({own:,.0f} env steps/s)")
+                    line += f" ({stub / own:.2f} of ALE on its {emulator} emulator thread(s) alone, {own:,.0f} env steps/s)"
+                print(line)
                 full = rate(sampler(runner, envs * 50, stub=False), args.seconds)
                 print(f"env runner {kind}, {envs} envs: {full:,.0f} env steps/s = {full / ceiling:.2f} of the ceiling")
                 if kind == "lean":

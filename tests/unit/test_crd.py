@@ -66,13 +66,14 @@ def test_names_columns_and_status_subresource() -> None:
     assert body["metadata"]["name"] == "rltrainingjobs.rljob.dev"
     names = body["spec"]["names"]
     assert set(names["shortNames"]) == {"rlj", "rltj"}
+    assert names["categories"] == ["rljob"]  # not "all": `kubectl delete all --all` must not take jobs and their volumes
     version = body["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}, "scale": {
         "specReplicasPath": ".spec.workers.replicas", "statusReplicasPath": ".status.readyWorkers",
         "labelSelectorPath": ".status.workerSelector"}}
     columns = {col["name"]: col.get("priority", 0) for col in version["additionalPrinterColumns"]}
     assert [n for n, p in columns.items() if p == 0] == ["Phase", "Workers", "Iteration", "Reward", "Age"]
-    assert {"Reason", "Experiment", "Started"} <= {n for n, p in columns.items() if p == 1}
+    assert {"Reason", "Experiment", "Started", "Evaluation"} <= {n for n, p in columns.items() if p == 1}
 
 
 def test_crd_yaml_parses() -> None:

@@ -12,7 +12,9 @@ LIST_KIND = "RLTrainingJobList"
 PLURAL = "rltrainingjobs"
 SINGULAR = "rltrainingjob"
 SHORT_NAMES = ("rlj", "rltj")
-CATEGORIES = ("all", "rljob")
+# Not "all": `kubectl delete all --all` would delete the jobs, and with them their checkpoint volumes (as for
+# Kubeflow's and KubeRay's kinds, `kubectl get rljob` lists what belongs to the project).
+CATEGORIES = ("rljob",)
 CRD_NAME = f"{PLURAL}.{GROUP}"
 
 APP_NAME = "rljob"

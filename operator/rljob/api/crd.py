@@ -36,6 +36,8 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1, "description": "Why the job is in this phase."},
     {"name": "Experiment", "type": "string", "jsonPath": ".spec.experiment", "priority": 1},
     {"name": "Started", "type": "date", "jsonPath": ".status.startTime", "priority": 1},
+    {"name": "Evaluation", "type": "number", "jsonPath": ".status.progress.evaluation.meanReturn", "priority": 1,
+     "description": "Mean return of the greedy evaluation's games after a finished run."},
 ]
 
 # `kubectl scale rltj NAME --replicas N` and autoscalers: the workers are what scales (the head is one pod).
