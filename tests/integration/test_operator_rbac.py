@@ -46,6 +46,10 @@ EXEMPT: dict[Permission, str] = {
 }
 # Granted and used on some runs only: neither required to be used nor flagged when used.
 OPTIONAL: dict[Permission, str] = {
+    ("patch", "", "events", ""): (
+        "the count of an event the operator posted, raised when the same event repeats on the same job: only when a "
+        "transition repeats within a run"
+    ),
     ("get", c.GROUP, c.PLURAL, ""): (
         "a fresh read of the job when a decision's status write conflicts (409): only when the job changed between "
         "the operator's read and its write, which a run may or may not provoke"

@@ -416,7 +416,7 @@ def test_aggregated_user_roles(helm_home: dict[str, str], tmp_path: Path) -> Non
     assert {k for k in delegate["metadata"]["labels"] if k.startswith("rbac.")} == {"rbac.authorization.k8s.io/aggregate-to-admin"}
     assert {(r, v) for rule in delegate["rules"] for r in rule["resources"] for v in rule["verbs"]} == {
         ("rltrainingjobs/status", "get"), ("rltrainingjobs/status", "patch"), ("rltrainingjobs/finalizers", "update"),
-        ("events", "create"), ("leases", "create"), ("leases", "get"), ("leases", "update")}
+        ("events", "create"), ("events", "patch"), ("leases", "create"), ("leases", "get"), ("leases", "update")}
 
     off = render(helm_home, tmp_path, {"rbac": {"aggregatedRoles": {"enabled": False}}})
     assert [r for r in by_kind(off, "ClusterRole") if aggregated(r)] == []

@@ -95,10 +95,10 @@ Role per watched namespace.
 - apiGroups: [""]
   resources: [services]
   verbs: [create, delete, get, list, watch]
-# The operator posts its own events on the jobs.
+# The operator posts its own events on the jobs, and raises the count of one it posted when it repeats.
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, patch]
 # The workers: watched, created, scaled (merge patch of spec.replicas), deleted when a job ends.
 - apiGroups: [apps]
   resources: [statefulsets]

@@ -20,6 +20,7 @@ import aiohttp
 from ..api import constants as c
 from . import credentials
 from .credentials import Credentials
+from .events import EventAggregator
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class Kube:
         # Asked before every write (all but GETs and the Lease's own requests): a replica that may no longer hold the
         # Lease sends nothing that acts, however late a decision made while it led reaches this point. None: alone.
         self.may_write: Callable[[], bool] | None = None
+        self.events = EventAggregator()
 
     def _open(self) -> aiohttp.ClientSession:
         """Opened on first use: a session belongs to the event loop that runs it."""
@@ -228,31 +230,52 @@ class Kube:
             return None
 
     async def event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        """A core/v1 Event on the job, as `kubectl describe rltj` and `kubectl get events` show them."""
+        """A core/v1 Event on the job, as `kubectl describe rltj` and `kubectl get events` show them.
+
+        A repeat of the same event on the same job raises the count and lastTimestamp of the Event posted first
+        (events.EventAggregator), as client-go's recorder does.
+        """
         meta = involved["metadata"]
+        namespace, message = meta["namespace"], message[:1024]
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": c.API_VERSION, "kind": c.KIND, "name": meta["name"], "namespace": meta["namespace"],
-                "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion"),
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": type_,
-            "source": {"component": c.MANAGED_BY},
-            "reportingComponent": f"{c.GROUP}/operator",
-            "reportingInstance": c.MANAGED_BY,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+        key = (namespace, str(meta.get("uid") or meta["name"]), type_, reason, message)
+        occurrence = self.events.occur(key, f"{meta['name']}.{secrets.token_hex(8)}")
         try:
-            await self.request("POST", collection_path("v1", "Event", meta["namespace"]), body)
+            if not occurrence.first:
+                try:
+                    await self.merge_patch(object_path("v1", "Event", namespace, occurrence.name),
+                                           {"count": occurrence.count, "lastTimestamp": now})
+                    return
+                except ApiException as exc:
+                    if exc.status != 404:  # expired or deleted: post it anew below
+                        raise
+                    self.events.forget(key)
+                    occurrence = self.events.occur(key, f"{meta['name']}.{secrets.token_hex(8)}")
+            body = {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": occurrence.name, "namespace": namespace},
+                "involvedObject": {
+                    "apiVersion": c.API_VERSION, "kind": c.KIND, "name": meta["name"], "namespace": namespace,
+                    "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion"),
+                },
+                "reason": reason,
+                "message": message,
+                "type": type_,
+                "source": {"component": c.MANAGED_BY},
+                "reportingComponent": f"{c.GROUP}/operator",
+                "reportingInstance": c.MANAGED_BY,
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            }
+            await self.request("POST", collection_path("v1", "Event", namespace), body)
         except ApiException as exc:  # events are best effort; never fail a reconcile for them
-            log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc.reason)
+            self.events.forget(key)
+            log.warning("could not post event %s on %s/%s: %s", reason, namespace, meta["name"], exc.reason)
+        except BaseException:
+            self.events.forget(key)  # not sent (NotLeading, a cancelled reconcile): the count must not run ahead
+            raise
 
     async def close(self) -> None:
         for session in (self._session, self._streams):
