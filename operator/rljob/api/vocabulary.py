@@ -1,4 +1,4 @@
-"""The words of the RLTrainingJob API: phases, condition types and reasons, as types.
+"""The words of the RLTrainingJob API: phases, condition types, reasons and event types, as types.
 
 Every module that sets or reads them imports them from here, and the CRD's descriptions are derived
 from them, so `kubectl explain`, the operator and the tests cannot disagree about a spelling.
@@ -71,3 +71,10 @@ def words(enum: type[StrEnum]) -> str:
     """`Pending, Initializing, ... or Suspended`: for descriptions."""
     values = [m.value for m in enum]
     return ", ".join(values[:-1]) + " or " + values[-1]
+
+
+class EventType(StrEnum):
+    """The type of an Event the operator posts on a job (core/v1 Event.type)."""
+
+    NORMAL = "Normal"
+    WARNING = "Warning"

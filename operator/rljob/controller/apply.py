@@ -11,7 +11,7 @@ from .. import resources
 from ..api import constants as c
 from ..api import names
 from ..api.models import JobStatus, RLTrainingJob
-from ..api.vocabulary import Reason
+from ..api.vocabulary import EventType, Reason
 from . import conditions as cond
 from . import kueue, observe
 from .kube import ApiException, Kube, error_text, object_path
@@ -104,7 +104,7 @@ async def apply(
         message = "; ".join(p.message for p in (refused or problems))[:2000]
         status = _amended(job, status, reason=reason, message=message)
         if (job.status.message if job.status else None) != message:  # not again on every retry
-            await kube.event(body, "Warning" if refused else "Normal", reason, message)
+            await kube.event(body, EventType.WARNING if refused else EventType.NORMAL, reason, message)
         written = False
     if status is not None and not written:
         new_body = await _write_status(kube, job, status, new_body or body, pacer) or new_body

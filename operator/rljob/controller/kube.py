@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from ..api import constants as c
+from ..api.vocabulary import EventType
 from . import credentials
 from .credentials import Credentials
 from .events import EventAggregator
@@ -229,7 +230,7 @@ class Kube:
             log.info("no log for %s/%s: %s", namespace, name, exc.reason)
             return None
 
-    async def event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    async def event(self, involved: dict[str, Any], type_: EventType, reason: str, message: str) -> None:
         """A core/v1 Event on the job, as `kubectl describe rltj` and `kubectl get events` show them.
 
         A repeat of the same event on the same job raises the count and lastTimestamp of the Event posted first

@@ -43,7 +43,7 @@ from datetime import datetime, timedelta
 from ..api import constants as c
 from ..api import names
 from ..api.models import JobStatus, RLTrainingJob
-from ..api.vocabulary import ACTIVE_PHASES, ConditionType, Phase, Reason
+from ..api.vocabulary import ACTIVE_PHASES, ConditionType, EventType, Phase, Reason
 from ..resources.meta import pod_size_hash, selector_string
 from ..resources.workers import worker_selector
 from ..resources.workload import pod_set_counts
@@ -66,7 +66,7 @@ DEGRADED_AFTER = timedelta(seconds=60)
 
 @dataclass(frozen=True)
 class Event:
-    type: str  # Normal or Warning
+    type: EventType
     reason: str
     message: str
 
@@ -139,7 +139,7 @@ class _Machine:
             return self._suspend(Reason.QUEUED, self._queued_message())
         self._start_attempt(attempt=1, failures=0, fresh_start=True)
         self._phase(PENDING, Reason.ACCEPTED, "creating the Ray cluster")
-        self._event("Normal", Reason.ACCEPTED, f"creating head pod and {self.spec.workers.replicas} worker(s)")
+        self._event(EventType.NORMAL, Reason.ACCEPTED, f"creating head pod and {self.spec.workers.replicas} worker(s)")
         return self._done()
 
     def suspended(self) -> Decision:
@@ -153,7 +153,7 @@ class _Machine:
         self._start_attempt(attempt=attempt, failures=self.old.failed_attempts or 0, fresh_start=True)
         self._phase(PENDING, Reason.RESUMED, f"resuming with attempt {attempt}")
         self._set(cond.SUSPENDED, False, Reason.RESUMED, "spec.suspend is false")
-        self._event("Normal", Reason.RESUMED, f"starting attempt {attempt} from the latest checkpoint")
+        self._event(EventType.NORMAL, Reason.RESUMED, f"starting attempt {attempt} from the latest checkpoint")
         return self._done()
 
     def active(self) -> Decision:
@@ -188,7 +188,7 @@ class _Machine:
                     self.decision.create_head = attempt
                 return self._done()
             self._phase(INITIALIZING, Reason.CLUSTER_STARTING, self._waiting_for_cluster(head.name))
-            self._event("Normal", Reason.CLUSTER_STARTING, _head_created(head.name))
+            self._event(EventType.NORMAL, Reason.CLUSTER_STARTING, _head_created(head.name))
         self._ensure_workers()
         ready = head is not None and head.ready and self._workers_ready()
         if self.old.phase != RUNNING and self.status.phase != RUNNING and ready:
@@ -196,7 +196,7 @@ class _Machine:
             self._phase(RUNNING, Reason.CLUSTER_READY, f"Ray cluster ready: head and {self.spec.workers.replicas} worker(s); training")
             self._set(cond.CLUSTER_READY, True, Reason.CLUSTER_READY, "head and all workers are ready")
             self._set(cond.RUNNING, True, Reason.DRIVER_RUNNING, "the driver is training")
-            self._event("Normal", Reason.CLUSTER_READY, f"head and {self.spec.workers.replicas} worker(s) ready; training")
+            self._event(EventType.NORMAL, Reason.CLUSTER_READY, f"head and {self.spec.workers.replicas} worker(s) ready; training")
         elif self.old.phase == RUNNING:
             self._track_cluster_health(ready, attempt)
         elif head is not None and not ready:
@@ -283,7 +283,7 @@ class _Machine:
             where = f"ClusterQueue {wl.cluster_queue}" if wl.cluster_queue else "Kueue"
             self._phase(PENDING, Reason.ADMITTED, f"admitted by {where}: starting attempt {attempt}")
             self._set(cond.SUSPENDED, False, Reason.ADMITTED, f"admitted by {where}")
-            self._event("Normal", Reason.ADMITTED, f"admitted by {where} with the head and {self.spec.workers.replicas} "
+            self._event(EventType.NORMAL, Reason.ADMITTED, f"admitted by {where} with the head and {self.spec.workers.replicas} "
                         f"worker(s); starting attempt {attempt}" + (" from the latest checkpoint" if attempt > 1 else ""))
             return self._done()
         if wl.admitted:
@@ -332,7 +332,7 @@ class _Machine:
         message = f"head or workers were edited while suspended: {what} built before the edit replaced by attempt {attempt + 1}"
         self._phase(PENDING, Reason.RESUMED, message)
         self._set(cond.RUNNING, False, Reason.RESUMED, message)
-        self._event("Normal", Reason.RESUMED, message)
+        self._event(EventType.NORMAL, Reason.RESUMED, message)
         return self._done()
 
     def _wait_for_earlier_heads(self, attempt: int) -> bool:
@@ -359,7 +359,7 @@ class _Machine:
             # Level, not edge: what the job owns is there while it runs (a NetworkPolicy removed by hand would leave
             # its pods unisolated; a removed head Service, new workers unable to find the head).
             self.decision.ensure_children = True
-            self._event("Warning", Reason.CHILDREN_RESTORED,
+            self._event(EventType.WARNING, Reason.CHILDREN_RESTORED,
                         f"{', '.join(self.obs.children_gone)} deleted while the job runs: created again")
         w = self.obs.workers
         if not w.exists or w.deleting:
@@ -367,7 +367,7 @@ class _Machine:
             self.decision.requeue_after = 2.0
         elif w.replicas != self.spec.workers.replicas:
             self.decision.scale_workers = self.spec.workers.replicas
-            self._event("Normal", Reason.WORKERS_SCALED, f"workers scaled from {w.replicas} to {self.spec.workers.replicas}")
+            self._event(EventType.NORMAL, Reason.WORKERS_SCALED, f"workers scaled from {w.replicas} to {self.spec.workers.replicas}")
 
     def _track_cluster_health(self, ready: bool, attempt: int) -> None:
         """ClusterReady while Running. A cluster that stops being ready is WorkersNotReady at once, and only
@@ -379,7 +379,7 @@ class _Machine:
             self.status.cluster_ready_time = cond.timestamp(self.now)
             self._set(cond.CLUSTER_READY, True, Reason.CLUSTER_READY, "head and all workers are ready")
             if was is not None and was.reason == Reason.CLUSTER_DEGRADED:
-                self._event("Normal", Reason.CLUSTER_RECOVERED, "all workers are ready again")
+                self._event(EventType.NORMAL, Reason.CLUSTER_RECOVERED, "all workers are ready again")
         elif not ready:
             # Kept current while degraded: the count, and why a replacement does not start (no node fits any more).
             msg = f"{self.status.workers} workers ready; the StatefulSet is replacing the others"
@@ -391,7 +391,7 @@ class _Machine:
                 self._set(cond.CLUSTER_READY, False, Reason.CLUSTER_DEGRADED, msg)
             elif since is not None and self.now >= since + TIMESTAMP_RESOLUTION + DEGRADED_AFTER:
                 self._set(cond.CLUSTER_READY, False, Reason.CLUSTER_DEGRADED, msg)
-                self._event("Warning", Reason.CLUSTER_DEGRADED, msg)
+                self._event(EventType.WARNING, Reason.CLUSTER_DEGRADED, msg)
             else:
                 self._set(cond.CLUSTER_READY, False, Reason.WORKERS_NOT_READY, msg)
                 left = DEGRADED_AFTER if since is None else since + TIMESTAMP_RESOLUTION + DEGRADED_AFTER - self.now
@@ -411,7 +411,7 @@ class _Machine:
             self.status.message = f"{self._waiting_for_cluster(head)}; {detail}"
             self._set(cond.CLUSTER_READY, False, reason, detail)
             if was_reason != reason:
-                self._event("Warning", reason, detail)
+                self._event(EventType.WARNING, reason, detail)
         elif was_reason in (Reason.UNSCHEDULABLE, Reason.CONTAINERS_NOT_STARTING):
             self.status.message = self._waiting_for_cluster(head)
             self._set(cond.CLUSTER_READY, False, Reason.STARTING, "the Ray cluster is being created")
@@ -462,7 +462,7 @@ class _Machine:
     def _succeed(self, head: PodObservation) -> Decision:
         self._terminal(SUCCEEDED, Reason.DRIVER_SUCCEEDED, f"the driver in {head.name} finished successfully", head)
         self._set(cond.COMPLETE, True, Reason.DRIVER_SUCCEEDED, "training finished")
-        self._event("Normal", Reason.SUCCEEDED, f"training finished (head pod {head.name} exited 0)")
+        self._event(EventType.NORMAL, Reason.SUCCEEDED, f"training finished (head pod {head.name} exited 0)")
         return self._done()
 
     def _attempt_failed(self, attempt: int, head: PodObservation | None) -> Decision:
@@ -472,14 +472,14 @@ class _Machine:
             self._terminal(FAILED, Reason.DRIVER_FAILED, f"{what}: a configuration error, not retried", head)
             self.status.failed_attempts = failures
             self._set(cond.FAILED, True, Reason.DRIVER_FAILED, self.status.message or "")
-            self._event("Warning", Reason.DRIVER_FAILED, self.status.message or "")
+            self._event(EventType.WARNING, Reason.DRIVER_FAILED, self.status.message or "")
             return self._done()
         if failures > self.spec.backoff_limit:
             msg = f"{what}; backoffLimit {self.spec.backoff_limit} reached"
             self._terminal(FAILED, Reason.BACKOFF_LIMIT_EXCEEDED, msg, head)
             self.status.failed_attempts = failures
             self._set(cond.FAILED, True, Reason.BACKOFF_LIMIT_EXCEEDED, msg)
-            self._event("Warning", Reason.BACKOFF_LIMIT_EXCEEDED, msg)
+            self._event(EventType.WARNING, Reason.BACKOFF_LIMIT_EXCEEDED, msg)
             return self._done()
         if head is not None and head.failed:
             self.decision.capture_log = head.name
@@ -490,7 +490,7 @@ class _Machine:
         self._start_attempt(attempt=attempt + 1, failures=failures, fresh_start=False)
         self._phase(PENDING, Reason.ATTEMPT_FAILED, f"{what}; starting attempt {attempt + 1} of {self.spec.backoff_limit + 1}")
         self._set(cond.RUNNING, False, Reason.ATTEMPT_FAILED, what)
-        self._event("Warning", Reason.ATTEMPT_FAILED, f"{what}; starting attempt {attempt + 1} from the latest checkpoint")
+        self._event(EventType.WARNING, Reason.ATTEMPT_FAILED, f"{what}; starting attempt {attempt + 1} from the latest checkpoint")
         return self._done()
 
     def _terminal(self, phase: Phase, reason: Reason, message: str, head: PodObservation | None) -> None:
@@ -511,7 +511,7 @@ class _Machine:
     def _fail(self, reason: Reason, message: str) -> None:
         self._terminal(FAILED, reason, message, None)
         self._set(cond.FAILED, True, reason, message)
-        self._event("Warning", reason, message)
+        self._event(EventType.WARNING, reason, message)
 
     def _suspend(self, reason: Reason, message: str) -> Decision:
         self._phase(SUSPENDED, reason, message)
@@ -520,7 +520,7 @@ class _Machine:
         self._set(cond.CLUSTER_READY, False, reason, "pods removed while suspended")
         self._observe_workers()
         self._remove_pods()
-        self._event("Warning" if reason == Reason.EVICTED else "Normal", reason, message)
+        self._event(EventType.WARNING if reason == Reason.EVICTED else EventType.NORMAL, reason, message)
         return self._done()
 
     def _remove_pods(self) -> None:
@@ -538,7 +538,7 @@ class _Machine:
         self.status.conditions = cond.set_condition(
             self.status.conditions, type_, value, reason, message, self.now, self.generation)
 
-    def _event(self, type_: str, reason: Reason, message: str) -> None:
+    def _event(self, type_: EventType, reason: Reason, message: str) -> None:
         self.decision.events.append(Event(type_, reason, message))
 
     def _requeue(self, seconds: float) -> None:
@@ -562,7 +562,7 @@ class _Machine:
             # The count from the start, as the move to Initializing always carried it: else the next pass writes it alone.
             self._observe_workers(created)
             self.decision.head_created = created
-            self.decision.head_created_events = [Event("Normal", Reason.CLUSTER_STARTING, _head_created(head))]
+            self.decision.head_created_events = [Event(EventType.NORMAL, Reason.CLUSTER_STARTING, _head_created(head))]
         return self.decision
 
     def _waiting_for_cluster(self, head: str) -> str:

@@ -26,7 +26,7 @@ from ..api import constants as c
 from ..api import names
 from ..api.manifest import ManifestError, parse_job
 from ..api.models import JobStatus, RLTrainingJob
-from ..api.vocabulary import TERMINAL_PHASES, Phase, Reason
+from ..api.vocabulary import TERMINAL_PHASES, EventType, Phase, Reason
 from . import conditions as cond
 from . import kueue, observe
 from .apply import ChildCreationFailed, apply
@@ -470,7 +470,7 @@ class Reconciler:
                     new.conditions = cond.set_condition(new.conditions, type_, False, reason, message, now, generation)
             new.observed_generation, new.completion_time = generation, cond.timestamp(now)
             new_body = await self.kube.patch_job_status(key[0], key[1], new.merge_patch(old), body)
-            await self.kube.event(new_body, "Warning", reason, message)
+            await self.kube.event(new_body, EventType.WARNING, reason, message)
             self.upsert_job_quietly(new_body)
         await self._tear_down(key, (body.get("metadata") or {}).get("uid"))
         return new_body
