@@ -1,7 +1,8 @@
 """The RLTrainingJob API: models, constants, names. Imports nothing else of rljob's."""
 from . import constants, names
 from .manifest import ManifestError, load_job, load_job_file, parse_job
-from .models import RECIPES, TERMINAL_PHASES, JobSpec, JobStatus, RLTrainingJob
+from .models import RECIPES, JobSpec, JobStatus, RLTrainingJob
+from .vocabulary import TERMINAL_PHASES
 
 __all__ = [
     "RECIPES",

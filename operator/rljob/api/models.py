@@ -23,12 +23,10 @@ from .constants import (
     TERMINATION_PROGRESS_KEY,
 )
 from .quantity import QUANTITY_PATTERN, parse_quantity
-from .vocabulary import TERMINAL_PHASES as TERMINAL
 from .vocabulary import ConditionType, Phase, words
 
 RECIPES = ("pong", "cartpole")
 PHASES = tuple(p.value for p in Phase)
-TERMINAL_PHASES = tuple(p.value for p in TERMINAL)
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"

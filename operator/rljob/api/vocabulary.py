@@ -78,3 +78,12 @@ class EventType(StrEnum):
 
     NORMAL = "Normal"
     WARNING = "Warning"
+
+
+class KueueCondition(StrEnum):
+    """The condition types of a Kueue Workload the operator reads and writes (Kueue's words, spelled once here)."""
+
+    QUOTA_RESERVED = "QuotaReserved"
+    ADMITTED = "Admitted"
+    EVICTED = "Evicted"
+    FINISHED = "Finished"

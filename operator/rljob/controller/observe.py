@@ -13,6 +13,7 @@ from typing import Any
 from ..api import constants as c
 from ..api import names
 from ..api.models import Progress, termination_progress
+from ..api.vocabulary import KueueCondition
 
 # A pod's own phases (core/v1), not a job's: the two in which its containers have stopped for good.
 POD_RUNNING, POD_SUCCEEDED, POD_FAILED = "Running", "Succeeded", "Failed"
@@ -249,18 +250,18 @@ def observe_workload(body: Mapping[str, Any]) -> WorkloadObservation:
         (str(a.get("name", "")), tuple(sorted(set((a.get("flavors") or {}).values()))))
         for a in admission.get("podSetAssignments") or []
     )
-    evicted = conditions.get("Evicted") or {}
+    evicted = conditions.get(KueueCondition.EVICTED) or {}
     return WorkloadObservation(
         name=meta.get("name", ""),
         uid=meta.get("uid", ""),
         controller_uid=controller_uid(meta),
         active=spec.get("active", True) is not False,
-        admitted=true("Admitted"),
+        admitted=true(KueueCondition.ADMITTED),
         quota_reserved=bool(admission),
-        evicted=true("Evicted"),
+        evicted=true(KueueCondition.EVICTED),
         evicted_reason=str(evicted.get("reason") or ""),
         evicted_message=str(evicted.get("message") or ""),
-        finished=true("Finished"),
+        finished=true(KueueCondition.FINISHED),
         cluster_queue=str(admission.get("clusterQueue") or ""),
         flavors=flavors,
         counts=tuple((str(p.get("name", "")), int(p.get("count") or 0)) for p in spec.get("podSets") or []),

@@ -15,6 +15,7 @@ from typing import Any
 from ..api import constants as c
 from ..api import names
 from ..api.models import RLTrainingJob, Toleration
+from ..api.vocabulary import KueueCondition
 from .context import BuildContext
 from .head import head_pod
 from .meta import object_meta
@@ -102,7 +103,7 @@ def _with_condition(conditions: list[dict[str, Any]], type_: str, status: bool, 
     out = [dict(x) for x in conditions if x.get("type") != type_]
     old = next((x for x in conditions if x.get("type") == type_), None)
     changed = old is None or old.get("status") != value
-    new = {"type": type_, "status": value, "reason": reason, "message": message[:32768],
+    new = {"type": str(type_), "status": value, "reason": reason, "message": message[:32768],
            "lastTransitionTime": now if changed else old.get("lastTransitionTime", now)}
     if generation is not None:
         new["observedGeneration"] = generation
@@ -115,7 +116,7 @@ def finished_patch(workload_body: Mapping[str, Any], reason: str, message: str, 
     meta = workload_body.get("metadata") or {}
     conditions = list((workload_body.get("status") or {}).get("conditions") or [])
     return {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": {
-        "conditions": _with_condition(conditions, "Finished", True, reason, message or reason, now, meta.get("generation"))}}
+        "conditions": _with_condition(conditions, KueueCondition.FINISHED, True, reason, message or reason, now, meta.get("generation"))}}
 
 
 # Evictions after which Kueue expects the job to be requeued at once (its own job kinds do the same).
@@ -128,9 +129,9 @@ def released_patch(workload_body: Mapping[str, Any], reason: str, message: str, 
     meta = workload_body.get("metadata") or {}
     generation = meta.get("generation")
     conditions = list((workload_body.get("status") or {}).get("conditions") or [])
-    conditions = _with_condition(conditions, "QuotaReserved", False, "Pending", message or reason, now, generation)
-    if any(x.get("type") == "Admitted" and x.get("status") == "True" for x in conditions):
-        conditions = _with_condition(conditions, "Admitted", False, "NoReservation", "the quota reservation was released",
+    conditions = _with_condition(conditions, KueueCondition.QUOTA_RESERVED, False, "Pending", message or reason, now, generation)
+    if any(x.get("type") == KueueCondition.ADMITTED and x.get("status") == "True" for x in conditions):
+        conditions = _with_condition(conditions, KueueCondition.ADMITTED, False, "NoReservation", "the quota reservation was released",
                                      now, generation)
     conditions = _with_condition(conditions, "Requeued", reason in REQUEUED_AFTER, reason, message or reason, now, generation)
     return {"metadata": {"resourceVersion": meta.get("resourceVersion")},
