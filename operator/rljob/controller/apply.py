@@ -15,6 +15,7 @@ from ..api.vocabulary import EventType, Reason
 from . import conditions as cond
 from . import kueue, observe
 from .kube import ApiException, Kube, error_text, object_path
+from .objects import controller_uid, resource_version
 from .pacing import StatusPacer
 from .phases import Decision
 
@@ -117,7 +118,8 @@ async def apply(
     if decision.job_labels:  # beside the events: neither waits on the other
         path = object_path(c.API_VERSION, c.KIND, ns, job.name)
         _, labelled = await asyncio.gather(post_events(), kube.merge_patch(path, {"metadata": {"labels": decision.job_labels}}))
-        new_body = labelled if new_body is None or _rv(labelled) > _rv(new_body) else new_body
+        if new_body is None or resource_version(labelled["metadata"]) > resource_version(new_body["metadata"]):
+            new_body = labelled
     else:
         await post_events()
     if decision.delete_job:
@@ -148,10 +150,6 @@ async def _write_status(
     return written
 
 
-def _rv(body: dict[str, Any]) -> int:
-    return int(body.get("metadata", {}).get("resourceVersion") or 0)
-
-
 class ChildCreationFailed(Exception):
     """Children could not be created. Refused ones (`waiting` false) are retried with backoff; names still held
     by a deleted job's children (`waiting`) are looked at again soon, as nothing else would say when they go."""
@@ -159,11 +157,6 @@ class ChildCreationFailed(Exception):
     def __init__(self, message: str, waiting: bool = False) -> None:
         super().__init__(message)
         self.waiting = waiting
-
-
-def _owner_uid(obj: dict[str, Any]) -> str | None:
-    refs = obj["metadata"].get("ownerReferences") or []
-    return refs[0].get("uid") if refs else None
 
 
 async def _create(kube: Kube, obj: dict[str, Any], retries_on_404: int = 5) -> list[Problem]:
@@ -175,8 +168,8 @@ async def _create(kube: Kube, obj: dict[str, Any], retries_on_404: int = 5) -> l
             if created:
                 log.info("created %s %s/%s", kind, obj["metadata"]["namespace"], name)
                 return []
-            uid = _owner_uid(obj)
-            holder = observe.controller_uid(existing["metadata"]) if existing else uid
+            uid = controller_uid(obj["metadata"])
+            holder = controller_uid(existing["metadata"]) if existing else uid
             if uid is not None and holder != uid:
                 whose = f"an earlier {c.KIND} of this name (uid {holder})" if holder else "no job (it was not created by rljob)"
                 return [Problem(

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..api import constants as c
+from .objects import Key
 from .observe import PodObservation
 
 log = logging.getLogger(__name__)
-Key = tuple[str, str]
 
 # The Job controller's ExpectationsTimeout: long enough for a watch that is far behind, short enough that a head the
 # watch never showed (gone while it was listing again) is noticed.

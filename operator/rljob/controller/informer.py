@@ -25,11 +25,10 @@ from typing import Any, Generic, TypeVar
 
 from ..api import constants as c
 from .kube import ApiException, Kube
-from .observe import controller_uid
+from .objects import Key, controller_uid
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]
 T = TypeVar("T")
 
 LIST_PAGE = 500

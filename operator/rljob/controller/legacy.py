@@ -19,10 +19,10 @@ from ..api import constants as c
 from ..api import names
 from .informer import Stream
 from .kube import ApiException, Kube, error_text, object_path, resource
-from .observe import PodObservation, controller_uid
+from .objects import Key, controller_uid
+from .observe import PodObservation
 
 log = logging.getLogger(__name__)
-Key = tuple[str, str]
 
 IDENTITY_KINDS = (
     ("v1", "ServiceAccount"),

@@ -18,8 +18,8 @@ from ..api import metrics as m
 from ..api.models import PHASES, JobSpec
 from ..api.vocabulary import TERMINAL_PHASES, Phase
 from . import conditions as cond
+from .objects import Key
 
-Key = tuple[str, str]
 DEFAULT_EXPERIMENT = str(JobSpec.model_fields["experiment"].default)
 
 RECONCILE_SECONDS = Histogram(

@@ -14,6 +14,7 @@ from ..api import constants as c
 from ..api import names
 from ..api.models import Progress, termination_progress
 from ..api.vocabulary import KueueCondition
+from .objects import controller_uid, controlling_owner_uid, resource_version
 
 # A pod's own phases (core/v1), not a job's: the two in which its containers have stopped for good.
 POD_RUNNING, POD_SUCCEEDED, POD_FAILED = "Running", "Succeeded", "Failed"
@@ -145,31 +146,6 @@ class Observed:
         return [p for p in pods if p.startup_problem is not None]
 
 
-def _rv(meta: Mapping[str, Any]) -> int:
-    try:
-        return int(meta.get("resourceVersion") or 0)
-    except ValueError:
-        return 0
-
-
-def _owner_uid(meta: Mapping[str, Any]) -> str:
-    for ref in meta.get("ownerReferences") or []:
-        if ref.get("controller"):
-            return str(ref.get("uid") or "")
-    return ""
-
-
-def controller_uid(meta: Mapping[str, Any]) -> str | None:
-    """The job instance a child belongs to: its controller-uid label, else its controlling owner's uid."""
-    uid = (meta.get("labels") or {}).get(c.LABEL_CONTROLLER_UID)
-    if uid:
-        return str(uid)
-    for ref in meta.get("ownerReferences") or []:
-        if ref.get("kind") == c.KIND and ref.get("controller"):
-            return str(ref.get("uid") or "") or None
-    return None
-
-
 def observe_pod(body: Mapping[str, Any]) -> PodObservation:
     meta = body.get("metadata", {}) or {}
     labels = meta.get("labels", {}) or {}
@@ -209,10 +185,10 @@ def observe_pod(body: Mapping[str, Any]) -> PodObservation:
         exit_code=exit_code,
         reason=reason,
         message=(message or "")[:500] or None,
-        resource_version=_rv(meta),
+        resource_version=resource_version(meta),
         controller_uid=controller_uid(meta),
         uid=meta.get("uid", ""),
-        owner_uid=_owner_uid(meta),
+        owner_uid=controlling_owner_uid(meta),
         ip=str(status.get("podIP") or ""),
         progress=progress,
         legacy=(body.get("spec") or {}).get("serviceAccountName") == names.service_account(labels.get(c.LABEL_JOB, "")),
@@ -228,7 +204,7 @@ def observe_workers(body: Mapping[str, Any]) -> WorkersObservation:
         replicas=int((body.get("spec") or {}).get("replicas") or 0),
         ready=int(status.get("readyReplicas") or 0),
         deleting=bool(meta.get("deletionTimestamp")),
-        resource_version=_rv(meta),
+        resource_version=resource_version(meta),
         controller_uid=controller_uid(meta),
         name=meta.get("name", ""),
         uid=meta.get("uid", ""),
@@ -267,7 +243,7 @@ def observe_workload(body: Mapping[str, Any]) -> WorkloadObservation:
         counts=tuple((str(p.get("name", "")), int(p.get("count") or 0)) for p in spec.get("podSets") or []),
         queue_name=str(spec.get("queueName") or ""),
         deleting=bool(meta.get("deletionTimestamp")),
-        resource_version=_rv(meta),
+        resource_version=resource_version(meta),
     )
 
 

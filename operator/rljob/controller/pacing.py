@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-Key = tuple[str, str]
+from .objects import Key
 
 # status fields (as written) whose change alone may wait
 COUNT_FIELDS = frozenset({"workers", "readyWorkers"})

@@ -30,10 +30,10 @@ from pydantic import ValidationError
 from ..api import constants as c
 from ..api.models import Progress, parse_progress
 from .kube import ApiException, Kube, error_text, object_path
+from .objects import Key
 from .observe import PodObservation
 
 log = logging.getLogger(__name__)
-Key = tuple[str, str]
 
 # Figures that count up across attempts: a resumed attempt continues them, it never takes them back.
 COUNTERS = ("iteration", "env_steps", "time_total_seconds")

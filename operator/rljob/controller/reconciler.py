@@ -32,11 +32,11 @@ from . import kueue, observe
 from .apply import ChildCreationFailed, apply
 from .expectations import HeadExpectations
 from .kube import ApiException, Kube, error_text
+from .objects import Key, controller_uid, resource_version
 from .pacing import StatusPacer
 from .phases import step
 
 log = logging.getLogger(__name__)
-Key = tuple[str, str]
 
 MAX_BACKOFF_SECONDS = 60.0
 # A decision written onto a job that changed meanwhile (409) is made again on the job read afresh, this many times
@@ -54,10 +54,7 @@ KEPT_KINDS = tuple(kind for _, kind in KEPT_CHILDREN)
 
 
 def _rv(body: Mapping[str, Any]) -> int:
-    try:
-        return int((body.get("metadata") or {}).get("resourceVersion") or 0)
-    except ValueError:
-        return 0
+    return resource_version(body.get("metadata") or {})
 
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -194,7 +191,7 @@ class Reconciler:
             try:
                 service = await self.kube.get("v1", "Service", key[0], names.head_service(key[1]), cached=True)
                 meta = (service or {}).get("metadata") or {}
-                if meta.get("uid") and observe.controller_uid(meta) == uid:
+                if meta.get("uid") and controller_uid(meta) == uid:
                     await self.kube.delete("v1", "Service", key[0], meta["name"], uid=meta["uid"])
             except Exception as exc:  # best effort, as below
                 log.info("deleting the head Service of deleted job %s/%s: %s", *key, error_text(exc))
