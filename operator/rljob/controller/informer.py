@@ -72,9 +72,9 @@ Reduce = Callable[[Mapping[str, Any]], "tuple[Key, T] | None"]
 
 
 def namespace_matches(name: str, pattern: str) -> bool:
-    """kopf's rule for a --namespace pattern, so that jobs (watched by kopf) and their children agree: comma-separated
-    globs; the first one includes (`*` is assumed before a leading `!glob`); a later `!glob` excludes; a later
-    inclusive glob re-includes only what the first one had included."""
+    """kopf's rule for a --namespace pattern (the flag keeps kopf's meaning), applied alike to the jobs' stream and
+    their children's: comma-separated globs; the first one includes (`*` is assumed before a leading `!glob`); a
+    later `!glob` excludes; a later inclusive glob re-includes only what the first one had included."""
     globs = [g.strip() for g in pattern.split(",")]
     if globs[0].startswith("!"):
         globs.insert(0, "*")

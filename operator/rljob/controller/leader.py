@@ -1,7 +1,8 @@
 """Leader election on a coordination.k8s.io Lease, as client-go's leaderelection (controller-runtime, KubeRay).
 
-With several replicas, one holds the Lease and runs the controller; the others only try to take the
-Lease and do nothing else: no watches, no timers, no writes. A leader that cannot renew within the
+With several replicas, one holds the Lease and runs the controller; the others keep their watches and
+caches current (so that a takeover starts from a warm cache) and try to take the Lease, but reconcile
+nothing and write nothing. A leader that cannot renew within the
 renew deadline (a network partition, a SIGSTOP, a long GC pause) stops acting at once and exits, so
 that two replicas never act together: its successor takes over only after the lease duration, which
 is longer than the renew deadline.
