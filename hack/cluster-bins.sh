@@ -2,7 +2,9 @@
 # Builds the pinned binaries of the local Kubernetes control plane used by the
 # integration tests (tests/cluster/controlplane.py): etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, kubectl, kwok and helm; and Kueue with its CRDs and webhook
-# configurations (the integration tests run it: tests/kueue.py).
+# configurations (the integration tests run it: tests/kueue.py). Beside them, Debian's tinyproxy (a
+# package's binary, unpacked, linked into the same bin dir): the HTTP proxy the tests route the
+# operator's client through, as a kubeconfig's proxy-url or HTTPS_PROXY does.
 #
 # They go into a cache outside the clone (CI clones afresh on every run):
 #   ${RLJOB_CACHE:-$HOME/.cache/rljob}/k8s/<k8s-version>/bin/
@@ -25,6 +27,7 @@ ETCD_VERSION=v3.6.16     # must match hack/k8s/etcd/go.mod
 KWOK_VERSION=v0.8.0      # must match hack/k8s/kwok/go.mod
 HELM_VERSION=v3.22.0     # must match hack/k8s/helm/go.mod
 KUEUE_VERSION=v0.17.0    # must match hack/k8s/kueue/go.mod
+TINYPROXY_VERSION=1.11.1-2.1+deb12u1  # Debian bookworm's; another release's is taken when this one is gone
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MODS="$ROOT/hack/k8s"
@@ -166,7 +169,30 @@ helm_ldflags >"$BIN/.helm-ldflags"
 build_into kube-apiserver kube-controller-manager kube-scheduler kubectl -- k8s_build
 kueue_build
 
-for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm; do
+# Debian's tinyproxy-bin: one binary that needs only libc; downloaded (apt's lists refreshed first if they do
+# not know it and this runs as root) and unpacked into the cache, not installed.
+tinyproxy_fetch() {
+  local dir="$CACHE/debs/tinyproxy-$TINYPROXY_VERSION" tmp
+  if [[ -x $dir/usr/bin/tinyproxy ]]; then
+    log "skip tinyproxy (already in $dir)"
+  else
+    tmp=$(mktemp -d)
+    if ! (cd "$tmp" && apt-get download -q "tinyproxy-bin=$TINYPROXY_VERSION" >/dev/null 2>&1); then
+      if [[ $(id -u) == 0 ]]; then apt-get update -qq >/dev/null; fi
+      (cd "$tmp" && apt-get download -q "tinyproxy-bin=$TINYPROXY_VERSION" >/dev/null 2>&1 || apt-get download -q tinyproxy-bin >/dev/null) \
+        || { echo "cluster-bins: cannot download Debian's tinyproxy-bin (apt-get download)" >&2; rm -rf "$tmp"; exit 1; }
+    fi
+    dpkg -x "$tmp"/tinyproxy-bin_*.deb "$tmp/root"
+    mkdir -p "$dir"
+    cp -a "$tmp/root/." "$dir/"
+    rm -rf "$tmp"
+    log "tinyproxy $TINYPROXY_VERSION unpacked into $dir"
+  fi
+  ln -sfn "$dir/usr/bin/tinyproxy" "$BIN/tinyproxy"
+}
+tinyproxy_fetch
+
+for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm tinyproxy; do
   [[ -x $BIN/$b ]] || { echo "cluster-bins: $BIN/$b missing" >&2; exit 1; }
 done
 log "done in $(($(date +%s) - total_start))s (k8s $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION, kueue $KUEUE_VERSION)"

@@ -319,3 +319,28 @@ def test_rljob_operator_without_credentials_says_so(tmp_path: Path) -> None:
                           check=False, timeout=60)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == f"rljob operator: no Kubernetes credentials: no kubeconfig at {tmp_path / 'none'}"
+
+
+def test_the_proxy_comes_from_the_kubeconfig_else_from_the_environment_as_for_client_go() -> None:
+    https = Credentials(server="https://api.example.com:6443")
+    assert https.proxy({}) is None
+    assert https.proxy({"HTTPS_PROXY": "http://proxy:3128"}) == "http://proxy:3128"
+    assert https.proxy({"https_proxy": "http://lower:3128"}) == "http://lower:3128"
+    assert https.proxy({"HTTP_PROXY": "http://proxy:3128"}) is None  # for plain-HTTP servers only
+    assert https.proxy({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "example.com"}) is None  # a domain suffix
+    assert https.proxy({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "other.org,api.example.com"}) is None
+    assert https.proxy({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "other.org"}) == "http://proxy:3128"
+    assert Credentials(server="http://127.0.0.1:8080").proxy({"HTTP_PROXY": "http://p:1"}) == "http://p:1"
+    named = Credentials(server="https://api.example.com", proxy_url="https://corp-proxy:8443")
+    assert named.proxy({"HTTPS_PROXY": "http://other:3128", "NO_PROXY": "*"}) == "https://corp-proxy:8443"
+
+
+def test_proxy_url_and_tls_server_name_are_read_from_the_kubeconfig(tmp_path: Path) -> None:
+    path = kubeconfig(tmp_path / "config", cluster={"server": "https://10.0.0.1:6443", "proxy-url": "http://proxy:3128",
+                                                    "tls-server-name": "api.internal"}, user={"token": "t"})
+    creds = credentials.load(str(path), environ={})
+    assert (creds.proxy_url, creds.tls_server_name) == ("http://proxy:3128", "api.internal")
+    bad = kubeconfig(tmp_path / "bad", cluster={"server": "https://10.0.0.1:6443", "proxy-url": "proxy:3128"}, user={})
+    with pytest.raises(CredentialsError, match="proxy-url 'proxy:3128': the operator speaks to http:// and https:// "
+                                               "proxies only"):
+        credentials.load(str(bad), environ={})

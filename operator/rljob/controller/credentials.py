@@ -6,10 +6,13 @@ of the operator's memory and 275 modules to import). The same credentials serve 
 calls (controller.kube) and kopf's watches (its login handler).
 
 What a kubeconfig may hold and this reads: client certificates and keys (files or data), bearer tokens
-(inline or a tokenFile), basic auth, a CA (file or data) or insecure-skip-tls-verify, and exec plugins
-(client.authentication.k8s.io ExecCredential: a token, renewed when it expires, or a client certificate).
-The legacy auth-provider plugins (gcp, azure, oidc) are refused by name: their clouds replaced them with
-exec plugins.
+(inline or a tokenFile), basic auth, a CA (file or data) or insecure-skip-tls-verify, tls-server-name,
+proxy-url (an http:// or https:// proxy), and exec plugins (client.authentication.k8s.io ExecCredential:
+a token, renewed when it expires, or a client certificate). The legacy auth-provider plugins (gcp, azure,
+oidc) are refused by name: their clouds replaced them with exec plugins.
+
+Without a proxy-url, the proxy comes from the environment as for client-go: HTTPS_PROXY (HTTP_PROXY for a
+plain-HTTP server) unless NO_PROXY names the server's host, in a pod as outside one.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ import ssl
 import subprocess
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -73,6 +78,8 @@ class Credentials:
     password: str | None = None
     exec_plugin: ExecPlugin | None = None
     namespace: str | None = None
+    proxy_url: str | None = None  # the kubeconfig's; else the environment's (proxy())
+    tls_server_name: str | None = None  # the name the server's certificate is checked against, if not the URL's host
     source: str = ""  # where they came from, for messages
     clock: Callable[[], float] = field(default=time.time, repr=False)
     run_exec: Callable[[ExecPlugin], ExecResult] | None = field(default=None, repr=False)
@@ -119,6 +126,24 @@ class Credentials:
         if cached is None or (cached.expires is not None and cached.expires - EXPIRY_MARGIN_SECONDS <= self.clock()):
             self._exec = (self.run_exec or run_exec_plugin)(self.exec_plugin)
         return self._exec
+
+    # ── the way there ───────────────────────────────────────────────────────────────────────────────
+
+    def proxy(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The proxy to send every request through, or None: the kubeconfig's proxy-url, else the environment's."""
+        if self.proxy_url:
+            return self.proxy_url
+        env = os.environ if environ is None else environ
+        scheme = "https" if self.server.startswith("https") else "http"
+        proxies = {k.lower().removesuffix("_proxy"): v for k, v in env.items()
+                   if k.lower() in ("http_proxy", "https_proxy", "no_proxy") and v}
+        chosen = proxies.get(scheme)
+        if not chosen:
+            return None
+        host = urllib.parse.urlsplit(self.server).hostname or ""
+        if proxies.get("no") and urllib.request.proxy_bypass_environment(host, {"no": proxies["no"]}):
+            return None
+        return chosen
 
     # ── TLS ─────────────────────────────────────────────────────────────────────────────────────────
 
@@ -324,8 +349,25 @@ def from_kubeconfig(paths: Sequence[str], context: str | None = None, why_none: 
         password=user.get("password"),
         exec_plugin=plugin,
         namespace=ctx.get("namespace"),
+        proxy_url=_proxy_url(cluster.get("proxy-url"), source),
+        tls_server_name=str(cluster["tls-server-name"]) if cluster.get("tls-server-name") else None,
         source=source,
     )
+
+
+PROXY_SCHEMES = ("http", "https")
+
+
+def _proxy_url(value: Any, source: str) -> str | None:
+    """The kubeconfig's proxy-url, if it is one the operator can use (client-go also takes socks5, which it cannot)."""
+    if not value:
+        return None
+    url = str(value)
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in PROXY_SCHEMES:
+        raise CredentialsError(f"{source}: proxy-url {url!r}: the operator speaks to http:// and https:// proxies only "
+                               f"(not {scheme or 'a URL without a scheme'})")
+    return url
 
 
 def _path(value: Any, base: Path) -> str | None:

@@ -94,6 +94,14 @@ class Kube:
         # Lease sends nothing that acts, however late a decision made while it led reaches this point. None: alone.
         self.may_write: Callable[[], bool] | None = None
         self.events = EventAggregator()
+        # How every request reaches the server: through the kubeconfig's or the environment's proxy, checking the
+        # certificate against tls-server-name where the kubeconfig gives one. Decided once, as client-go does.
+        self._route: dict[str, Any] = {}
+        proxy = self.creds.proxy()
+        if proxy:
+            self._route["proxy"] = proxy
+        if self.creds.tls_server_name:
+            self._route["server_hostname"] = self.creds.tls_server_name
 
     def _open(self) -> aiohttp.ClientSession:
         """Opened on first use: a session belongs to the event loop that runs it."""
@@ -122,7 +130,7 @@ class Kube:
         session = self._session if self._session is not None else self._open()
         data = json.dumps(body).encode() if body is not None else None
         async with session.request(method, self.creds.server + path, params=query or None, data=data,
-                                   headers=self._headers(content_type)) as resp:
+                                   headers=self._headers(content_type), **self._route) as resp:
             raw = await resp.read()
             if not 200 <= resp.status <= 299:
                 raise ApiException(resp.status, resp.reason or "", raw.decode("utf-8", "replace"), resp.headers)
@@ -147,7 +155,7 @@ class Kube:
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=REQUEST_TIMEOUT_SECONDS, sock_read=read_timeout),
             )
         async with self._streams.get(self.creds.server + path, params=query,
-                                     headers=self._headers("application/json")) as resp:
+                                     headers=self._headers("application/json"), **self._route) as resp:
             if not 200 <= resp.status <= 299:
                 raw = await resp.read()
                 raise ApiException(resp.status, resp.reason or "", raw.decode("utf-8", "replace"), resp.headers)
