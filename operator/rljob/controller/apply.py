@@ -104,8 +104,9 @@ async def apply(
         reason = Reason.CREATE_FAILED if refused else Reason.WAITING_FOR_OLD_CHILDREN
         message = "; ".join(p.message for p in (refused or problems))[:2000]
         status = _amended(job, status, reason=reason, message=message)
-        if (job.status.message if job.status else None) != message:  # not again on every retry
-            await kube.event(body, EventType.WARNING if refused else EventType.NORMAL, reason, message)
+        # On every look, as Kubernetes' own controllers do: the same event is counted up on one Event object
+        # (Kube.event), so `kubectl describe` shows how long and how often it has been tried, not a list of copies.
+        await kube.event(body, EventType.WARNING if refused else EventType.NORMAL, reason, message)
         written = False
     if status is not None and not written:
         new_body = await _write_status(kube, job, status, new_body or body, pacer) or new_body

@@ -118,7 +118,12 @@ def test_each_example_creates_exactly_its_children(
         body["spec"]["suspend"] = False
     expected = expected_names({**body, "metadata": {**body["metadata"], "namespace": namespace}})
     wait_for(lambda: expected <= child_names(cp, namespace, name), timeout=30, description=f"children of {name}")
-    time.sleep(1)
+    # Proof that the operator has looked at the job since its children exist: it counts the workers ready, which it
+    # writes in the status after carrying out the decision of that look (a child it would create in addition is
+    # created by then).
+    replicas = body["spec"]["workers"]["replicas"]
+    wait_for(lambda: status(cp, namespace, name).get("readyWorkers") == replicas, timeout=60,
+             description=f"{name}: {replicas} ready workers counted by the operator")
     assert child_names(cp, namespace, name) == expected
     uid = get_job(cp, namespace, name)["metadata"]["uid"]
     for obj in children(cp, namespace, name):
@@ -131,7 +136,7 @@ def test_each_example_creates_exactly_its_children(
         assert labels[c.LABEL_APP_MANAGED_BY] == c.MANAGED_BY and labels[c.LABEL_APP_INSTANCE] == name
     wide = cp.kubectl("get", "rltj", name, "-n", namespace, "-o", "wide").stdout
     header = wide.splitlines()[0].split()
-    assert header == ["NAME", "PHASE", "WORKERS", "ITERATION", "REWARD", "AGE", "REASON", "EXPERIMENT", "STARTED"]
+    assert header == ["NAME", "PHASE", "WORKERS", "ITERATION", "REWARD", "AGE", "REASON", "EXPERIMENT", "STARTED", "EVALUATION"]
 
 
 # ── life cycle ───────────────────────────────────────────────────────────────────────────────────────
@@ -547,11 +552,16 @@ def test_a_recreated_job_never_adopts_the_deleted_ones_children(
     st = wait_for(lambda: (s := status(cp, namespace, "reuse")).get("reason") == "WaitingForOldChildren" and s, timeout=30,
                   description="the new job waits for the old head")
     assert st["phase"] == "Pending" and "Pod reuse-head-1" in st["message"] and old_uid in st["message"]
-    time.sleep(3)
+
+    def waiting_event() -> dict[str, Any] | None:
+        items = cp.get_json("events", "-n", namespace, "--field-selector", f"involvedObject.uid={new_uid}")["items"]
+        return next((e for e in items if e["reason"] == "WaitingForOldChildren"), None)
+
+    # Proof that the operator looked again while the old head stayed: the same event, counted a second time.
+    wait_for(lambda: (e := waiting_event()) is not None and e["count"] >= 2, timeout=60,
+             description="the operator looking again at the waiting job")
     st = status(cp, namespace, "reuse")
     assert st["phase"] == "Pending" and st.get("attempts") == 1, st
-    reasons = [e["reason"] for e in cp.get_json("events", "-n", namespace, "--field-selector", f"involvedObject.uid={new_uid}")["items"]]
-    assert "WaitingForOldChildren" in reasons
 
     cp.kubectl("patch", "pod", "reuse-head-1", "-n", namespace, "--type=json",
                "-p", json.dumps([{"op": "remove", "path": "/metadata/finalizers"}]))
