@@ -175,6 +175,15 @@ tinyproxy_fetch() {
   local dir="$CACHE/debs/tinyproxy-$TINYPROXY_VERSION" tmp
   if [[ -x $dir/usr/bin/tinyproxy ]]; then
     log "skip tinyproxy (already in $dir)"
+  elif ! command -v apt-get >/dev/null 2>&1; then
+    # Not Debian: a tinyproxy installed some other way (brew, dnf) serves as well.
+    if command -v tinyproxy >/dev/null 2>&1; then
+      ln -sfn "$(command -v tinyproxy)" "$BIN/tinyproxy"
+      log "tinyproxy: using $(command -v tinyproxy)"
+      return 0
+    fi
+    echo "cluster-bins: no apt-get to fetch Debian's tinyproxy-bin; install tinyproxy (the proxy tests need it)" >&2
+    exit 1
   else
     tmp=$(mktemp -d)
     if ! (cd "$tmp" && apt-get download -q "tinyproxy-bin=$TINYPROXY_VERSION" >/dev/null 2>&1); then
