@@ -110,3 +110,12 @@ def test_every_manifest_the_api_server_refuses_the_model_refuses_too(path: str, 
     text = "\n".join(info.value.lines())
     field = fragment.split(".")[-1].split("[")[0]
     assert field.lower() in text.lower(), text
+
+
+def test_a_job_may_tune_its_evaluation_and_nothing_else_of_the_operators_environment() -> None:
+    body = minimal_job()
+    body["spec"]["env"] = [{"name": "RLJOB_EVAL_EPISODES", "value": "50"}, {"name": "RLJOB_EVAL_MAX_STEPS", "value": "5000"}]
+    assert [e.name for e in parse_job(body, "job.yaml").spec.env] == ["RLJOB_EVAL_EPISODES", "RLJOB_EVAL_MAX_STEPS"]
+    body["spec"]["env"] = [{"name": "RLJOB_EVAL_EPISODES_X", "value": "1"}]
+    with pytest.raises(ManifestError, match="reserved for the operator, but for RLJOB_EVAL_EPISODES and RLJOB_EVAL_MAX_STEPS"):
+        parse_job(body, "job.yaml")

@@ -98,6 +98,11 @@ ENV_CHECKPOINT_DIR = "RLJOB_CHECKPOINT_DIR"
 ENV_SOURCE_DIR = "RLJOB_SOURCE_DIR"
 ENV_METRICS_PORT = "RLJOB_METRICS_PORT"
 ENV_TERMINATION_LOG = "RLJOB_TERMINATION_LOG"
+# The evaluation after a finished run (trainer/evaluate.py): games played, and agent steps after which a game is cut
+# off. The only RLJOB_ names a job's spec.env may set; every other one is the operator's.
+ENV_EVAL_EPISODES = "RLJOB_EVAL_EPISODES"
+ENV_EVAL_MAX_STEPS = "RLJOB_EVAL_MAX_STEPS"
+USER_ENV = (ENV_EVAL_EPISODES, ENV_EVAL_MAX_STEPS)
 ENV_CPU = "RLJOB_CPU"
 ENV_MEMORY = "RLJOB_MEMORY"
 ENV_GPUS = "RLJOB_GPUS"

@@ -21,6 +21,7 @@ from .constants import (
     MAX_PROGRESS_BYTES,
     RETURN_WINDOW_EPISODES,
     TERMINATION_PROGRESS_KEY,
+    USER_ENV,
 )
 from .quantity import QUANTITY_PATTERN, parse_quantity
 from .vocabulary import ConditionType, Phase, words
@@ -144,9 +145,10 @@ class EnvVar(Model):
 
     rules = (
         Rule(
-            cel="!self.name.startsWith('RLJOB_')",
-            message="names starting with RLJOB_ are reserved for the operator",
-            check=lambda m: not m.name.startswith("RLJOB_"),
+            cel="!self.name.startsWith('RLJOB_') || self.name in [" + ", ".join(f"'{n}'" for n in USER_ENV) + "]",
+            message=f"names starting with RLJOB_ are reserved for the operator, but for {' and '.join(USER_ENV)} "
+            "(the evaluation after training)",
+            check=lambda m: not m.name.startswith("RLJOB_") or m.name in USER_ENV,
             field_path=".name",
         ),
         Rule(

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..api.constants import ENV_EVAL_EPISODES, ENV_EVAL_MAX_STEPS
 from . import checkpoints
 from .errors import ConfigError
 
@@ -46,8 +47,6 @@ MODULE_PATH = ("learner_group", "learner", "rl_module", "default_policy")
 # The end-of-training evaluation: on by default, 20 seeded games (enough for a mean and a spread that say
 # something) and a GIF of one more. A job turns it off, down or up through its environment (spec.env in
 # the manifest; the shell's for `rljob run`).
-ENV_EVAL_EPISODES = "RLJOB_EVAL_EPISODES"
-ENV_EVAL_MAX_STEPS = "RLJOB_EVAL_MAX_STEPS"
 DEFAULT_EVAL_EPISODES = 20
 EVAL_SEED = 0
 # Agent steps (4 emulator frames each in Atari): 27,000 are the 108,000 frames at which ALE ends a game

@@ -438,6 +438,11 @@ def test_invalid_manifests_are_rejected_by_the_api_server(
             failures.append(f"{path}={value!r}: message lacks {fragment!r}: {result.stderr.strip()}")
     assert not failures, "\n".join(failures)
     assert cp.get_json("rltj", "-n", namespace)["items"] == []
+    # The two RLJOB_ names a job may set (the evaluation's) pass the same rule.
+    tuned = small_job("tuned", namespace, env=[{"name": "RLJOB_EVAL_EPISODES", "value": "50"},
+                                               {"name": "RLJOB_EVAL_MAX_STEPS", "value": "5000"}])
+    accepted = cp.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(tuned), check=False)
+    assert accepted.returncode == 0, accepted.stderr
     assert cp.get_json("pods", "-n", namespace)["items"] == []
     run_to(cp, namespace, small_job("fine", namespace))  # the operator keeps working
 
