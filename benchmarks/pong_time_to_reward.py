@@ -60,7 +60,7 @@ def training_ceiling(seconds: float, recipe_args: list[str]) -> tuple[float, str
     import numpy as np
 
     from rljob.trainer.recipes import prepare
-    from rljob.trainer.recipes.atari_env import ALE_SETTINGS, make_async_frame_stack_env
+    from rljob.trainer.recipes.atari_env import ALE_SETTINGS, ale_game, make_async_frame_stack_env
     from rljob.trainer.recipes.pong import LEAN_ENVS_PER_CPU, LEAN_MAX_ENVS
 
     options = prepare("pong", recipe_args).options
@@ -84,15 +84,9 @@ def training_ceiling(seconds: float, recipe_args: list[str]) -> tuple[float, str
         rate = steps / (time.perf_counter() - start)
     finally:
         env.close()
-    what = (f"{ale_game_name(options.env)}, {envs} envs in two halves, {options.frame_size}x{options.frame_size}, "
+    what = (f"{ale_game(options.env)}, {envs} envs in two halves, {options.frame_size}x{options.frame_size}, "
             f"stack {options.framestack}, {threads} threads")
     return rate, what
-
-
-def ale_game_name(env_id: str) -> str:
-    from rljob.trainer.recipes.atari_env import ale_game
-
-    return ale_game(env_id)
 
 
 def example_args(path: Path) -> list[str]:

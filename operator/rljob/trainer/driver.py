@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..api.models import JobSpec
-from . import checkpoints, evaluate
+from . import evaluate
 from .cluster import ClusterSummary, parse_deadline, wait_for_workers
 from .env_contract import DriverEnv, driver_env
 from .errors import TrainerError
@@ -162,7 +162,7 @@ def _train_in_cluster(
         # the figures reach status.progress.evaluation through /progress and the termination message.
         played = evaluate.after_training(outcome.checkpoint, denv.checkpoint_dir / evaluate.EVAL_GIF, env)
         if played is not None and outcome.last is not None:
-            final = replace(outcome.last, evaluation=played.summary(checkpoints.iteration_of(outcome.checkpoint)))
+            final = replace(outcome.last, evaluation=played.summary())
             collector.update(final)
             if termination is not None:
                 termination.record(final)

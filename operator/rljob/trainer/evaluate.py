@@ -87,6 +87,7 @@ class Evaluation:
     gif: Path | None = None  # where after_training wrote the GIF
     seed: int | None = None  # game i was reset with seed + i
     card: Path | None = None  # where after_training wrote the figures (EVAL_FILE)
+    iteration: int | None = None  # of the checkpoint played, when known
 
     @property
     def mean_return(self) -> float:
@@ -109,7 +110,7 @@ class Evaluation:
     def losses(self) -> int:
         return sum(1 for r in self.returns if r < 0)
 
-    def summary(self, iteration: int | None = None) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         """status.progress.evaluation's fields (api.models.EvaluationSummary), snake_case."""
         return {
             "games": len(self.returns),
@@ -121,7 +122,7 @@ class Evaluation:
             "losses": self.losses,
             "cut_off": sum(self.truncated),
             "seed": self.seed,
-            "iteration": iteration,
+            "iteration": self.iteration,
         }
 
 
@@ -292,8 +293,8 @@ def play_vector(env: Any, module: Any, games: int, max_steps: int | None, *, see
             chosen = logits.argmax(-1) if greedy else torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
         obs, rewards, terminated, truncated, info = env.step(chosen.numpy().astype(np.int64))
         ids = np.asarray(info["env_id"], np.int64)
-        playing = ids[~done[ids]]
         live = ~done[ids]
+        playing = ids[live]
         returns[playing] += rewards[live]
         lengths[playing] += 1
         ended = playing[(terminated | truncated)[live]]
@@ -464,6 +465,7 @@ def after_training(checkpoint: str | Path | None, gif: Path, env: Mapping[str, s
         ckpt = read_checkpoint(Path(checkpoint))
         module = load_module(ckpt)
         result = play_games(ckpt, module, games, max_steps or None, seed=EVAL_SEED)
+        result.iteration = ckpt.iteration
     except Exception as exc:  # a trained policy matters more than its score card
         log.warning("evaluation after training skipped: %s", exc)
         return None
@@ -477,18 +479,18 @@ def after_training(checkpoint: str | Path | None, gif: Path, env: Mapping[str, s
     log.info("evaluation of %s: %s; %s", Path(checkpoint).name, describe(result, True), shown)
     try:
         result.card = gif.parent / EVAL_FILE
-        write_card(result, result.card, ckpt.iteration)
+        write_card(result, result.card)
     except OSError as exc:
         result.card = None
         log.warning("evaluation results not written: %s", exc)
     return result
 
 
-def write_card(result: Evaluation, path: Path, iteration: int | None) -> None:
+def write_card(result: Evaluation, path: Path) -> None:
     """The evaluation's figures and each game's return, as JSON; replaced whole, never half written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".partial-{path.name}")
-    partial.write_text(json.dumps({**result.summary(iteration), "returns": result.returns, "lengths": result.lengths},
+    partial.write_text(json.dumps({**result.summary(), "returns": result.returns, "lengths": result.lengths},
                                   indent=1) + "\n")
     partial.replace(path)
 
