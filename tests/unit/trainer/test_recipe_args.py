@@ -137,3 +137,24 @@ def test_stop_from_args_alone_and_run_limits() -> None:
     assert (criteria.env_steps, criteria.episode_return_mean, criteria.run_iterations, criteria.run_seconds) == (
         50, None, 3, 60.0,
     )
+
+
+def test_the_one_gpu_example_infers_on_gpu_shares_and_leaves_every_cpu_to_the_emulator() -> None:
+    """examples/pong.yaml on its machine (its head's CPUs and GPU, no workers): the CPUs only emulate."""
+    from pathlib import Path
+
+    from rljob.api.manifest import load_job_file
+    from rljob.api.quantity import parse_quantity
+    from rljob.trainer.sizing import default_aggregators, plan_resources
+
+    spec = load_job_file(Path(__file__).resolve().parents[3] / "examples" / "pong.yaml").spec
+    assert spec.workers.replicas == 0 and spec.head.gpus == 1
+    run = prepare("pong", list(spec.entrypoint.args))
+    o = run.options
+    plan = plan_resources(float(parse_quantity(spec.head.cpu)), spec.head.gpus, o.num_env_runners, default_aggregators(run.algorithm, 1),
+                          o.cpus_per_env_runner, o.gpus_per_env_runner)
+    assert (plan.num_env_runners, plan.cpus_per_env_runner, plan.gpus_per_env_runner) == (3, 4, 0.1)
+    assert (plan.num_learners, plan.gpus_per_learner) == (1, 0.7) and not plan.notes
+    config = run.recipe.build_config(o, plan)
+    assert (config.num_gpus_per_env_runner, config.num_gpus_per_learner) == (0.1, 0.7)
+    assert (config.env_config["num_threads"], config.num_envs_per_env_runner) == (4, 128)

@@ -77,7 +77,8 @@ class AtariEnvRunner(SingleAgentEnvRunner):
         self._finished.extend(collected.finished)
         self._log_env_steps(metric=self._metrics_num_env_steps_sampled, num_steps=collected.env_steps)
         self._increase_sampled_metrics(collected.env_steps, len(collected.finished))
-        return [self._episode(f) for f in collected.fragments]
+        space, actions = self.env.single_observation_space, self.env.single_action_space
+        return [fragment_episode(f, space, actions) for f in collected.fragments]
 
     def get_metrics(self) -> Any:
         for stats in self._finished:
@@ -116,24 +117,24 @@ class AtariEnvRunner(SingleAgentEnvRunner):
         n, k = len(observations), int(self.env.single_action_space.n)
         return (self._rng.integers(0, k, size=n), np.full(n, -np.log(k), np.float32), np.zeros((n, k), np.float32))
 
-    # ── episodes ──────────────────────────────────────────────────────────────────────────────────
 
-    def _episode(self, f: Fragment) -> SingleAgentEpisode:
-        return SingleAgentEpisode(
-            id_=f.episode_id,
-            observations=f.observations,
-            observation_space=self.env.single_observation_space,
-            infos=[{}] * len(f.observations),
-            actions=f.actions,
-            action_space=self.env.single_action_space,
-            rewards=f.rewards,
-            extra_model_outputs={
-                Columns.ACTION_LOGP: f.action_logp,
-                Columns.ACTION_DIST_INPUTS: f.action_dist_inputs,
-                WEIGHTS_SEQ_NO: f.weights_seq_no,
-            },
-            terminated=f.terminated,
-            truncated=f.truncated,
-            t_started=f.t_started,
-            len_lookback_buffer=0,
-        )
+def fragment_episode(f: Fragment, observation_space: Any, action_space: Any) -> SingleAgentEpisode:
+    """The episode chunk RLlib ships from the runner to the learner: the fragment's arrays, wrapped without copies."""
+    return SingleAgentEpisode(
+        id_=f.episode_id,
+        observations=f.observations,
+        observation_space=observation_space,
+        infos=[{}] * len(f.observations),
+        actions=f.actions,
+        action_space=action_space,
+        rewards=f.rewards,
+        extra_model_outputs={
+            Columns.ACTION_LOGP: f.action_logp,
+            Columns.ACTION_DIST_INPUTS: f.action_dist_inputs,
+            WEIGHTS_SEQ_NO: f.weights_seq_no,
+        },
+        terminated=f.terminated,
+        truncated=f.truncated,
+        t_started=f.t_started,
+        len_lookback_buffer=0,
+    )

@@ -51,9 +51,12 @@ SAMPLER_WAIT_S = 0.05
 MIN_FRAME_SIZE, MAX_FRAME_SIZE = 32, 210
 
 LAYOUTS = (
-    "Layouts. One machine with 1 GPU and 16 CPUs (examples/pong.yaml): head gpus 1, cpu 4 (the GPU learner, the "
-    "driver, 2 aggregator actors); 3 workers of 4 CPUs; args --cpus-per-env-runner 4: three env runners of 128 envs "
-    "each. A laptop's CPUs (examples/pong-local.yaml, make demo): args --algorithm PPO --model small "
+    "Layouts. One machine with 1 GPU and 16 CPUs (examples/pong.yaml): head gpus 1, cpu 15, no workers; args "
+    "--cpus-per-env-runner 4 --gpus-per-env-runner 0.1: the learner on 0.7 of the GPU, the driver and 2 aggregator "
+    "actors on 3 CPUs, three env runners of 128 envs whose policy infers on 0.1 of the GPU each, so their 4 CPUs only "
+    "emulate. Separate GPU and CPU nodes (examples/pong-cpu-workers.yaml): head gpus 1, cpu 4; 3 workers of 4 CPUs; "
+    "args --cpus-per-env-runner 4 (inference on the workers' CPUs). A laptop's CPUs (examples/pong-local.yaml, make "
+    "demo): args --algorithm PPO --model small "
     "--train-batch-size 4096 --num-epochs 2 --minibatch-size 128 --lr 0.0005 --clip-param 0.2 --grad-clip 0.5 "
     "--cpus-per-env-runner 2 --envs-per-env-runner 32 (CleanRL's Atari PPO settings, with half its learner work for "
     "as many updates, and twice its learning rate and clip for the few updates ten minutes allow): on CPUs the "
