@@ -45,8 +45,9 @@ IMAGE_PATTERN = (
 
 
 def _quantity_text(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError("must be a quantity such as 2, 500m, 8Gi")
+    # An integer or a string, as the schema's int-or-string: the API server refuses an unquoted 1.5 (a JSON number).
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError("must be a quantity such as 2, 500m, 8Gi (a fraction in quotes: \"1.5\")")
     text = str(value)
     if parse_quantity(text) <= 0:
         raise ValueError(f"{text} must be greater than zero")

@@ -14,14 +14,17 @@ _DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), ""
 
 
 def parse_quantity(value: str | int | float) -> Decimal:
-    """Returns the quantity's value in base units; raises ValueError for anything Kubernetes would reject."""
-    text = str(value).strip()
-    if not _RE.match(text):
+    """Returns the quantity's value in base units; raises ValueError for anything Kubernetes would reject.
+
+    Whitespace too: the API server's pattern refuses " 4" and "4\n" (its $ is the end of the text, where Python's
+    also matches before a final newline), so a manifest with one must not pass `rljob run` and `rljob render`."""
+    text = str(value)
+    if not _RE.fullmatch(text):
         raise ValueError(f"{value!r} is not a Kubernetes quantity (examples: 500m, 2, 1.5Gi, 512Mi)")
     for suffix, factor in _BINARY.items():
         if text.endswith(suffix):
             return Decimal(text[: -len(suffix)]) * factor
-    if text[-1] in _DECIMAL and text[-1] not in "eE":
+    if text[-1] in _DECIMAL:  # a final E is the exa suffix (1E); an exponent ends in a digit (1e3, 1E3)
         return Decimal(text[:-1]) * _DECIMAL[text[-1]]
     try:
         return Decimal(text)
