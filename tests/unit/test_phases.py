@@ -132,7 +132,7 @@ def test_head_success_succeeds_and_releases_workers() -> None:
     s = merged(d, status)
     assert s["phase"] == "Succeeded" and s["completionTime"] == ts(3600) and s["lastExitCode"] == 0
     assert condition(s, "Complete")["status"] == "True" and condition(s, "Running")["status"] == "False"
-    assert d.delete_workers and d.capture_log == "demo-head-1" and not d.delete_pods
+    assert d.delete_workers and (d.capture_log, d.capture_attempt) == ("demo-head-1", 1) and not d.delete_pods
 
 
 def test_head_failure_with_backoff_left_starts_next_attempt() -> None:
@@ -143,7 +143,7 @@ def test_head_failure_with_backoff_left_starts_next_attempt() -> None:
     assert s["phase"] == "Pending" and s["reason"] == "AttemptFailed"
     assert s["attempts"] == 2 and s["failedAttempts"] == 1 and s["attemptStartTime"] == ts(300)
     assert s["startTime"] == ts()  # maxRunDuration counts all attempts
-    assert d.create_head == 2 and d.capture_log == "demo-head-1" and not d.delete_workers
+    assert d.create_head == 2 and (d.capture_log, d.capture_attempt) == ("demo-head-1", 1) and not d.delete_workers
     assert "exit code 1" in s["message"]
     # Applying the same observation again with the new status does not start a third attempt.
     d2 = step(job(s, backoffLimit=2), Observed(pods=(failed,), workers=workers()), T0 + timedelta(minutes=5, seconds=1))

@@ -542,6 +542,21 @@ def termination_progress(message: str | None) -> Progress | None:
         return None
 
 
+# Per-attempt log tails: enough lines to show how an attempt ended (its traceback), for few enough attempts that the
+# status stays small (it travels with every watch event of the job).
+MAX_ATTEMPT_LOGS = 5
+ATTEMPT_LOG_CHARS = 2000
+
+
+class AttemptLog(Model):
+    """The end of one finished attempt's driver log, kept in status after its head pod is gone."""
+
+    model_config = {**Model.model_config, "extra": "ignore"}
+
+    attempt: int = Field(..., ge=1, le=MAX_COUNT, description="The attempt whose head pod wrote it.")
+    log_tail: str = Field(..., max_length=ATTEMPT_LOG_CHARS, description="Its last lines.")
+
+
 class JobStatus(Model):
     """The observed state of an RLTrainingJob."""
 
@@ -570,6 +585,9 @@ class JobStatus(Model):
     completion_time: Timestamp | None = Field(None, description="When the job finished; ttlSecondsAfterFinished counts from here.")
     last_exit_code: int | None = Field(None, description="Exit code of the last finished driver.")
     driver_log_tail: str | None = Field(None, max_length=2 * MAX_MESSAGE_LENGTH, description="The end of the last finished driver's log, kept after its pod is gone.")
+    attempt_logs: list[AttemptLog] | None = Field(
+        None, max_length=MAX_ATTEMPT_LOGS,
+        description=f"The ends of the driver logs of the latest {MAX_ATTEMPT_LOGS} finished attempts, oldest first (`rljob logs NAME --attempt N`); each attempt's head pod, while it exists, has the whole log.")
     progress: Progress | None = Field(None, description="Training progress: read by the operator from the head, where the driver serves it.")
 
     def condition(self, type_: ConditionType) -> Condition | None:

@@ -9,10 +9,11 @@ import argparse
 import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from ..api import constants as c
-from .cluster import CliError, Cluster, add_cluster_flags, get_job, guarded, list_jobs
+from .cluster import CliError, Cluster, add_cluster_flags, explain, get_job, guarded, list_jobs
 from .output import (
     add_output_flag,
     as_list,
@@ -25,6 +26,7 @@ from .output import (
     since,
     table,
 )
+from .raylogs import RAY_LOG_DIR, ray_logs_cmd
 
 # Seconds the API server keeps one watch open; the CLI then watches again from the last version it saw.
 WATCH_SECONDS = 240
@@ -47,10 +49,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_cluster_flags(p)
     p.set_defaults(func=guarded(status_cmd))
 
-    p = sub.add_parser("logs", help="the driver's log (kept in status after its pod is gone)")
+    p = sub.add_parser("logs", help="the driver's log (kept in status after its pod is gone), or Ray's logs of every pod",
+                       description="The driver's log of the current attempt, or of --attempt N (its head pod's, else the "
+                       "tail the operator kept in status). --ray copies Ray's own logs and the container logs of the "
+                       "head and every worker pod, while they run, to --dest.")
     p.add_argument("name")
     p.add_argument("-f", "--follow", action="store_true", help="stream the log while the driver runs")
     p.add_argument("--tail", type=int, default=None, help="only the last N lines")
+    p.add_argument("--attempt", type=int, default=None, metavar="N",
+                   help="the driver's log of attempt N (from 1; `rljob status` shows the current one)")
+    p.add_argument("--ray", action="store_true",
+                   help=f"copy Ray's logs ({RAY_LOG_DIR}) and the container logs of every pod of the job to --dest")
+    p.add_argument("--dest", type=Path, default=None, help="where --ray writes (default ./NAME-ray-logs/POD/...)")
     add_cluster_flags(p)
     p.set_defaults(func=guarded(logs_cmd))
 
@@ -225,19 +235,20 @@ def _print_pods(cluster: Cluster, name: str) -> None:
 def logs_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
     from kubernetes.client.exceptions import ApiException
 
+    if args.dest is not None and not args.ray:
+        raise CliError("logs: --dest goes with --ray")
+    if args.ray and (args.attempt is not None or args.follow or args.tail is not None):
+        raise CliError("logs: --ray copies whole files of every pod; --attempt, --follow and --tail are the driver log's")
     job = get_job(cluster, args.name)
+    if args.ray:
+        return ray_logs_cmd(cluster, args, job)
+    if args.attempt is not None:
+        return attempt_log(cluster, args, job)
     st = job.get("status") or {}
     pod = st.get("headPod")
-    core = cluster.core()
     if pod:
         try:
-            if args.follow:
-                stream = core.read_namespaced_pod_log(pod, cluster.namespace, follow=True, tail_lines=args.tail, _preload_content=False)
-                for chunk in stream.stream():
-                    sys.stdout.write(chunk.decode("utf-8", "replace"))
-                    sys.stdout.flush()
-                return 0
-            sys.stdout.write(core.read_namespaced_pod_log(pod, cluster.namespace, tail_lines=args.tail))
+            _print_pod_log(cluster, pod, args.follow, args.tail)
             return 0
         except ApiException as exc:
             if exc.status not in (400, 404):
@@ -247,6 +258,79 @@ def logs_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
         sys.stdout.write(st["driverLogTail"])
         return 0
     raise CliError(f"no driver log for {args.name} yet (phase {st.get('phase') or 'Pending'})")
+
+
+def _print_pod_log(cluster: Cluster, pod: str, follow: bool, tail: int | None) -> None:
+    """Writes a head pod's log, streamed with `follow`; the client's ApiException when it cannot be read."""
+    core = cluster.core()
+    if follow:
+        stream = core.read_namespaced_pod_log(pod, cluster.namespace, follow=True, tail_lines=tail, _preload_content=False)
+        for chunk in stream.stream():
+            sys.stdout.write(chunk.decode("utf-8", "replace"))
+            sys.stdout.flush()
+        return
+    sys.stdout.write(core.read_namespaced_pod_log(pod, cluster.namespace, tail_lines=tail))
+
+
+def attempt_log(cluster: Cluster, args: argparse.Namespace, job: dict[str, Any]) -> int:
+    """Attempt N's driver log: its head pod's (the operator keeps a finished attempt's head pod until the job is
+    deleted), else the tail the operator kept in status when the attempt ended; else which attempts have one."""
+    from kubernetes.client.exceptions import ApiException
+
+    name, n = args.name, args.attempt
+    st = job.get("status") or {}
+    pods = head_pods(cluster, job)
+    kept = {entry["attempt"]: entry["logTail"] for entry in st.get("attemptLogs") or []}
+    unreadable = ""
+    if n in pods:
+        try:
+            _print_pod_log(cluster, pods[n], args.follow, args.tail)
+            return 0
+        except ApiException as exc:  # e.g. its node is gone: the kubelet that had the log
+            unreadable = f"read log of pod {pods[n]}: {explain(exc, cluster)}"
+    if n in kept:
+        print(f"# the log of attempt {n}'s head pod is {'unreadable' if unreadable else 'gone'}; the last lines of its "
+              "driver's log, kept by the operator:", file=sys.stderr)
+        sys.stdout.write(last_lines(kept[n], args.tail))
+        return 0
+    if unreadable:
+        raise CliError(unreadable)
+    raise CliError(no_attempt_log(name, n, st.get("attempts"), pods, kept))
+
+
+def head_pods(cluster: Cluster, job: dict[str, Any]) -> dict[int, str]:
+    """The job's head pods by attempt (from their attempt label), this instance's only (not a deleted namesake's)."""
+    name = job["metadata"]["name"]
+    selector = f"{c.LABEL_JOB}={name},{c.LABEL_ROLE}={c.ROLE_HEAD}"
+    if job["metadata"].get("uid"):
+        selector += f",{c.LABEL_CONTROLLER_UID}={job['metadata']['uid']}"
+    listed = cluster.call(f"list head pods of {name}", cluster.core().list_namespaced_pod, cluster.namespace,
+                          label_selector=selector)
+    out = {}
+    for pod in listed.items:
+        label = (pod.metadata.labels or {}).get(c.LABEL_ATTEMPT, "")
+        if label.isdigit():
+            out[int(label)] = pod.metadata.name
+    return out
+
+
+def last_lines(text: str, tail: int | None) -> str:
+    """`--tail N` of a kept text, as the API server cuts a pod's log."""
+    if tail is None:
+        return text
+    return "".join(text.splitlines(keepends=True)[-tail:]) if tail > 0 else ""
+
+
+def no_attempt_log(name: str, n: int, attempts: int | None, pods: dict[int, str], kept: dict[int, str]) -> str:
+    """Why attempt N has no log to show, and which attempts have one."""
+
+    def where(attempt: int) -> str:
+        return f"{attempt} (pod {pods[attempt]})" if attempt in pods else f"{attempt} (tail kept in status)"
+
+    listing = ", ".join(where(a) for a in sorted(set(pods) | set(kept))) or "none"
+    if attempts is None or not 1 <= n <= attempts:
+        return f"{c.SINGULAR} {name} has no attempt {n} (it has had {attempts or 0}); driver logs of attempts: {listing}"
+    return f"the driver log of attempt {n} of {name} is gone (its head pod and the tail kept in status); driver logs of attempts: {listing}"
 
 
 def delete_cmd(cluster: Cluster, args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 from .. import resources
 from ..api import constants as c
 from ..api import names
-from ..api.models import JobStatus, RLTrainingJob
+from ..api.models import ATTEMPT_LOG_CHARS, MAX_ATTEMPT_LOGS, AttemptLog, JobStatus, RLTrainingJob
 from ..api.vocabulary import EventType, Reason
 from . import conditions as cond
 from . import kueue, observe
@@ -57,6 +57,9 @@ async def apply(
         tail = await kube.pod_log_tail(ns, decision.capture_log, LOG_TAIL_LINES)
         if tail:
             status = _amended(job, status, driver_log_tail=tail[-LOG_TAIL_CHARS:])
+            if decision.capture_attempt is not None:
+                status = status.model_copy(update={
+                    "attempt_logs": with_attempt_log(status.attempt_logs, decision.capture_attempt, tail)})
     if status is not None and (decision.delete_pods or decision.delete_workers):
         # The decision is written first, and only onto the version of the job it was made from: a replica
         # that acts on a stale view (a frozen former leader) gets a conflict here and deletes nothing.
@@ -128,6 +131,17 @@ async def apply(
     if problems:
         raise ChildCreationFailed(status.message if status is not None else "", waiting=not refused)
     return new_body
+
+
+def with_attempt_log(logs: list[AttemptLog] | None, attempt: int, tail: str) -> list[AttemptLog]:
+    """The kept tails with this attempt's (in place of one kept before: a decision may be carried out twice), the
+    latest MAX_ATTEMPT_LOGS attempts only. A cut tail starts at a whole line."""
+    if len(tail) > ATTEMPT_LOG_CHARS:
+        tail = tail[-ATTEMPT_LOG_CHARS:]
+        tail = tail[tail.index("\n") + 1:] if "\n" in tail[:-1] else tail
+    kept = [entry for entry in logs or [] if entry.attempt != attempt]
+    kept.append(AttemptLog(attempt=attempt, log_tail=tail))
+    return sorted(kept, key=lambda entry: entry.attempt)[-MAX_ATTEMPT_LOGS:]
 
 
 def _amended(job: RLTrainingJob, status: JobStatus | None, **fields: Any) -> JobStatus:

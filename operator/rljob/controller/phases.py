@@ -82,6 +82,7 @@ class Decision:
     delete_workers: bool = False
     scale_workers: int | None = None
     capture_log: str | None = None  # a finished head pod whose log tail to keep in status
+    capture_attempt: int | None = None  # the attempt that pod ran (its tail is kept per attempt too)
     delete_job: bool = False
     job_labels: dict[str, str] | None = None  # labels to merge into the job's own metadata
     # Kueue: the job's Workload.
@@ -482,7 +483,7 @@ class _Machine:
             self._event(EventType.WARNING, Reason.BACKOFF_LIMIT_EXCEEDED, msg)
             return self._done()
         if head is not None and head.failed:
-            self.decision.capture_log = head.name
+            self.decision.capture_log, self.decision.capture_attempt = head.name, attempt
         if head is not None and not head.finished:
             self.decision.delete_pods.append(head.name)
         if head is not None and head.exit_code is not None:
@@ -501,6 +502,7 @@ class _Machine:
                 self.status.last_exit_code = head.exit_code
             if head.finished:
                 self.decision.capture_log = head.name
+                self.decision.capture_attempt = head.attempt if head.attempt is not None else self.status.attempts
         self._set(cond.RUNNING, False, reason, message)
         self._set(cond.CLUSTER_READY, False, reason, "the Ray cluster was released")
         self.decision.delete_workers = self.obs.workers.exists

@@ -20,6 +20,7 @@ import yaml
 from rljob.api import constants as c
 from rljob.cli import build_parser
 from rljob.cli.completion import bash_script
+from rljob.cli.forward import dashboard_ports
 from tests.cluster.controlplane import ControlPlane, wait_for
 from tests.cluster.operator_process import OperatorProcess, rljob_executable
 from tests.integration.operator.test_cli_and_metrics import rljob
@@ -186,16 +187,12 @@ def test_suspend_resume_scale(control_plane: ControlPlane, live_operator: Operat
     assert missing.stderr.startswith(f"rljob: get rltrainingjob {namespace}/nope: ") and "not found" in missing.stderr
 
 
-# Stands in for kubectl where the cluster has no kubelet to forward to: it records its arguments and answers like
-# kubectl (port-forward prints the forwarding line and exits; exec finds no event files yet, exit 3).
+# Stands in for kubectl where the cluster has no kubelet to exec in: it records its arguments and answers like
+# kubectl whose exec finds no event files yet (exit 3).
 FAKE_KUBECTL = f"""#!{sys.executable}
 import json, os, sys
 with open(os.environ["FAKE_LOG"], "a") as f:
     f.write(json.dumps(sys.argv[1:]) + "\\n")
-if sys.argv[1] == "port-forward":
-    local = sys.argv[-1].split(":")[0]
-    print(f"Forwarding from 127.0.0.1:{{local}} -> 8265", flush=True)
-    sys.exit(0)
 sys.exit(3)
 """
 
@@ -222,17 +219,10 @@ def test_dashboard_and_tensorboard(control_plane: ControlPlane, live_operator: O
     (bin_dir / "kubectl").chmod(0o755)
     log = tmp_path / "kubectl.log"
     env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig), "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(log)}
-    out = subprocess.run([rljob_executable(), "dashboard", "live", *ns, "--port", "18265"], capture_output=True, text=True,
-                         env=env, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "Ray dashboard of live: http://127.0.0.1:18265   (Ctrl-C to stop)"
-    forward = json.loads(log.read_text().splitlines()[-1])
-    target, ports = forward[-2], forward[-1]
-    # What kubectl was asked for exists in the cluster: the head Service, with the dashboard port.
-    service = cp.get_json(target, *ns)
-    assert ports == f"18265:{c.PORT_DASHBOARD}"
-    assert c.PORT_DASHBOARD in {p["port"] for p in service["spec"]["ports"]}
-    assert forward[:3] == ["port-forward", "--namespace", namespace]
+    # The ports the dashboard forwards are the head container's.
+    head = cp.get_json("pod", st["headPod"], *ns)
+    exposed = {p["containerPort"] for x in head["spec"]["containers"] for p in x.get("ports", [])}
+    assert {p.remote for p in dashboard_ports(0, 0)} <= exposed
 
     out = subprocess.run([rljob_executable(), "tensorboard", "live", *ns, "--once", "--logdir", str(tmp_path / "tb")],
                          capture_output=True, text=True, env=env, timeout=60)
@@ -286,25 +276,27 @@ def test_the_contexts_namespace_for_dry_run_and_submit(control_plane: ControlPla
     assert cp.kubectl("get", "rltj", "bad-args", "-n", namespace, check=False).returncode != 0  # nothing was created
 
 
-def test_without_kubectl_the_dashboard_uses_the_clients_port_forward(
+def test_the_dashboard_forwards_through_the_clients_port_forward(
         control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str, tmp_path: Path) -> None:
-    """The fallback listens locally and opens a port-forward stream per connection. The cluster's nodes have no
+    """Local listeners, a port-forward stream through the API server per connection. The cluster's nodes have no
     kubelet to forward to (kwok answers for them, with no forwards configured), so what comes back is the refusal:
-    one line, and the command keeps serving."""
+    one line, and the command keeps serving, on both ports. kubectl is not needed (none on PATH here)."""
     cp = control_plane
     run_to(cp, namespace, small_job("pf", namespace))
-    env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig), "PATH": str(tmp_path)}  # no kubectl on PATH
-    proc = subprocess.Popen([rljob_executable(), "dashboard", "pf", "-n", namespace, "--port", "0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig), "PATH": str(tmp_path)}
+    proc = subprocess.Popen([rljob_executable(), "dashboard", "pf", "-n", namespace, "--port", "0", "--client-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         lines, errors = Lines(proc), Lines(proc, proc.stderr)
-        url = lines.wait(r"^Ray dashboard of pf: http://127\.0\.0\.1:\d+ ")
-        port = int(url.split("http://127.0.0.1:")[1].split()[0])
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
-            conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            assert conn.recv(1024) == b""  # closed: nothing to forward to
-        refusal = errors.wait(r"^rljob: ")
-        assert refusal.startswith("rljob: port-forward to pod pf-head-1: ") and "8265" in refusal, errors.seen
+        dashboard = int(lines.wait(r"^Ray dashboard of pf: http://localhost:\d+$").rsplit(":", 1)[1])
+        client = int(lines.wait(r"^Ray client of pf: +ray://localhost:\d+$").rsplit(":", 1)[1])
+        lines.wait(r"^forwarding to head pod pf-head-1; ")
+        for port, remote in ((dashboard, c.PORT_DASHBOARD), (client, c.PORT_CLIENT)):
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+                conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                assert conn.recv(1024) == b""  # closed: nothing to forward to
+            refusal = errors.wait(r"^rljob: ")
+            assert refusal.startswith(f"rljob: port-forward to pod pf-head-1 port {remote}: "), errors.seen
         assert proc.poll() is None
     finally:
         proc.terminate()
