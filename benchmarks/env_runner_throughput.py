@@ -93,8 +93,7 @@ class NullEnv:
 def bare_loop(runner: Any, seconds: float) -> float:
     """The bound the lean runner is held to: ALE's send/recv with half the envs in flight and one batched forward
     pass of the runner's own network per recv, nothing recorded (no arrays, episodes, metrics or RLlib)."""
-    from rljob.trainer.recipes.atari_env import make_async_frame_stack_env
-    from rljob.trainer.recipes.atari_runner import FRAMESTACK_KEY, INFERENCE_THREADS_KEY
+    from rljob.trainer.recipes.atari_env import FRAMESTACK_KEY, INFERENCE_THREADS_KEY, make_async_frame_stack_env
 
     settings = dict(runner.config.env_config)
     framestack = int(settings.pop(FRAMESTACK_KEY, 4))

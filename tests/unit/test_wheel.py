@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from rljob.cli.needs import EXTRAS
 from tests.jobs import ROOT
 from tests.unit.test_images import OPERATOR, RUNTIME, instructions
 
@@ -32,18 +33,15 @@ def sources_copied_by_images_script() -> list[str]:
     return shlex.split(m.group("paths"))
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel built from a clean copy of what hack/images.sh copies (a build in the checkout itself could pick
-    up stale files from build/), offline, with the build tools of this environment."""
-    src = tmp_path_factory.mktemp("src")
+def build_wheel(src: Path, out: Path) -> Path:
+    """The wheel built from a clean copy (in `src`) of what hack/images.sh copies (a build in the checkout itself
+    could pick up stale files from build/), offline, with the build tools of this environment; written to `out`."""
     for name in sources_copied_by_images_script():
         path = ROOT / name
         if path.is_dir():
             shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             shutil.copy2(path, src / name)
-    out = tmp_path_factory.mktemp("dist")
     res = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
          "--disable-pip-version-check", "-w", str(out), str(src)],
@@ -52,6 +50,11 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert res.returncode == 0, f"building the wheel failed:\n{res.stdout}\n{res.stderr}"
     [built] = out.glob("rljob-*.whl")
     return built
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_wheel(tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("dist"))
 
 
 def wheel_files(wheel: Path) -> list[str]:
@@ -128,3 +131,51 @@ def test_images_build_context_is_the_wheel_and_its_dependencies() -> None:
     assert re.search(r'^CTX="\$CACHE/images/context"$', script, re.M)
     assert 'rm -f "$CTX"/wheels/rljob-*.whl' in script
     assert re.search(r'"\$CTX" >&2$', script, re.M), "docker build no longer gets $CTX as its context"
+
+
+def metadata(wheel: Path) -> tuple[dict[str | None, set[str]], str]:
+    """(the distributions the wheel requires, by extra (None: the base install), its entry_points.txt)."""
+    with zipfile.ZipFile(wheel) as z:
+        dist_info = next(n.split("/")[0] for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        scripts = z.read(f"{dist_info}/entry_points.txt").decode()
+        lines = z.read(f"{dist_info}/METADATA").decode().splitlines()
+    requires: dict[str | None, set[str]] = {None: set()}
+    requires |= {line.removeprefix("Provides-Extra: "): set() for line in lines if line.startswith("Provides-Extra: ")}
+    for line in lines:
+        if line.startswith("Requires-Dist: "):
+            requirement = line.removeprefix("Requires-Dist: ")
+            extra = re.search(r"""extra == ["']([^"']+)["']""", requirement)
+            requires[extra.group(1) if extra else None].add(distribution(requirement))
+    return requires, scripts
+
+
+def distribution(requirement: str) -> str:
+    """`ray[rllib]==2.60.0; extra == "trainer"` -> `ray`, normalised as pip compares names."""
+    return re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_wheel_installs_both_commands_and_the_kubernetes_client_unconditionally(wheel: Path) -> None:
+    """`pip install rljob` alone: `rljob` and the `kubectl rljob` plugin, with the client; Ray and torch only in extras."""
+    requires, scripts = metadata(wheel)
+    assert "rljob = rljob.cli:main" in scripts and "kubectl-rljob = rljob.cli:plugin_main" in scripts
+    assert requires[None] == {"pydantic", "pyyaml", "kubernetes"}
+    assert "kubernetes" not in requires["operator"]
+    assert {"ray", "torch"} <= requires["trainer"] and "kopf" in requires["operator"]
+    assert "ray" not in requires["play"] and {"torch", "ale-py", "pillow"} <= requires["play"]
+
+
+@pytest.mark.parametrize("extra", sorted(EXTRAS))
+def test_the_extras_the_commands_name_hold_what_they_check_for(wheel: Path, extra: str) -> None:
+    """`rljob run` and `rljob play` check for modules before naming an extra: that extra installs them."""
+    requires, _ = metadata(wheel)
+    assert {distribution(d) for d in EXTRAS[extra].values()} <= requires[extra]
+
+
+def test_every_install_hint_names_an_extra_that_exists(wheel: Path) -> None:
+    named = set()
+    for path in [*PACKAGE_DIR.rglob("*.py"), ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        named |= set(re.findall(r"rljob\[([a-z,]+)\]", path.read_text()))
+    extras = {e for group in named for e in group.split(",")}
+    assert {"trainer", "play"} <= extras
+    requires, _ = metadata(wheel)
+    assert extras <= set(requires) - {None}

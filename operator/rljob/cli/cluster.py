@@ -73,7 +73,7 @@ def connect(args: argparse.Namespace) -> Cluster:
     try:
         from kubernetes import client, config
     except ImportError:
-        raise CliError("this command needs the Kubernetes client: pip install 'rljob[operator]'") from None
+        raise CliError("the Kubernetes client, a dependency of rljob, is missing here: pip install kubernetes") from None
     cfg = client.Configuration()
     namespace = args.namespace
     try:

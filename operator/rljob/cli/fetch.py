@@ -38,12 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "fetch",
         help="copy a job's checkpoint to this machine (also after the job finished)",
         description="Copies the latest (or a chosen) checkpoint of job NAME from its checkpoint volume "
-        "(spec.checkpoint.size or claimName) into DIR, through a short-lived pod owned by the job that mounts "
+        "(spec.checkpoint.size or claimName) into DIR (--dest), through a short-lived pod owned by the job that mounts "
         "the volume read-only. Then `rljob play DIR` plays it. Exit codes: 0 copied, 1 anything else.",
     )
     p.add_argument("name", metavar="NAME")
     p.add_argument("--checkpoint", metavar="ID", help="iteration number or iteration-NNNNNN folder (default: the latest)")
-    p.add_argument("-o", "--output", type=Path, metavar="DIR", help="where to write (default: ./NAME/)")
+    # Not -o: everywhere else in rljob (and kubectl) -o is an output format.
+    p.add_argument("--dest", type=Path, metavar="DIR", help="where to write (default: ./NAME/)")
     p.add_argument("--image", help="image of the reader pod, any with sh and tar (default: the job's image)")
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
                    help="how long to wait for the reader pod to start (default 300)")
@@ -74,7 +75,7 @@ def fetch(cluster: Cluster, args: argparse.Namespace) -> int:
             "(set spec.checkpoint.size or claimName to keep them)"
         )
     wanted = _wanted(args.checkpoint)
-    output = args.output or Path(args.name)
+    output = args.dest or Path(args.name)
     core = cluster.core()
     claim = checkpoint_claim_name(job)
     try:
@@ -107,7 +108,7 @@ def fetch(cluster: Cluster, args: argparse.Namespace) -> int:
                 raise CliError(f"{args.name} has no checkpoint {wanted}; it has {', '.join(found)}")
             chosen = matches[0]
         if (output / chosen).exists():
-            raise CliError(f"{output / chosen} already exists; choose another folder with -o")
+            raise CliError(f"{output / chosen} already exists; choose another folder with --dest")
         extras = _exec_text(cluster, name, CONTAINER_NAME, [
             "sh", "-c", f"cd {c.CHECKPOINT_MOUNT} && for f in {' '.join(EXTRAS)}; do [ -f \"$f\" ] && echo \"$f\"; done; true",
         ]).split()

@@ -27,8 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "its checkpoints/ or a folder from `rljob fetch`), plays seeded games (game i reset with seed + i) in the "
         "env it trained on with the same preprocessing (an Atari policy in the training's own vector env), prints "
         "each game's return, the mean, the spread, wins and losses, and writes a GIF of one more game. "
-        "Needs the trainer's packages (torch, RLlib, ale-py), not a Ray cluster. Checkpoints are pickles: "
-        "play only checkpoints you trust. Exit codes: 0 played, 2 no usable checkpoint.",
+        "Needs torch and ALE, not Ray: pip install 'rljob[play]' (the trainer extra has them too). Checkpoints "
+        "are pickles: play only checkpoints you trust. Exit codes: 0 played, 1 packages missing or an error, "
+        "2 no usable checkpoint.",
     )
     p.add_argument("path", type=Path, metavar="CHECKPOINT_OR_RUN_DIR")
     p.add_argument("--games", "--episodes", dest="episodes", type=_positive_int, default=20, metavar="N",
@@ -56,27 +57,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def play_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    import importlib.util
-    import logging
-
     from ..trainer import evaluate
     from ..trainer.errors import TrainerError
+    from .needs import missing_extra
 
     def fail(line: str, code: int) -> int:
         err.write(f"rljob play: error: {line}\n")
         return code
 
-    missing = [m for m in ("torch", "ray", "gymnasium") if importlib.util.find_spec(m) is None]
-    if missing:
-        return fail(f"this command needs the trainer's packages ({', '.join(missing)} missing): "
-                    "pip install 'rljob[trainer]'", 1)
-    # The checkpoint is found and read before torch and RLlib are imported: a wrong path fails in a moment.
+    problem = missing_extra("play")
+    if problem:
+        return fail(problem, 1)
+    # The checkpoint is found and read before torch is imported: a wrong path fails in a moment.
     try:
         checkpoint = evaluate.read_checkpoint(evaluate.find_checkpoint(args.path))
     except TrainerError as exc:
         return fail("; ".join(exc.lines), EXIT_BAD_INPUT)
-    for noisy in ("ray", "ray.rllib"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)  # RLlib's deprecation notes about its own restore path
     greedy = not args.sample
     gif_every = args.gif_every or evaluate.GIF_EVERY
     name = checkpoint.path.name

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -25,8 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run a job's training on this machine (no cluster)",
         description="Runs the RLTrainingJob in JOB.yaml on a local Ray instance: the same recipe, stop "
         "criteria and checkpoints as in the cluster. Writes checkpoints/, progress.jsonl, tensorboard/ "
-        "and reward_curve.png to the output folder. Exit codes: 0 a stop criterion was reached, "
-        "2 invalid job, 130 interrupted (a checkpoint was saved).",
+        "and reward_curve.png to the output folder. Needs the trainer extra (pip install 'rljob[trainer]'). "
+        "Exit codes: 0 a stop criterion was reached, 1 the trainer's packages are missing, 2 invalid job, "
+        "130 interrupted (a checkpoint was saved).",
     )
     p.add_argument("-f", "--file", dest="file", type=Path, required=True, metavar="JOB.yaml", help="the job manifest")
     p.add_argument("--max-iterations", type=_positive_int, metavar="N", help="stop after N iterations in this run")
@@ -44,6 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .needs import missing_extra
+
+    # Before the trainer is imported: without the extra, one line saying what to install, not an ImportError.
+    problem = missing_extra("trainer")
+    if problem:
+        print(f"rljob run: error: {problem}", file=sys.stderr)
+        return 1
     from ..trainer.local import LocalOptions, run_local
 
     return run_local(

@@ -1,23 +1,25 @@
 """Watching a trained policy play: restore the RLModule from a checkpoint, play episodes, write a GIF.
 
 Used by `rljob play` on a checkpoint the user has, and at the end of training by the pod driver and
-`rljob run` (a short evaluation whose GIF lands next to the checkpoints). No Ray cluster is involved:
-the RLModule is restored with RLlib's own `RLModule.from_checkpoint`, which builds the torch network
-in this process, and the policy runs on one environment stepped here.
+`rljob run` (a short evaluation whose GIF lands next to the checkpoints). No Ray is involved, not even
+imported: the policy is rebuilt as a plain torch network from the module's weights in the checkpoint
+(rljob.trainer.policy), so `rljob play` needs torch and ALE only (`pip install 'rljob[play]'`), and runs
+in this process on environments stepped here.
 
 The environment is rebuilt from the algorithm config saved in the checkpoint (its env name and
-env_config), so a checkpoint needs nothing else to be played: not the job manifest, not the recipe
-args.
+env_config, read without Ray by rljob.trainer.pickles), so a checkpoint needs nothing else to be
+played: not the job manifest, not the recipe args.
 
 The score is evidence, not an anecdote: `play_games` plays N games (20 after training), game i reset
-with seed + i. A policy trained by the lean Atari runner plays them all at once in the very vector env it
-trained on (`atari_env.atari_vector_env`, same settings: the observations are the training's, frame for
-frame), a whole game per episode. Other policies play one env after another.
+with seed + i. An Atari policy plays them all at once in ALE's vector env (`atari_env.atari_vector_env`,
+the training's settings: for the lean runner's policies the observations are the training's, frame for
+frame; the stock runner's see the same frames stacked as its connectors stack them), a whole game per
+episode. Other policies play one env after another.
 
 The GIF is a film of one more game (`film`): ale-py's vector env has no colour screen, so it is played
-through the single-env wrappers of `atari_env.make_atari_env` with gymnasium's `rgb_array` rendering,
-whose frames differ from the training's in small ways (the order of max-pooling and resizing, the stack
-at reset). Its score is shown in the picture, not counted.
+through gymnasium's Atari wrappers (`atari_env.atari_film_env`) with `rgb_array` rendering, whose
+frames differ from the vector env's in small ways (resizing, the stack at reset). Its score is shown in
+the picture, not counted.
 
 Checkpoints are pickles, as all RLlib checkpoints are: play only checkpoints you trust.
 """
@@ -27,7 +29,6 @@ import json
 import logging
 import math
 import os
-import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import Any
 from ..api.constants import ENV_EVAL_EPISODES, ENV_EVAL_MAX_STEPS
 from . import checkpoints
 from .errors import ConfigError
+from .pickles import as_mapping, read_pickle
 
 log = logging.getLogger(__name__)
 
@@ -156,10 +158,9 @@ def read_checkpoint(path: Path) -> PolicyCheckpoint:
         raise ConfigError(f"{path}: not a checkpoint of an RLlib algorithm with a single policy (no {ctor.name} "
                           f"or {'/'.join(MODULE_PATH)})")
     try:
-        with ctor.open("rb") as f:
-            saved = pickle.load(f)
+        saved = read_pickle(ctor)
         args, kwargs = saved["ctor_args_and_kwargs"]
-        config = args[0] if args else kwargs["config"]
+        config = as_mapping(args[0] if args else kwargs["config"])
         env = config["env"]
         env_config = dict(config.get("env_config") or {})
     except Exception as exc:  # a truncated file, another RLlib version's layout
@@ -175,24 +176,18 @@ def read_checkpoint(path: Path) -> PolicyCheckpoint:
 
 
 def load_module(checkpoint: PolicyCheckpoint) -> Any:
-    """The trained RLModule on the CPU, in inference mode; built by RLlib from the checkpoint's own spec."""
-    import torch
-    from ray.rllib.core.rl_module.rl_module import RLModule
+    """The trained policy network (observations in, action logits out) on the CPU, in inference mode; no Ray."""
+    from .policy import load_policy
 
-    try:
-        module = RLModule.from_checkpoint(str(checkpoint.path.joinpath(*MODULE_PATH).resolve()))
-    except Exception as exc:
-        raise ConfigError(f"{checkpoint.path}: cannot restore the policy: {type(exc).__name__}: {exc}") from None
-    if isinstance(module, torch.nn.Module):
-        module.eval()
-    return module
+    return load_policy(checkpoint.path.joinpath(*MODULE_PATH))
 
 
 def frame_layout(observation_space: Any) -> tuple[int, int]:
     """(frame size, frames stacked) of an Atari module's input, whichever layout it was trained on.
 
     The lean runner's modules take uint8 stacks (frames, dim, dim); the stock runner's take float
-    frames stacked last (dim, dim, frames). Both also accept the latter, which is what is fed here.
+    frames stacked last (dim, dim, frames). Both networks also take the former (rljob.trainer.policy),
+    which is what ALE's envs give and what is fed here.
     """
     shape = tuple(observation_space.shape)
     if len(shape) != 3:
@@ -206,45 +201,30 @@ def make_env(checkpoint: PolicyCheckpoint, module: Any) -> Any:
     """The env the policy trained on, rendering RGB frames; one env, not a vector."""
     import gymnasium as gym
 
-    from .recipes.atari_env import ENV_NAME, _quiet_ale
-    from .recipes.atari_runner import FRAMESTACK_KEY, INFERENCE_THREADS_KEY
+    from .recipes.atari_env import ENV_NAME, atari_film_env
 
     if checkpoint.env != ENV_NAME:
         try:
             return gym.make(checkpoint.env, render_mode="rgb_array", **checkpoint.env_config)
         except Exception as exc:
             raise ConfigError(f"cannot create the env {checkpoint.env!r}: {type(exc).__name__}: {exc}") from None
-    import ale_py
-    from ray.rllib.env.wrappers.atari_wrappers import wrap_atari_for_new_api_stack
-
-    from .recipes.atari_env import whole_games
-
     dim, framestack = frame_layout(module.observation_space)
-    settings = dict(checkpoint.env_config)
-    for runner_only in ("num_threads", "dim", FRAMESTACK_KEY, INFERENCE_THREADS_KEY):
-        settings.pop(runner_only, None)
-    env_id = settings.pop("env_id")
-    _quiet_ale()
-    gym.register_envs(ale_py)
     try:
-        base = gym.make(env_id, render_mode="rgb_array", **settings)
+        return atari_film_env({**checkpoint.env_config, "dim": dim}, framestack)
     except Exception as exc:
-        raise ConfigError(f"cannot create {env_id!r}: {type(exc).__name__}: {exc}") from None
-    return whole_games(wrap_atari_for_new_api_stack(base, dim=dim, framestack=framestack))
+        raise ConfigError(f"cannot create {checkpoint.env_config.get('env_id')!r}: {type(exc).__name__}: {exc}") from None
 
 
-def trains_on_frame_stacks(checkpoint: PolicyCheckpoint, module: Any) -> bool:
-    """Whether the policy was trained by the lean Atari runner: uint8 stacks from ale-py's vector env."""
+def plays_on_frame_stacks(checkpoint: PolicyCheckpoint, module: Any) -> bool:
+    """Whether the policy plays Atari on ALE's frame stacks: any image policy of the Atari recipes' env."""
     from .recipes.atari_env import ENV_NAME
 
-    space = getattr(module, "observation_space", None)
-    return checkpoint.env == ENV_NAME and space is not None and str(space.dtype) == "uint8" and len(space.shape) == 3
+    return checkpoint.env == ENV_NAME and bool(getattr(module, "images", False))
 
 
 def training_env(checkpoint: PolicyCheckpoint, module: Any, games: int) -> Any:
-    """The training's own vector env (same game and preprocessing), one env per game, stepped in lockstep."""
-    from .recipes.atari_env import atari_vector_env
-    from .recipes.atari_runner import FRAMESTACK_KEY, INFERENCE_THREADS_KEY
+    """The training's vector env (same game and preprocessing), one env per game, stepped in lockstep."""
+    from .recipes.atari_env import FRAMESTACK_KEY, INFERENCE_THREADS_KEY, atari_vector_env
 
     dim, framestack = frame_layout(module.observation_space)
     settings = {k: v for k, v in checkpoint.env_config.items() if k not in (FRAMESTACK_KEY, INFERENCE_THREADS_KEY)}
@@ -259,7 +239,7 @@ def play_games(
     checkpoint: PolicyCheckpoint, module: Any, games: int, max_steps: int | None, *, seed: int, greedy: bool = True
 ) -> Evaluation:
     """`games` whole games, game i reset with seed + i; one cut off at `max_steps` counts with its score so far."""
-    if trains_on_frame_stacks(checkpoint, module):
+    if plays_on_frame_stacks(checkpoint, module):
         env = training_env(checkpoint, module, games)
         try:
             result = play_vector(env, module, games, max_steps, seed=seed, greedy=greedy)
@@ -279,7 +259,6 @@ def play_vector(env: Any, module: Any, games: int, max_steps: int | None, *, see
     """Plays one game in each of the vector env's envs at once, one batched forward pass per step."""
     import numpy as np
     import torch
-    from ray.rllib.core.columns import Columns
 
     generator = torch.Generator().manual_seed(seed)
     returns = np.zeros(games, np.float64)
@@ -289,7 +268,7 @@ def play_vector(env: Any, module: Any, games: int, max_steps: int | None, *, see
     obs, info = env.reset(seed=seed)
     while not done.all():
         with torch.inference_mode():
-            logits = module.forward_inference({Columns.OBS: torch.from_numpy(obs)})[Columns.ACTION_DIST_INPUTS].float()
+            logits = module(torch.from_numpy(obs)).float()
             chosen = logits.argmax(-1) if greedy else torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
         obs, rewards, terminated, truncated, info = env.step(chosen.numpy().astype(np.int64))
         ids = np.asarray(info["env_id"], np.int64)
@@ -328,14 +307,13 @@ def policy_fn(module: Any, greedy: bool, seed: int | None) -> Callable[[Any], in
     """obs -> action: the argmax of the action logits (greedy) or a draw from them."""
     import numpy as np
     import torch
-    from ray.rllib.core.columns import Columns
 
     generator = torch.Generator().manual_seed(seed if seed is not None else int.from_bytes(os.urandom(4), "little"))
 
     def act(obs: Any) -> int:
         with torch.inference_mode():
             batch = torch.from_numpy(np.asarray(obs)[None])
-            logits = module.forward_inference({Columns.OBS: batch})[Columns.ACTION_DIST_INPUTS][0]
+            logits = module(batch)[0]
             if greedy:
                 return int(logits.argmax())
             return int(torch.multinomial(torch.softmax(logits.float(), dim=-1), 1, generator=generator))
@@ -499,10 +477,10 @@ EXPORT_FORMATS = {"torchscript": ".pt", "torch-export": ".pt2"}
 
 
 def export_policy(module: Any, path: Path, fmt: str) -> Path:
-    """The policy network alone, observations in, action logits out, for serving without RLlib.
+    """The policy network alone, observations in, action logits out, for serving without rljob or RLlib.
 
-    Inputs are batches in the module's own observation layout (uint8 frame stacks for the Atari
-    recipes: the scaling is part of the exported graph). "torchscript" is a traced TorchScript file
+    Inputs are batches in the module's own observation layout (uint8 frame stacks for the lean Atari
+    runner's policies: the scaling is part of the exported graph). "torchscript" is a traced TorchScript file
     (torch.jit.load); "torch-export" a torch.export program with a dynamic batch size
     (torch.export.load), the format torch keeps developing.
     """
@@ -510,17 +488,8 @@ def export_policy(module: Any, path: Path, fmt: str) -> Path:
 
     import numpy as np
     import torch
-    from ray.rllib.core.columns import Columns
 
-    class PolicyNetwork(torch.nn.Module):
-        def __init__(self, inner: Any) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, obs: torch.Tensor) -> torch.Tensor:
-            return self.inner.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
-
-    network = PolicyNetwork(module).eval()
+    network = module.eval()
     # Two observations: a batch of one would let tracing and export specialise the batch size to 1.
     example = torch.from_numpy(np.stack([module.observation_space.sample() for _ in range(2)]))
     path.parent.mkdir(parents=True, exist_ok=True)

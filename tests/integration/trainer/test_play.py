@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,6 +87,20 @@ def test_play_a_run_folder(pong_run: tuple[Path, str], tmp_path: Path) -> None:
     policy = torch.jit.load(str(exported))
     logits = policy(torch.zeros((3, 4, 64, 64), dtype=torch.uint8))
     assert tuple(logits.shape) == (3, 6)  # Pong's six actions, for each of the three observations
+
+
+def test_play_needs_no_ray(pong_run: tuple[Path, str], tmp_path: Path) -> None:
+    """The trained checkpoint played where `ray` cannot be imported, as after `pip install 'rljob[play]'`."""
+    out, _ = pong_run
+    code = ("import sys\nsys.modules['ray'] = None\nfrom rljob.cli import main\ncode = main(sys.argv[1:])\n"
+            "assert not [m for m in sys.modules if m.startswith('ray.')]\nsys.exit(code)")
+    played = subprocess.run([sys.executable, "-c", code, "play", str(out), "--games", "2", "--max-steps", "100",
+                             "--gif", str(tmp_path / "game.gif")],
+                            capture_output=True, text=True, timeout=240, cwd=tmp_path, env=dict(os.environ))
+    assert played.returncode == 0, played.stdout + played.stderr
+    match = MEAN.search(played.stdout)
+    assert match and match.group(3) == "2"
+    assert gif_frames(tmp_path / "game.gif") > 1
 
 
 def test_play_refuses_what_is_not_a_checkpoint(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """The Atari environment as RLlib's env runners create it: ALE with RLlib's new-stack wrappers.
 
 Lives in its own small module (no ray import at module level) because env runner processes import
-it by reference when Ray unpickles the env creator, and `rljob run` imports it to check the env id
-before any Ray process starts.
+it by reference when Ray unpickles the env creator, `rljob run` imports it to check the env id
+before any Ray process starts, and `rljob play` plays with it where Ray is not installed (the vector env,
+and `atari_film_env`, which imports no Ray either).
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from typing import Any
 # (max-and-skip 4 frames, no sticky actions) were tuned for.
 ALE_SETTINGS: dict[str, Any] = {"frameskip": 1, "repeat_action_probability": 0.0, "full_action_space": False}
 ENV_NAME = "rljob-atari"
+# The lean runner's own keys in env_config (frames per stack, torch threads for inference): no env takes them.
+FRAMESTACK_KEY = "framestack"
+INFERENCE_THREADS_KEY = "inference_threads"
 
 
 def _quiet_ale() -> None:
@@ -166,6 +170,42 @@ def make_async_frame_stack_env(settings: dict[str, Any], num_envs: int, framesta
     if num_envs < 2 or num_envs % 2:
         raise ValueError(f"{num_envs} envs cannot be split into two halves for asynchronous stepping; give an even number >= 2")
     return atari_vector_env(settings, num_envs, framestack, batch_size=num_envs // 2)
+
+
+def atari_film_env(settings: dict[str, Any], framestack: int) -> Any:
+    """One game to film (ale-py's vector env has no colour screen), with `atari_vector_env`'s observations as near as
+    gymnasium's wrappers make them: grayscale dim x dim, frameskip 4 with a max over the last two frames before
+    resizing, up to 30 no-ops and FIRE at reset, whole games, uint8 stacks (framestack, dim, dim); RGB screens
+    from `render()`. Imports no Ray, so `rljob play` films where Ray is not installed.
+    """
+    import ale_py
+    import gymnasium as gym
+
+    _quiet_ale()
+    gym.register_envs(ale_py)
+    kwargs = {k: v for k, v in settings.items() if k not in ("env_id", "dim", "num_threads", FRAMESTACK_KEY, INFERENCE_THREADS_KEY)}
+    env = gym.make(settings["env_id"], render_mode="rgb_array", **kwargs)
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=int(settings.get("dim", 64)),
+                                          terminal_on_life_loss=False, grayscale_obs=True, scale_obs=False)
+    if "FIRE" in env.unwrapped.get_action_meanings():
+        env = _fire_at_reset(env)
+    return gym.wrappers.FrameStackObservation(env, framestack)
+
+
+def _fire_at_reset(env: Any) -> Any:
+    """Wraps `env` so that each reset presses FIRE (then action 2), which games such as Breakout wait for."""
+    import gymnasium as gym
+
+    class FireAtReset(gym.Wrapper):
+        def reset(self, **kwargs: Any) -> Any:
+            obs, info = self.env.reset(**kwargs)
+            for action in (1, 2):
+                obs, _, terminated, truncated, info = self.env.step(action)
+                if terminated or truncated:
+                    obs, info = self.env.reset(**kwargs)
+            return obs, info
+
+    return FireAtReset(env)
 
 
 def _normalized_frames(env: Any, dim: int) -> Any:

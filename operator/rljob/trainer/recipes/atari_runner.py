@@ -23,12 +23,8 @@ from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 
 from ..timers import SAMPLE_KEY
-from .atari_env import make_async_frame_stack_env
+from .atari_env import FRAMESTACK_KEY, INFERENCE_THREADS_KEY, make_async_frame_stack_env
 from .atari_fragments import EpisodeStats, Fragment, FragmentCollector
-
-# env_config keys the runner reads (and the recipe sets); the rest goes to ALE.
-FRAMESTACK_KEY = "framestack"
-INFERENCE_THREADS_KEY = "inference_threads"
 
 
 class AtariEnvRunner(SingleAgentEnvRunner):

@@ -208,8 +208,9 @@ class PongRecipe:
             "max_requests_in_flight_per_env_runner": 2 if options.algorithm == "APPO" else 1,
         }
         if lean:
+            from .atari_env import FRAMESTACK_KEY, INFERENCE_THREADS_KEY
             from .atari_module import MODULES, FrameStackCatalog
-            from .atari_runner import FRAMESTACK_KEY, INFERENCE_THREADS_KEY, AtariEnvRunner
+            from .atari_runner import AtariEnvRunner
 
             # One torch thread per two CPUs: inference overlaps the emulator threads, and on 2 cores one
             # inference thread sampled 10-30 % faster than two (small batches barely use a second thread).
