@@ -14,7 +14,8 @@ help:
 	@echo "make integration   integration tests against a real local control plane (builds it first)"
 	@echo "make e2e           end-to-end tests on a real node (root, Docker's daemon, ~15 GB of disk)"
 	@echo "make lint          ruff over the package, the tests and the benchmarks"
-	@echo "make images        build the operator and runtime images locally (hack/images.sh)"
+	@echo "make images        build the operator and runtime images (hack/images.sh; REGISTRY=... PUSH=1 pushes, multi-arch)"
+	@echo "make release       the wheel, the images and the chart package of this version (hack/release.sh)"
 	@echo "make dev-cluster   a local control plane with fake nodes and the operator, in the foreground"
 	@echo "make crd           regenerate crds/ and the chart's copy from the API models"
 
@@ -56,9 +57,16 @@ clean:
 
 # Images and the end-to-end cluster (images/README.md). `make e2e` needs root, Docker's daemon (started if
 # installed), ~15 GB of disk; it installs missing Debian packages and builds what is missing, all cached.
-.PHONY: images
+# `make images` builds FROM a public Python image where a registry answers, else offline (IMAGE_BASE);
+# REGISTRY=ghcr.io/you PUSH=1 pushes them (linux/amd64 and linux/arm64 from the public base).
+.PHONY: images release
 images:
 	@bash hack/images.sh
+
+# One version's wheel (dist/), images and chart package (dist/rljob-VERSION.tgz); PUSH=1 pushes the images and the
+# chart (oci://$$REGISTRY). IMAGES=0 leaves the images out, DRY_RUN=1 prints their commands and the pushes.
+release:
+	@bash hack/release.sh
 
 e2e-cluster: venv cluster-bins
 	@bash hack/e2e-cluster.sh up

@@ -7,7 +7,7 @@
 #   hack/e2e-cluster.sh bins      build kubelet, kube-proxy (k8s v1.35.4), kube-router (v2.1.0), CoreDNS (trimmed)
 #                                 and the pause binary into ${RLJOB_CACHE:-~/.cache/rljob}/k8s/v1.35.4/bin (skipped
 #                                 when present; the tests' cluster fixture runs this, so `make test` builds them)
-#   hack/e2e-cluster.sh images    hack/images.sh operator runtime (cached)
+#   hack/e2e-cluster.sh images    IMAGE_BASE=debootstrap hack/images.sh operator runtime (offline, cached)
 #   hack/e2e-cluster.sh up        all of the above, then the cluster (+ the operator, installed with the Helm chart)
 #                                 in the foreground until Ctrl-C
 #   hack/e2e-cluster.sh check     all of the above, start the cluster, print the timings, stop
@@ -89,7 +89,8 @@ bins() {
 }
 
 images() {
-  bash "$ROOT/hack/images.sh" operator runtime
+  # The offline build (debootstrap base, wheel cache), whether or not a registry answers: what the tests load.
+  IMAGE_BASE=debootstrap bash "$ROOT/hack/images.sh" operator runtime
 }
 
 down() {

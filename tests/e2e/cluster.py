@@ -595,7 +595,7 @@ def install_operator(c: Cluster, version: str, home: Path) -> float:
     values = home / "values.yaml"
     values.write_text(yaml.safe_dump({
         "image": {"repository": "rljob/operator", "tag": version, "pullPolicy": "Never"},
-        "jobDefaults": {"image": f"rljob/runtime:{version}-cpu"},
+        "jobDefaults": {"image": {"repository": "rljob/runtime", "tag": f"{version}-cpu"}},
         "logLevel": "debug",
     }))  # fmt: skip
     env = {**os.environ, "KUBECONFIG": str(c.kubeconfig), "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"),

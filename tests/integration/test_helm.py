@@ -174,6 +174,8 @@ def test_install_into_a_restricted_namespace_then_uninstall(
     res = helm("install", release, CHART, "--namespace", namespace, "-f", helm.values(values), "--wait", "--timeout", "120s")
     assert "STATUS: deployed" in res.stdout
     assert "kubectl apply" in res.stdout and "examples/pong.yaml" in res.stdout  # NOTES.txt
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert f"Default runtime image for jobs: ghcr.io/rljob/runtime:{app_version}-cpu\n" in res.stdout
     for crd in CHART_CRDS:
         cp.kubectl("get", "crd", crd)
 
@@ -195,6 +197,11 @@ def test_install_into_a_restricted_namespace_then_uninstall(
     operator_rules = [] if mode == "ha-namespaced" else [f"ClusterRole/{release}"]  # namespaced: Roles only
     assert created["cluster"] == [*operator_rules, f"ClusterRole/{release}-edit", f"ClusterRole/{release}-view",
                                   *([f"ClusterRoleBinding/{release}"] if operator_rules else [])]
+    # The default values: full references, tagged with the chart's appVersion.
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"ghcr.io/rljob/operator:{app_version}"
+    assert f"--default-image=ghcr.io/rljob/runtime:{app_version}-cpu" in container["args"]
+    assert all(pod["spec"]["containers"][0]["image"] == container["image"] for pod in pods)
     deployment_probe = deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
     assert deployment_probe["httpGet"] == {"path": "/readyz", "port": "health", "scheme": "HTTP"}
     if mode == "ha-namespaced":
@@ -243,7 +250,7 @@ def test_umbrella_chart_install_and_user_roles(
     }))
     (platform / "values.yaml").write_text(yaml.safe_dump({
         "global": {"imageRegistry": "registry.example.com", "storageClass": "fast"},
-        "rljob": {"logLevel": "debug"},
+        "rljob": {"logLevel": "debug", "extraArgs": ["--progress-interval=30", "--concurrency=4"]},
     }))
     helm("dependency", "update", platform)
     release = f"platform-{secrets.token_hex(3)}"
@@ -252,7 +259,14 @@ def test_umbrella_chart_install_and_user_roles(
     try:
         deployment = cp.get_json("deployment", f"{release}-rljob", "-n", namespace)
         assert deployment["status"].get("readyReplicas") == 1
-        assert "--log-level=debug" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]  # the platform's value
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert "--log-level=debug" in container["args"]  # the platform's value
+        # The platform's registry for both images (paths kept), and its extra flags after the chart's.
+        assert container["image"] == "registry.example.com/rljob/operator:0.1.0"
+        assert "--default-image=registry.example.com/rljob/runtime:0.1.0-cpu" in container["args"]
+        assert container["args"][-3:] == ["--log-level=debug", "--progress-interval=30", "--concurrency=4"]
+        pods = cp.get_json("pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}")["items"]
+        assert [p["spec"]["containers"][0]["image"] for p in pods] == [container["image"]]
         cluster = release_objects(cp, namespace, release)["cluster"]
         assert {f"ClusterRole/{release}-rljob-edit", f"ClusterRole/{release}-rljob-view"} <= set(cluster)
 

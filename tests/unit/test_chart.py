@@ -31,7 +31,8 @@ FULL_VALUES: dict[str, Any] = {
     "grafana": {"dashboards": {"enabled": True}},
     "imagePullSecrets": [{"name": "regcred"}],
     "logLevel": "debug",
-    "jobDefaults": {"image": "registry.example/rljob/runtime:0.1.0-cuda"},
+    "jobDefaults": {"image": {"repository": "registry.example/rljob/runtime", "tag": "0.1.0-cuda"}},
+    "extraArgs": ["--progress-interval=30"],
 }
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -124,10 +125,57 @@ def test_chart_metadata_matches_the_package() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     version = re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)  # type: ignore[union-attr]
     assert chart["apiVersion"] == "v2" and chart["appVersion"] == version == "0.1.0"
-    assert values["image"]["repository"] == "rljob/operator" and values["image"]["tag"] == ""  # tag = appVersion
-    assert values["jobDefaults"]["image"] == c.DEFAULT_IMAGE
+    # Full references (the registry hack/images.sh pushes to by default), tags from appVersion.
+    assert values["image"]["repository"] == "ghcr.io/rljob/operator" and values["image"]["tag"] == ""
+    assert values["jobDefaults"]["image"] == {"repository": c.RUNTIME_REPOSITORY, "tag": ""}
+    assert values["global"] == {"imageRegistry": ""} and values["extraArgs"] == []
     assert values["watch"]["namespaces"] == [] and values["replicaCount"] == 1
     assert values["serviceMonitor"]["enabled"] is False and values["metrics"]["port"] == 8080
+
+
+def images(env: dict[str, str], tmp_path: Path, values: dict[str, Any]) -> tuple[str, str]:
+    """The operator's image and the jobs' default image that `values` render."""
+    container = operator_container(render(env, tmp_path, values))
+    return container["image"], parse_operator_args(container["args"]).default_image
+
+
+@pytest.mark.parametrize(("values", "operator", "job"), [
+    ({}, "ghcr.io/rljob/operator:0.1.0", "ghcr.io/rljob/runtime:0.1.0-cpu"),
+    ({"image": {"tag": "1.2.3"}, "jobDefaults": {"image": {"repository": "ghcr.io/rljob/runtime", "tag": "1.2.3-cuda"}}},
+     "ghcr.io/rljob/operator:1.2.3", "ghcr.io/rljob/runtime:1.2.3-cuda"),
+    # global.imageRegistry replaces the registry host and keeps the path, as a mirror of the registry does ...
+    ({"global": {"imageRegistry": "mirror.example.com:5000"}},
+     "mirror.example.com:5000/rljob/operator:0.1.0", "mirror.example.com:5000/rljob/runtime:0.1.0-cpu"),
+    ({"global": {"imageRegistry": "harbor.example.com/ghcr-cache/"}},
+     "harbor.example.com/ghcr-cache/rljob/operator:0.1.0", "harbor.example.com/ghcr-cache/rljob/runtime:0.1.0-cpu"),
+    ({"global": {"imageRegistry": "m.example"}, "image": {"repository": "localhost:5000/team/operator", "digest": "sha256:" + "a" * 64}},
+     "m.example/team/operator@sha256:" + "a" * 64, "m.example/rljob/runtime:0.1.0-cpu"),
+    # ... and is prepended to a reference without one (Docker Hub's), a whole reference given as a string included.
+    ({"global": {"imageRegistry": "m.example"}, "image": {"repository": "rljob/operator"},
+      "jobDefaults": {"image": "team/runtime:2-cuda"}},
+     "m.example/rljob/operator:0.1.0", "m.example/team/runtime:2-cuda"),
+    ({"global": {"imageRegistry": "m.example"}, "jobDefaults": {"image": "runtime:2"}},
+     "m.example/rljob/operator:0.1.0", "m.example/runtime:2"),
+    # What the end-to-end tests install: local names, no registry at all.
+    ({"image": {"repository": "rljob/operator", "tag": "0.1.0"},
+      "jobDefaults": {"image": {"repository": "rljob/runtime", "tag": "0.1.0-cpu"}}},
+     "rljob/operator:0.1.0", "rljob/runtime:0.1.0-cpu"),
+    ({"jobDefaults": {"image": "registry.example.com/team/runtime:0.1.0-cpu"}}, "ghcr.io/rljob/operator:0.1.0",
+     "registry.example.com/team/runtime:0.1.0-cpu"),
+])  # fmt: skip
+def test_image_references(helm_home: dict[str, str], tmp_path: Path, values: dict[str, Any], operator: str, job: str) -> None:
+    assert images(helm_home, tmp_path, values) == (operator, job)
+
+
+def test_extra_args_come_last(helm_home: dict[str, str], tmp_path: Path) -> None:
+    extra = ["--progress-interval=2.5", "--concurrency=4", "--namespace=team-c", "--cluster-cidr", "10.0.0.0/8"]
+    container = operator_container(render(helm_home, tmp_path, {"watch": {"namespaces": ["team-a"]}, "extraArgs": extra}))
+    assert container["args"][-len(extra):] == extra
+    args = parse_operator_args(container["args"])
+    # A flag the chart sets too takes the later value; a repeatable one adds up.
+    assert (args.progress_interval, args.concurrency) == (2.5, 4)
+    assert args.namespace == ["team-a", "team-c"] and args.cluster_cidr == ["10.0.0.0/8"]
+    assert container["args"].count("--concurrency=16") == 1
 
 
 def test_values_schema_rejects_mistakes(helm_home: dict[str, str], tmp_path: Path) -> None:
@@ -136,7 +184,11 @@ def test_values_schema_rejects_mistakes(helm_home: dict[str, str], tmp_path: Pat
                 {"podMonitor": {"enable": True}},
                 # gone with the driver's API access: an old values file that still sets them is told so
                 {"jobNetwork": {"apiServerEndpoints": ["10.0.0.1:6443"]}}, {"driverPolicy": {"enabled": True}},
-                {"jobNetwork": {"metricsScrapeNamespaces": ["Monitoring"]}}):
+                {"jobNetwork": {"metricsScrapeNamespaces": ["Monitoring"]}},
+                {"global": {"imageRegistry": "https://registry.example.com"}}, {"global": {"imageRegistry": 5000}},
+                {"extraArgs": "--progress-interval=30"}, {"extraArgs": [30]}, {"extraArgs": [""]},
+                {"jobDefaults": {"image": {"repository": ""}}}, {"jobDefaults": {"image": {"repository": "r", "digest": "x"}}},
+                {"jobDefaults": {"image": ""}}):
         res = helm(helm_home, "template", "rljob", CHART, "-f", values_file(tmp_path, bad), check=False)
         assert res.returncode != 0, bad
     res = helm(helm_home, "template", "rljob", CHART, "-f",
@@ -267,9 +319,12 @@ def test_default_render(helm_home: dict[str, str], tmp_path: Path) -> None:
     (deployment,) = by_kind(objs, "Deployment")
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
     container = operator_container(objs)
-    assert container["image"] == "rljob/operator:0.1.0" and container["command"] == ["rljob"]
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert container["image"] == f"ghcr.io/rljob/operator:{app_version}" and container["command"] == ["rljob"]
     args = parse_operator_args(container["args"])
-    assert args.namespace == [] and not args.leader_elect and args.default_image == c.DEFAULT_IMAGE
+    assert args.namespace == [] and not args.leader_elect
+    # The job image the operator falls back on without the chart is the one the chart names.
+    assert args.default_image == f"ghcr.io/rljob/runtime:{app_version}-cpu" == c.DEFAULT_IMAGE
     assert (args.metrics_port, args.health_port, args.log_level) == (8080, 8081, "info")
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
@@ -291,6 +346,7 @@ def test_full_render(helm_home: dict[str, str], tmp_path: Path) -> None:
     assert args.namespace == ["team-a", "team-b"] and args.leader_elect and args.log_level == "debug"
     assert args.leader_election_id == "rljob-operator"
     assert args.default_image == "registry.example/rljob/runtime:0.1.0-cuda"
+    assert args.progress_interval == 30 and container["args"][-1] == "--progress-interval=30"  # extraArgs, last
     (deployment,) = by_kind(objs, "Deployment")
     assert deployment["spec"]["replicas"] == 2 and "strategy" not in deployment["spec"]
     assert deployment["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
@@ -478,7 +534,9 @@ def test_as_a_dependency_of_an_umbrella_chart(helm_home: dict[str, str], tmp_pat
     objs = [d for d in yaml.safe_load_all(out) if d]
     args = parse_operator_args(operator_container(objs)["args"])
     assert args.namespace == ["team-a"]
-    assert operator_container(objs)["image"] == "rljob/operator:0.1.0"  # global.imageRegistry is the platform's, not read here
+    # The platform's global.imageRegistry replaces the registry of both images.
+    assert operator_container(objs)["image"] == "registry.example.com/rljob/operator:0.1.0"
+    assert args.default_image == "registry.example.com/rljob/runtime:0.1.0-cpu"
 
     bad = tmp_path / "typo.yaml"
     bad.write_text(yaml.safe_dump({"rljob": {"replicas": 2}}))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
+import rljob
 from rljob import resources
 from rljob.api import constants as c
 from rljob.api import parse_job
@@ -61,7 +62,8 @@ def pip_installs(dockerfile: Path) -> tuple[list[str], list[str]]:
                     for j, t in enumerate(rest):
                         if t == "-r":
                             files.append(rest[j + 1])
-                        elif not t.startswith("-") and (j == 0 or rest[j - 1] != "-r"):
+                        # `$from`: the dependency source's flags (see test_the_dependency_source_is_one_build_arg)
+                        elif not t.startswith(("-", "$")) and (j == 0 or rest[j - 1] != "-r"):
                             reqs.append(t)
     return reqs, files
 
@@ -91,13 +93,33 @@ def test_each_image_installs_this_package_with_exactly_its_extra(dockerfile: Pat
     assert extra in PYPROJECT["project"]["optional-dependencies"]
     # Nothing else is installed beside it ...
     assert installs == ours
-    # ... but the dependency layer, from the requirements file hack/images.sh writes for that same extra alone.
+    # ... but the dependency layer, from the requirements file hack/images.sh writes for that same extra alone
+    # (tests/unit/test_images_build.py checks its content against pyproject.toml).
     assert [Path(f).name for f in files] == [f"{extra}.txt"]
     script = (ROOT / "hack" / "images.sh").read_text()
-    assert 'project["optional-dependencies"].items()' in script and '{extra}.txt' in script
-    # Offline: wheels only from the build context.
-    runs = [args for word, args in instructions(dockerfile) if word == "RUN" and "pip install" in args]
-    assert runs and all("--no-index" in r for r in runs)
+    assert 'for extra in operator trainer; do' in script and 'requirements "$extra" >"$CTX/requirements/$extra.txt.new"' in script
+
+
+def dependency_sources(dockerfile: Path) -> dict[str, str]:
+    """The branches of the dependency layer's `case "$DEPS"`: source name -> the pip flags it sets."""
+    (run,) = [args for word, args in instructions(dockerfile) if word == "RUN" and 'case "$DEPS"' in args]
+    return dict(re.findall(r'(\w+)\) from="([^"]*)"', run))
+
+
+@pytest.mark.parametrize("dockerfile", [OPERATOR, RUNTIME], ids=["operator", "runtime"])
+def test_the_dependency_source_is_one_build_arg(dockerfile: Path) -> None:
+    # DEPS=wheels (the default, the offline build): only the context's wheels; DEPS=index (the public base): the
+    # package index, binary wheels only, so that no dependency is compiled under QEMU for another platform.
+    steps = instructions(dockerfile)
+    assert ("ARG", "DEPS=wheels") in steps
+    assert steps.index(("ARG", "DEPS=wheels")) > steps.index(("FROM", "${BASE}"))  # in scope of the RUNs
+    assert dependency_sources(dockerfile) == {"wheels": "--no-index --find-links=/wheels", "index": "--only-binary=:all:"}
+    installs = [args for word, args in steps if word == "RUN" and "pip install" in args]
+    deps, package = installs
+    assert "$from" in deps and "--no-index" not in deps.split('esac')[1]
+    # The package itself never comes from an index: its dependencies are installed, and a package of the same name
+    # on an index must not stand in for this checkout's wheel.
+    assert "--no-index" in package and "$from" not in package
 
 
 @pytest.mark.parametrize(("dockerfile", "uid"), [(OPERATOR, 65532), (RUNTIME, 1000)])
@@ -119,12 +141,27 @@ def test_runtime_user_is_the_one_the_operator_runs_pods_as() -> None:
 def test_images_build_from_the_local_base_and_pin_the_variant() -> None:
     for dockerfile in (OPERATOR, RUNTIME):
         args = dict(a.split("=", 1) for w, a in instructions(dockerfile) if w == "ARG" and "=" in a)
-        assert args["BASE"] == "rljob/base:bookworm"
+        assert args["BASE"] == "rljob/base:bookworm"  # the default is the offline build's; hack/images.sh passes both
         assert ("FROM", "${BASE}") in instructions(dockerfile)
     runtime_args = [a for w, a in instructions(RUNTIME) if w == "ARG"]
     assert "VARIANT=cpu" in runtime_args
     text = RUNTIME.read_text()
     assert 'case "$VARIANT" in cpu|cuda)' in text
+    # VARIANT comes after the ~6 GB dependency layer: the cpu and cuda images share it (pushed once).
+    steps = instructions(RUNTIME)
+    deps = next(i for i, (w, a) in enumerate(steps) if w == "RUN" and "requirements/trainer.txt" in a)
+    assert steps.index(("ARG", "VARIANT=cpu")) > deps
+
+
+def test_runtime_adds_what_the_public_base_lacks_only_when_missing() -> None:
+    # python:3.11-slim has no procps (Ray's process monitoring) nor libgomp1; the debootstrap base has both, and
+    # must not need the network for this layer.
+    (run,) = [a for w, a in instructions(RUNTIME) if w == "RUN" and "apt-get install" in a]
+    assert 'dpkg -s "$p"' in run and 'if [ -n "$missing" ]' in run
+    wanted = set(re.search(r"for p in ([^;]*); do", run).group(1).split())  # type: ignore[union-attr]
+    script = (ROOT / "hack" / "images.sh").read_text()
+    included = set(re.search(r"--include=(\S+)", script).group(1).split(","))  # type: ignore[union-attr]
+    assert {"procps", "libgomp1"} <= wanted <= included
 
 
 def test_runtime_is_read_only_root_friendly() -> None:
@@ -172,9 +209,11 @@ def test_pod_commands_are_entry_points_of_the_installed_package() -> None:
 def test_pod_commands_live_in_the_trainer_extra_image() -> None:
     # `rljob pod` imports rljob.trainer lazily: the runtime image (trainer extra) has its dependencies, and its
     # default image is what the operator puts in pods that name none.
-    assert c.DEFAULT_IMAGE.startswith("rljob/runtime:") and c.DEFAULT_IMAGE.endswith("-cpu")
     version = PYPROJECT["project"]["version"]
-    assert f"rljob/runtime:{version}-cpu" == c.DEFAULT_IMAGE, "hack/images.sh tags the runtime as <version>-cpu"
+    assert rljob.__version__ == version
+    # hack/images.sh pushes the runtime as REGISTRY/runtime:<version>-cpu, REGISTRY=ghcr.io/rljob by default.
+    assert f"ghcr.io/rljob/runtime:{version}-cpu" == c.DEFAULT_IMAGE
+    assert f"{c.RUNTIME_REPOSITORY}:{rljob.__version__}-cpu" == c.DEFAULT_IMAGE
     text = RUNTIME.read_text()
     assert "rljob pod --help" in text  # the build itself fails if the entry point is missing
 

@@ -6,6 +6,7 @@ The test cluster lives in tests/cluster/, outside operator/: these tests keep it
 from __future__ import annotations
 
 import ast
+import os
 import re
 import shlex
 import shutil
@@ -124,13 +125,18 @@ def test_images_install_only_the_wheel(dockerfile: Path) -> None:
     assert "source=dist,target=/dist" in install
 
 
-def test_images_build_context_is_the_wheel_and_its_dependencies() -> None:
+def test_images_build_context_is_the_wheel_and_its_dependencies(tmp_path: Path) -> None:
     script = IMAGES_SCRIPT.read_text()
     # The context is a directory of its own, not the checkout, and no other rljob wheel sits among the
     # dependencies' wheels.
     assert re.search(r'^CTX="\$CACHE/images/context"$', script, re.M)
     assert 'rm -f "$CTX"/wheels/rljob-*.whl' in script
-    assert re.search(r'"\$CTX" >&2$', script, re.M), "docker build no longer gets $CTX as its context"
+    env = {k: v for k, v in os.environ.items() if k not in ("IMAGE_BASE", "DOCKER", "REGISTRY", "TAG", "PUSH")}
+    res = subprocess.run(["bash", str(IMAGES_SCRIPT)], capture_output=True, text=True, timeout=60,
+                         env={**env, "DRY_RUN": "1", "IMAGE_BASE": "debootstrap", "RLJOB_CACHE": str(tmp_path)})
+    assert res.returncode == 0, res.stderr
+    builds = [shlex.split(line) for line in res.stdout.splitlines()]
+    assert len(builds) == 2 and all(b[-1] == str(tmp_path / "images" / "context") for b in builds), "docker build no longer gets $CTX"
 
 
 def metadata(wheel: Path) -> tuple[dict[str | None, set[str]], str]:

@@ -43,12 +43,49 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
-{{- define "rljob.image" -}}
-{{- if .Values.image.digest -}}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
-{{- else -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{/*
+An image reference with its registry host replaced by global.imageRegistry, the way umbrella charts expect it of
+every subchart (a mirror keeps the paths): the first path component is a registry host when it has a "." or a ":"
+or is "localhost" (Docker's rule); a reference without one is Docker Hub's, and gets the registry prepended.
+Called with (dict "ref" REFERENCE "context" $).
+*/}}
+{{- define "rljob.withRegistry" -}}
+{{- $ref := .ref -}}
+{{- $registry := trimSuffix "/" (toString ((.context.Values.global | default dict).imageRegistry | default "")) -}}
+{{- if $registry -}}
+{{- $parts := splitList "/" $ref -}}
+{{- $first := first $parts -}}
+{{- if and (gt (len $parts) 1) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) -}}
+{{- $ref = join "/" (rest $parts) -}}
 {{- end -}}
+{{- $ref = printf "%s/%s" $registry $ref -}}
+{{- end -}}
+{{- $ref -}}
+{{- end -}}
+
+{{/* The operator image: repository (registry replaced by global.imageRegistry), then digest or tag (appVersion). */}}
+{{- define "rljob.image" -}}
+{{- $repository := include "rljob.withRegistry" (dict "ref" .Values.image.repository "context" .) -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" $repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The jobs' default image (`--default-image`): repository and tag (appVersion-cpu, the build hack/images.sh tags for
+VARIANT=cpu), or a whole reference given as a string; either way with global.imageRegistry's registry.
+*/}}
+{{- define "rljob.jobImage" -}}
+{{- $image := .Values.jobDefaults.image -}}
+{{- $ref := "" -}}
+{{- if kindIs "string" $image -}}
+{{- $ref = $image -}}
+{{- else -}}
+{{- $ref = printf "%s:%s" $image.repository (default (printf "%s-cpu" .Chart.AppVersion) $image.tag) -}}
+{{- end -}}
+{{- include "rljob.withRegistry" (dict "ref" $ref "context" .) -}}
 {{- end -}}
 
 {{/*
@@ -159,7 +196,7 @@ Role per watched namespace.
 - --leader-elect
 - --leader-election-id={{ .Values.leaderElection.leaseName }}
 {{- end }}
-- --default-image={{ .Values.jobDefaults.image }}
+- --default-image={{ include "rljob.jobImage" . }}
 - --dns-namespace={{ .Values.jobNetwork.dnsNamespace }}
 - --dns-selector={{ .Values.jobNetwork.dnsSelector }}
 {{- range .Values.jobNetwork.clusterCIDRs }}
@@ -176,4 +213,8 @@ Role per watched namespace.
 {{- end }}
 - --concurrency={{ int .Values.concurrency }}
 - --log-level={{ .Values.logLevel }}
+{{- /* Last, so that a flag given here wins over the chart's (argparse keeps the last value). */}}
+{{- range .Values.extraArgs }}
+- {{ . | quote }}
+{{- end }}
 {{- end -}}

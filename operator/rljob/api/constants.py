@@ -4,6 +4,8 @@ The trainer imports this module too (it runs in the pods), so it must stay impor
 """
 from __future__ import annotations
 
+from rljob import __version__
+
 GROUP = "rljob.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -111,7 +113,12 @@ ENV_SHM_BYTES = "RLJOB_SHM_BYTES"
 # Operator configuration (environment of the operator Deployment).
 ENV_DEFAULT_IMAGE = "RLJOB_DEFAULT_IMAGE"
 ENV_OPERATOR_NAMESPACE = "RLJOB_OPERATOR_NAMESPACE"
-DEFAULT_IMAGE = "rljob/runtime:0.1.0-cpu"
+# Where the project's images are published (hack/images.sh's default REGISTRY, the chart's default repositories):
+# REGISTRY/operator:VERSION and REGISTRY/runtime:VERSION-VARIANT, tagged with the package's version, which is the
+# chart's appVersion (hack/release.sh refuses a release where they differ).
+IMAGE_REGISTRY = "ghcr.io/rljob"
+RUNTIME_REPOSITORY = f"{IMAGE_REGISTRY}/runtime"
+DEFAULT_IMAGE = f"{RUNTIME_REPOSITORY}:{__version__}-cpu"
 
 GPU_RESOURCE = "nvidia.com/gpu"
 
