@@ -184,3 +184,19 @@ def test_exec_output_arrives_whole_however_it_is_framed() -> None:
     sink = io.BytesIO()
     _exec_to(cluster, "reader", "reader", ["tar", "-cf", "-", "x"], sink)  # type: ignore[arg-type]
     assert sink.getvalue() == b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    ("job_image", "reader"),
+    [
+        (c.DEFAULT_IMAGE, c.OPERATOR_IMAGE),
+        ("registry.example.com:5000/team/rljob/runtime:0.3.1-cuda", "registry.example.com:5000/team/rljob/operator:0.3.1"),
+        ("rljob/runtime:0.1.0-cpu", "rljob/operator:0.1.0"),  # a local build's name
+        ("runtime:0.1.0-cpu", "operator:0.1.0"),
+        ("team/pong-trainer:7", c.OPERATOR_IMAGE),  # an image of the user's own: this release's operator image
+        ("ghcr.io/rljob/runtime@sha256:" + "0" * 64, c.OPERATOR_IMAGE),
+        ("ghcr.io/rljob/runtime:latest", c.OPERATOR_IMAGE),
+    ],
+)
+def test_the_reader_runs_the_small_operator_image_from_the_runtime_images_registry(job_image: str, reader: str) -> None:
+    assert fetch.reader_image(job_image) == reader

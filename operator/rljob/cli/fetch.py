@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", metavar="ID", help="iteration number or iteration-NNNNNN folder (default: the latest)")
     # Not -o: everywhere else in rljob (and kubectl) -o is an output format.
     p.add_argument("--dest", type=Path, metavar="DIR", help="where to write (default: ./NAME/)")
-    p.add_argument("--image", help="image of the reader pod, any with sh and tar (default: the job's image)")
+    p.add_argument("--image", help="image of the reader pod, any with sh, tar and sleep (default: the operator image "
+                   "from the registry of the job's runtime image)")
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
                    help="how long to wait for the reader pod to start (default 300)")
     add_cluster_flags(p)
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 def fetch(cluster: Cluster, args: argparse.Namespace) -> int:
     from kubernetes.client.exceptions import ApiException
 
-    from ..resources.fetch import CONTAINER_NAME, checkpoint_claim_name, reader_pod
+    from ..resources.fetch import CONTAINER_NAME, checkpoint_claim_name, reader_image, reader_pod
 
     try:
         job = parse_job(get_job(cluster, args.name), f"{cluster.namespace}/{args.name}")
@@ -90,7 +91,7 @@ def fetch(cluster: Cluster, args: argparse.Namespace) -> int:
         label_selector=f"{c.LABEL_JOB}={args.name},{c.LABEL_ROLE}={c.ROLE_HEAD}",
     ).items
     running = [p for p in heads if p.status and p.status.phase == "Running" and p.spec.node_name]
-    image = args.image or job.spec.image or (heads[-1].spec.containers[0].image if heads else c.DEFAULT_IMAGE)
+    image = args.image or reader_image(job.spec.image or (heads[-1].spec.containers[0].image if heads else c.DEFAULT_IMAGE))
     manifest = reader_pod(job, image, node_name=running[0].spec.node_name if running else None)
     name = manifest["metadata"]["name"]
     cluster.call(f"create pod {cluster.namespace}/{name}", core.create_namespaced_pod, cluster.namespace, manifest)

@@ -10,6 +10,7 @@ service account token, and it ends itself after `lifetime_s` whatever happens to
 """
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -26,6 +27,8 @@ DEFAULT_LIFETIME_S = 900
 # tar of a few checkpoints: no more is needed, and a quota-limited namespace still admits it.
 RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
 _MAX_NAME = 63
+# The project's runtime image, REGISTRY/runtime:VERSION-VARIANT (hack/images.sh): its operator image sits beside it.
+_RUNTIME_IMAGE = re.compile(r"^(?P<registry>(?:[^@]+/)?)runtime:(?P<version>[^:/@]+)-(?:cpu|cuda)$")
 
 
 def checkpoint_claim_name(job: RLTrainingJob) -> str | None:
@@ -36,6 +39,15 @@ def checkpoint_claim_name(job: RLTrainingJob) -> str | None:
     if ckpt and ckpt.size:
         return names.checkpoint_claim(job.name)
     return None
+
+
+def reader_image(job_image: str) -> str:
+    """The operator's image from the registry the job's runtime image came from: sh, tar and sleep in a few hundred MB,
+    where the runtime image has gigabytes to pull onto a node that may not hold it. A job on an image of its own
+    (any other name) gets the operator image of this release from the project's registry.
+    """
+    m = _RUNTIME_IMAGE.match(job_image)
+    return f"{m['registry']}operator:{m['version']}" if m else c.OPERATOR_IMAGE
 
 
 def reader_pod_name(job: str, suffix: str | None = None) -> str:
