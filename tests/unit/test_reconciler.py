@@ -1,41 +1,71 @@
-"""The keyed work queue: de-duplication, dirty keys run again, timers, backoff, conflicts, the leader gate."""
+"""The reconciler around its work queue: what a job's changes queue, the lanes, failures and waits, the leader gate.
+
+The tests wait on what the reconciler did (an event set by each reconcile), never on the clock."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 from rljob import resources
 from rljob.controller.kube import ApiException
+from rljob.controller.objects import Key
 from rljob.controller.observe import PodObservation
 from rljob.controller.reconciler import Reconciler
 
+WAIT_SECONDS = 5.0  # a bound on every wait: a reconciler that never gets there fails the test instead of hanging it
+
 
 class Recording(Reconciler):
-    """Records each reconcile; `script` says what the next ones do (sleep, raise)."""
+    """Records each reconcile; `script` says what the next ones do (wait for an event to be set, raise)."""
 
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(kube=None, ctx=resources.BuildContext(), concurrency=4, **kw)  # type: ignore[arg-type]
-        self.calls: list[tuple[str, str]] = []
+    def __init__(self, concurrency: int = 4, **kw: Any) -> None:
+        super().__init__(kube=None, ctx=resources.BuildContext(), concurrency=concurrency, **kw)  # type: ignore[arg-type]
+        self.calls: list[Key] = []
+        self.finished = 0  # reconciles that returned or raised, acting or not
         self.script: list[Any] = []
         self.running = 0
         self.max_running_per_key = 0
+        self._changed = asyncio.Event()
 
-    async def reconcile(self, key: tuple[str, str]) -> dict[str, Any] | None:
-        if not self.may_act():
-            return None
-        self.calls.append(key)
-        self.running += 1
-        self.max_running_per_key = max(self.max_running_per_key, self.running)
+    async def reconcile(self, key: Key) -> dict[str, Any] | None:
         try:
-            action = self.script.pop(0) if self.script else None
-            if isinstance(action, (int, float)):
-                await asyncio.sleep(action)
-            elif isinstance(action, BaseException):
-                raise action
-            return None
+            if not self.may_act():
+                return None
+            self.calls.append(key)
+            self._changed.set()
+            self.running += 1
+            self.max_running_per_key = max(self.max_running_per_key, self.running)
+            try:
+                action = self.script.pop(0) if self.script else None
+                if isinstance(action, asyncio.Event):
+                    await action.wait()
+                elif isinstance(action, BaseException):
+                    raise action
+                return None
+            finally:
+                self.running -= 1
         finally:
-            self.running -= 1
+            self.finished += 1
+            self._changed.set()
+
+    async def wait_for(self, condition: Callable[[], bool]) -> None:
+        async def wait() -> None:
+            while not condition():
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(wait(), WAIT_SECONDS)
+
+    async def until(self, finished: int) -> None:
+        """`finished` reconciles have ended, and what followed each (its hook, its requeue) is done."""
+        await self.wait_for(lambda: self.finished >= finished)
+
+    async def settled(self, finished: int) -> None:
+        """... and nothing is queued or running: no further reconcile can come without a new event."""
+        await self.until(finished)
+        assert len(self.queue) == 0 and self.running == 0
 
 
 def job(name: str, rv: int = 1) -> dict[str, Any]:
@@ -54,7 +84,7 @@ def test_events_for_a_queued_key_collapse_into_one_reconcile() -> None:
             rec.upsert_job(job("a", rv))
         rec.upsert_job(job("b"))
         rec.start()
-        await asyncio.sleep(0.1)
+        await rec.settled(2)
         await rec.stop()
         return rec.calls
 
@@ -65,13 +95,14 @@ def test_events_for_a_queued_key_collapse_into_one_reconcile() -> None:
 def test_a_key_that_changes_while_reconciling_runs_again_afterwards_never_twice_at_once() -> None:
     async def scenario() -> Recording:
         rec = Recording()
-        rec.script = [0.2]  # the first reconcile of "a" takes a while
+        rec.script = [release := asyncio.Event()]  # the first reconcile of "a" waits until released
         rec.upsert_job(job("a"))
         rec.start()
-        await asyncio.sleep(0.05)
+        await rec.wait_for(lambda: bool(rec.calls))
         rec.upsert_job(job("a", 2))  # arrives mid-reconcile: marked dirty
         rec.upsert_job(job("a", 3))
-        await asyncio.sleep(0.4)
+        release.set()
+        await rec.settled(2)
         await rec.stop()
         return rec
 
@@ -84,17 +115,16 @@ def test_a_job_whose_cluster_exists_goes_before_new_jobs_and_each_lane_keeps_its
     """A job that only awaits a status write (its pods just turned Ready) must not wait behind a burst of new
     jobs, each a dozen creations; among themselves, both kinds keep their order of arrival."""
     async def scenario() -> list[tuple[str, str]]:
-        rec = Recording()
-        rec.concurrency = 1
+        pods = {("ns", "head-created"): [PodObservation("head-created-head-1", "head", 1, "Pending")]}
+        rec = Recording(concurrency=1, pods=pods)
         for name in ("new-1", "new-2"):
             rec.upsert_job(job(name))
         for name, phase in (("up-1", "Running"), ("pending", "Pending"), ("up-2", "Initializing")):
             rec.upsert_job({**job(name), "status": {"phase": phase}})
-        rec.pods = {("ns", "head-created"): [PodObservation("head-created-head-1", "head", 1, "Pending")]}
         rec.upsert_job({**job("head-created"), "status": {"phase": "Pending"}})  # its head pod's event
         rec.upsert_job(job("new-3"))
         rec.start()
-        await asyncio.sleep(0.1)
+        await rec.settled(7)
         await rec.stop()
         return rec.calls
 
@@ -105,55 +135,39 @@ def test_a_queued_new_job_whose_pods_appear_moves_up_and_is_reconciled_once() ->
     """Queued as a new job (by its own Pending write, before its head pod's event came), then its pods appear: it must
     not wait behind the new jobs queued before it, whose creations would keep its Ready pods from being seen."""
     async def scenario() -> list[tuple[str, str]]:
-        rec = Recording()
-        rec.concurrency = 1
-        rec.pods = {}
+        pods: dict[Key, list[PodObservation]] = {}
+        rec = Recording(concurrency=1, pods=pods)
         for name in ("new-1", "new-2", "late-pods", "new-3"):
             rec.upsert_job(job(name))
-        rec.pods = {("ns", "late-pods"): [PodObservation("late-pods-head-1", "head", 1, "Running", ready=True)]}
-        rec.enqueue(("ns", "late-pods"))  # its head pod's event
-        rec.enqueue(("ns", "late-pods"))
+        pods[("ns", "late-pods")] = [PodObservation("late-pods-head-1", "head", 1, "Running", ready=True)]
+        rec.pods_changed(("ns", "late-pods"))  # its head pod's event
+        rec.pods_changed(("ns", "late-pods"))
         rec.start()
-        await asyncio.sleep(0.1)
+        await rec.settled(4)
         await rec.stop()
         return rec.calls
 
     assert [name for _, name in run(scenario())] == ["late-pods", "new-1", "new-2", "new-3"]
 
 
-def test_delayed_requeue_keeps_the_earliest_timer() -> None:
-    async def scenario() -> list[Any]:
-        rec = Recording()
-        rec.start()
-        rec.jobs[("ns", "a")] = job("a")
-        rec.enqueue(("ns", "a"), 0.3)
-        rec.enqueue(("ns", "a"), 0.05)  # earlier: replaces the later timer
-        rec.enqueue(("ns", "a"), 0.5)  # later than the pending one: ignored
-        await asyncio.sleep(0.2)
-        first = list(rec.calls)
-        await asyncio.sleep(0.5)
-        await rec.stop()
-        return [first, rec.calls]
-
-    first, calls = run(scenario())
-    assert first == [("ns", "a")] and calls == [("ns", "a")]
-
-
 def test_failures_back_off_and_a_conflict_left_after_its_retries_is_a_failure_too() -> None:
     outcomes: list[bool] = []
 
-    async def scenario() -> Recording:
+    async def scenario() -> None:
         rec = Recording(on_reconciled=lambda key, before, body, seconds, failed: outcomes.append(failed))
         rec.script = [RuntimeError("boom"), ApiException(status=409, reason="Conflict")]
         rec.upsert_job(job("a"))
         rec.start()
-        await asyncio.sleep(0.3)
-        assert rec.calls == [("ns", "a")]  # the retry after a failure waits 1 s (0.5 s x 2^1)
-        await asyncio.sleep(1.0)
-        assert len(rec.calls) == 2  # ... then a conflict that reconcile's own retries did not resolve: 2 s
-        assert 1.5 < rec._timers[("ns", "a")].when() - asyncio.get_running_loop().time() <= 2.0
+        await rec.settled(1)
+        due = rec.queue.due(("ns", "a"))
+        now = asyncio.get_running_loop().time()
+        assert due is not None and 0.5 < due - now <= 1.0  # the retry after a failure waits 1 s (0.5 s x 2^1)
+        assert rec.queue.failures(("ns", "a")) == 1
+        rec.upsert_job(job("a", 2))  # a change comes before the retry: reconciled at once
+        await rec.settled(2)
+        # ... a conflict that reconcile's own retries did not resolve is a failure too
+        assert rec.queue.failures(("ns", "a")) == 2 and rec.queue.due(("ns", "a")) == due  # the earlier retry stays
         await rec.stop()
-        return rec
 
     run(scenario())
     assert outcomes == [True, True]
@@ -206,16 +220,15 @@ def test_a_change_of_progress_alone_is_no_reason_to_decide_again() -> None:
         body = job("a")
         rec.upsert_job(body)
         rec.start()
-        await asyncio.sleep(0.05)
-        assert rec.calls == [("ns", "a")]
+        await rec.settled(1)
         for rv, iteration in ((2, 1), (3, 2), (4, 3)):  # the progress reader's writes, as the watch shows them
             rec.upsert_job({**body, "metadata": {**body["metadata"], "resourceVersion": str(rv)},
                             "status": {"progress": {"iteration": iteration}}})
-        await asyncio.sleep(0.05)
-        assert rec.calls == [("ns", "a")] and rec.jobs[("ns", "a")]["status"]["progress"]["iteration"] == 3
+        assert len(rec.queue) == 0 and rec.jobs[("ns", "a")]["status"]["progress"]["iteration"] == 3
         rec.upsert_job({**body, "metadata": {**body["metadata"], "resourceVersion": "5"},
                         "status": {"progress": {"iteration": 3}, "phase": "Running"}})  # anything else is
-        await asyncio.sleep(0.05)
+        assert len(rec.queue) == 1
+        await rec.settled(2)
         await rec.stop()
         return rec
 
@@ -223,29 +236,18 @@ def test_a_change_of_progress_alone_is_no_reason_to_decide_again() -> None:
     assert rec.calls == [("ns", "a"), ("ns", "a")]
 
 
-def test_a_worker_survives_a_failing_hook_and_one_that_ends_is_started_again() -> None:
+def test_a_failing_post_reconcile_hook_costs_neither_a_worker_nor_the_next_reconcile() -> None:
     async def scenario() -> Recording:
         def hook(*_: Any) -> None:
             raise ValueError("a malformed timestamp")
 
-        rec = Recording(on_reconciled=hook)
-        original, broke = rec._queue.get, []
-
-        async def get() -> Any:
-            if not broke:
-                broke.append(True)
-                raise RuntimeError("the queue broke")  # ends the first worker that asks
-            return await original()
-
-        rec._queue.get = get  # type: ignore[method-assign]
+        rec = Recording(concurrency=1, on_reconciled=hook)
         rec.start()
-        await asyncio.sleep(0.05)
-        assert rec.restarts == 1 and rec.healthy()
         rec.upsert_job(job("a"))
-        await asyncio.sleep(0.05)
-        rec.upsert_job(job("a", 2))  # the hook failed after the first reconcile: the workers still serve
-        await asyncio.sleep(0.05)
-        assert rec.calls == [("ns", "a"), ("ns", "a")] and rec.healthy()
+        await rec.settled(1)
+        rec.upsert_job(job("a", 2))  # the hook failed after the first reconcile: the worker still serves
+        await rec.settled(2)
+        assert rec.calls == [("ns", "a"), ("ns", "a")] and rec.healthy() and rec.queue.restarts == 0
         await rec.stop()
         assert not rec.healthy()
         return rec
@@ -265,12 +267,12 @@ def test_waiting_for_a_deleted_jobs_children_is_no_failure_and_events_meanwhile_
         rec.upsert_job(job("a"))
         rec.start()
         for rv in range(2, 6):  # the old instance's pod events, each a reconcile that still finds the names taken
-            await asyncio.sleep(0.05)
+            await rec.settled(rv - 1)
             rec.upsert_job(job("a", rv))
-        await asyncio.sleep(0.1)
-        assert len(rec.calls) == 5 and not rec._failures
-        timer = rec._timers[("ns", "a")]
-        assert 1.5 < timer.when() - asyncio.get_running_loop().time() <= 2.0  # looked at again in 2 s, not backed off
+        await rec.settled(5)
+        assert len(rec.calls) == 5 and rec.queue.failures(("ns", "a")) == 0
+        due = rec.queue.due(("ns", "a"))
+        assert due is not None and 1.5 < due - asyncio.get_running_loop().time() <= 2.0  # looked at again in 2 s
         await rec.stop()
         return rec
 
@@ -284,18 +286,16 @@ def test_a_standby_reconciles_nothing_and_a_new_leader_starts_with_every_known_j
     leading = [False]
 
     async def scenario() -> Recording:
-        rec = Recording()
-        rec.may_act = lambda: leading[0]
+        rec = Recording(may_act=lambda: leading[0])
         rec.upsert_job(job("a"))
         rec.upsert_job(job("b"))  # queued while standing by; no workers run
-        await asyncio.sleep(0.05)
-        assert rec.calls == []
+        assert rec.finished == 0 and len(rec.queue) == 2
         leading[0] = True
         rec.start()
-        await asyncio.sleep(0.1)
+        await rec.settled(2)
         leading[0] = False  # lost the lease: whatever is queued or fires later does nothing
         rec.enqueue(("ns", "a"))
-        await asyncio.sleep(0.1)
+        await rec.settled(3)
         await rec.stop()
         return rec
 
@@ -331,9 +331,10 @@ def test_an_admin_can_require_isolated_jobs() -> None:
 
 
 class ReleasingKube:
-    def __init__(self, service_owner: str = "job-1") -> None:
+    def __init__(self, service_owner: str = "job-1", expect: int = 0) -> None:
         self.deleted: list[tuple[str, str, str]] = []
         self.service_owner = service_owner
+        self.expect, self.all_deleted = expect, asyncio.Event()  # set once `expect` objects are deleted
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str, cached: bool = False) -> dict[str, Any] | None:
         assert (kind, name, cached) == ("Service", "gone-head", True)
@@ -345,6 +346,8 @@ class ReleasingKube:
     async def delete(self, api_version: str, kind: str, namespace: str, name: str, propagation: str = "Background",
                      uid: str = "") -> bool:
         self.deleted.append((kind, name, uid))
+        if len(self.deleted) >= self.expect:
+            self.all_deleted.set()
         return True
 
 
@@ -358,25 +361,25 @@ def test_a_deleted_jobs_workers_then_pods_go_at_once_each_by_its_own_uid() -> No
             PodObservation("gone-head-1", "head", 1, "Pending", controller_uid="job-2", uid="p9")]  # the new job's
     workers = [WorkersObservation(exists=True, controller_uid="job-1", name="gone-workers", uid="s1")]
 
-    async def scenario(may_act: bool, service_owner: str = "job-1") -> list[tuple[str, str, str]]:
-        kube = ReleasingKube(service_owner)
-        rec = Reconciler(kube, resources.BuildContext(), concurrency=1)  # type: ignore[arg-type]
-        rec.pods, rec.workers = {key: pods}, {key: workers}
-        rec.may_act = lambda: may_act
+    async def scenario(may_act: bool, service_owner: str = "job-1", expect: int = 0) -> list[tuple[str, str, str]]:
+        kube = ReleasingKube(service_owner, expect)
+        rec = Reconciler(kube, resources.BuildContext(), concurrency=1,  # type: ignore[arg-type]
+                         pods={key: pods}, workers={key: workers}, may_act=lambda: may_act)
         rec.start()
         rec.remove_job(key, "job-1")
         rec.remove_job(("ns1", "unknown"))  # no uid: nothing to select by, the garbage collector does it
-        await asyncio.sleep(0.05)
+        if expect:
+            await asyncio.wait_for(kube.all_deleted.wait(), 5.0)
         await rec.stop()
         return kube.deleted
 
     # The head's Service before its pod (no Endpoints rewritten as the pod goes), by its own uid.
-    assert asyncio.run(scenario(True)) == [("Service", "gone-head", "svc-job-1"),
+    assert asyncio.run(scenario(True, expect=4)) == [("Service", "gone-head", "svc-job-1"),
         ("StatefulSet", "gone-workers", "s1"), ("Pod", "gone-head-1", "p1"), ("Pod", "gone-workers-0", "p2")]
     # A Service of that name that is a new job's stays.
-    assert asyncio.run(scenario(True, service_owner="job-2")) == [
+    assert asyncio.run(scenario(True, service_owner="job-2", expect=3)) == [
         ("StatefulSet", "gone-workers", "s1"), ("Pod", "gone-head-1", "p1"), ("Pod", "gone-workers-0", "p2")]
-    assert asyncio.run(scenario(False)) == []  # a standby writes nothing
+    assert asyncio.run(scenario(False)) == []  # a standby writes nothing (and starts no release to wait for)
 
 
 def test_the_cached_job_leaves_managed_fields_and_the_last_applied_manifest_out() -> None:
@@ -408,22 +411,23 @@ def test_a_count_of_ready_workers_alone_is_written_at_most_once_per_interval_a_t
     now = [100.0]
     requeued: list[float] = []
     kube = FakeKube()
+    pods: dict[Key, list[PodObservation]] = {}
+    workers = {key: [WorkersObservation(exists=True, replicas=3, controller_uid="u1", name="pace-workers", uid="s1")]}
+    pacer = StatusPacer(requeue=lambda k, delay: requeued.append(delay), settle=1.0, interval=2.0, clock=lambda: now[0])
     rec = Reconciler(kube, resources.BuildContext(),  # type: ignore[arg-type]
-                     clock=lambda: datetime(2026, 12, 3, 0, 0, 10, tzinfo=timezone.utc))
-    rec.pacer = StatusPacer(requeue=lambda k, delay: requeued.append(delay), settle=1.0, interval=2.0, clock=lambda: now[0])
+                     clock=lambda: datetime(2026, 12, 3, 0, 0, 10, tzinfo=timezone.utc), pods=pods, workers=workers, pacer=pacer)
     body = minimal_job("pace", workers={"replicas": 3}, experiment="e")
     body["metadata"].update(uid="u1", generation=1, resourceVersion="7", labels={"rljob.dev/experiment": "e"})
     started = "2026-12-03T00:00:00Z"
     body["status"] = {"phase": "Initializing", "attempts": 1, "observedGeneration": 1, "startTime": started, "attemptStartTime": started,
                       "workers": "0/3", "readyWorkers": 0, "workerSelector": "rljob.dev/job=pace,rljob.dev/role=worker"}
     rec.jobs[key] = body
-    rec.workers = {key: [WorkersObservation(exists=True, replicas=3, controller_uid="u1", name="pace-workers", uid="s1")]}
 
     def observe(ready_workers: int, head_ready: bool = False) -> None:
         head = PodObservation("pace-head-1", "head", 1, "Running", ready=head_ready, controller_uid="u1", uid="h")
         workers = [PodObservation(f"pace-workers-{i}", "worker", None, "Running", ready=i < ready_workers,
                                   controller_uid="u1", uid=f"w{i}", owner_uid="s1") for i in range(3)]
-        rec.pods = {key: [head, *workers]}
+        pods[key] = [head, *workers]
 
     def reconcile() -> dict[str, Any] | None:
         patches = len(kube.patches)
@@ -492,14 +496,17 @@ class CreatingKube(FakeKube):
 
 
 def test_a_new_job_is_written_once_as_initializing_and_its_head_counts_as_there_until_the_watch_shows_it() -> None:
+    from rljob.controller.observe import WorkersObservation
+    from rljob.controller.pacing import StatusPacer
     from tests.jobs import minimal_job
 
     key = ("ns1", "fresh")
     kube = CreatingKube()
+    pods: dict[Key, list[PodObservation]] = {}
+    workers: dict[Key, list[WorkersObservation]] = {}
     rec = Reconciler(kube, resources.BuildContext(),  # type: ignore[arg-type]
-                     clock=lambda: datetime(2026, 12, 4, 0, 0, 10, tzinfo=timezone.utc))
-    from rljob.controller.pacing import StatusPacer
-    rec.pacer = StatusPacer(requeue=lambda key, delay: None, settle=0, interval=0)  # a count alone would go at once
+                     clock=lambda: datetime(2026, 12, 4, 0, 0, 10, tzinfo=timezone.utc), pods=pods, workers=workers,
+                     pacer=StatusPacer(requeue=lambda key, delay: None, settle=0, interval=0))  # a count alone would go at once
     body = minimal_job("fresh", workers={"replicas": 2}, backoffLimit=2)
     body["metadata"].update(uid="u1", generation=1, resourceVersion="7")
 
@@ -517,16 +524,15 @@ def test_a_new_job_is_written_once_as_initializing_and_its_head_counts_as_there_
 
     # Our own write comes back before the head pod's event (the StatefulSet's is in): the head is not taken for gone,
     # and the count of ready workers, written with the phase, is not written again.
-    from rljob.controller.observe import WorkersObservation
-    rec.workers = {key: [WorkersObservation(exists=True, replicas=2, controller_uid="u1", name="fresh-workers", uid="s1")]}
+    workers[key] = [WorkersObservation(exists=True, replicas=2, controller_uid="u1", name="fresh-workers", uid="s1")]
     reconcile()
     assert len(kube.patches) == 1 and len(kube.created) == len(set(kube.created))
 
     # Its event, then its deletion: now it is gone, and the attempt fails as for any lost head.
     head = PodObservation("fresh-head-1", "head", 1, "Pending", controller_uid="u1", uid="p1", owner_uid="u1")
-    rec.pods = {key: [head]}
+    pods[key] = [head]
     rec.pods_changed(key)
-    rec.pods = {}
+    del pods[key]
     rec.pods_changed(key)
     reconcile()
     status = kube.patches[-1][1]
@@ -569,16 +575,16 @@ def test_a_job_refused_after_it_started_loses_its_pods() -> None:
     from rljob.controller.observe import WorkersObservation
     from tests.jobs import minimal_job
 
+    key = ("ns1", "open")
     kube = TearingDownKube()
-    rec = Reconciler(kube, resources.BuildContext(require_isolation=True))  # type: ignore[arg-type]
+    pods = {key: [PodObservation("open-head-1", "head", 1, "Running", controller_uid="u1", uid="p1"),
+                  PodObservation("open-head-0", "head", 0, "Succeeded", controller_uid="u1", uid="p0")]}
+    workers = {key: [WorkersObservation(exists=True, replicas=2, controller_uid="u1", name="open-workers", uid="s1")]}
+    rec = Reconciler(kube, resources.BuildContext(require_isolation=True), pods=pods, workers=workers)  # type: ignore[arg-type]
     body = minimal_job("open", network={"isolation": False})
     body["metadata"].update(uid="u1", generation=1, resourceVersion="7")
     body["status"] = {"phase": "Running", "attempts": 1}
-    key = ("ns1", "open")
     rec.jobs[key] = body
-    rec.pods = {key: [PodObservation("open-head-1", "head", 1, "Running", controller_uid="u1", uid="p1"),
-                      PodObservation("open-head-0", "head", 0, "Succeeded", controller_uid="u1", uid="p0")]}
-    rec.workers = {key: [WorkersObservation(exists=True, replicas=2, controller_uid="u1", name="open-workers", uid="s1")]}
     asyncio.run(rec.reconcile(key))
     ((_, status, _),) = kube.patches
     assert status["phase"] == "Failed" and status["reason"] == "NetworkIsolationRequired"

@@ -1,16 +1,14 @@
-"""A keyed work queue in the manner of controller-runtime: events enqueue a job's key, a pool of
-workers reconciles keys, one at a time per key, and a key that changes while it is being
-reconciled runs again afterwards. Requeues with a delay carry the time-based rules.
+"""The reconciler: the jobs' cache, what a change of a job or its children queues, and one reconcile of a job, from
+its observation through its decision (controller.phases) to its writes (controller.apply).
 
-Unlike controller-runtime's single FIFO, a job whose cluster already exists (it has pods) goes
-before a job whose children are still to be created: its reconcile is at most a status write,
-while a new job's is a dozen creations. In a burst of 1000 jobs, a single FIFO kept jobs whose pods
-were all Ready behind every job applied after them, up to 85 s before they were marked Running.
+Keys go through a WorkQueue (controller.workqueue): one reconcile per job at a time, a job changed meanwhile
+reconciled again afterwards, delayed looks for the time-based rules, backoff on failure. Its lanes put a job whose
+cluster already exists (it has pods, or is Initializing or Running), whose reconcile is at most a status write,
+before a job whose children are still to be created.
 """
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections import OrderedDict
@@ -35,10 +33,10 @@ from .kube import ApiException, Kube, error_text
 from .objects import Key, controller_uid, resource_version
 from .pacing import StatusPacer
 from .phases import step
+from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF_SECONDS = 60.0
 # A decision written onto a job that changed meanwhile (409) is made again on the job read afresh, this many times
 # at most; then the reconcile counts as failed and backs off, so no writer can keep a decision from being made.
 MAX_CONFLICT_RETRIES = 5
@@ -95,39 +93,39 @@ class Reconciler:
         concurrency: int = 16,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         on_reconciled: Callable[[Key, dict[str, Any] | None, dict[str, Any] | None, float, bool], None] | None = None,
+        *,
+        pods: Mapping[Key, Iterable[observe.PodObservation]] | None = None,
+        workers: Mapping[Key, Iterable[observe.WorkersObservation]] | None = None,
+        workloads: Mapping[Key, Iterable[observe.WorkloadObservation]] | None = None,
+        present: Callable[[Key], set[str]] | None = None,
+        may_act: Callable[[], bool] = lambda: True,
+        pacer: StatusPacer | None = None,
     ) -> None:
-        self.kube, self.ctx, self.concurrency, self.clock = kube, ctx, concurrency, clock
+        self.kube, self.ctx, self.clock = kube, ctx, clock
         self.jobs: dict[Key, dict[str, Any]] = {}
-        self.pods: Mapping[Key, Iterable[observe.PodObservation]] = {}
-        self.workers: Mapping[Key, Iterable[observe.WorkersObservation]] = {}
+        # The streams' indexes of each job's children, read as they are when a job is reconciled.
+        self.pods: Mapping[Key, Iterable[observe.PodObservation]] = pods if pods is not None else {}
+        self.workers: Mapping[Key, Iterable[observe.WorkersObservation]] = workers if workers is not None else {}
         # Kueue: jobs labelled with a queue name are admitted through a Workload (None: the integration is off).
-        self.workloads: Mapping[Key, Iterable[observe.WorkloadObservation]] | None = None
+        self.workloads = workloads
         self.flavors = kueue.Flavors(kube)
         self.on_reconciled = on_reconciled
         # Told when a job's pods change (the progress reader schedules its next read of the head).
         self.on_pods_changed: Callable[[Key], None] | None = None
         # The kept children ("Service x") that exist, from the departure streams' lists; None: not known. A job seen
         # for the first time since start-up gets back any that went while the operator was not running.
-        self.present: Callable[[Key], set[str]] | None = None
+        self.present = present
+        # Leader election's check before every reconcile: a replica that is not (or no longer) the leader
+        # neither reads its cache into decisions nor writes.
+        self.may_act = may_act
+        self.queue = WorkQueue(self._lane, concurrency)
         self._checked: set[Key] = set()
-        self._queue: asyncio.PriorityQueue[tuple[int, int, Key]] = asyncio.PriorityQueue()  # (lane, arrival, key)
-        self._arrivals = itertools.count()
-        self._queued: dict[Key, int] = {}  # queued keys and the lane of their live entry
-        self._active: set[Key] = set()
-        self._dirty: set[Key] = set()
-        self._timers: dict[Key, asyncio.TimerHandle] = {}
-        self._failures: dict[Key, int] = {}
         self._waiting: dict[Key, float] = {}  # since when a job waits for a deleted job's children to go
         self._gone: dict[Key, set[str]] = {}  # children of live jobs seen deleted, to create again ("Service x")
         self._parsed: OrderedDict[Key, tuple[int, RLTrainingJob]] = OrderedDict()  # least recently used first
-        self.pacer = StatusPacer(requeue=self.enqueue)
+        self.pacer = pacer if pacer is not None else StatusPacer(requeue=self.enqueue)
         self.expected = HeadExpectations()  # head pods created, not yet shown by the pod watch
-        self._tasks: list[asyncio.Task[None]] = []
         self._releases: set[asyncio.Task[None]] = set()
-        # Leader election's check before every reconcile: a replica that is not (or no longer) the leader
-        # neither reads its cache into decisions nor writes.
-        self.may_act: Callable[[], bool] = lambda: True
-        self.restarts = 0  # workers started again after they ended unexpectedly
 
     # ── feeding ────────────────────────────────────────────────────────────────────────────────
 
@@ -165,11 +163,8 @@ class Reconciler:
         self.expected.forget(key)
         self.pacer.forget(key)
         self._waiting.pop(key, None)
-        self._failures.pop(key, None)
-        timer = self._timers.pop(key, None)
-        if timer:
-            timer.cancel()
-        if uid and self._tasks and self.may_act():
+        self.queue.remove(key)
+        if uid and self.queue.started and self.may_act():
             task = asyncio.create_task(self._release(key, uid), name=f"rljob-release-{key[0]}/{key[1]}")
             self._releases.add(task)
             task.add_done_callback(self._releases.discard)
@@ -204,26 +199,7 @@ class Reconciler:
             log.info("releasing the pods of deleted job %s/%s: %s", *key, error_text(exc))
 
     def enqueue(self, key: Key, delay: float = 0.0) -> None:
-        if delay > 0:
-            loop = asyncio.get_running_loop()
-            existing = self._timers.get(key)
-            due = loop.time() + delay
-            if existing and existing.when() <= due:
-                return
-            if existing:
-                existing.cancel()
-            self._timers[key] = loop.call_at(due, self._fire, key)
-            return
-        if key in self._active:
-            self._dirty.add(key)
-            return
-        lane, queued = self._lane(key), self._queued.get(key)
-        if queued is None or lane < queued:
-            # A key queued as a new job whose pods have appeared since moves up (its old entry is skipped): queued by
-            # its own Pending write before its head pod's event arrived, a job otherwise waited behind every new
-            # job's creations, its pods Ready for up to 40 s in a burst of 1000 before it was marked Running.
-            self._queued[key] = lane
-            self._queue.put_nowait((lane, next(self._arrivals), key))
+        self.queue.add(key, delay)
 
     def _lane(self, key: Key) -> int:
         """0: the job's children exist (it has pods), a reconcile is at most a status write; 1: anything else."""
@@ -232,71 +208,32 @@ class Reconciler:
             return 0
         return 1
 
-    def _fire(self, key: Key) -> None:
-        self._timers.pop(key, None)
-        self.enqueue(key)
-
     # ── running ────────────────────────────────────────────────────────────────────────────────
 
     def start(self) -> None:
         """Starts the workers; every job known by now is reconciled (a new leader's first pass over its cache)."""
-        if not self._tasks:
-            self._tasks = [self._spawn(i) for i in range(self.concurrency)]
+        if not self.queue.started:
+            self.queue.start(self._reconcile_safely)
             for key in list(self.jobs):
                 self.enqueue(key)
 
-    def _spawn(self, index: int) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._worker(index), name=f"rljob-reconciler-{index}")
-        task.add_done_callback(lambda t: self._supervise(index, t))
-        return task
-
-    def _supervise(self, index: int, task: asyncio.Task[None]) -> None:
-        """A worker that ended other than by stop() is replaced: the queue must never lose its consumers."""
-        if task.cancelled() or index >= len(self._tasks) or self._tasks[index] is not task:
-            return
-        log.error("reconcile worker %d ended (%r); starting it again", index, task.exception())
-        self.restarts += 1
-        self._tasks[index] = self._spawn(index)
-
     @property
     def started(self) -> bool:
-        return bool(self._tasks)
+        return self.queue.started
 
     def healthy(self) -> bool:
         """Every worker is alive (readiness): a process whose reconciling stopped must not look ready."""
-        return bool(self._tasks) and all(not t.done() for t in self._tasks)
+        return self.queue.healthy()
 
     async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _worker(self, _: int) -> None:
-        while True:
-            lane, _, key = await self._queue.get()
-            if self._queued.get(key) != lane:
-                continue  # an entry left behind when the key moved up a lane, or already reconciled
-            del self._queued[key]
-            self._active.add(key)
-            try:
-                await self._reconcile_safely(key)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # nothing a job does may end a worker
-                log.exception("reconcile %s/%s: unexpected error", *key)
-            finally:
-                self._active.discard(key)
-                if key in self._dirty:
-                    self._dirty.discard(key)
-                    self.enqueue(key)
+        await self.queue.stop()
 
     async def _reconcile_safely(self, key: Key) -> None:
         started = time.monotonic()
         before, body, failed = self.jobs.get(key), None, False
         try:
             body = await self.reconcile(key)
-            self._failures.pop(key, None)
+            self.queue.forget(key)
             self._waiting.pop(key, None)
         except asyncio.CancelledError:
             raise
@@ -322,7 +259,7 @@ class Reconciler:
         wait between looks grows with the time waited, not with the reconciles meanwhile: counted as failures,
         the old instance's pod events took the backoff to a minute within seconds, and a re-created job waited
         that long after its names were free."""
-        self._failures.pop(key, None)
+        self.queue.forget(key)
         now = time.monotonic()
         since = self._waiting.setdefault(key, now)
         delay = min(OLD_CHILDREN_MAX_POLL_SECONDS, max(OLD_CHILDREN_POLL_SECONDS, (now - since) / 4))
@@ -332,8 +269,7 @@ class Reconciler:
             self.enqueue(key, delay)
 
     def _backoff(self, key: Key, exc: Exception) -> None:
-        n = self._failures[key] = self._failures.get(key, 0) + 1
-        delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2**n)
+        delay = self.queue.backoff(key)
         level = logging.INFO if isinstance(exc, ChildCreationFailed) else logging.WARNING
         log.log(level, "reconcile %s/%s failed (retry in %.0fs): %s", *key, delay, error_text(exc),
                 exc_info=not isinstance(exc, ChildCreationFailed))
