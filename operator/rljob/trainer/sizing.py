@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..api.quantity import parse_quantity
+from .algorithms import profile
 from .errors import ConfigError
 
 # Ray refuses an object store smaller than this.
@@ -34,14 +35,10 @@ class ResourcePlan:
         return self.num_learners == 0
 
 
-# Algorithms whose driver samples, then learns, then samples again: their env runners and learner never
-# compute at the same time, so on CPUs they may share the same cores.
-IN_TURN_ALGORITHMS = frozenset({"PPO"})
-
-
 def learns_in_turn(algorithm: str, cluster_gpus: float) -> bool:
-    """A CPU learner of a synchronous algorithm: it may use the cores the env runners leave idle while it learns."""
-    return cluster_gpus < 1 and algorithm in IN_TURN_ALGORITHMS
+    """A CPU learner of an algorithm that samples and learns in turn: it may use the cores the env runners leave
+    idle while it learns."""
+    return cluster_gpus < 1 and profile(algorithm).learns_in_turn
 
 
 def plan_resources(
@@ -105,11 +102,9 @@ def plan_resources(
 
 
 def default_aggregators(algorithm: str, cluster_gpus: float) -> int:
-    """APPO/IMPALA on a GPU learner: two aggregator actors build train batches off the learner's process.
-
-    On a CPU learner they would only take cores away from the env runners.
-    """
-    return 2 if cluster_gpus >= 1 and algorithm in ("APPO", "IMPALA") else 0
+    """On a GPU learner, the aggregator actors the algorithm's profile asks for build train batches off the
+    learner's process; on a CPU learner they would only take cores away from the env runners."""
+    return profile(algorithm).aggregators if cluster_gpus >= 1 else 0
 
 
 def local_env_runners(

@@ -43,9 +43,11 @@ def test_the_env_runner_attributes_the_lean_runner_uses_are_set_by_rllib(name: s
 
 def test_the_learner_step_the_timed_learners_wrap() -> None:
     assert list(inspect.signature(TorchLearner._update).parameters)[:2] == ["self", "batch"]
-    from rljob.trainer.recipes.timed_learners import LEARNERS
+    from rljob.trainer.algorithms import PROFILES, load
 
-    for learner in LEARNERS.values():
+    for algorithm in PROFILES.values():
+        learner = load(algorithm.learner_class)
+        assert issubclass(learner, TorchLearner)
         assert learner._update is not TorchLearner._update  # the timing wrapper comes first in the MRO
 
 

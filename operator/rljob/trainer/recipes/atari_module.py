@@ -202,5 +202,3 @@ class FrameStackAPPOModule(_FrameStackInputs, DefaultAPPOTorchRLModule):
             out = super().forward_target(scaled(batch, self.channels_last))
         return _float32(out)
 
-
-MODULES = {"APPO": FrameStackAPPOModule, "PPO": FrameStackPPOModule}

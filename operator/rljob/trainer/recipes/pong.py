@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from ..algorithms import PROFILES, load, profile
 from ..errors import ConfigError
 from .args import (
     RecipeArgumentParser,
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 # num_envs, which returns ale-py's AtariVectorEnv (atari_env.make_ale_vector_env).
 VECTORIZE_MODES = {"ale": "vector_entry_point", "sync": "sync", "async": "async"}
 ENV_RUNNERS = ("lean", "stock")
-ALGORITHMS = ("APPO", "PPO")
 # Envs per runner when --envs-per-env-runner is not given; the lean runner's scale with its CPUs (measured on
 # 2 cores: 64 envs sample 1.4x faster than 16, since bigger halves amortise each forward pass).
 DEFAULT_ENVS = {"ale": 8, "sync": 2, "async": 2}
@@ -74,6 +74,33 @@ MODELS: dict[str, dict[str, Any]] = {
 # Networks whose forward pass on a CPU costs about as much per observation as ALE's step: a lean runner that infers on
 # its CPUs leaves them half of those CPUs. The lighter ones are bound by the emulator, which keeps every CPU.
 CPU_BOUND_MODELS = frozenset({"pong"})
+
+
+def _appo_training(options: argparse.Namespace) -> dict[str, Any]:
+    return {
+        # RLlib's APPO driver otherwise polls for samples in a busy loop: a whole core, and Ray runs
+        # the runners and learners at a lower priority (niceness 15) than the driver.
+        "timeout_s_sampler_manager": SAMPLER_WAIT_S,
+        "target_network_update_freq": 2,
+        "broadcast_interval": options.broadcast_interval,
+        "circular_buffer_num_batches": options.circular_buffer_num_batches,
+        "circular_buffer_iterations_per_batch": options.circular_buffer_iterations_per_batch,
+    }
+
+
+def _ppo_training(options: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "minibatch_size": min(options.minibatch_size, options.train_batch_size),
+        "num_epochs": options.num_epochs,
+        "lambda_": options.gae_lambda,
+        "use_kl_loss": False,
+    }
+
+
+# The algorithms this recipe trains (rows of trainer/algorithms.py), with the training settings of each one's
+# own argument group.
+ALGORITHM_TRAINING = {"APPO": _appo_training, "PPO": _ppo_training}
+ALGORITHMS = tuple(name for name in PROFILES if name in ALGORITHM_TRAINING)
 
 
 def _frame_stack_env_to_module(num_frames: int, env: Any = None, spaces: Any = None, device: Any = None) -> Any:
@@ -138,7 +165,8 @@ class PongRecipe:
         a.add_argument("--vf-loss-coeff", type=non_negative_float, default=0.5, help="Value loss weight.")
         a.add_argument("--grad-clip", type=positive_float, default=10.0, help="Global gradient norm clip.")
         a.add_argument("--clip-param", type=positive_float, default=None,
-                       help="Surrogate clip (default: 0.3 for APPO, 0.1 for PPO).")
+                       help="Surrogate clip (default: " + ", ".join(f"{PROFILES[n].clip_param:g} for {n}" for n in ALGORITHMS)
+                       + ").")
         g = p.add_argument_group("APPO")
         g.add_argument("--broadcast-interval", type=positive_int, default=1,
                        help="Learner updates between weight broadcasts to env runners.")
@@ -180,8 +208,6 @@ class PongRecipe:
                 raise ConfigError(f"recipe pong: {what}: {exc}; use --env-runner stock --vectorize sync") from None
 
     def build_config(self, options: argparse.Namespace, plan: ResourcePlan) -> AlgorithmConfig:
-        from ray.rllib.algorithms.appo import APPOConfig
-        from ray.rllib.algorithms.ppo import PPOConfig
         from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
         from ray.tune.registry import register_env
 
@@ -193,6 +219,7 @@ class PongRecipe:
             entropy = [[0, options.entropy_coeff], [options.entropy_decay_steps, 0.0]]
         model = MODELS[options.model]
         lean = options.env_runner == "lean"
+        algorithm = profile(options.algorithm)
         threads = max(1, round(plan.cpus_per_env_runner))
         env_config: dict[str, Any] = {"env_id": options.env, "dim": options.frame_size, **ALE_SETTINGS}
         runners: dict[str, Any] = {
@@ -201,15 +228,12 @@ class PongRecipe:
             "num_gpus_per_env_runner": plan.gpus_per_env_runner,
             "num_envs_per_env_runner": options.envs_per_env_runner
             or (min(LEAN_MAX_ENVS, LEAN_ENVS_PER_CPU * threads) if lean else DEFAULT_ENVS[options.vectorize]),
-            # APPO learns from fragments as they come; PPO wants one train batch per round of sampling.
-            "rollout_fragment_length": options.rollout_fragment_length or (50 if options.algorithm == "APPO" else "auto"),
-            # A second request queued on each runner: it samples again as soon as it has returned, instead of
-            # idling until the driver's loop comes round (the lean runner's envs stay in flight meanwhile).
-            "max_requests_in_flight_per_env_runner": 2 if options.algorithm == "APPO" else 1,
+            "rollout_fragment_length": options.rollout_fragment_length or algorithm.rollout_fragment_length,
+            "max_requests_in_flight_per_env_runner": algorithm.requests_in_flight,
         }
         if lean:
             from .atari_env import FRAMESTACK_KEY, INFERENCE_THREADS_KEY
-            from .atari_module import MODULES, FrameStackCatalog
+            from .atari_module import FrameStackCatalog
             from .atari_runner import AtariEnvRunner
 
             # One torch thread per two CPUs: inference overlaps the emulator threads, and on 2 cores one
@@ -229,14 +253,11 @@ class PongRecipe:
                 env_config["num_threads"] = threads
             runners["gym_env_vectorize_mode"] = VECTORIZE_MODES[options.vectorize]
             runners["env_to_module_connector"] = partial(_frame_stack_env_to_module, options.framestack)
-        appo = options.algorithm == "APPO"
-        config: Any = APPOConfig() if appo else PPOConfig()
+        config: Any = algorithm.config()
         config.environment(ENV_NAME, env_config=env_config, clip_rewards=True)
         config.env_runners(**runners)
-        from .timed_learners import LEARNERS
-
         config.learners(num_learners=plan.num_learners, num_gpus_per_learner=plan.gpus_per_learner,
-                        learner_class=LEARNERS[options.algorithm])
+                        learner_class=load(algorithm.learner_class))
         if not lean:  # lean: the observations are frame stacks already
             config.learners(learner_connector=partial(_frame_stack_learner, options.framestack))
         training: dict[str, Any] = {
@@ -246,26 +267,11 @@ class PongRecipe:
             "entropy_coeff": entropy,
             "grad_clip": options.grad_clip,
             "grad_clip_by": "global_norm",
-            "clip_param": options.clip_param or (0.3 if appo else 0.1),
+            "clip_param": options.clip_param or algorithm.clip_param,
+            **ALGORITHM_TRAINING[algorithm.name](options),
         }
-        if appo:
+        if algorithm.aggregators:
             config.learners(num_aggregator_actors_per_learner=options.num_aggregators)
-            training.update(
-                # RLlib's APPO driver otherwise polls for samples in a busy loop: a whole core, and Ray runs
-                # the runners and learners at a lower priority (niceness 15) than the driver.
-                timeout_s_sampler_manager=SAMPLER_WAIT_S,
-                target_network_update_freq=2,
-                broadcast_interval=options.broadcast_interval,
-                circular_buffer_num_batches=options.circular_buffer_num_batches,
-                circular_buffer_iterations_per_batch=options.circular_buffer_iterations_per_batch,
-            )
-        else:
-            training.update(
-                minibatch_size=min(options.minibatch_size, options.train_batch_size),
-                num_epochs=options.num_epochs,
-                lambda_=options.gae_lambda,
-                use_kl_loss=False,
-            )
         config.training(**training)
         model_config = DefaultModelConfig(
             vf_share_layers=True,
@@ -280,7 +286,7 @@ class PongRecipe:
 
             from .model_settings import CHANNELS_LAST_KEY, INIT_KEY, PRECISION_KEY
 
-            spec = RLModuleSpec(module_class=MODULES[options.algorithm], catalog_class=FrameStackCatalog)
+            spec = RLModuleSpec(module_class=load(algorithm.frame_stack_module), catalog_class=FrameStackCatalog)
             settings = {PRECISION_KEY: options.precision, CHANNELS_LAST_KEY: options.channels_last,
                         INIT_KEY: options.init}
             config.rl_module(rl_module_spec=spec, model_config={**asdict(model_config), **settings})

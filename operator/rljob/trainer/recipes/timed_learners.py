@@ -39,5 +39,3 @@ class TimedPPOLearner(_Timed, PPOTorchLearner):
 class TimedAPPOLearner(_Timed, APPOTorchLearner):
     """APPOTorchLearner with per-iteration timers."""
 
-
-LEARNERS = {"PPO": TimedPPOLearner, "APPO": TimedAPPOLearner}
