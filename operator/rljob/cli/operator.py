@@ -8,8 +8,13 @@ import os
 import secrets
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 from ..api import constants as c
+
+if TYPE_CHECKING:
+    from ..controller.config import OperatorConfig
+    from ..controller.credentials import Credentials
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -103,6 +108,48 @@ def _check_scope(args: argparse.Namespace) -> None:
         raise SystemExit(f"rljob operator: --no-cluster-scan takes exact --namespace names, not patterns: {patterns}")
 
 
+def config_from(args: argparse.Namespace, creds: Credentials) -> OperatorConfig:
+    """The operator's configuration from its flags, checked once: a bad value ends the command here."""
+    from .. import resources
+    from ..controller.config import OperatorConfig
+    from ..controller.leader import LeaseSettings
+    from ..controller.progress import ProgressSettings
+
+    lease = None
+    if args.leader_elect:
+        # A random part too: unique across restarts of one pod.
+        lease = LeaseSettings(name=args.leader_election_id, namespace=args.operator_namespace,
+                              identity=f"{identity()}_{secrets.token_hex(4)}")
+    try:
+        return OperatorConfig(
+            credentials=creds,
+            build=resources.BuildContext(
+                default_image=args.default_image,
+                operator_namespace=args.operator_namespace,
+                dns_namespace=args.dns_namespace,
+                dns_labels=_labels(args.dns_selector),
+                cluster_cidrs=tuple(str(ipaddress.ip_network(cidr, strict=True)) for cidr in args.cluster_cidr),
+                require_isolation=args.require_network_isolation,
+                metrics_scrape_namespaces=tuple(dict.fromkeys(args.metrics_scrape_namespace)),
+            ),
+            namespaces=tuple(args.namespace),
+            concurrency=args.concurrency,
+            metrics_port=args.metrics_port or None,
+            health_port=args.health_port or None,
+            lease=lease,
+            kueue=args.kueue,
+            progress=ProgressSettings(interval_seconds=args.progress_interval),
+        )
+    except ValueError as exc:
+        raise SystemExit(f"rljob operator: {exc}") from None
+
+
+def identity() -> str:
+    """The pod's name (POD_ID, set by the chart), else the host's: kopf would otherwise ask the password database,
+    which has no entry for the image's non-root user."""
+    return os.environ.get("POD_ID") or socket.gethostname()
+
+
 def run(args: argparse.Namespace) -> int:
     _check_scope(args)
     from ..controller import credentials
@@ -111,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         creds = credentials.load(args.kubeconfig)
     except credentials.CredentialsError as exc:
         raise SystemExit(f"rljob operator: {exc}") from None
+    config = config_from(args, creds)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
@@ -125,41 +173,17 @@ def run(args: argparse.Namespace) -> int:
     import kopf
 
     from ..controller import handlers
-    from ..controller.progress import ProgressSettings
+    from ..controller.operator import Operator
 
-    handlers.CONFIG.credentials = creds
-
-    handlers.CONFIG.default_image = args.default_image
-    handlers.CONFIG.operator_namespace = args.operator_namespace
-    handlers.CONFIG.concurrency = args.concurrency
-    handlers.CONFIG.metrics_port = args.metrics_port or None
-    handlers.CONFIG.dns_namespace = args.dns_namespace
-    handlers.CONFIG.dns_labels = _labels(args.dns_selector)
-    handlers.CONFIG.cluster_cidrs = tuple(str(ipaddress.ip_network(c_, strict=True)) for c_ in args.cluster_cidr)
-    handlers.CONFIG.require_isolation = args.require_network_isolation
-    handlers.CONFIG.metrics_scrape_namespaces = tuple(dict.fromkeys(args.metrics_scrape_namespace))
-    handlers.CONFIG.health_port = args.health_port or None
-    handlers.CONFIG.namespaces = tuple(args.namespace)
-    handlers.CONFIG.progress = ProgressSettings(interval_seconds=args.progress_interval)
-    if args.kueue:
-        handlers.register_kueue()
-    # The pod's name (POD_ID, set by the chart), else the host's: kopf would otherwise ask the password
-    # database, which has no entry for the image's non-root user.
-    who = os.environ.get("POD_ID") or socket.gethostname()
-    if args.leader_elect:
-        from ..controller.leader import LeaseSettings
-
-        # A random part too: unique across restarts of one pod.
-        handlers.CONFIG.lease = LeaseSettings(
-            name=args.leader_election_id, namespace=args.operator_namespace, identity=f"{who}_{secrets.token_hex(4)}"
-        )
-    # kopf itself always runs standalone: the Lease, not kopf's peering, decides who acts (controller/leader.py).
-    # The health endpoints are the operator's own (handlers.HealthServer): kopf's serves one path only, and
-    # readiness needs a second.
+    # kopf hosts the process and hands the operator, as its memo, to the handlers it calls. It always runs
+    # standalone: the Lease, not kopf's peering, decides who acts (controller/leader.py). The health endpoints are
+    # the operator's own (controller/health.py): kopf's serves one path only, and readiness needs a second.
     kopf.run(
+        registry=handlers.registry(),
+        memo=Operator(config),
         clusterwide=not args.namespace,
         namespaces=args.namespace or [],
         standalone=True,
-        identity=who,
+        identity=identity(),
     )
     return 0

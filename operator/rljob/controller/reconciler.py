@@ -45,7 +45,7 @@ OLD_CHILDREN_POLL_SECONDS = 2.0
 OLD_CHILDREN_MAX_POLL_SECONDS = 30.0
 CLUSTER_UP_PHASES = (Phase.INITIALIZING, Phase.RUNNING)
 # The children besides pods and the StatefulSet that are created again when deleted while their job lives
-# (apiVersion, kind; controller.handlers watches them for deletions). Not the checkpoint claim: Kubernetes keeps a
+# (apiVersion, kind; the operator's departure streams watch them for deletions). Not the checkpoint claim: Kubernetes keeps a
 # claim in use, and one deleted on purpose is a person's choice to start afresh, which the next attempt makes.
 KEPT_CHILDREN = (("v1", "Service"), ("networking.k8s.io/v1", "NetworkPolicy"))
 KEPT_KINDS = tuple(kind for _, kind in KEPT_CHILDREN)
@@ -110,8 +110,6 @@ class Reconciler:
         self.workloads = workloads
         self.flavors = kueue.Flavors(kube)
         self.on_reconciled = on_reconciled
-        # Told when a job's pods change (the progress reader schedules its next read of the head).
-        self.on_pods_changed: Callable[[Key], None] | None = None
         # The kept children ("Service x") that exist, from the departure streams' lists; None: not known. A job seen
         # for the first time since start-up gets back any that went while the operator was not running.
         self.present = present
@@ -143,8 +141,6 @@ class Reconciler:
         """The pod watch changed a job's pods."""
         self.expected.seen(key, self.pods.get(key, ()))
         self.enqueue(key)
-        if self.on_pods_changed is not None:
-            self.on_pods_changed(key)
 
     def child_gone(self, key: Key, uid: str | None, what: str) -> None:
         """A Service or NetworkPolicy of `key` was deleted; `uid`, the job instance it belonged to (None:
