@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 from pong_time_to_reward import cpu_model
 
-from rljob.trainer.recipes.atari_fragments import FragmentCollector
 from rljob.trainer.recipes.pong import RECIPE
+from rljob.trainer.sampling.fragments import FragmentCollector
 from rljob.trainer.sizing import ResourcePlan
 
 RUNNERS = {"lean": ["--env-runner", "lean"], "stock-ale": ["--env-runner", "stock", "--vectorize", "ale"],
@@ -93,12 +93,12 @@ class NullEnv:
 def bare_loop(runner: Any, seconds: float) -> float:
     """The bound the lean runner is held to: ALE's send/recv with half the envs in flight and one batched forward
     pass of the runner's own network per recv, nothing recorded (no arrays, episodes, metrics or RLlib)."""
-    from rljob.trainer.recipes.atari_env import FRAMESTACK_KEY, INFERENCE_THREADS_KEY, make_async_frame_stack_env
+    from rljob.trainer.sampling import RUNNER_KEYS, VECTOR_ENV_KEY
+    from rljob.trainer.sampling.runner import vector_env_factory
 
     settings = dict(runner.config.env_config)
-    framestack = int(settings.pop(FRAMESTACK_KEY, 4))
-    settings.pop(INFERENCE_THREADS_KEY, None)
-    env = make_async_frame_stack_env(settings, runner.num_envs, framestack)
+    make_env = vector_env_factory(settings[VECTOR_ENV_KEY])
+    env = make_env({k: v for k, v in settings.items() if k not in RUNNER_KEYS}, runner.num_envs)
     policy = runner._module_policy(True)
     try:
         observations, _ = env.reset(seed=0)

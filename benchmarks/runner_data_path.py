@@ -61,7 +61,7 @@ def make_sampler(ray: Any) -> Any:
 
         def __init__(self, envs: int, threads: int, framestack: int, dim: int, seed: int) -> None:
             from rljob.trainer.recipes.atari_env import ALE_SETTINGS, make_async_frame_stack_env
-            from rljob.trainer.recipes.atari_fragments import FragmentCollector
+            from rljob.trainer.sampling.fragments import FragmentCollector
 
             settings = {"env_id": "ale_py:ALE/Pong-v5", "dim": dim, "num_threads": threads, **ALE_SETTINGS}
             self.env = make_async_frame_stack_env(settings, envs, framestack)
@@ -78,7 +78,7 @@ def make_sampler(ray: Any) -> Any:
 
         def sample(self, steps_per_env: int, mode: str) -> tuple[Any, int, float, float]:
             """(payload, env steps, sampling seconds, wall-clock time when the payload was ready)."""
-            from rljob.trainer.recipes.atari_runner import fragment_episode
+            from rljob.trainer.sampling.runner import fragment_episode
 
             started = time.perf_counter()
             collected = self.collector.collect(self.policy, num_steps=steps_per_env * self.envs)

@@ -224,10 +224,11 @@ def plays_on_frame_stacks(checkpoint: PolicyCheckpoint, module: Any) -> bool:
 
 def training_env(checkpoint: PolicyCheckpoint, module: Any, games: int) -> Any:
     """The training's vector env (same game and preprocessing), one env per game, stepped in lockstep."""
-    from .recipes.atari_env import FRAMESTACK_KEY, INFERENCE_THREADS_KEY, atari_vector_env
+    from .recipes.atari_env import FRAMESTACK_KEY, atari_vector_env
+    from .sampling import RUNNER_KEYS
 
     dim, framestack = frame_layout(module.observation_space)
-    settings = {k: v for k, v in checkpoint.env_config.items() if k not in (FRAMESTACK_KEY, INFERENCE_THREADS_KEY)}
+    settings = {k: v for k, v in checkpoint.env_config.items() if k not in (FRAMESTACK_KEY, *RUNNER_KEYS)}
     settings.update(dim=dim, num_threads=max(1, min(games, os.cpu_count() or 1)))
     try:
         return atari_vector_env(settings, games, framestack)

@@ -65,12 +65,13 @@ def test_cartpole_recipe() -> None:
 
 def test_pong_samples_with_the_lean_runner_on_the_runners_cpus() -> None:
     from rljob.trainer.recipes.atari_module import FrameStackAPPOModule, FrameStackCatalog, FrameStackPPOModule
-    from rljob.trainer.recipes.atari_runner import AtariEnvRunner
+    from rljob.trainer.sampling.runner import LeanEnvRunner
     from rljob.trainer.sizing import ResourcePlan
 
     plan = ResourcePlan(num_env_runners=3, cpus_per_env_runner=4.0, num_learners=1, gpus_per_learner=1)
     config = _config("pong", [], plan)
-    assert config.env_runner_cls is AtariEnvRunner
+    assert config.env_runner_cls is LeanEnvRunner
+    assert config.env_config["vector_env"] == "rljob.trainer.recipes.atari_env:make_lean_env"
     assert (config.num_env_runners, config.num_cpus_per_env_runner, config.num_envs_per_env_runner) == (3, 4.0, 128)
     # The forward pass on the runner's CPUs: 2 torch threads, and the emulator on the 2 CPUs they leave.
     assert (config.env_config["num_threads"], config.env_config["framestack"], config.env_config["inference_threads"]) == (2, 4, 2)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..sampling import RUNNER_KEYS
+
 # Settings that make ALE v5 behave like the classic "NoFrameskip-v4" setup that RLlib's wrappers
 # (max-and-skip 4 frames, no sticky actions) were tuned for.
 ALE_SETTINGS: dict[str, Any] = {"frameskip": 1, "repeat_action_probability": 0.0, "full_action_space": False}
 ENV_NAME = "rljob-atari"
-# The lean runner's own keys in env_config (frames per stack, torch threads for inference): no env takes them.
+# Frames per stack in the lean runner's env_config: `make_lean_env` takes it, ALE's env constructors do not.
 FRAMESTACK_KEY = "framestack"
-INFERENCE_THREADS_KEY = "inference_threads"
+# The lean runner's env factory (env_config[sampling.VECTOR_ENV_KEY]).
+LEAN_ENV_FACTORY = f"{__name__}:make_lean_env"
 
 
 def _quiet_ale() -> None:
@@ -172,6 +175,13 @@ def make_async_frame_stack_env(settings: dict[str, Any], num_envs: int, framesta
     return atari_vector_env(settings, num_envs, framestack, batch_size=num_envs // 2)
 
 
+def make_lean_env(config: dict[str, Any], num_envs: int) -> Any:
+    """The lean runner's env from its env_config: `make_async_frame_stack_env` with the config's frames per stack."""
+    settings = dict(config)
+    framestack = int(settings.pop(FRAMESTACK_KEY, 4))
+    return make_async_frame_stack_env(settings, num_envs, framestack)
+
+
 def atari_film_env(settings: dict[str, Any], framestack: int) -> Any:
     """One game to film (ale-py's vector env has no colour screen), with `atari_vector_env`'s observations as near as
     gymnasium's wrappers make them: grayscale dim x dim, frameskip 4 with a max over the last two frames before
@@ -183,7 +193,7 @@ def atari_film_env(settings: dict[str, Any], framestack: int) -> Any:
 
     _quiet_ale()
     gym.register_envs(ale_py)
-    kwargs = {k: v for k, v in settings.items() if k not in ("env_id", "dim", "num_threads", FRAMESTACK_KEY, INFERENCE_THREADS_KEY)}
+    kwargs = {k: v for k, v in settings.items() if k not in ("env_id", "dim", "num_threads", FRAMESTACK_KEY, *RUNNER_KEYS)}
     env = gym.make(settings["env_id"], render_mode="rgb_array", **kwargs)
     env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=int(settings.get("dim", 64)),
                                           terminal_on_life_loss=False, grayscale_obs=True, scale_obs=False)

@@ -4,7 +4,7 @@ Why APPO: asynchronous sampling keeps env runners busy while the learner trains,
 single GPU learner consume tens of env runners' worth of frames; the v-trace correction tolerates the
 resulting policy lag. PPO stays selectable (`--algorithm PPO`) for comparison.
 
-Why the lean runner (atari_runner): RLlib's stock runner spends most of its time in per-step Python
+Why the lean runner (rljob.trainer.sampling): RLlib's stock runner spends most of its time in per-step Python
 and leaves the emulator idle while the policy infers. The stock runner stays selectable
 (`--env-runner stock`, with `--vectorize`) for comparison.
 
@@ -232,9 +232,10 @@ class PongRecipe:
             "max_requests_in_flight_per_env_runner": algorithm.requests_in_flight,
         }
         if lean:
-            from .atari_env import FRAMESTACK_KEY, INFERENCE_THREADS_KEY
+            from ..sampling import INFERENCE_THREADS_KEY, VECTOR_ENV_KEY
+            from ..sampling.runner import LeanEnvRunner
+            from .atari_env import FRAMESTACK_KEY, LEAN_ENV_FACTORY
             from .atari_module import FrameStackCatalog
-            from .atari_runner import AtariEnvRunner
 
             # One torch thread per two CPUs: inference overlaps the emulator threads, and on 2 cores one
             # inference thread sampled 10-30 % faster than two (small batches barely use a second thread).
@@ -246,8 +247,9 @@ class PongRecipe:
             split = options.model in CPU_BOUND_MODELS and not plan.gpus_per_env_runner
             emulator_threads = max(1, threads - inference_threads) if split else threads
             env_config.update(num_threads=emulator_threads,
-                              **{FRAMESTACK_KEY: options.framestack, INFERENCE_THREADS_KEY: inference_threads})
-            runners["env_runner_cls"] = AtariEnvRunner
+                              **{FRAMESTACK_KEY: options.framestack, INFERENCE_THREADS_KEY: inference_threads,
+                                 VECTOR_ENV_KEY: LEAN_ENV_FACTORY})
+            runners["env_runner_cls"] = LeanEnvRunner
         else:
             if options.vectorize == "ale":
                 env_config["num_threads"] = threads

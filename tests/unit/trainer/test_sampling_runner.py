@@ -1,4 +1,5 @@
-"""The lean Atari env runner against RLlib's stock runner: same seeds, same weights, the same games.
+"""The lean env runner: on Atari against RLlib's stock runner (same seeds, same weights, the same games), and on
+any env its config names.
 
 Both runners step ale-py's `AtariVectorEnv` with the same preprocessing and seeds; the stock one in
 sync mode with RLlib's frame-stacking connector, the lean one asynchronously with ALE's own stacks.
@@ -12,12 +13,16 @@ RLlib's connector fills the missing frames with 0.0 (mid-grey after scaling), AL
 (-1.0 after scaling), so the network outputs of those three steps differ; the test checks the lean
 runner's padding is black and compares the network outputs from the fourth step on. Everything else
 is compared exactly.
+
+Beyond Atari, a counting env of float observations stands for any envpool-style env: the runner makes it with
+the factory env_config names and samples it, and refuses, with the reason, what it cannot sample.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -139,3 +144,117 @@ def test_exploration_records_the_behaviour_policy_and_metrics() -> None:
     assert len(set(actions.tolist())) > 1  # sampled, not greedy
     assert sum(len(e) for e in episodes) >= NUM_ENVS * 60
     assert metrics["num_env_steps_sampled"].peek() == sum(len(e) for e in episodes)
+
+
+# ── the runner beyond Atari: the env its config names, Discrete actions only ──────────────────────────────
+
+EPISODE_STEPS = 5
+
+
+class CountingEnv:
+    """An envpool-style async vector env of float observations (each env's step count) that end after 5 steps."""
+
+    def __init__(self, num_envs: int, action_space: gym.Space) -> None:
+        self.num_envs, self.batch_size = num_envs, num_envs // 2
+        self.single_observation_space = gym.spaces.Box(0.0, 100.0, (3,), np.float32)
+        self.single_action_space = action_space
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(action_space, num_envs)
+        self.unwrapped = self
+        self.sent: list[int] = []
+        self._steps = np.zeros(num_envs, np.int64)
+        self._ended = np.zeros(num_envs, bool)
+        self._last = np.arange(num_envs)
+        self._queue: list[int] = []
+
+    def _obs(self, ids: np.ndarray) -> np.ndarray:
+        return np.repeat(self._steps[ids, None].astype(np.float32), 3, axis=1)
+
+    def reset(self, *, seed: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        self._steps[:], self._ended[:], self._queue = 0, False, []
+        self._last = np.arange(self.num_envs)
+        return self._obs(self._last), {"env_id": self._last}
+
+    def send(self, actions: np.ndarray) -> None:
+        assert len(actions) == len(self._last)
+        self.sent.extend(int(a) for a in actions)
+        self._queue.extend(self._last.tolist())
+
+    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        ids = np.array(self._queue[: self.batch_size])
+        del self._queue[: self.batch_size]
+        resets = self._ended[ids]  # next-step autoreset: this result starts a new episode
+        self._steps[ids] = np.where(resets, 0, self._steps[ids] + 1)
+        self._ended[ids] = ended = self._steps[ids] == EPISODE_STEPS
+        self._last = ids
+        rewards = np.where(resets, 0.0, 1.0).astype(np.float32)
+        return self._obs(ids), rewards, ended, np.zeros(len(ids), bool), {"env_id": ids}
+
+    def close(self) -> None:
+        return None
+
+
+def make_counting_env(env_config: dict[str, Any], num_envs: int) -> CountingEnv:
+    """The factory the test configs name: no runner key reaches it."""
+    assert set(env_config) == {"actions"}, env_config
+    actions = env_config["actions"]
+    return CountingEnv(num_envs, gym.spaces.Discrete(actions) if isinstance(actions, int) else gym.spaces.Box(-1, 1, (2,)))
+
+
+def _counting_runner(env_config: dict[str, Any]) -> Any:
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+    from rljob.trainer.sampling.runner import LeanEnvRunner
+
+    config = (PPOConfig()
+              .env_runners(env_runner_cls=LeanEnvRunner, num_envs_per_env_runner=4, num_env_runners=0)
+              .environment(env_config=env_config)
+              .debugging(seed=3))
+    return LeanEnvRunner(config=config)
+
+
+def test_the_runner_samples_the_env_its_config_names() -> None:
+    runner = _counting_runner({"vector_env": f"{__name__}:make_counting_env", "actions": 3, "inference_threads": 1})
+    try:
+        episodes = runner.sample(num_timesteps=40, explore=True) + runner.sample(num_timesteps=40, random_actions=True)
+        metrics = runner.get_metrics()
+    finally:
+        runner.stop()
+    env = runner.env
+    assert isinstance(env, CountingEnv) and set(env.sent) <= {0, 1, 2} and len(set(env.sent)) > 1
+    observations = np.concatenate([np.asarray(e.get_observations(slice(0, len(e)))) for e in episodes])
+    assert observations.dtype == np.float32 and observations.shape[1:] == (3,)
+    assert sum(len(e) for e in episodes) >= 80
+    logits = np.concatenate([np.asarray(e.get_extra_model_outputs("action_dist_inputs")) for e in episodes])
+    assert logits.shape[1:] == (3,)
+    whole = [e for e in episodes if e.t_started == 0 and e.is_done]
+    assert whole and all(len(e) == EPISODE_STEPS and e.get_return() == EPISODE_STEPS for e in whole)
+    assert metrics["num_env_steps_sampled"].peek() == sum(len(e) for e in episodes)
+
+
+@pytest.mark.parametrize(
+    ("env_config", "message"),
+    [
+        ({"actions": 3}, r"env_config\['vector_env'\] names, as 'module:function'; got None"),
+        ({"vector_env": f"{__name__}:no_such_factory", "actions": 3}, "has no function 'no_such_factory'"),
+        ({"vector_env": f"{__name__}:make_counting_env", "actions": "box"},
+         r"samples Discrete actions numbered from 0, but the env's action space is Box\(-1.0, 1.0, \(2,\)"),
+    ],
+)
+def test_an_env_the_runner_cannot_sample_is_refused_with_the_reason(env_config: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _counting_runner(env_config)
+
+
+def test_checkpoints_that_name_the_runners_former_path_still_load() -> None:
+    """Configs pickled before the runner moved name rljob.trainer.recipes.atari_runner.AtariEnvRunner."""
+    import pickle
+
+    from rljob.trainer.sampling.runner import LeanEnvRunner
+
+    config = RECIPE.build_config(RECIPE.parse_args([]), ResourcePlan(1, 1.0, 1, 0))
+    assert config.env_runner_cls is LeanEnvRunner
+    new = pickle.dumps(config, protocol=0)
+    old = new.replace(b"crljob.trainer.sampling.runner\nLeanEnvRunner\n", b"crljob.trainer.recipes.atari_runner\nAtariEnvRunner\n")
+    assert old != new
+    assert pickle.loads(old).env_runner_cls is LeanEnvRunner

@@ -1,9 +1,10 @@
 """Episode fragments from an asynchronous vector env, built in preallocated arrays: the lean runner's core.
 
 RLlib's stock env runner adds every step of every env to a Python episode object and runs the policy
-only after the whole vector env has stepped. Here, ale-py's `AtariVectorEnv` runs in async mode
-(`batch_size` = half its envs): `recv()` hands back whichever half is ready, the policy infers on it
-while the other half is still being emulated, and `send()` returns the actions. Every step is
+only after the whole vector env has stepped. Here, a vector env speaking envpool's send/recv protocol
+(ale-py's `AtariVectorEnv` does) runs in async mode (`batch_size` = half its envs): `recv()` hands back
+whichever half is ready, the policy infers on it while the other half is still stepping, and `send()`
+returns the actions. Every step is
 recorded with a few vectorised writes into per-generation arrays (one row per env and step); episode
 objects are made once per fragment, not once per step.
 
@@ -35,7 +36,11 @@ import numpy as np
 
 
 class AsyncVectorEnv(Protocol):
-    """The part of ale-py's AtariVectorEnv the collector uses (envpool's send/recv protocol)."""
+    """The part of an envpool-style vector env the collector uses (ale-py's AtariVectorEnv has it).
+
+    `info["env_id"]` says which envs a `reset` or `recv` returned, and autoreset is next-step: the action sent
+    with a terminal observation is ignored, and that env's next result is the first observation of a new episode.
+    """
 
     num_envs: int
     batch_size: int
@@ -108,6 +113,7 @@ class FragmentCollector:
         *,
         obs_shape: tuple[int, ...],
         num_actions: int,
+        obs_dtype: Any = np.uint8,  # of the observations: ALE's frames by default
         seed: int | None = None,
         clock: Callable[[], float] = time.perf_counter,
         new_episode_id: Callable[[], str] = random_episode_id,
@@ -118,6 +124,7 @@ class FragmentCollector:
         self.num_envs = env.num_envs
         self.batch_size = env.batch_size
         self.obs_shape = tuple(obs_shape)
+        self.obs_dtype = np.dtype(obs_dtype)
         self.num_actions = num_actions
         self.seed = seed
         self.clock = clock
@@ -294,7 +301,7 @@ class FragmentCollector:
         for i in range(len(spare)):
             if spare[i].shape == shape and _references(spare, i) <= self._own_refs:
                 return spare.pop(i)
-        return np.empty(shape, np.uint8)
+        return np.empty(shape, self.obs_dtype)
 
     def _drain(self) -> None:
         """Receives every result in flight, so that the next call can reset all envs."""

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from rljob.trainer.recipes.atari_env import ALE_SETTINGS, ale_preprocessing, make_async_frame_stack_env
-from rljob.trainer.recipes.atari_fragments import Collected, Fragment, FragmentCollector
+from rljob.trainer.sampling.fragments import Collected, Fragment, FragmentCollector
 
 PONG = {"env_id": "ale_py:ALE/Pong-v5", **ALE_SETTINGS, "num_threads": 2}
 SEED = 1234
