@@ -585,24 +585,31 @@ state = "{RUN_DIR / 'containerd-state'}"
 OPERATOR_NAMESPACE = "rljob-system"
 
 
-def install_operator(c: Cluster, version: str, home: Path) -> float:
-    """The operator, with the project's Helm chart, into rljob-system (Pod Security: restricted), its image from
-    the node's containerd (pullPolicy Never). Returns the seconds it took."""
+def _helm(c: Cluster, home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    from tests.e2e.target import tool
+
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "KUBECONFIG": str(c.kubeconfig), "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"),
+           "XDG_CONFIG_HOME": str(home / "config"), "XDG_DATA_HOME": str(home / "data")}  # fmt: skip
+    return subprocess.run([tool("helm"), *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def operator_installed(c: Cluster, home: Path) -> bool:
+    """Whether the release `rljob` is installed in the operator's namespace already."""
+    return _helm(c, home, "status", "rljob", "--namespace", OPERATOR_NAMESPACE, timeout=60).returncode == 0
+
+
+def install_operator(c: Cluster, values: dict[str, Any], home: Path) -> float:
+    """The operator, with the project's Helm chart and these values, into rljob-system (Pod Security: restricted).
+    Returns the seconds it took."""
     t0 = time.monotonic()
     c.kubectl("create", "namespace", OPERATOR_NAMESPACE)
     c.kubectl("label", "namespace", OPERATOR_NAMESPACE, "pod-security.kubernetes.io/enforce=restricted")
     home.mkdir(parents=True, exist_ok=True)
-    values = home / "values.yaml"
-    values.write_text(yaml.safe_dump({
-        "image": {"repository": "rljob/operator", "tag": version, "pullPolicy": "Never"},
-        "jobDefaults": {"image": {"repository": "rljob/runtime", "tag": f"{version}-cpu"}},
-        "logLevel": "debug",
-    }))  # fmt: skip
-    env = {**os.environ, "KUBECONFIG": str(c.kubeconfig), "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"),
-           "XDG_CONFIG_HOME": str(home / "config"), "XDG_DATA_HOME": str(home / "data")}  # fmt: skip
-    cmd = [str(bin_dir() / "helm"), "install", "rljob", str(ROOT / "charts" / "rljob"), "--namespace", OPERATOR_NAMESPACE,
-           "-f", str(values), "--wait", "--timeout", "240s"]  # fmt: skip
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    values_file = home / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    res = _helm(c, home, "install", "rljob", str(ROOT / "charts" / "rljob"), "--namespace", OPERATOR_NAMESPACE,
+                "-f", str(values_file), "--wait", "--timeout", "240s")
     if res.returncode != 0:
         pods = c.kubectl("get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "wide", check=False).stdout
         logs = c.kubectl("logs", "-n", OPERATOR_NAMESPACE, "deploy/rljob", "--tail=40", check=False).stdout
@@ -648,7 +655,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cluster = up(workdir, args.images)
     try:
         if args.operator:
-            took = install_operator(cluster, args.operator, workdir / "helm-home")
+            from tests.e2e.target import LOCAL_REGISTRY, Target
+
+            took = install_operator(cluster, Target(LOCAL_REGISTRY).chart_values(), workdir / "helm-home")
             print(f"operator installed with the Helm chart in {took:.0f}s (namespace {OPERATOR_NAMESPACE})", flush=True)
         print(f"e2e cluster up in {cluster.timings['total']}s: {cluster.timings}", flush=True)
         print(f"kubeconfig: {cluster.kubeconfig} (API server {cluster.cp.server if cluster.cp else ''}, in network "

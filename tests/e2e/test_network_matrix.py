@@ -20,8 +20,7 @@ import yaml
 from rljob.api import constants as c
 from tests.cluster.controlplane import KubectlError, wait_for
 from tests.e2e import cluster as e2e
-from tests.e2e.conftest import RUNTIME_IMAGE, get_json
-from tests.e2e.test_pong import apply, job_manifest, namespace, pods, wait_job  # noqa: F401  (namespace is a fixture)
+from tests.e2e.jobs import TARGET, apply, get_json, job_manifest, pods, wait_job
 
 ALLOWED_PORT, OTHER_PORT = 8080, 8081
 BLOCKED = ("TIMEOUT", "REFUSED")
@@ -65,7 +64,7 @@ def pod_body(name: str, command: list[str], labels: dict[str, str] | None = None
             "terminationGracePeriodSeconds": 0,
             "automountServiceAccountToken": False,
             "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{"name": "main", "image": RUNTIME_IMAGE, "imagePullPolicy": "Never", "command": command,
+            "containers": [{"name": "main", "image": TARGET.runtime_image, "imagePullPolicy": TARGET.pull_policy, "command": command,
                             "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}],
         },
     }  # fmt: skip
@@ -108,9 +107,9 @@ def operator_namespace_client(cluster: e2e.Cluster, operator: str) -> Iterator[s
 
 
 def test_every_row_of_the_jobs_isolation_holds(
-    cluster: e2e.Cluster, namespace: str, operator: str, operator_namespace_client: str  # noqa: F811
+    cluster: e2e.Cluster, namespace: str, operator: str, operator_namespace_client: str
 ) -> None:
-    if not e2e.NETWORK_POLICY_ENFORCER:
+    if not (TARGET.external or e2e.NETWORK_POLICY_ENFORCER):
         pytest.skip(f"no NetworkPolicy enforcer on this node ({e2e.NO_ENFORCER_REASON})")
     ns, other = namespace, f"{namespace}-other"
     cluster.kubectl("create", "namespace", other)

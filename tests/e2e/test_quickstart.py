@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import cluster as e2e
-from tests.e2e.conftest import ROOT
-from tests.e2e.test_pong import diagnostics, namespace  # noqa: F401  (namespace is a fixture)
+from tests.e2e.jobs import diagnostics
+from tests.e2e.target import ROOT, tool
 
 MARKER = "<!-- quickstart: the e2e tests run this block -->"
 
@@ -45,7 +45,7 @@ def test_the_readme_block_names_the_day_of_a_job() -> None:
 
 @pytest.mark.timeout(1800)
 def test_the_readme_quickstart_runs_as_written(
-    cluster: e2e.Cluster, namespace: str, checkpoint_volumes: None, tmp_path: Path  # noqa: F811
+    cluster: e2e.Cluster, namespace: str, checkpoint_volumes: None, tmp_path: Path
 ) -> None:
     commands = quickstart_commands((ROOT / "README.md").read_text())
     work = tmp_path / "clone"
@@ -56,7 +56,7 @@ def test_the_readme_quickstart_runs_as_written(
     cluster.kubectl("config", "set-context", "--current", f"--namespace={namespace}", f"--kubeconfig={kubeconfig}")
     bins = tmp_path / "bin"
     bins.mkdir()
-    (bins / "kubectl").symlink_to(e2e.bin_dir() / "kubectl")
+    (bins / "kubectl").symlink_to(tool("kubectl"))
     env = {**os.environ, "KUBECONFIG": str(kubeconfig),
            "PATH": os.pathsep.join([str(bins), str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     outputs = []
