@@ -107,12 +107,12 @@ only makes sense for an operator that watches exact namespaces.
 
 {{/*
 The operator's permissions on namespaced resources, derived from what it calls (controller/kube.py,
-controller/apply.py, controller/handlers.py); tests/integration/test_operator_rbac.py checks every
+controller/apply.py, controller/operator.py); tests/integration/test_operator_rbac.py checks every
 rule against the API server's audit log. Rendered into a ClusterRole (all namespaces) or into one
 Role per watched namespace.
 */}}
 {{- define "rljob.namespacedRules" -}}
-# Watched (kopf indexes and on.event handlers) and managed: head pods are created, deleted on
+# Watched (the operator's list-and-watch streams) and managed: head pods are created, deleted on
 # suspend, deadline or retry, and at once when their job is deleted (with its StatefulSet); their log
 # tail is kept in the job's status. `get` after a create
 # answered "already exists", for every child below: whose is it (a deleted job's of the same name)?
