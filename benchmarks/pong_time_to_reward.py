@@ -60,8 +60,8 @@ def training_ceiling(seconds: float, recipe_args: list[str]) -> tuple[float, str
     import numpy as np
 
     from rljob.trainer.recipes import prepare
+    from rljob.trainer.recipes.atari import LEAN_ENVS_PER_CPU, LEAN_MAX_ENVS
     from rljob.trainer.recipes.atari_env import ALE_SETTINGS, ale_game, make_async_frame_stack_env
-    from rljob.trainer.recipes.pong import LEAN_ENVS_PER_CPU, LEAN_MAX_ENVS
 
     options = prepare("pong", recipe_args).options
     threads = max(1, round(options.cpus_per_env_runner or 1))

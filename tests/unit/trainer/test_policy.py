@@ -171,7 +171,7 @@ def test_checkpoint_pickles_are_read_without_their_classes(tmp_path: Path) -> No
     assert isinstance(data["config"], Pickled) and data["config"].module.startswith("ray.rllib.")
     assert data["config"].fields()["conv_filters"] == [(4, 2, 1)]
     assert data["space"] == stacks() and data["weights"].tolist() == [0.0, 1.0, 2.0]
-    assert isinstance(data["runner"], Pickled) and type(data["runner"]).__name__ == "PongRecipe"
+    assert isinstance(data["runner"], Pickled) and type(data["runner"]).__name__ == "AtariRecipe"
 
 
 BLOCKED_RUN = """

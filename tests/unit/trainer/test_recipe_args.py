@@ -159,3 +159,32 @@ def test_the_one_gpu_example_infers_on_gpu_shares_and_leaves_every_cpu_to_the_em
     config = run.recipe.build_config(o, plan)
     assert (config.num_gpus_per_env_runner, config.num_gpus_per_learner) == (0.1, 0.7)
     assert (config.env_config["num_threads"], config.num_envs_per_env_runner) == (4, 128)
+
+
+def test_another_atari_game_is_an_instance_with_pongs_arguments_and_defaults() -> None:
+    from rljob.trainer.recipes.atari import AtariRecipe
+    from rljob.trainer.recipes.pong import RECIPE as PONG
+    from rljob.trainer.sizing import ResourcePlan
+
+    breakout = AtariRecipe("breakout", "ale_py:ALE/Breakout-v5", summary="Atari Breakout.")
+    assert isinstance(PONG, AtariRecipe) and breakout.__doc__ == "Atari Breakout."
+    options = breakout.parse_args([])
+    pong = PONG.parse_args([])
+    assert options.env == "ale_py:ALE/Breakout-v5"
+    assert {k: v for k, v in vars(options).items() if k != "env"} == {k: v for k, v in vars(pong).items() if k != "env"}
+    config = breakout.build_config(options, ResourcePlan(1, 1.0, 1, 0))
+    assert config.env_config["env_id"] == "ale_py:ALE/Breakout-v5"
+    with pytest.raises(ConfigError, match=r"^recipe breakout: error: argument --envs-per-env-runner"):
+        breakout.parse_args(["--envs-per-env-runner", "3"])
+    with pytest.raises(ValueError, match="no algorithm 'IMPALA'"):
+        AtariRecipe("x", "ale_py:ALE/Pong-v5", summary="x", algorithm="IMPALA")
+
+
+def test_the_stock_runners_connectors_load_from_where_checkpoints_pickled_them() -> None:
+    """Checkpoints of the stock runner saved before AtariRecipe name the connectors' factories in recipes.pong."""
+    import pickle
+
+    from rljob.trainer.recipes.atari import frame_stack_env_to_module, frame_stack_learner
+
+    for old, new in (("_frame_stack_env_to_module", frame_stack_env_to_module), ("_frame_stack_learner", frame_stack_learner)):
+        assert pickle.loads(f"crljob.trainer.recipes.pong\n{old}\n.".encode()) is new
