@@ -16,52 +16,13 @@ from rljob import resources
 from rljob.api import constants as c
 from rljob.api import load_job_file, parse_job
 from tests import invalid_manifests
+from tests.builders import small_job
 from tests.cluster.controlplane import ControlPlane, wait_for
 from tests.cluster.operator_process import OperatorProcess
-from tests.jobs import ROOT, minimal_job
+from tests.integration.jobs import get_job, run_to, status, wait_phase
+from tests.tooling import ROOT
 
 CHILD_KINDS = "pods,statefulsets,services,networkpolicies,serviceaccounts,roles,rolebindings,persistentvolumeclaims"
-
-
-def small_job(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
-    body = minimal_job(
-        name,
-        **{
-            "workers": {"replicas": 2, "cpu": "1", "memory": "2Gi", "shmSize": "512Mi"},
-            "head": {"cpu": "1", "memory": "2Gi", "shmSize": "512Mi"},
-            **spec,
-        },
-    )
-    body["metadata"]["namespace"] = namespace
-    return body
-
-
-def get_job(cp: ControlPlane, ns: str, name: str) -> dict[str, Any]:
-    return cp.get_json("rltj", name, "-n", ns)
-
-
-def status(cp: ControlPlane, ns: str, name: str) -> dict[str, Any]:
-    return get_job(cp, ns, name).get("status") or {}
-
-
-def wait_phase(
-    cp: ControlPlane, ns: str, name: str, phase: str, timeout: float = 60, reason: str | None = None, attempts: int | None = None
-) -> dict[str, Any]:
-    """Waits for a phase; `attempts` pins it to one attempt, since a job can show the phase from before a transition."""
-
-    def check() -> dict[str, Any] | None:
-        st = status(cp, ns, name)
-        if st.get("phase") == phase and (reason is None or st.get("reason") == reason) and (
-            attempts is None or st.get("attempts") == attempts
-        ):
-            return st
-        return None
-
-    what = f"{ns}/{name} phase {phase} {reason or ''}{f' attempt {attempts}' if attempts else ''}"
-    try:
-        return wait_for(check, timeout=timeout, interval=0.3, description=what)
-    except TimeoutError as exc:
-        raise AssertionError(f"{exc}; status now: {json.dumps(status(cp, ns, name), indent=1)}") from None
 
 
 def children(cp: ControlPlane, ns: str, name: str) -> list[dict[str, Any]]:
@@ -91,11 +52,6 @@ def events(cp: ControlPlane, ns: str, name: str) -> list[str]:
 
 def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
     return next(cond for cond in st["conditions"] if cond["type"] == type_)
-
-
-def run_to(cp: ControlPlane, ns: str, body: dict[str, Any], phase: str = "Running", timeout: float = 60) -> dict[str, Any]:
-    cp.apply(body)
-    return wait_phase(cp, ns, body["metadata"]["name"], phase, timeout)
 
 
 # ── examples ─────────────────────────────────────────────────────────────────────────────────────────
