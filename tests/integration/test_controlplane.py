@@ -24,7 +24,7 @@ from tests.cluster.controlplane import (
     find_bin_dir,
     wait_for,
 )
-from tests.jobs import ROOT
+from tests.tooling import ROOT
 
 RESTRICTED_SECURITY_CONTEXT = {
     "allowPrivilegeEscalation": False,

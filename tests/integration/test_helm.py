@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.cluster.controlplane import ControlPlane, wait_for
-from tests.jobs import ROOT
+from tests.tooling import ROOT
 
 CHART = ROOT / "charts" / "rljob"
 CHART_CRDS = {"rltrainingjobs.rljob.dev"}
@@ -270,7 +270,7 @@ def test_umbrella_chart_install_and_user_roles(
         cluster = release_objects(cp, namespace, release)["cluster"]
         assert {f"ClusterRole/{release}-rljob-edit", f"ClusterRole/{release}-rljob-view"} <= set(cluster)
 
-        from tests.jobs import minimal_job
+        from tests.builders import minimal_job
 
         alice, bob = f"alice-{secrets.token_hex(2)}", f"bob-{secrets.token_hex(2)}"
         bind(cp, namespace, alice, "edit")

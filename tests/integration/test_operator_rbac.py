@@ -28,9 +28,11 @@ import pytest
 from rljob.api import constants as c
 from rljob.api import parse_job
 from rljob.resources.meta import object_meta
+from tests.builders import small_job
 from tests.cluster.chart import CHART, OPERATOR_NS, ChartOperator, helm_env, helm_template, token_kubeconfig, values_file
 from tests.cluster.controlplane import ControlPlane, ControlPlaneError, find_bin_dir, wait_for
-from tests.jobs import ROOT, minimal_job
+from tests.integration.jobs import status, wait_phase
+from tests.tooling import ROOT
 
 HOLD = "testing.rljob.io/hold"  # a finalizer of the test's, holding a child of a deleted job
 
@@ -55,25 +57,6 @@ OPTIONAL: dict[Permission, str] = {
         "the operator's read and its write, which a run may or may not provoke"
     ),
 }
-
-
-def small_job(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
-    body = minimal_job(name, **{
-        "workers": {"replicas": 2, "cpu": "1", "memory": "2Gi", "shmSize": "512Mi"},
-        "head": {"cpu": "1", "memory": "2Gi", "shmSize": "512Mi"},
-        **spec,
-    })
-    body["metadata"]["namespace"] = namespace
-    return body
-
-
-def status(cp: ControlPlane, ns: str, name: str) -> dict[str, Any]:
-    return cp.get_json("rltj", name, "-n", ns).get("status") or {}
-
-
-def wait_phase(cp: ControlPlane, ns: str, name: str, phase: str, timeout: float = 30) -> dict[str, Any]:
-    return wait_for(lambda: (st := status(cp, ns, name)).get("phase") == phase and st, timeout=timeout, interval=0.3,
-                    description=f"{ns}/{name} phase {phase}")
 
 
 def live_pods(cp: ControlPlane, ns: str, job: str) -> set[str]:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from rljob.api import constants as c
-from tests.jobs import ROOT
+from tests.tooling import KUBE_VERSION, ROOT, helm_bin
 
 CHART = ROOT / "charts" / "rljob"
 DASHBOARD = CHART / "dashboards" / "rljob.json"
@@ -42,26 +42,11 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 }
 
 
-def helm_bin() -> str:
-    from tests.cluster.controlplane import MissingBinariesError, find_bin_dir
-
-    try:
-        return str(find_bin_dir(required=("helm",)) / "helm")
-    except MissingBinariesError as exc:
-        pytest.skip(f"helm is not built: {exc}")
-
-
 @pytest.fixture(scope="module")
 def helm_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     home = tmp_path_factory.mktemp("helm-home")
     return {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"),
             "XDG_CONFIG_HOME": str(home / "config"), "XDG_DATA_HOME": str(home / "data")}
-
-
-# `helm template` assumes the Kubernetes version helm was built against; the project's helm, built from the Go module
-# proxy without release flags, assumes 1.20, which the chart's kubeVersion (>=1.30) refuses. Render for the
-# control plane's version.
-KUBE_VERSION = "1.35.0"
 
 
 def helm(env: dict[str, str], *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -482,7 +467,7 @@ def test_aggregated_user_roles(helm_home: dict[str, str], tmp_path: Path) -> Non
 def test_pod_monitor_scrapes_the_job_heads(helm_home: dict[str, str], tmp_path: Path) -> None:
     from rljob import resources
     from rljob.api import parse_job
-    from tests.jobs import minimal_job
+    from tests.builders import minimal_job
 
     assert by_kind(render(helm_home, tmp_path, {}), "PodMonitor") == []
     values = {"podMonitor": {"enabled": True, "labels": {"release": "prometheus"}},

@@ -21,30 +21,10 @@ from rljob.api import constants as c
 from rljob.api import parse_job
 from rljob.cli import build_parser
 from rljob.resources import BuildContext
-from tests.jobs import ROOT, minimal_job
+from tests.builders import minimal_job
+from tests.tooling import OPERATOR_DOCKERFILE, ROOT, RUNTIME_DOCKERFILE, instructions
 
-IMAGES = ROOT / "images"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-
-
-def instructions(dockerfile: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, with line continuations joined and comments dropped."""
-    out: list[tuple[str, str]] = []
-    current = ""
-    for raw in dockerfile.read_text().splitlines():
-        line = raw.strip()
-        if not current and (not line or line.startswith("#")):
-            continue
-        if line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            current += line[:-1] + " "
-            continue
-        current += line
-        word, _, rest = current.partition(" ")
-        out.append((word.upper(), rest.strip()))
-        current = ""
-    return out
 
 
 def pip_installs(dockerfile: Path) -> tuple[list[str], list[str]]:
@@ -80,11 +60,7 @@ def the_user(dockerfile: Path) -> str:
     return users[-1]
 
 
-OPERATOR = IMAGES / "operator" / "Dockerfile"
-RUNTIME = IMAGES / "runtime" / "Dockerfile"
-
-
-@pytest.mark.parametrize(("dockerfile", "extra"), [(OPERATOR, "operator"), (RUNTIME, "trainer")])
+@pytest.mark.parametrize(("dockerfile", "extra"), [(OPERATOR_DOCKERFILE, "operator"), (RUNTIME_DOCKERFILE, "trainer")])
 def test_each_image_installs_this_package_with_exactly_its_extra(dockerfile: Path, extra: str) -> None:
     installs, files = pip_installs(dockerfile)
     ours = [r for r in installs if re.match(r"^(rljob|/src|\.)(\[|$)", r)]
@@ -106,7 +82,7 @@ def dependency_sources(dockerfile: Path) -> dict[str, str]:
     return dict(re.findall(r'(\w+)\) from="([^"]*)"', run))
 
 
-@pytest.mark.parametrize("dockerfile", [OPERATOR, RUNTIME], ids=["operator", "runtime"])
+@pytest.mark.parametrize("dockerfile", [OPERATOR_DOCKERFILE, RUNTIME_DOCKERFILE], ids=["operator", "runtime"])
 def test_the_dependency_source_is_one_build_arg(dockerfile: Path) -> None:
     # DEPS=wheels (the default, the offline build): only the context's wheels; DEPS=index (the public base): the
     # package index, binary wheels only, so that no dependency is compiled under QEMU for another platform.
@@ -122,7 +98,7 @@ def test_the_dependency_source_is_one_build_arg(dockerfile: Path) -> None:
     assert "--no-index" in package and "$from" not in package
 
 
-@pytest.mark.parametrize(("dockerfile", "uid"), [(OPERATOR, 65532), (RUNTIME, 1000)])
+@pytest.mark.parametrize(("dockerfile", "uid"), [(OPERATOR_DOCKERFILE, 65532), (RUNTIME_DOCKERFILE, 1000)])
 def test_images_run_as_a_fixed_non_root_user(dockerfile: Path, uid: int) -> None:
     user = the_user(dockerfile)
     assert user.split(":")[0] == str(uid), user
@@ -134,21 +110,21 @@ def test_images_run_as_a_fixed_non_root_user(dockerfile: Path, uid: int) -> None
 def test_runtime_user_is_the_one_the_operator_runs_pods_as() -> None:
     from rljob.resources import pods
 
-    assert int(the_user(RUNTIME).split(":")[0]) == pods.RUN_AS_USER
-    assert int(the_user(RUNTIME).split(":")[1]) == pods.POD_SECURITY_CONTEXT["runAsGroup"]
+    assert int(the_user(RUNTIME_DOCKERFILE).split(":")[0]) == pods.RUN_AS_USER
+    assert int(the_user(RUNTIME_DOCKERFILE).split(":")[1]) == pods.POD_SECURITY_CONTEXT["runAsGroup"]
 
 
 def test_images_build_from_the_local_base_and_pin_the_variant() -> None:
-    for dockerfile in (OPERATOR, RUNTIME):
+    for dockerfile in (OPERATOR_DOCKERFILE, RUNTIME_DOCKERFILE):
         args = dict(a.split("=", 1) for w, a in instructions(dockerfile) if w == "ARG" and "=" in a)
         assert args["BASE"] == "rljob/base:bookworm"  # the default is the offline build's; hack/images.sh passes both
         assert ("FROM", "${BASE}") in instructions(dockerfile)
-    runtime_args = [a for w, a in instructions(RUNTIME) if w == "ARG"]
+    runtime_args = [a for w, a in instructions(RUNTIME_DOCKERFILE) if w == "ARG"]
     assert "VARIANT=cpu" in runtime_args
-    text = RUNTIME.read_text()
+    text = RUNTIME_DOCKERFILE.read_text()
     assert 'case "$VARIANT" in cpu|cuda)' in text
     # VARIANT comes after the ~6 GB dependency layer: the cpu and cuda images share it (pushed once).
-    steps = instructions(RUNTIME)
+    steps = instructions(RUNTIME_DOCKERFILE)
     deps = next(i for i, (w, a) in enumerate(steps) if w == "RUN" and "requirements/trainer.txt" in a)
     assert steps.index(("ARG", "VARIANT=cpu")) > deps
 
@@ -156,7 +132,7 @@ def test_images_build_from_the_local_base_and_pin_the_variant() -> None:
 def test_runtime_adds_what_the_public_base_lacks_only_when_missing() -> None:
     # python:3.11-slim has no procps (Ray's process monitoring) nor libgomp1; the debootstrap base has both, and
     # must not need the network for this layer.
-    (run,) = [a for w, a in instructions(RUNTIME) if w == "RUN" and "apt-get install" in a]
+    (run,) = [a for w, a in instructions(RUNTIME_DOCKERFILE) if w == "RUN" and "apt-get install" in a]
     assert 'dpkg -s "$p"' in run and 'if [ -n "$missing" ]' in run
     wanted = set(re.search(r"for p in ([^;]*); do", run).group(1).split())  # type: ignore[union-attr]
     script = (ROOT / "hack" / "images.sh").read_text()
@@ -165,14 +141,14 @@ def test_runtime_adds_what_the_public_base_lacks_only_when_missing() -> None:
 
 
 def test_runtime_is_read_only_root_friendly() -> None:
-    env = " ".join(a for w, a in instructions(RUNTIME) if w == "ENV")
+    env = " ".join(a for w, a in instructions(RUNTIME_DOCKERFILE) if w == "ENV")
     assert f"HOME={c.CONTAINER_HOME}" in env
     assert "PYTHONDONTWRITEBYTECODE=1" in env
     assert c.TMP_MOUNT == "/tmp" and c.CONTAINER_HOME.startswith("/tmp/")
 
 
 def test_operator_image_runs_the_operator() -> None:
-    ins = dict(instructions(OPERATOR))
+    ins = dict(instructions(OPERATOR_DOCKERFILE))
     assert ins["ENTRYPOINT"] == '["rljob"]'
     assert ins["CMD"] == '["operator"]'
 
@@ -214,7 +190,7 @@ def test_pod_commands_live_in_the_trainer_extra_image() -> None:
     # hack/images.sh pushes the runtime as REGISTRY/runtime:<version>-cpu, REGISTRY=ghcr.io/rljob by default.
     assert f"ghcr.io/rljob/runtime:{version}-cpu" == c.DEFAULT_IMAGE
     assert f"{c.RUNTIME_REPOSITORY}:{rljob.__version__}-cpu" == c.DEFAULT_IMAGE
-    text = RUNTIME.read_text()
+    text = RUNTIME_DOCKERFILE.read_text()
     assert "rljob pod --help" in text  # the build itself fails if the entry point is missing
 
 

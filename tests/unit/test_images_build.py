@@ -18,18 +18,16 @@ import tomllib
 import yaml
 
 from rljob.api import constants as c
-from tests.jobs import ROOT
-from tests.unit.test_images_push import SETTINGS
+from tests.tooling import IMAGES_SCRIPT, IMAGES_SETTINGS, ROOT
 
-SCRIPT = ROOT / "hack" / "images.sh"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 VERSION = PYPROJECT["version"]
 PYTHON_IMAGE = "docker.io/library/python:3.11-slim-bookworm"
 
 
 def images_sh(*args: str, cache: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in SETTINGS}
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=300,
+    base = {k: v for k, v in os.environ.items() if k not in IMAGES_SETTINGS}
+    return subprocess.run(["bash", str(IMAGES_SCRIPT), *args], capture_output=True, text=True, timeout=300,
                           env={**base, "RLJOB_CACHE": str(cache), **env})
 
 
@@ -50,7 +48,7 @@ def test_requirements_are_pyprojects_pins(tmp_path: Path) -> None:
     # The build's requirements files come from pyproject.toml by awk, so that the host needs no Python 3.11 (tomllib).
     extras = PYPROJECT["optional-dependencies"]
     for names in (["operator"], ["trainer"], ["operator", "trainer"], list(extras), []):
-        script = f"source {shlex.quote(str(SCRIPT))}; requirements {' '.join(names)}"
+        script = f"source {shlex.quote(str(IMAGES_SCRIPT))}; requirements {' '.join(names)}"
         res = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30, check=True)
         assert res.stdout.splitlines() == [*PYPROJECT["dependencies"], *(r for n in names for r in extras[n])], names
 

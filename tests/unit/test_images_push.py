@@ -14,18 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobs import ROOT
-
-SCRIPT = ROOT / "hack" / "images.sh"
-# Every setting hack/images.sh reads from the environment: the tests name theirs, and inherit none.
-SETTINGS = ("REGISTRY", "TAG", "VARIANT", "PUSH", "DRY_RUN", "DOCKER", "DOCKER_CANDIDATES", "IMAGE_BASE", "PLATFORMS",
-            "PYTHON_IMAGE", "BUILDER", "PYTHON")
+from tests.tooling import IMAGES_SCRIPT, IMAGES_SETTINGS, ROOT
 
 
 def images_sh(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in SETTINGS}
+    base = {k: v for k, v in os.environ.items() if k not in IMAGES_SETTINGS}
     env = {"IMAGE_BASE": "debootstrap", **env}
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env={**base, **env}, timeout=60)
+    return subprocess.run(["bash", str(IMAGES_SCRIPT), *args], capture_output=True, text=True, env={**base, **env}, timeout=60)
 
 
 def test_dry_run_prints_tag_and_push_for_both_images() -> None:

@@ -19,9 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.jobs import ROOT
-from tests.unit.test_chart import KUBE_VERSION, helm_bin
-from tests.unit.test_images_push import SETTINGS
+from tests.tooling import IMAGES_SETTINGS, KUBE_VERSION, ROOT, helm_bin
 
 VERSION = "0.2.0"
 FILES = {  # where the version lives, and how each states it
@@ -59,7 +57,7 @@ def checkout(tmp_path: Path) -> Path:
 
 
 def release(checkout: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in (*SETTINGS, "IMAGES", "VARIANTS", "DIST", "HELM")}
+    base = {k: v for k, v in os.environ.items() if k not in (*IMAGES_SETTINGS, "IMAGES", "VARIANTS", "DIST", "HELM")}
     home = checkout.parent / "home"
     env = {**base, "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"), "XDG_CONFIG_HOME": str(home / "config"),
            "XDG_DATA_HOME": str(home / "data"), "RLJOB_CACHE": str(home / "rljob"), "HELM": helm_bin(),

@@ -9,48 +9,26 @@ import ast
 import os
 import re
 import shlex
-import shutil
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from rljob.cli.needs import EXTRAS
-from tests.jobs import ROOT
-from tests.unit.test_images import OPERATOR, RUNTIME, instructions
+from tests.tooling import (
+    IMAGES_SCRIPT,
+    OPERATOR_DOCKERFILE,
+    ROOT,
+    RUNTIME_DOCKERFILE,
+    build_wheel,
+    instructions,
+    sources_copied_by_images_script,
+)
 
-IMAGES_SCRIPT = ROOT / "hack" / "images.sh"
 PACKAGE_DIR = ROOT / "operator" / "rljob"
 # What the build of the test cluster would have put into the wheel if it were inside the package.
 KWOK_STAGE_FILES = {p.name for p in (ROOT / "tests" / "cluster" / "kwok").glob("*.yaml")}
-
-
-def sources_copied_by_images_script() -> list[str]:
-    """The paths hack/images.sh copies out of the checkout to build the wheel from."""
-    m = re.search(r"\(cd \"\$ROOT\" && tar (?P<args>[^|]*) -cf - (?P<paths>[^)]*)\)", IMAGES_SCRIPT.read_text())
-    assert m, "hack/images.sh no longer builds the wheel from a tar of the checkout; update this test"
-    return shlex.split(m.group("paths"))
-
-
-def build_wheel(src: Path, out: Path) -> Path:
-    """The wheel built from a clean copy (in `src`) of what hack/images.sh copies (a build in the checkout itself
-    could pick up stale files from build/), offline, with the build tools of this environment; written to `out`."""
-    for name in sources_copied_by_images_script():
-        path = ROOT / name
-        if path.is_dir():
-            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(path, src / name)
-    res = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-         "--disable-pip-version-check", "-w", str(out), str(src)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert res.returncode == 0, f"building the wheel failed:\n{res.stdout}\n{res.stderr}"
-    [built] = out.glob("rljob-*.whl")
-    return built
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +90,7 @@ def test_kwok_stages_and_the_cluster_live_in_the_tests() -> None:
     assert not (PACKAGE_DIR / "testing").exists()
 
 
-@pytest.mark.parametrize("dockerfile", [OPERATOR, RUNTIME], ids=["operator", "runtime"])
+@pytest.mark.parametrize("dockerfile", [OPERATOR_DOCKERFILE, RUNTIME_DOCKERFILE], ids=["operator", "runtime"])
 def test_images_install_only_the_wheel(dockerfile: Path) -> None:
     steps = instructions(dockerfile)
     # Nothing of a checkout is copied into a layer: files come in through bind mounts of the build context only.

@@ -11,14 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from rljob.api import constants as c
+from tests.builders import small_job
 from tests.cluster.controlplane import ControlPlane, wait_for
 from tests.cluster.operator_process import OperatorProcess, rljob_executable
-from tests.integration.operator.test_operator import small_job, status, wait_phase
-
-
-def rljob(cp: ControlPlane, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig)}
-    return subprocess.run([rljob_executable(), *args], capture_output=True, text=True, timeout=timeout, env=env)
+from tests.integration.jobs import rljob, status, wait_phase
 
 
 def test_submit_list_status_logs_delete(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str,

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.controlplane import ControlPlane
-from tests.jobs import ROOT
-from tests.unit.test_wheel import build_wheel
+from tests.tooling import ROOT, build_wheel
 
 CACHE = Path(os.environ.get("RLJOB_CACHE") or Path.home() / ".cache" / "rljob")
 # Distributions that only the extras bring (numpy with them): a base install that pulled one in is no longer small.

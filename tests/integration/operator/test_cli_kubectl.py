@@ -21,10 +21,10 @@ from rljob.api import constants as c
 from rljob.cli import build_parser
 from rljob.cli.completion import bash_script
 from rljob.cli.forward import dashboard_ports
+from tests.builders import small_job
 from tests.cluster.controlplane import ControlPlane, wait_for
 from tests.cluster.operator_process import OperatorProcess, rljob_executable
-from tests.integration.operator.test_cli_and_metrics import rljob
-from tests.integration.operator.test_operator import run_to, small_job, wait_phase
+from tests.integration.jobs import rljob, run_to, wait_phase
 
 
 def labelled(name: str, namespace: str, labels: dict[str, str], **spec: Any) -> dict[str, Any]:

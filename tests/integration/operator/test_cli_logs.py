@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 from rljob.api import constants as c
+from tests.builders import small_job
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.operator_process import OperatorProcess
-from tests.integration.operator.test_cli_and_metrics import rljob
-from tests.integration.operator.test_operator import run_to, small_job, wait_phase
+from tests.integration.jobs import rljob, run_to, wait_phase
 
 
 def test_logs_of_an_earlier_attempt_and_of_ray(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str,

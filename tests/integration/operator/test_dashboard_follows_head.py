@@ -12,10 +12,11 @@ from contextlib import contextmanager
 from rljob.api import constants as c
 from rljob.cli.cluster import connect
 from rljob.cli.forward import ForwardedPort, Forwarder, HeadRoute, dashboard_ports, job_head_lookup
+from tests.builders import small_job
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.operator_process import OperatorProcess
 from tests.fake_pods import FakePods, ask, fake_pods
-from tests.integration.operator.test_operator import run_to, small_job, wait_phase
+from tests.integration.jobs import run_to, wait_phase
 
 
 @contextmanager

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from tests.builders import minimal_job
 from tests.cluster.controlplane import ControlPlane
-from tests.jobs import minimal_job
 
 pytestmark = pytest.mark.integration
 

@@ -5,21 +5,14 @@ the reader) is proven by the end-to-end test on a real node; here everything up 
 """
 from __future__ import annotations
 
-import os
-import subprocess
 from typing import Any
 
 from rljob.api import constants as c
 from rljob.api import parse_job
 from rljob.resources.fetch import COMPONENT_FETCH, reader_pod
+from tests.builders import small_job
 from tests.cluster.controlplane import ControlPlane, wait_for
-from tests.cluster.operator_process import rljob_executable
-from tests.integration.operator.test_operator import small_job
-
-
-def rljob(cp: ControlPlane, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig)}
-    return subprocess.run([rljob_executable(), *args], capture_output=True, text=True, timeout=timeout, env=env)
+from tests.integration.jobs import rljob
 
 
 def readers(cp: ControlPlane, namespace: str) -> list[dict[str, Any]]:

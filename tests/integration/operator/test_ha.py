@@ -6,9 +6,10 @@ import signal
 import time
 from pathlib import Path
 
+from tests.builders import small_job
 from tests.cluster.controlplane import ControlPlane, wait_for
 from tests.cluster.operator_process import OperatorProcess
-from tests.integration.operator.test_operator import run_to, small_job, status, wait_phase
+from tests.integration.jobs import run_to, status, wait_phase
 
 LEASE = ("lease", "rljob-operator", "-n", "rljob-system")
 

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from rljob.api import constants as c
+from tests.builders import small_job
 from tests.cluster.controlplane import ControlPlane, wait_for
 from tests.cluster.operator_process import OperatorProcess
-from tests.integration.operator.test_operator import small_job, status, wait_phase
+from tests.integration.jobs import status, wait_phase
 from tests.kueue import Kueue
 
 GPU_HEAD = {"cpu": "1", "memory": "2Gi", "shmSize": "512Mi", "gpus": 1}

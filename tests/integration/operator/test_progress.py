@@ -35,10 +35,11 @@ import yaml
 
 from rljob.api import constants as c
 from rljob.api.models import JobStatus
+from tests.builders import small_job
 from tests.cluster.controlplane import ControlPlane, KubectlError, wait_for
 from tests.cluster.operator_process import OperatorProcess, rljob_executable
-from tests.integration.operator.test_operator import get_job, run_to, small_job, status, wait_phase
-from tests.jobs import ROOT
+from tests.integration.jobs import get_job, run_to, status, wait_phase
+from tests.tooling import ROOT
 
 FAST = ("--progress-interval", "0.5")
 TINY = {"cpu": "100m", "memory": "256Mi", "shmSize": "64Mi"}
