@@ -59,10 +59,10 @@ def minimal_job(
 
 
 def parsed_job(
-    name: str = "demo", *, uid: str = "u1", generation: int = 1, status: dict[str, Any] | None = None, **fields: Any
+    status: dict[str, Any] | None = None, *, name: str = "demo", uid: str = "u1", generation: int = 1, **fields: Any
 ) -> RLTrainingJob:
-    """A job as the operator reads it from the API server: parsed, with the uid its children are owned by and the
-    generation its status observes."""
+    """A job as the operator reads it from the API server, with the status the operator last wrote (the phase
+    machine's input): parsed, with the uid its children are owned by and the generation its status observes."""
     return parse_job(minimal_job(name, uid=uid, generation=generation, status=status, **fields))
 
 

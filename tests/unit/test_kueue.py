@@ -6,25 +6,19 @@ from datetime import timedelta
 from typing import Any
 
 from rljob.api import constants as c
-from rljob.api import parse_job
 from rljob.controller.observe import Observed, WorkloadObservation, observe_workload
 from rljob.controller.phases import step
 from rljob.resources import BuildContext
 from rljob.resources import workload as wl
-from tests.jobs import minimal_job
-from tests.unit.test_phases import T0, head, merged, running_status, ts, workers
+from tests.builders import T0, head, merged, parsed_job, running_status, ts, workers
 
 COUNTS = (("head", 1), ("workers", 2))
 
 
 def queued_job(status: dict[str, Any] | None = None, queue: str | None = "team-a", **spec: Any) -> Any:
-    body = minimal_job(**{"workers": {"replicas": 2}, **spec})
-    body["metadata"].update(uid="u1", generation=1)
-    if queue:
-        body["metadata"]["labels"] = {c.KUEUE_QUEUE_LABEL: queue}
-    if status is not None:
-        body["status"] = status
-    return parse_job(body)
+    """A job in Kueue's queue `queue` (its label), or in none."""
+    labels = {"labels": {c.KUEUE_QUEUE_LABEL: queue}} if queue else {}
+    return parsed_job(status, metadata=labels, **{"workers": {"replicas": 2}, **spec})
 
 
 def workload(**kw: Any) -> WorkloadObservation:
