@@ -2,16 +2,13 @@
 status, which its controller writes later."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 from rljob.api import constants as c
-from rljob.api.manifest import parse_job
 from rljob.controller.observe import PodObservation, WorkersObservation, merge, observe_pod, observe_workers
 from rljob.controller.phases import step
-from tests.jobs import minimal_job
+from tests.builders import T0, parsed_job, ts
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 JOB_UID, STS_UID = "job-1", "sts-1"
 
 
@@ -42,12 +39,8 @@ def head() -> PodObservation:
 
 
 def initializing_job() -> Any:
-    body = minimal_job()
-    body["metadata"].update(uid=JOB_UID, generation=1)
-    stamp = T0.isoformat().replace("+00:00", "Z")
-    body["status"] = {"phase": "Initializing", "attempts": 1, "failedAttempts": 0, "startTime": stamp,
-                      "attemptStartTime": stamp, "observedGeneration": 1, "headPod": "demo-head-1"}
-    return parse_job(body)
+    return parsed_job({"phase": "Initializing", "attempts": 1, "failedAttempts": 0, "startTime": ts(),
+                       "attemptStartTime": ts(), "observedGeneration": 1, "headPod": "demo-head-1"}, uid=JOB_UID)
 
 
 def test_a_pod_knows_its_controlling_owner() -> None:
