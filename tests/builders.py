@@ -59,7 +59,7 @@ def minimal_job(
 
 
 def parsed_job(
-    status: dict[str, Any] | None = None, *, name: str = "demo", uid: str = "u1", generation: int = 1, **fields: Any
+    status: dict[str, Any] | None = None, *, name: str = "demo", uid: str | None = "u1", generation: int = 1, **fields: Any
 ) -> RLTrainingJob:
     """A job as the operator reads it from the API server, with the status the operator last wrote (the phase
     machine's input): parsed, with the uid its children are owned by and the generation its status observes."""

@@ -8,20 +8,12 @@ from typing import Any
 import pytest
 
 from rljob.api import constants as c
-from rljob.api import parse_job
 from rljob.resources import fetch
-from tests.jobs import minimal_job
-
-
-def job(uid: str | None = "uid-123", **spec: Any) -> Any:
-    body = minimal_job(**spec)
-    if uid:
-        body["metadata"]["uid"] = uid
-    return parse_job(body)
+from tests.builders import parsed_job
 
 
 def test_mounts_the_jobs_own_claim_read_only_where_the_head_did() -> None:
-    pod = fetch.reader_pod(job(checkpoint={"size": "5Gi"}), "img:1", name="demo-fetch-abcde")
+    pod = fetch.reader_pod(parsed_job(checkpoint={"size": "5Gi"}), "img:1", name="demo-fetch-abcde")
     spec = pod["spec"]
     assert spec["volumes"] == [{"name": "checkpoints", "persistentVolumeClaim": {"claimName": "demo-checkpoints", "readOnly": True}}]
     (container,) = spec["containers"]
@@ -35,25 +27,25 @@ def test_mounts_the_jobs_own_claim_read_only_where_the_head_did() -> None:
 
 
 def test_an_existing_claim_is_mounted_by_its_name() -> None:
-    pod = fetch.reader_pod(job(checkpoint={"claimName": "shared-ckpts"}), "img:1")
+    pod = fetch.reader_pod(parsed_job(checkpoint={"claimName": "shared-ckpts"}), "img:1")
     assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "shared-ckpts"
-    assert fetch.checkpoint_claim_name(job(checkpoint={"claimName": "shared-ckpts"})) == "shared-ckpts"
+    assert fetch.checkpoint_claim_name(parsed_job(checkpoint={"claimName": "shared-ckpts"})) == "shared-ckpts"
 
 
 @pytest.mark.parametrize("spec", [{}, {"checkpoint": {"everySeconds": 60}}])
 def test_a_job_without_a_claim_has_nothing_to_mount(spec: dict[str, Any]) -> None:
-    j = job(**spec)
+    j = parsed_job(**spec)
     assert fetch.checkpoint_claim_name(j) is None
     with pytest.raises(ValueError, match="emptyDir"):
         fetch.reader_pod(j, "img:1")
 
 
 def test_owned_by_the_job_but_not_the_operators() -> None:
-    pod = fetch.reader_pod(job(checkpoint={"size": "1Gi"}), "img:1")
+    pod = fetch.reader_pod(parsed_job(checkpoint={"size": "1Gi"}), "img:1")
     meta = pod["metadata"]
     # Deleting the job deletes the pod; the job's controller (the operator) does not manage it.
     assert meta["ownerReferences"] == [{
-        "apiVersion": c.API_VERSION, "kind": c.KIND, "name": "demo", "uid": "uid-123",
+        "apiVersion": c.API_VERSION, "kind": c.KIND, "name": "demo", "uid": "u1",
         "controller": False, "blockOwnerDeletion": False,
     }]
     # The operator indexes pods by its managed-by label: this one must never look like a head or a worker.
@@ -62,11 +54,11 @@ def test_owned_by_the_job_but_not_the_operators() -> None:
     # The job label puts it under the job's NetworkPolicies (default deny).
     assert meta["labels"][c.LABEL_JOB] == "demo"
     with pytest.raises(ValueError, match="uid"):
-        fetch.reader_pod(job(uid=None, checkpoint={"size": "1Gi"}), "img:1")
+        fetch.reader_pod(parsed_job(uid=None, checkpoint={"size": "1Gi"}), "img:1")
 
 
 def test_meets_pod_security_restricted_and_needs_no_token() -> None:
-    spec = fetch.reader_pod(job(checkpoint={"size": "1Gi"}), "img:1")["spec"]
+    spec = fetch.reader_pod(parsed_job(checkpoint={"size": "1Gi"}), "img:1")["spec"]
     psc = spec["securityContext"]
     assert psc["runAsNonRoot"] is True and psc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert psc["runAsUser"] == 1000 and psc["fsGroupChangePolicy"] == "OnRootMismatch"
@@ -78,7 +70,7 @@ def test_meets_pod_security_restricted_and_needs_no_token() -> None:
 
 
 def test_scheduled_like_the_head_or_pinned_to_a_running_heads_node() -> None:
-    j = job(checkpoint={"size": "1Gi"}, head={"nodeSelector": {"pool": "gpu"},
+    j = parsed_job(checkpoint={"size": "1Gi"}, head={"nodeSelector": {"pool": "gpu"},
                                             "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]},
             imagePullSecrets=[{"name": "regcred"}], imagePullPolicy="Always")
     spec = fetch.reader_pod(j, "img:1")["spec"]

@@ -9,18 +9,11 @@ import pytest
 
 from rljob import resources
 from rljob.api import constants as c
-from rljob.api import parse_job
 from rljob.resources import BuildContext
 from rljob.resources.network import METADATA_RANGES, PRIVATE_RANGES
-from tests.jobs import minimal_job
+from tests.builders import parsed_job
 
 CTX = BuildContext(default_image="img:1", operator_namespace="ops")
-
-
-def job(**spec: Any) -> Any:
-    body = minimal_job(**spec)
-    body["metadata"]["uid"] = "uid-123"
-    return parse_job(body)
 
 
 def by_kind(objs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -31,7 +24,7 @@ def by_kind(objs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 
 def test_every_child_is_owned_labeled_and_named_deterministically() -> None:
-    objs = resources.build(job(), CTX, attempt=3, coordination_deadline="2026-01-01T00:00:00Z")
+    objs = resources.build(parsed_job(), CTX, attempt=3, coordination_deadline="2026-01-01T00:00:00Z")
     names = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objs)
     assert names == sorted([
         "NetworkPolicy/demo-isolation", "NetworkPolicy/demo-head",
@@ -41,22 +34,22 @@ def test_every_child_is_owned_labeled_and_named_deterministically() -> None:
         meta = o["metadata"]
         assert meta["namespace"] == "ns1"
         assert meta["ownerReferences"] == [{
-            "apiVersion": c.API_VERSION, "kind": c.KIND, "name": "demo", "uid": "uid-123",
+            "apiVersion": c.API_VERSION, "kind": c.KIND, "name": "demo", "uid": "u1",
             "controller": True, "blockOwnerDeletion": True,
         }]
         for key in (c.LABEL_APP_NAME, c.LABEL_APP_INSTANCE, c.LABEL_APP_COMPONENT, c.LABEL_APP_MANAGED_BY, c.LABEL_JOB):
             assert key in meta["labels"], (o["kind"], key)
-        assert meta["labels"][c.LABEL_CONTROLLER_UID] == "uid-123"
+        assert meta["labels"][c.LABEL_CONTROLLER_UID] == "u1"
     workers = next(o for o in objs if o["kind"] == "StatefulSet")
-    assert workers["spec"]["template"]["metadata"]["labels"][c.LABEL_CONTROLLER_UID] == "uid-123"  # worker pods too
+    assert workers["spec"]["template"]["metadata"]["labels"][c.LABEL_CONTROLLER_UID] == "u1"  # worker pods too
     assert c.LABEL_CONTROLLER_UID not in workers["spec"]["selector"]["matchLabels"]
-    assert resources.build(job(), CTX, 3, "x") == resources.build(job(), CTX, 3, "x")
+    assert resources.build(parsed_job(), CTX, 3, "x") == resources.build(parsed_job(), CTX, 3, "x")
     # No Kubernetes identity of the job's own: its pods hold no credentials.
     assert not {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"} & {o["kind"] for o in objs}
 
 
 def test_render_without_uid_has_no_owner_reference() -> None:
-    objs = resources.build(parse_job(minimal_job()), CTX)
+    objs = resources.build(parsed_job(uid=None), CTX)
     assert all("ownerReferences" not in o["metadata"] for o in objs)
     assert all(c.LABEL_CONTROLLER_UID not in o["metadata"]["labels"] for o in objs)
 
@@ -74,7 +67,7 @@ def _assert_restricted(pod_spec: dict[str, Any]) -> None:
 
 
 def test_head_pod() -> None:
-    j = job(head={"gpus": 2, "cpu": "8", "memory": "32Gi", "shmSize": "4Gi"}, workers={"replicas": 3},
+    j = parsed_job(head={"gpus": 2, "cpu": "8", "memory": "32Gi", "shmSize": "4Gi"}, workers={"replicas": 3},
             env=[{"name": "FOO", "value": "bar"}], checkpoint={"size": "5Gi"})
     pod = resources.head_pod(j, CTX, 2, "2026-01-01T00:10:00Z")
     spec = pod["spec"]
@@ -103,7 +96,7 @@ def test_head_pod() -> None:
 
 
 def test_cpu_head_hides_gpus_and_job_image_wins() -> None:
-    pod = resources.head_pod(job(image="mine:2"), CTX, 1, "")
+    pod = resources.head_pod(parsed_job(image="mine:2"), CTX, 1, "")
     ctr = pod["spec"]["containers"][0]
     assert ctr["image"] == "mine:2"
     assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"} in ctr["env"]
@@ -111,7 +104,7 @@ def test_cpu_head_hides_gpus_and_job_image_wins() -> None:
 
 
 def test_script_source_is_mounted_read_only() -> None:
-    j = job(entrypoint={"script": "train.py", "args": ["--x", "1"]}, source={"configMap": {"name": "src"}})
+    j = parsed_job(entrypoint={"script": "train.py", "args": ["--x", "1"]}, source={"configMap": {"name": "src"}})
     pod = resources.head_pod(j, CTX, 1, "")
     assert {"name": "source", "configMap": {"name": "src"}} in pod["spec"]["volumes"]
     mount = next(m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == "source")
@@ -119,7 +112,7 @@ def test_script_source_is_mounted_read_only() -> None:
 
 
 def test_workers_statefulset_and_services() -> None:
-    j = job(workers={"replicas": 4, "cpu": "3", "nodeSelector": {"pool": "cpu"},
+    j = parsed_job(workers={"replicas": 4, "cpu": "3", "nodeSelector": {"pool": "cpu"},
                      "tolerations": [{"key": "spot", "operator": "Exists", "effect": "NoSchedule"}]})
     sts = resources.workers_statefulset(j, CTX)
     spec = sts["spec"]
@@ -151,7 +144,7 @@ def _policies(j: Any, ctx: BuildContext = CTX) -> dict[str, dict[str, Any]]:
 
 
 def test_network_policies_isolate_the_job() -> None:
-    pol = _policies(job())
+    pol = _policies(parsed_job())
     assert set(pol) == {"isolation", "head"}
     own = {"matchLabels": {c.LABEL_JOB: "demo"}}
     iso = pol["isolation"]
@@ -174,7 +167,7 @@ def test_network_policies_isolate_the_job() -> None:
 
 def test_a_monitoring_namespace_may_scrape_the_metrics_ports_only() -> None:
     ctx = BuildContext(operator_namespace="ops", metrics_scrape_namespaces=("monitoring", "ops", "prom-2"))
-    operator, scrape = _policies(job(), ctx)["head"]["ingress"]
+    operator, scrape = _policies(parsed_job(), ctx)["head"]["ingress"]
     assert operator["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}]
     # The operator's namespace already has its own rule; it is not repeated here.
     assert scrape["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
@@ -184,18 +177,18 @@ def test_a_monitoring_namespace_may_scrape_the_metrics_ports_only() -> None:
 
 
 def test_no_scrape_rule_unless_a_monitoring_namespace_is_named() -> None:
-    assert len(_policies(job())["head"]["ingress"]) == 1
-    assert len(_policies(job(), BuildContext(operator_namespace="ops", metrics_scrape_namespaces=("ops",)))["head"]["ingress"]) == 1
-    assert _policies(job(network={"isolation": False}), BuildContext(metrics_scrape_namespaces=("monitoring",))) == {}
+    assert len(_policies(parsed_job())["head"]["ingress"]) == 1
+    assert len(_policies(parsed_job(), BuildContext(operator_namespace="ops", metrics_scrape_namespaces=("ops",)))["head"]["ingress"]) == 1
+    assert _policies(parsed_job(network={"isolation": False}), BuildContext(metrics_scrape_namespaces=("monitoring",))) == {}
 
 
 def test_dns_where_no_selector_names_it() -> None:
-    dns = _policies(job(), BuildContext(dns_labels=()))["isolation"]["egress"][1]
+    dns = _policies(parsed_job(), BuildContext(dns_labels=()))["isolation"]["egress"][1]
     assert "to" not in dns and {p["port"] for p in dns["ports"]} == {53}
 
 
 def test_egress_allow_list_and_internet_switch() -> None:
-    pol = _policies(job(network={"allowInternetEgress": True, "egress": [
+    pol = _policies(parsed_job(network={"allowInternetEgress": True, "egress": [
         {"cidr": "10.20.0.0/16", "except": ["10.20.1.0/24"], "ports": [{"port": 3128}]}]}))
     egress = pol["isolation"]["egress"][2:]  # after the job's own pods and DNS
     assert egress[0]["to"] == [
@@ -207,7 +200,7 @@ def test_egress_allow_list_and_internet_switch() -> None:
 
 def test_internet_egress_leaves_out_the_clusters_own_ranges() -> None:
     ctx = BuildContext(cluster_cidrs=("10.244.0.0/16", "10.96.0.0/12", "fd00:10:244::/56"))
-    to = _policies(job(network={"allowInternetEgress": True}), ctx)["isolation"]["egress"][2]["to"]
+    to = _policies(parsed_job(network={"allowInternetEgress": True}), ctx)["isolation"]["egress"][2]["to"]
     assert to[0]["ipBlock"]["except"][-2:] == ["10.244.0.0/16", "10.96.0.0/12"]
     assert to[1]["ipBlock"]["except"][-1:] == ["fd00:10:244::/56"]
 
@@ -219,7 +212,7 @@ def test_internet_egress_leaves_out_the_clusters_own_ranges() -> None:
 def test_internet_egress_reaches_no_private_or_metadata_address(address: str) -> None:
     """Whatever CIDRs the rule's except lists, the address must fall in one of them (and in its block's range)."""
     ip = ipaddress.ip_address(address)
-    (rule,) = _policies(job(network={"allowInternetEgress": True}))["isolation"]["egress"][2:]
+    (rule,) = _policies(parsed_job(network={"allowInternetEgress": True}))["isolation"]["egress"][2:]
     (block,) = [t["ipBlock"] for t in rule["to"] if ipaddress.ip_network(t["ipBlock"]["cidr"]).version == ip.version]
     assert ip in ipaddress.ip_network(block["cidr"])
     assert any(ip in ipaddress.ip_network(cidr) for cidr in block["except"]), f"{address} is reachable"
@@ -229,7 +222,7 @@ def test_internet_egress_reaches_no_private_or_metadata_address(address: str) ->
 @pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2001:4860:4860::8888"])
 def test_internet_egress_still_reaches_public_addresses(address: str) -> None:
     ip = ipaddress.ip_address(address)
-    (rule,) = _policies(job(network={"allowInternetEgress": True}))["isolation"]["egress"][2:]
+    (rule,) = _policies(parsed_job(network={"allowInternetEgress": True}))["isolation"]["egress"][2:]
     (block,) = [t["ipBlock"] for t in rule["to"] if ipaddress.ip_network(t["ipBlock"]["cidr"]).version == ip.version]
     assert ip in ipaddress.ip_network(block["cidr"])
     assert not any(ip in ipaddress.ip_network(cidr) for cidr in block["except"]), f"{address} is left out"
@@ -237,7 +230,7 @@ def test_internet_egress_still_reaches_public_addresses(address: str) -> None:
 
 def test_an_egress_rule_still_reaches_a_private_range() -> None:
     """Egress rules add up: a private range left out of allowInternetEgress is allowed by a rule that names it."""
-    pol = _policies(job(network={"allowInternetEgress": True, "egress": [{"cidr": "10.0.0.0/8", "ports": [{"port": 443}]}]}))
+    pol = _policies(parsed_job(network={"allowInternetEgress": True, "egress": [{"cidr": "10.0.0.0/8", "ports": [{"port": 443}]}]}))
     internet, private = pol["isolation"]["egress"][2:]
     assert "10.0.0.0/8" in internet["to"][0]["ipBlock"]["except"]
     assert private == {"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"protocol": "TCP", "port": 443}]}
@@ -245,7 +238,7 @@ def test_an_egress_rule_still_reaches_a_private_range() -> None:
 
 
 def test_isolation_off_means_no_policies() -> None:
-    assert _policies(job(network={"isolation": False})) == {}
+    assert _policies(parsed_job(network={"isolation": False})) == {}
 
 
 @pytest.mark.parametrize("ckpt, expected", [
@@ -253,21 +246,21 @@ def test_isolation_off_means_no_policies() -> None:
     ({"claimName": "mine"}, {"persistentVolumeClaim": {"claimName": "mine"}}),
 ])
 def test_checkpoint_volume_without_operator_claim(ckpt: Any, expected: dict[str, Any]) -> None:
-    j = job(checkpoint=ckpt) if ckpt else job()
+    j = parsed_job(checkpoint=ckpt) if ckpt else parsed_job()
     vol = next(v for v in resources.head_pod(j, CTX, 1, "")["spec"]["volumes"] if v["name"] == "checkpoints")
     assert {k: v for k, v in vol.items() if k != "name"} == expected
     assert "PersistentVolumeClaim" not in by_kind(resources.static_children(j, CTX))
 
 
 def test_created_claim() -> None:
-    claim = by_kind(resources.static_children(job(checkpoint={"size": "3Gi", "storageClassName": "fast"}), CTX))["PersistentVolumeClaim"][0]
+    j = parsed_job(checkpoint={"size": "3Gi", "storageClassName": "fast"})
+    claim = by_kind(resources.static_children(j, CTX))["PersistentVolumeClaim"][0]
     assert claim["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "3Gi"}}, "storageClassName": "fast"}
 
 
 def test_longest_name_keeps_every_child_name_valid() -> None:
     name = "a" * c.MAX_JOB_NAME_LENGTH
-    body = minimal_job(name=name, workers={"replicas": 512})
-    objs = resources.build(parse_job(body), CTX, attempt=100)
+    objs = resources.build(parsed_job(name=name, workers={"replicas": 512}), CTX, attempt=100)
     for o in objs:
         assert len(o["metadata"]["name"]) <= 63
     # StatefulSet pods: "<sts>-<ordinal>" and the revision label "<sts>-<10-char hash>" stay within 63.
@@ -276,11 +269,11 @@ def test_longest_name_keeps_every_child_name_valid() -> None:
 
 
 def test_workers_get_pip_packages_but_not_the_spec() -> None:
-    j = job(pipPackages=["gymnasium[other]==1.2.2"], network={"allowInternetEgress": True})
+    j = parsed_job(pipPackages=["gymnasium[other]==1.2.2"], network={"allowInternetEgress": True})
     env = {e["name"]: e.get("value") for e in resources.workers_statefulset(j, CTX)["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert json.loads(env[c.ENV_PIP_PACKAGES]) == ["gymnasium[other]==1.2.2"]
     assert c.ENV_JOB_SPEC not in env
-    scaled = job(pipPackages=["x"], network={"allowInternetEgress": True}, workers={"replicas": 9})
-    same = job(pipPackages=["x"], network={"allowInternetEgress": True}, workers={"replicas": 1})
+    scaled = parsed_job(pipPackages=["x"], network={"allowInternetEgress": True}, workers={"replicas": 9})
+    same = parsed_job(pipPackages=["x"], network={"allowInternetEgress": True}, workers={"replicas": 1})
     # Scaling changes replicas only, never the pod template (no rolling restart of the workers).
     assert resources.workers_statefulset(scaled, CTX)["spec"]["template"] == resources.workers_statefulset(same, CTX)["spec"]["template"]
