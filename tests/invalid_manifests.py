@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from tests.jobs import minimal_job
+from tests.builders import minimal_job
 
 DELETE = object()
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.jobs import ROOT
+from tests.tooling import ROOT
 
 SCRIPT = (ROOT / "charts" / "rljob" / "argocd" / "rltrainingjob-health.lua").read_text()
 RUNTIMES = ["lupa.lua51", "lupa.lua54"]

@@ -11,7 +11,7 @@ from rljob.api.models import ATTEMPT_LOG_CHARS, MAX_ATTEMPT_LOGS, AttemptLog, Jo
 from rljob.controller.apply import with_attempt_log
 from rljob.controller.observe import PodObservation
 from rljob.controller.reconciler import Reconciler
-from tests.jobs import minimal_job
+from tests.builders import minimal_job
 
 
 class LoggingKube:

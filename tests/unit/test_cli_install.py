@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rljob.api.models import RECIPES
 from rljob.cli import PLUGIN_PROG, build_parser
-from tests.jobs import ROOT
+from tests.tooling import ROOT
 
 # Importable names of what the extras bring (and numpy, which only they bring): none may load for a cluster command.
 NOT_IN_BASE = ("ray", "torch", "kopf", "prometheus_client", "gymnasium", "ale_py", "cv2", "PIL", "matplotlib",

@@ -8,7 +8,7 @@ import yaml
 
 from rljob.api import constants as c
 from rljob.api.crd import crd, crd_yaml
-from tests.jobs import ROOT
+from tests.tooling import ROOT
 
 CRD_FILE = ROOT / "crds" / f"{c.CRD_NAME}.yaml"
 

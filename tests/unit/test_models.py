@@ -8,7 +8,7 @@ import pytest
 from rljob.api import ManifestError, load_job, parse_job
 from rljob.api.quantity import parse_quantity
 from tests import invalid_manifests
-from tests.jobs import minimal_job
+from tests.builders import minimal_job
 
 
 def test_minimal_job_gets_defaults() -> None:

@@ -317,7 +317,7 @@ class FakeKube:
 
 
 def test_an_admin_can_require_isolated_jobs() -> None:
-    from tests.jobs import minimal_job
+    from tests.builders import minimal_job
 
     kube = FakeKube()
     rec = Reconciler(kube, resources.BuildContext(require_isolation=True))  # type: ignore[arg-type]
@@ -405,7 +405,7 @@ def test_the_cached_job_leaves_managed_fields_and_the_last_applied_manifest_out(
 def test_a_count_of_ready_workers_alone_is_written_at_most_once_per_interval_a_transition_at_once() -> None:
     from rljob.controller.observe import WorkersObservation
     from rljob.controller.pacing import StatusPacer
-    from tests.jobs import minimal_job
+    from tests.builders import minimal_job
 
     key = ("ns1", "pace")
     now = [100.0]
@@ -458,7 +458,7 @@ def test_a_count_of_ready_workers_alone_is_written_at_most_once_per_interval_a_t
 
 def test_parsed_models_are_kept_for_the_most_recently_reconciled_jobs_only() -> None:
     from rljob.controller import reconciler as module
-    from tests.jobs import minimal_job
+    from tests.builders import minimal_job
 
     rec = Reconciler(None, resources.BuildContext())  # type: ignore[arg-type]
     bodies = {}
@@ -498,7 +498,7 @@ class CreatingKube(FakeKube):
 def test_a_new_job_is_written_once_as_initializing_and_its_head_counts_as_there_until_the_watch_shows_it() -> None:
     from rljob.controller.observe import WorkersObservation
     from rljob.controller.pacing import StatusPacer
-    from tests.jobs import minimal_job
+    from tests.builders import minimal_job
 
     key = ("ns1", "fresh")
     kube = CreatingKube()
@@ -541,7 +541,7 @@ def test_a_new_job_is_written_once_as_initializing_and_its_head_counts_as_there_
 
 def test_a_refused_head_leaves_the_job_pending_with_the_reason_and_nothing_expected() -> None:
     from rljob.controller.apply import ChildCreationFailed
-    from tests.jobs import minimal_job
+    from tests.builders import minimal_job
 
     key = ("ns1", "quota")
     kube = CreatingKube(refuse=("Pod",))
@@ -573,7 +573,7 @@ class TearingDownKube(FakeKube):
 def test_a_job_refused_after_it_started_loses_its_pods() -> None:
     """An operator restarted with --require-network-isolation: a running open job ends, and its cluster goes."""
     from rljob.controller.observe import WorkersObservation
-    from tests.jobs import minimal_job
+    from tests.builders import minimal_job
 
     key = ("ns1", "open")
     kube = TearingDownKube()

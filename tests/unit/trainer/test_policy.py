@@ -25,7 +25,7 @@ from rljob.trainer.pickles import Pickled, read_pickle
 from rljob.trainer.policy import MODULE_CTOR_FILE, load_policy
 from rljob.trainer.recipes import cartpole, pong
 from rljob.trainer.sizing import ResourcePlan
-from tests.jobs import ROOT
+from tests.tooling import ROOT
 
 ACTIONS = gym.spaces.Discrete(6)
 PLAN = ResourcePlan(0, 1.0, 1, 0)

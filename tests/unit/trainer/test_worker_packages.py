@@ -10,7 +10,7 @@ from rljob.api import constants as c
 from rljob.api import parse_job
 from rljob.trainer.errors import TrainerError
 from rljob.trainer.pod import worker_packages
-from tests.jobs import minimal_job
+from tests.builders import minimal_job
 
 
 def test_round_trip_from_the_statefulset_builder() -> None:
