@@ -8,18 +8,19 @@ in this process on environments stepped here.
 
 The environment is rebuilt from the algorithm config saved in the checkpoint (its env name and
 env_config, read without Ray by rljob.trainer.pickles), so a checkpoint needs nothing else to be
-played: not the job manifest, not the recipe args.
+played: not the job manifest, not the recipe args. The built-in recipe that trained on that env makes
+it (`Recipe.evaluation_env`, `Recipe.evaluation_vector_env`); gymnasium makes any other env by name.
 
 The score is evidence, not an anecdote: `play_games` plays N games (20 after training), game i reset
-with seed + i. An Atari policy plays them all at once in ALE's vector env (`atari_env.atari_vector_env`,
-the training's settings: for the lean runner's policies the observations are the training's, frame for
-frame; the stock runner's see the same frames stacked as its connectors stack them), a whole game per
-episode. Other policies play one env after another.
+with seed + i, all at once where the recipe gives a vector env (the Atari recipe's: ALE's, with the
+training's settings; for the lean runner's policies the observations are the training's, frame for
+frame; the stock runner's see the same frames stacked as its connectors stack them; a whole game per
+episode), else one env after another.
 
-The GIF is a film of one more game (`film`): ale-py's vector env has no colour screen, so it is played
-through gymnasium's Atari wrappers (`atari_env.atari_film_env`) with `rgb_array` rendering, whose
-frames differ from the vector env's in small ways (resizing, the stack at reset). Its score is shown in
-the picture, not counted.
+The GIF is a film of one more game (`film`) in the recipe's single env, with `rgb_array` rendering. For
+Atari that is gymnasium's Atari wrappers (`atari_env.atari_film_env`), since ale-py's vector env has no
+colour screen; its frames differ from the vector env's in small ways (resizing, the stack at reset). Its
+score is shown in the picture, not counted.
 
 Checkpoints are pickles, as all RLlib checkpoints are: play only checkpoints you trust.
 """
@@ -32,12 +33,15 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..api.constants import ENV_EVAL_EPISODES, ENV_EVAL_MAX_STEPS
 from . import checkpoints
 from .errors import ConfigError
 from .pickles import as_mapping, read_pickle
+
+if TYPE_CHECKING:
+    from .recipes import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -182,66 +186,53 @@ def load_module(checkpoint: PolicyCheckpoint) -> Any:
     return load_policy(checkpoint.path.joinpath(*MODULE_PATH))
 
 
-def frame_layout(observation_space: Any) -> tuple[int, int]:
-    """(frame size, frames stacked) of an Atari module's input, whichever layout it was trained on.
+def evaluation_recipe(checkpoint: PolicyCheckpoint) -> Recipe | None:
+    """The built-in recipe that trained on the checkpoint's env (its own recipe, when the checkpoint names it), which
+    makes the envs to play it in; None for an env no recipe trains on (a script's), made by gymnasium."""
+    from ..api.models import RECIPES
+    from .recipes import get_recipe
 
-    The lean runner's modules take uint8 stacks (frames, dim, dim); the stock runner's take float
-    frames stacked last (dim, dim, frames). Both networks also take the former (rljob.trainer.policy),
-    which is what ALE's envs give and what is fed here.
-    """
-    shape = tuple(observation_space.shape)
-    if len(shape) != 3:
-        raise ConfigError(f"an Atari policy takes stacked frames, but this one takes observations of shape {shape}")
-    if str(observation_space.dtype) == "uint8":
-        return int(shape[1]), int(shape[0])
-    return int(shape[0]), int(shape[2])
+    names = [checkpoint.recipe] if checkpoint.recipe in RECIPES else []
+    for name in [*names, *RECIPES]:
+        recipe = get_recipe(name)
+        if recipe.env_name == checkpoint.env:
+            return recipe
+    return None
+
+
+def _recipe_env(checkpoint: PolicyCheckpoint, make: Callable[[Recipe], Any]) -> Any:
+    """What `make` builds with the checkpoint's recipe, or None; a failure becomes one ConfigError line."""
+    recipe = evaluation_recipe(checkpoint)
+    if recipe is None:
+        return None
+    try:
+        return make(recipe)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"cannot create {checkpoint.env_config.get('env_id', checkpoint.env)!r}: "
+                          f"{type(exc).__name__}: {exc}") from None
 
 
 def make_env(checkpoint: PolicyCheckpoint, module: Any) -> Any:
-    """The env the policy trained on, rendering RGB frames; one env, not a vector."""
+    """The env the policy trained on, rendering RGB frames; one env, not a vector: its recipe's, else gymnasium's."""
     import gymnasium as gym
 
-    from .recipes.atari_env import ENV_NAME, atari_film_env
-
-    if checkpoint.env != ENV_NAME:
-        try:
-            return gym.make(checkpoint.env, render_mode="rgb_array", **checkpoint.env_config)
-        except Exception as exc:
-            raise ConfigError(f"cannot create the env {checkpoint.env!r}: {type(exc).__name__}: {exc}") from None
-    dim, framestack = frame_layout(module.observation_space)
+    env = _recipe_env(checkpoint, lambda recipe: recipe.evaluation_env(checkpoint.env_config, module))
+    if env is not None:
+        return env
     try:
-        return atari_film_env({**checkpoint.env_config, "dim": dim}, framestack)
+        return gym.make(checkpoint.env, render_mode="rgb_array", **checkpoint.env_config)
     except Exception as exc:
-        raise ConfigError(f"cannot create {checkpoint.env_config.get('env_id')!r}: {type(exc).__name__}: {exc}") from None
-
-
-def plays_on_frame_stacks(checkpoint: PolicyCheckpoint, module: Any) -> bool:
-    """Whether the policy plays Atari on ALE's frame stacks: any image policy of the Atari recipes' env."""
-    from .recipes.atari_env import ENV_NAME
-
-    return checkpoint.env == ENV_NAME and bool(getattr(module, "images", False))
-
-
-def training_env(checkpoint: PolicyCheckpoint, module: Any, games: int) -> Any:
-    """The training's vector env (same game and preprocessing), one env per game, stepped in lockstep."""
-    from .recipes.atari_env import FRAMESTACK_KEY, atari_vector_env
-    from .sampling import RUNNER_KEYS
-
-    dim, framestack = frame_layout(module.observation_space)
-    settings = {k: v for k, v in checkpoint.env_config.items() if k not in (FRAMESTACK_KEY, *RUNNER_KEYS)}
-    settings.update(dim=dim, num_threads=max(1, min(games, os.cpu_count() or 1)))
-    try:
-        return atari_vector_env(settings, games, framestack)
-    except Exception as exc:
-        raise ConfigError(f"cannot create {settings.get('env_id')!r}: {type(exc).__name__}: {exc}") from None
+        raise ConfigError(f"cannot create the env {checkpoint.env!r}: {type(exc).__name__}: {exc}") from None
 
 
 def play_games(
     checkpoint: PolicyCheckpoint, module: Any, games: int, max_steps: int | None, *, seed: int, greedy: bool = True
 ) -> Evaluation:
     """`games` whole games, game i reset with seed + i; one cut off at `max_steps` counts with its score so far."""
-    if plays_on_frame_stacks(checkpoint, module):
-        env = training_env(checkpoint, module, games)
+    env = _recipe_env(checkpoint, lambda recipe: recipe.evaluation_vector_env(checkpoint.env_config, module, games))
+    if env is not None:
         try:
             result = play_vector(env, module, games, max_steps, seed=seed, greedy=greedy)
         finally:

@@ -1,15 +1,17 @@
 """Built-in recipes: a name in `entrypoint.recipe` maps to a module here exposing `RECIPE`.
 
 A recipe parses its arguments without importing ray (so validation and unit tests stay fast) and
-builds an RLlib AlgorithmConfig only when the driver asks, sized by the driver's ResourcePlan.
+builds an RLlib AlgorithmConfig only when the driver asks, sized by the driver's ResourcePlan. It also
+makes the envs its policies are evaluated in (`rljob play`, the evaluation after training) without Ray,
+from what the checkpoint holds: the env_config its training ran with and the policy network.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ...api.models import RECIPES
 from ..errors import ConfigError
@@ -25,6 +27,7 @@ class Recipe(Protocol):
 
     name: str
     algorithm: str
+    env_name: str  # the env its configs name (the checkpoint's `env`): how a checkpoint is matched to its recipe
 
     def parser(self) -> argparse.ArgumentParser:
         """The recipe's arguments (`rljob recipes NAME` prints their help)."""
@@ -40,6 +43,16 @@ class Recipe(Protocol):
 
     def build_config(self, options: argparse.Namespace, plan: ResourcePlan) -> AlgorithmConfig:
         """The RLlib config for this run."""
+        ...
+
+    def evaluation_env(self, env_config: Mapping[str, Any], policy: Any) -> Any | None:
+        """One env like the training's for `policy` (rljob.trainer.policy's network), whose `render()` gives RGB
+        frames; None: gymnasium's env of that name, made with env_config. Imports no Ray."""
+        ...
+
+    def evaluation_vector_env(self, env_config: Mapping[str, Any], policy: Any, games: int) -> Any | None:
+        """`games` envs stepped together (one batched forward pass per step; `info["env_id"]` says which envs a step
+        returned), or None: the games are played one after another in `evaluation_env`'s env. Imports no Ray."""
         ...
 
 

@@ -20,12 +20,14 @@ steps, 4 epochs, clip 0.1, lr 2.5e-4) and keep iterations short so that stop cri
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..algorithms import PROFILES, load, profile
 from ..errors import ConfigError
+from ..sampling import RUNNER_KEYS
 from .args import (
     RecipeArgumentParser,
     add_common_arguments,
@@ -35,7 +37,7 @@ from .args import (
     positive_float,
     positive_int,
 )
-from .atari_env import ALE_SETTINGS, ENV_NAME, ale_game, check_env_id
+from .atari_env import ALE_SETTINGS, ENV_NAME, FRAMESTACK_KEY, ale_game, check_env_id
 from .model_settings import INITS, PRECISIONS
 
 if TYPE_CHECKING:
@@ -115,11 +117,28 @@ def frame_size(text: str) -> int:
     return value
 
 
+def frame_layout(observation_space: Any) -> tuple[int, int]:
+    """(frame size, frames stacked) of an Atari policy's input, whichever layout it was trained on.
+
+    The lean runner's modules take uint8 stacks (frames, dim, dim); the stock runner's take float
+    frames stacked last (dim, dim, frames). Both networks also take the former (rljob.trainer.policy),
+    which is what ALE's envs give and what the evaluation feeds them.
+    """
+    shape = tuple(observation_space.shape)
+    if len(shape) != 3:
+        raise ConfigError(f"an Atari policy takes stacked frames, but this one takes observations of shape {shape}")
+    if str(observation_space.dtype) == "uint8":
+        return int(shape[1]), int(shape[0])
+    return int(shape[0]), int(shape[2])
+
+
 class AtariRecipe:
     """An Atari game (ale-py), APPO or PPO on the new API stack, sampled by the lean env runner.
 
     Each instance is a recipe of its own; its `summary` is its docstring, the line `rljob recipes` lists.
     """
+
+    env_name = ENV_NAME
 
     def __init__(self, name: str, env_id: str, *, summary: str, epilog: str = "", algorithm: str = "APPO",
                  train_batch_size: int = 2000, lr: float = 0.0005, model: str = "pong") -> None:
@@ -300,4 +319,25 @@ class AtariRecipe:
         else:
             config.rl_module(model_config=model_config)
         return apply_common(config, options)
+
+    def evaluation_env(self, env_config: Mapping[str, Any], policy: Any) -> Any:
+        """One game to film (`atari_env.atari_film_env`: ale-py's vector env has no colour screen), its frames as near
+        the training's as gymnasium's wrappers make them."""
+        from .atari_env import atari_film_env
+
+        dim, framestack = frame_layout(policy.observation_space)
+        return atari_film_env({**env_config, "dim": dim}, framestack)
+
+    def evaluation_vector_env(self, env_config: Mapping[str, Any], policy: Any, games: int) -> Any | None:
+        """The training's vector env (`atari_env.atari_vector_env`: same game and preprocessing), one env per game,
+        for any image policy: for the lean runner's the observations are the training's, frame for frame; the stock
+        runner's see the same frames stacked as its connectors stack them. A whole game per episode."""
+        if not getattr(policy, "images", False):
+            return None
+        from .atari_env import atari_vector_env
+
+        dim, framestack = frame_layout(policy.observation_space)
+        settings = {k: v for k, v in env_config.items() if k not in (FRAMESTACK_KEY, *RUNNER_KEYS)}
+        settings.update(dim=dim, num_threads=max(1, min(games, os.cpu_count() or 1)))
+        return atari_vector_env(settings, games, framestack)
 

@@ -6,8 +6,8 @@ samples, so a two-iteration test run has real episodes and a reproducible amount
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .args import RecipeArgumentParser, add_common_arguments, apply_common, positive_int
 
@@ -22,6 +22,7 @@ class CartPoleRecipe:
 
     name = "cartpole"
     algorithm = "PPO"
+    env_name = "CartPole-v1"
 
     def parser(self) -> RecipeArgumentParser:
         p = RecipeArgumentParser(self.name)
@@ -44,7 +45,7 @@ class CartPoleRecipe:
 
         config = (
             PPOConfig()
-            .environment("CartPole-v1")
+            .environment(self.env_name)
             .env_runners(
                 num_env_runners=plan.num_env_runners,
                 num_cpus_per_env_runner=plan.cpus_per_env_runner,  # type: ignore[arg-type]  # Ray takes fractions
@@ -62,6 +63,12 @@ class CartPoleRecipe:
             .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[options.hidden, options.hidden]))
         )
         return apply_common(config, options)
+
+    def evaluation_env(self, env_config: Mapping[str, Any], policy: Any) -> Any | None:
+        return None  # gymnasium's own CartPole-v1, as trained
+
+    def evaluation_vector_env(self, env_config: Mapping[str, Any], policy: Any, games: int) -> Any | None:
+        return None  # a game lasts 500 steps at most: one after another is quick enough
 
 
 RECIPE = CartPoleRecipe()
