@@ -17,6 +17,7 @@ from rljob.controller.credentials import Credentials
 from rljob.controller.leader import LeaseSettings
 from rljob.controller.operator import Operator
 from rljob.controller.progress import ProgressSettings
+from tests.builders import minimal_job
 
 CREDS = Credentials(server="https://127.0.0.1:6443", token="t")
 
@@ -25,11 +26,11 @@ def config(**changes: Any) -> OperatorConfig:
     return OperatorConfig(credentials=CREDS, **changes)
 
 
-def job(name: str, uid: str = "u1") -> dict[str, Any]:
-    return {"apiVersion": "rljob.dev/v1alpha1", "kind": "RLTrainingJob",
-            "metadata": {"namespace": "ns", "name": name, "uid": uid, "resourceVersion": "1", "generation": 1},
-            "spec": {}, "status": {"phase": "Succeeded", "startTime": "2026-12-01T10:00:00Z",
-                                   "completionTime": "2026-12-01T11:00:00Z"}}
+def exported(op: Operator) -> list[tuple[str, str]]:
+    """The jobs a scrape of the operator's metrics shows: those with an rljob_job_info series."""
+    assert op.metrics is not None
+    return [(s.labels["namespace"], s.labels["rltrainingjob"])
+            for family in op.metrics.registry.collect() for s in family.samples if s.name == "rljob_job_info"]
 
 
 @pytest.mark.parametrize(("changes", "problem"), [
@@ -110,19 +111,21 @@ def test_a_jobs_events_reach_the_reconciler_and_its_deletion_every_part_that_kee
         assert op.metrics is not None
         key = ("ns", "done")
         scope = op.job_feed.scopes[0]
-        op.job_feed.apply(scope, "ADDED", job("done"))
+        finished = minimal_job("done", namespace="ns", uid="u1", generation=1, metadata={"resourceVersion": "1"}, status={
+            "phase": "Succeeded", "startTime": "2026-12-01T10:00:00Z", "completionTime": "2026-12-01T11:00:00Z"})
+        op.job_feed.apply(scope, "ADDED", finished)
         assert key in op.reconciler.jobs and len(op.reconciler.queue) == 1
         op.metrics.observe_reconcile(key, op.reconciler.jobs[key], op.reconciler.jobs[key], 0.01, False)
         op.progress.touch(key)
-        assert [k for (k, _) in op._exported_jobs()] == [key]
+        assert exported(op) == [key]
 
-        op.job_feed.apply(scope, "DELETED", job("done"))
-        assert key not in op.reconciler.jobs and op._exported_jobs() == []
+        op.job_feed.apply(scope, "DELETED", finished)
+        assert key not in op.reconciler.jobs and exported(op) == []
         # Forgotten by the metrics: the same name created again, and seen to finish, is counted.
         count = "rljob_job_duration_seconds_count"
         before = op.metrics.registry.get_sample_value(count, {"phase": "Succeeded"}) or 0.0
-        fresh = {**job("done", uid="u2"), "status": {"phase": "Running", "startTime": "2026-12-01T12:00:00Z"}}
-        op.metrics.observe_reconcile(key, fresh, {**job("done", uid="u2"), "status": {
+        fresh = minimal_job("done", namespace="ns", uid="u2", status={"phase": "Running", "startTime": "2026-12-01T12:00:00Z"})
+        op.metrics.observe_reconcile(key, fresh, {**fresh, "status": {
             "phase": "Succeeded", "startTime": "2026-12-01T12:00:00Z", "completionTime": "2026-12-01T12:30:00Z"}}, 0.01, False)
         assert op.metrics.registry.get_sample_value(count, {"phase": "Succeeded"}) == before + 1
 
