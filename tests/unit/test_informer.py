@@ -12,6 +12,7 @@ from rljob.api import constants as c
 from rljob.controller import informer, observe
 from rljob.controller.informer import Informer, namespace_matches
 from rljob.controller.kube import ApiException
+from tests.builders import minimal_job
 
 
 def pod(name: str, job: str = "j", ns: str = "ns", uid: str = "", rv: int = 1, phase: str = "Pending",
@@ -83,11 +84,11 @@ def test_an_event_that_changes_nothing_a_decision_reads_queues_nothing() -> None
     inf, queued = make(FakeKube(), []), []
     inf.on_change = queued.append
     scope = inf.scopes[0]
-    inf._changed(inf.apply(scope, "ADDED", pod("p", rv=1)))
-    inf._changed(inf.apply(scope, "MODIFIED", pod("p", rv=2, node="n1")))  # bound to a node: same record
-    inf._changed(inf.apply(scope, "MODIFIED", pod("p", rv=3, phase="Running", node="n1", ready=True)))
-    inf._changed(inf.apply(scope, "DELETED", pod("p", rv=4)))
-    inf._changed(inf.apply(scope, "DELETED", pod("p", rv=4)))  # twice: nothing left to remove
+    inf.handle(scope, "ADDED", pod("p", rv=1))
+    inf.handle(scope, "MODIFIED", pod("p", rv=2, node="n1"))  # bound to a node: same record
+    inf.handle(scope, "MODIFIED", pod("p", rv=3, phase="Running", node="n1", ready=True))
+    inf.handle(scope, "DELETED", pod("p", rv=4))
+    inf.handle(scope, "DELETED", pod("p", rv=4))  # twice: nothing left to remove
     assert queued == [("ns", "j")] * 3
     assert ("ns", "j") not in inf.index
 
@@ -104,13 +105,13 @@ def test_a_pod_whose_job_label_changes_moves_between_jobs() -> None:
     inf, queued = make(FakeKube(), []), []
     inf.on_change = queued.append
     scope = inf.scopes[0]
-    inf._changed(inf.apply(scope, "ADDED", pod("p", "a")))
-    inf._changed(inf.apply(scope, "MODIFIED", pod("p", "b", rv=2)))
+    inf.handle(scope, "ADDED", pod("p", "a"))
+    inf.handle(scope, "MODIFIED", pod("p", "b", rv=2))
     assert ("ns", "a") not in inf.index and [p.name for p in inf.index[("ns", "b")]] == ["p"]
     assert queued == [("ns", "a"), ("ns", "a"), ("ns", "b")]
     unlabelled = pod("p", rv=3)
     del unlabelled["metadata"]["labels"][c.LABEL_JOB]
-    inf._changed(inf.apply(scope, "MODIFIED", unlabelled))
+    inf.handle(scope, "MODIFIED", unlabelled)
     assert ("ns", "b") not in inf.index and queued[-1] == ("ns", "b")
 
 
@@ -219,8 +220,9 @@ def test_namespace_patterns_follow_kopf(name: str, pattern: str, expected: bool)
     assert kopf_references.match_namespace(name, pattern) is expected
 
 
-def job(name: str, uid: str, ns: str = "ns", rv: int = 1) -> dict[str, Any]:
-    return {"metadata": {"name": name, "namespace": ns, "uid": uid, "resourceVersion": str(rv)}}
+def job(name: str, uid: str, rv: int = 1) -> dict[str, Any]:
+    """The job `uid` as its watch delivers it at resourceVersion `rv`."""
+    return minimal_job(name, namespace="ns", uid=uid, metadata={"resourceVersion": str(rv)})
 
 
 def test_jobs_go_whole_to_the_reconciler_and_a_namesake_created_while_away_follows_its_deletion() -> None:

@@ -122,6 +122,10 @@ class Stream:
         """One watch event; the job key whose view changed, if any."""
         raise NotImplementedError
 
+    def handle(self, scope: Scope, kind: str, obj: Mapping[str, Any]) -> None:
+        """One watch event, applied, and what follows the change of its job's view: what the watch does with each."""
+        self._changed(self.apply(scope, kind, obj))
+
     def _changed(self, key: Key | None) -> None:
         """What follows a change of `key`'s view (nothing, here)."""
 
@@ -224,7 +228,7 @@ class Stream:
                 raise ApiException(int(code or 500), str(obj.get("reason") or ""), obj.get("message"))
             version = (obj.get("metadata") or {}).get("resourceVersion")
             if kind != "BOOKMARK":
-                self._changed(self.apply(scope, kind, obj))
+                self.handle(scope, kind, obj)
             if version:
                 scope.version = version
         return events
