@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.builders import minimal_job
 from tests.tooling import ROOT
 
 SCRIPT = (ROOT / "charts" / "rljob" / "argocd" / "rltrainingjob-health.lua").read_text()
@@ -41,15 +42,9 @@ def health(module: str, obj: dict[str, Any]) -> tuple[str, str]:
 
 
 def job(status: dict[str, Any] | None = None, generation: int = 1) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "apiVersion": "rljob.dev/v1alpha1",
-        "kind": "RLTrainingJob",
-        "metadata": {"name": "pong", "namespace": "team-a", "generation": generation},
-        "spec": {"entrypoint": {"recipe": "pong"}},
-    }
-    if status is not None:
-        body["status"] = {"observedGeneration": generation, **status}
-    return body
+    """The job as Argo CD reads it: its status observes `generation` unless the status says which it observed."""
+    return minimal_job("pong", namespace="team-a", generation=generation,
+                       status=None if status is None else {"observedGeneration": generation, **status})
 
 
 def cond(type_: str, status: str, reason: str = "", message: str = "") -> dict[str, Any]:

@@ -35,6 +35,7 @@ from rljob.cli.forward import (
     live_head_pod,
     unpack_archive,
 )
+from tests.builders import minimal_job
 from tests.fake_pods import ask, fake_pods
 
 
@@ -43,8 +44,8 @@ def cli_args(**kw: Any) -> argparse.Namespace:
 
 
 def job(phase: str | None, head_pod: str | None = "pong-head-1") -> dict[str, Any]:
-    status = {k: v for k, v in (("phase", phase), ("headPod", head_pod)) if v}
-    return {"metadata": {"name": "pong"}, "status": status}
+    """The job in `phase` (none: not yet seen by the operator), its head pod `head_pod`."""
+    return minimal_job("pong", status={k: v for k, v in (("phase", phase), ("headPod", head_pod)) if v})
 
 
 @pytest.mark.parametrize("phase", ["Initializing", "Running"])

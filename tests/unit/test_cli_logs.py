@@ -23,6 +23,7 @@ from rljob.cli.cluster import CliError
 from rljob.cli.forward import fetch_folder
 from rljob.cli.jobs import attempt_log, last_lines, logs_cmd, no_attempt_log
 from rljob.cli.raylogs import RAY_LOG_DIR, JobPod, PodLogs, collect, job_pods, pod_folder, summary_line
+from tests.builders import minimal_job
 
 
 def tar_gz(files: dict[str, bytes]) -> bytes:
@@ -216,10 +217,11 @@ class FakeCluster:
 
 
 def job(attempts: int, kept: dict[int, str] | None = None) -> dict[str, Any]:
+    """A job failed after `attempts` attempts, the operator keeping the log tails of the attempts in `kept`."""
     status: dict[str, Any] = {"phase": "Failed", "attempts": attempts, "headPod": f"pong-head-{attempts}"}
     if kept:
         status["attemptLogs"] = [{"attempt": a, "logTail": t} for a, t in kept.items()]
-    return {"metadata": {"name": "pong", "uid": "u1"}, "status": status}
+    return minimal_job("pong", uid="u1", status=status)
 
 
 def logs_args(**kw: Any) -> argparse.Namespace:

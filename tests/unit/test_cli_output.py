@@ -10,17 +10,15 @@ import yaml
 
 from rljob.cli.jobs import _Printer
 from rljob.cli.output import as_list, change_key, document, headers, resource_name, row, table
+from tests.builders import minimal_job
 
 NOW = datetime(2026, 12, 2, 12, 0, 0, tzinfo=timezone.utc)
 
 
 def job(name: str = "pong", **status: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "rljob.dev/v1alpha1", "kind": "RLTrainingJob",
-        "metadata": {"name": name, "namespace": "team-a", "creationTimestamp": "2026-12-02T11:00:00Z"},
-        "spec": {"experiment": "exp", "entrypoint": {"recipe": "pong"}, "workers": {"replicas": 2}},
-        "status": status,
-    }
+    """A job of experiment `exp`, created an hour before NOW, with `status`: what `rljob list` reads."""
+    return minimal_job(name, namespace="team-a", metadata={"creationTimestamp": "2026-12-02T11:00:00Z"}, status=status,
+                       experiment="exp", workers={"replicas": 2})
 
 
 def test_plain_row_matches_the_header() -> None:

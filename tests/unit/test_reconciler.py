@@ -13,6 +13,7 @@ from rljob.controller.kube import ApiException
 from rljob.controller.objects import Key
 from rljob.controller.observe import PodObservation
 from rljob.controller.reconciler import Reconciler
+from tests.builders import minimal_job
 
 WAIT_SECONDS = 5.0  # a bound on every wait: a reconciler that never gets there fails the test instead of hanging it
 
@@ -70,7 +71,7 @@ class Recording(Reconciler):
 
 def job(name: str, rv: int = 1) -> dict[str, Any]:
     """A job at version `rv`, each version a change a decision reads (its generation)."""
-    return {"metadata": {"namespace": "ns", "name": name, "resourceVersion": str(rv), "generation": rv}}
+    return minimal_job(name, namespace="ns", generation=rv, metadata={"resourceVersion": str(rv)})
 
 
 def run(coro: Any) -> Any:
