@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from rljob.cli import main
+from tests.builders import minimal_job
 
 KUBECONFIG = """\
 apiVersion: v1
@@ -99,8 +100,7 @@ def test_submit_passes_a_scripts_arguments_through(kubeconfig: Path, tmp_path: P
 
 
 def write_job(path: Path, args: list[str], recipe: str = "pong") -> Path:
-    path.write_text(yaml.safe_dump({"apiVersion": "rljob.dev/v1alpha1", "kind": "RLTrainingJob", "metadata": {"name": "j"},
-                                    "spec": {"entrypoint": {"recipe": recipe, "args": args}}}))
+    path.write_text(yaml.safe_dump(minimal_job("j", entrypoint={"recipe": recipe, "args": args})))
     return path
 
 
