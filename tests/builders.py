@@ -66,9 +66,9 @@ def parsed_job(
     return parse_job(minimal_job(name, uid=uid, generation=generation, status=status, **fields))
 
 
-def small_job(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+def small_job(name: str, namespace: str, *, metadata: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
     """A job whose head and two workers fit the test control plane's kwok nodes; `spec` overrides any of it."""
-    return minimal_job(name, namespace=namespace, **{"workers": SMALL_WORKERS, "head": SMALL_HEAD, **spec})
+    return minimal_job(name, namespace=namespace, metadata=metadata, **{"workers": SMALL_WORKERS, "head": SMALL_HEAD, **spec})
 
 
 def running_status(**extra: Any) -> dict[str, Any]:

@@ -28,9 +28,7 @@ from tests.integration.jobs import rljob, run_to, wait_phase
 
 
 def labelled(name: str, namespace: str, labels: dict[str, str], **spec: Any) -> dict[str, Any]:
-    body = small_job(name, namespace, **spec)
-    body["metadata"]["labels"] = labels
-    return body
+    return small_job(name, namespace, metadata={"labels": labels}, **spec)
 
 
 def test_output_formats_and_selectors(control_plane: ControlPlane, live_operator: OperatorProcess, namespace: str) -> None:

@@ -70,9 +70,8 @@ def queues(namespace: str, cluster_queue: str) -> list[dict[str, Any]]:
 
 
 def queued(name: str, namespace: str) -> dict[str, Any]:
-    body = small_job(name, namespace, head=GPU_HEAD)
-    body["metadata"]["labels"] = {c.KUEUE_QUEUE_LABEL: "team"}
-    return body
+    """A job in the LocalQueue `team`, its head on a GPU node."""
+    return small_job(name, namespace, head=GPU_HEAD, metadata={"labels": {c.KUEUE_QUEUE_LABEL: "team"}})
 
 
 def pods_of(cp: ControlPlane, namespace: str, job: str) -> list[dict[str, Any]]:
