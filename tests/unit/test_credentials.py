@@ -84,7 +84,7 @@ class Server:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=context)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = self.runner.addresses[0][1]
         return f"https://127.0.0.1:{port}"
 
     async def __aexit__(self, *exc: object) -> None:

@@ -5,7 +5,6 @@ Building the images needs a Docker daemon (hack/images.sh, `make images`); the e
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shlex
@@ -171,14 +170,15 @@ def test_pod_commands_are_entry_points_of_the_installed_package() -> None:
     assert [cmd[:3] for cmd in commands] == [["rljob", "pod", "head"], ["rljob", "pod", "worker"]]
     scripts = PYPROJECT["project"]["scripts"]
     parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for cmd in commands:
         program, subcommand, role = cmd[:3]
         # The console script the wheel installs on PATH (/opt/rljob/bin in both images) ...
         assert program in scripts and scripts[program] == "rljob.cli:main"
         # ... registers the subcommand, and the subcommand accepts the role.
-        assert subcommand in sub.choices, f"`rljob {subcommand}` is not registered"
-        args = parser.parse_args(cmd[1:])
+        try:
+            args = parser.parse_args(cmd[1:])
+        except SystemExit:
+            pytest.fail(f"`rljob {subcommand} {role}` is not a command rljob takes")
         assert args.role == role and callable(args.func)
 
 

@@ -24,7 +24,7 @@ def test_writes_are_held_back_without_the_lease_but_reads_and_the_lease_itself_g
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = runner.addresses[0][1]
         kube = Kube(Credentials(server=f"http://127.0.0.1:{port}"))
         leading = [True]
         kube.may_write = lambda: leading[0]

@@ -36,12 +36,12 @@ def test_api_server_flags_are_gone(flag: list[str], capsys: pytest.CaptureFixtur
 
 
 def test_no_cluster_scan_needs_exact_namespaces() -> None:
-    operator_cli._check_scope(parse("--no-cluster-scan", "-n", "team-a", "-n", "team-b"))
-    operator_cli._check_scope(parse())  # cluster-wide with scanning: nothing to check
+    operator_cli.check_scope(parse("--no-cluster-scan", "-n", "team-a", "-n", "team-b"))
+    operator_cli.check_scope(parse())  # cluster-wide with scanning: nothing to check
     with pytest.raises(SystemExit, match="needs --namespace"):
-        operator_cli._check_scope(parse("--no-cluster-scan"))
+        operator_cli.check_scope(parse("--no-cluster-scan"))
     with pytest.raises(SystemExit, match="not patterns"):
-        operator_cli._check_scope(parse("--no-cluster-scan", "-n", "team-*"))
+        operator_cli.check_scope(parse("--no-cluster-scan", "-n", "team-*"))
 
 
 def _free_port() -> int:

@@ -133,7 +133,7 @@ async def serve(answer: Answer) -> tuple[web.AppRunner, int]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, runner.addresses[0][1]
 
 
 def visit(answer: Answer, status: dict[str, Any] | None = None, leading: bool = True) -> tuple[FakeKube, ProgressReader, list[int]]:

@@ -97,7 +97,7 @@ def _labels(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _check_scope(args: argparse.Namespace) -> None:
+def check_scope(args: argparse.Namespace) -> None:
     """Patterns are served through cluster-wide watches, exact names through a watch in each namespace."""
     if not args.no_cluster_scan:
         return
@@ -151,7 +151,7 @@ def identity() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    _check_scope(args)
+    check_scope(args)
     from ..controller import credentials
 
     try:
