@@ -5,8 +5,9 @@ from typing import Any
 
 import pytest
 
-from rljob.api import ManifestError, load_job, parse_job
+from rljob.api import JobStatus, ManifestError, load_job, parse_job
 from rljob.api.quantity import parse_quantity
+from rljob.api.vocabulary import ConditionType, Phase, Reason
 from tests import invalid_manifests
 from tests.builders import minimal_job
 
@@ -119,3 +120,29 @@ def test_a_job_may_tune_its_evaluation_and_nothing_else_of_the_operators_environ
     body["spec"]["env"] = [{"name": "RLJOB_EVAL_EPISODES_X", "value": "1"}]
     with pytest.raises(ManifestError, match="reserved for the operator, but for RLJOB_EVAL_EPISODES and RLJOB_EVAL_MAX_STEPS"):
         parse_job(body, "job.yaml")
+
+
+def test_status_words_are_the_vocabularys_members_and_other_words_are_kept_as_written() -> None:
+    """A newer operator or a person may write words this version lacks: the job still parses, and a write keeps them."""
+    condition = {"type": "Throttled", "status": "True", "reason": "ClusterReady", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    job = parse_job(minimal_job(status={"phase": "Running", "reason": "SomethingNewer", "conditions": [condition]}))
+    assert job.status is not None
+    assert job.status.phase is Phase.RUNNING and job.status.conditions[0].reason is Reason.CLUSTER_READY
+    assert (job.status.reason, job.status.conditions[0].type) == ("SomethingNewer", "Throttled")
+    assert not isinstance(job.status.reason, Reason) and not isinstance(job.status.conditions[0].type, ConditionType)
+    assert job.status.wire()["reason"] == "SomethingNewer" and job.status.merge_patch(job.status) == {}
+    with pytest.raises(ManifestError, match="status.reason"):
+        parse_job(minimal_job(status={"reason": "x" * 129}))
+
+
+@pytest.mark.parametrize(("raw", "kept"), [
+    ({"phase": "Failed", "attempts": 2}, {"phase": "Failed", "attempts": 2}),
+    # What does not parse is left out, field by field; the rest is read.
+    ({"phase": "Failed", "attempts": "two", "progress": {"iteration": -1}}, {"phase": "Failed"}),
+    ({"phase": 7, "workers": "1/2"}, {"workers": "1/2"}),
+    (None, {}),
+    (["not", "a", "status"], {}),
+])
+def test_a_status_is_read_without_failing(raw: Any, kept: dict[str, Any]) -> None:
+    assert {k: v for k, v in JobStatus.read(raw).wire().items() if k != "conditions"} == kept
+

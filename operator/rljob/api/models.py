@@ -8,10 +8,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Mapping
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator
+from pydantic import BeforeValidator, Field, GetPydanticSchema, ValidationError, WithJsonSchema, field_validator
+from pydantic_core import core_schema
 
 from .base import Model, Rule
 from .constants import (
@@ -24,7 +27,7 @@ from .constants import (
     USER_ENV,
 )
 from .quantity import QUANTITY_PATTERN, parse_quantity
-from .vocabulary import ConditionType, Phase, words
+from .vocabulary import ConditionType, Phase, Reason, known, words
 
 RECIPES = ("pong", "cartpole")
 PHASES = tuple(p.value for p in Phase)
@@ -459,12 +462,28 @@ TIMESTAMP_MAX_LENGTH = 64
 Timestamp = Annotated[str, Field(max_length=TIMESTAMP_MAX_LENGTH, json_schema_extra={"format": "date-time"})]
 
 
+def _word_of(enum: type[StrEnum]) -> GetPydanticSchema:
+    """A string, read as the member of `enum` it spells and kept as it is when it spells none (vocabulary.known): the
+    schema and the checks are a string's, so the CRD says what it said, and code compares members, not spellings."""
+
+    def read(value: str) -> StrEnum | str:
+        return known(enum, value)
+
+    return GetPydanticSchema(lambda _source, handler: core_schema.no_info_after_validator_function(read, handler(str)))
+
+
+# The API server takes only the six phases (the schema's enum); reading another is no error all the same.
+PhaseWord = Annotated[Phase | str, _word_of(Phase), WithJsonSchema({"type": "string", "enum": list(PHASES)})]
+ReasonWord = Annotated[Reason | str, _word_of(Reason)]
+ConditionTypeWord = Annotated[ConditionType | str, _word_of(ConditionType)]
+
+
 class Condition(Model):
     """A Kubernetes-style condition."""
 
-    type: str = Field(..., max_length=MAX_REASON_LENGTH, description=f"{words(ConditionType)}.")
+    type: ConditionTypeWord = Field(..., max_length=MAX_REASON_LENGTH, description=f"{words(ConditionType)}.")
     status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
-    reason: str = Field(..., max_length=MAX_REASON_LENGTH, description="A CamelCase word for machines.")
+    reason: ReasonWord = Field(..., max_length=MAX_REASON_LENGTH, description="A CamelCase word for machines.")
     message: str = Field("", max_length=MAX_MESSAGE_LENGTH, description="A sentence for people.")
     last_transition_time: Timestamp = Field(..., description="When status last changed (RFC 3339).")
     observed_generation: int | None = Field(None, description="The spec generation this condition was computed from.")
@@ -562,8 +581,8 @@ class JobStatus(Model):
 
     model_config = {**Model.model_config, "extra": "ignore"}
 
-    phase: Literal[PHASES] | None = Field(None, description=f"{words(Phase)}.")  # type: ignore[valid-type]
-    reason: str | None = Field(None, max_length=MAX_REASON_LENGTH, description="Why the job is in this phase (e.g. ClusterCoordinationTimeout).")
+    phase: PhaseWord | None = Field(None, description=f"{words(Phase)}.")
+    reason: ReasonWord | None = Field(None, max_length=MAX_REASON_LENGTH, description="Why the job is in this phase (e.g. ClusterCoordinationTimeout).")
     message: str | None = Field(None, max_length=MAX_MESSAGE_LENGTH, description="Details for people.")
     observed_generation: int | None = Field(None, description="The spec generation the operator last acted on.")
     conditions: list[Condition] = Field(default_factory=list, description=f"{words(ConditionType)}.")
@@ -589,6 +608,22 @@ class JobStatus(Model):
         None, max_length=MAX_ATTEMPT_LOGS,
         description=f"The ends of the driver logs of the latest {MAX_ATTEMPT_LOGS} finished attempts, oldest first (`rljob logs NAME --attempt N`); each attempt's head pod, while it exists, has the whole log.")
     progress: Progress | None = Field(None, description="Training progress: read by the operator from the head, where the driver serves it.")
+
+    @classmethod
+    def read(cls, raw: Any) -> JobStatus:
+        """A job's status as stored, without failing: a field that does not parse is left out, and the rest is kept.
+
+        What the operator reads besides its decisions (the work queue's lane, the metrics) must go on for a job whose
+        status another writer left partly unreadable, as it goes on for an unknown word (`known`)."""
+        data = dict(raw) if isinstance(raw, Mapping) else {}
+        while True:
+            try:
+                return cls.model_validate(data)
+            except ValidationError as exc:
+                bad = {err["loc"][0] for err in exc.errors() if err["loc"]} & data.keys()
+                if not bad:
+                    return cls()
+                data = {key: value for key, value in data.items() if key not in bad}
 
     def condition(self, type_: ConditionType) -> Condition | None:
         return next((cond for cond in self.conditions if cond.type == type_), None)

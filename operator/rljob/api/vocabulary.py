@@ -6,6 +6,9 @@ from them, so `kubectl explain`, the operator and the tests cannot disagree abou
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TypeVar
+
+W = TypeVar("W", bound=StrEnum)
 
 
 class Phase(StrEnum):
@@ -65,6 +68,17 @@ class Reason(StrEnum):
     QUEUED = "Queued"  # waiting for Kueue to admit the whole Ray cluster
     ADMITTED = "Admitted"  # Kueue admitted it: the cluster starts
     EVICTED = "Evicted"  # Kueue took the admission back (preemption, a stopped queue): pods removed, queued again
+
+
+def known(enum: type[W], value: str) -> W | str:
+    """`value` as the member of `enum` it spells, else `value` itself.
+
+    Statuses are also written by others (a newer operator with words this one lacks, a person with kubectl): reading
+    such a word must neither fail nor lose it, so that the job is still served and a write keeps what was there."""
+    try:
+        return enum(value)
+    except ValueError:
+        return value
 
 
 def words(enum: type[StrEnum]) -> str:
