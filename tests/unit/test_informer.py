@@ -12,6 +12,7 @@ from rljob.api import constants as c
 from rljob.controller import informer, observe
 from rljob.controller.informer import Informer, namespace_matches
 from rljob.controller.kube import ApiException
+from rljob.controller.objects import job_key
 from tests.builders import minimal_job
 
 
@@ -26,7 +27,7 @@ def pod(name: str, job: str = "j", ns: str = "ns", uid: str = "", rv: int = 1, p
 
 
 def keyed(body: Any) -> Any:
-    key = observe.job_key(body)
+    key = job_key(body)
     return (key, observe.observe_pod(body)) if key else None
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from rljob.api import JobStatus, parse_job
 from rljob.controller.observe import Observed, PodObservation, WorkersObservation, observe_pod, observe_workers
-from rljob.controller.phases import Decision, step
+from rljob.controller.phases import PROBLEMS_MESSAGE_CHARS, CreateProblem, Decision, blocked, invalid, step
 from tests.builders import T0, head, merged, minimal_job, parsed_job, running_status, ts, workers
 
 
@@ -400,10 +402,9 @@ def test_children_of_a_deleted_job_of_the_same_name_are_not_this_jobs() -> None:
     old_workers = WorkersObservation(exists=True, replicas=2, ready=2, controller_uid="old", name="demo-workers")
     observed = merge([old_head], [old_workers], uid="u1")
     assert observed.pods == () and not observed.workers.exists
-    assert observed.foreign == ("demo-head-1", "demo-workers")
     pending = {"phase": "Pending", "attempts": 1, "failedAttempts": 0, "startTime": ts(), "attemptStartTime": ts()}
     d = step(parsed_job(pending), observed, T0 + timedelta(seconds=3))
-    assert merged(d, pending)["phase"] == "Pending" and d.create_head == 1  # apply() waits on the name, see test_apply
+    assert merged(d, pending)["phase"] == "Pending" and d.create_head == 1  # creating it waits on the name: see `blocked`
     mine = merge([head(1, controller_uid="u1"), head(2, controller_uid=None)], [], uid="u1")
     assert [p.name for p in mine.pods] == ["demo-head-1", "demo-head-2"]  # no uid: a child of an older operator
 
@@ -479,3 +480,112 @@ def test_pods_built_before_an_edit_made_while_suspended_are_replaced_not_taken_a
     # Pods built from the spec as it is, or by an operator that did not annotate them, are left alone.
     assert step(edited, Observed(pods=(head(size_hash=new),), workers=workers()), T0).status is None
     assert step(edited, Observed(pods=(head(),), workers=workers()), T0).status is None
+
+
+ISOLATION = ("spec.network.isolation is false, but this cluster's operator requires isolated jobs "
+             "(--require-network-isolation): re-create the job without it")
+REFUSED_AT = T0 + timedelta(minutes=1)
+RUNNING_CLUSTER = Observed(pods=(head(), head(0, phase="Succeeded", ready=False)), workers=workers(), require_isolation=True)
+
+
+@pytest.mark.parametrize(("status", "observed", "written", "conditions", "deletes"), [
+    # (the job's status, what runs) -> its new phase and reason (None: nothing written), its conditions, what goes
+    pytest.param(None, Observed(require_isolation=True), ("Failed", "NetworkIsolationRequired"),
+                 {"Failed": "True"}, ([], False), id="new"),
+    pytest.param(running_status(), RUNNING_CLUSTER, ("Failed", "NetworkIsolationRequired"),
+                 {"ClusterReady": "False", "Failed": "True"}, (["demo-head-1"], True), id="started-before"),
+    pytest.param({**running_status(), "phase": "Failed", "reason": "NetworkIsolationRequired", "message": ISOLATION},
+                 RUNNING_CLUSTER, None, {"ClusterReady": "True"}, (["demo-head-1"], True), id="refused-before"),
+    pytest.param({**running_status(), "phase": "Succeeded", "completionTime": ts()}, RUNNING_CLUSTER, None,
+                 {"ClusterReady": "True"}, (["demo-head-1"], True), id="finished"),
+])
+def test_a_job_that_breaks_the_isolation_rule_is_failed_once_and_torn_down(
+    status: dict[str, Any] | None, observed: Observed, written: tuple[str, str] | None, conditions: dict[str, str],
+    deletes: tuple[list[str], bool],
+) -> None:
+    d = step(parsed_job(status, network={"isolation": False}), observed, REFUSED_AT)
+    s = merged(d, status)
+    assert (d.delete_pods, d.delete_workers) == deletes
+    assert {c["type"]: c["status"] for c in s.get("conditions", [])} == conditions
+    if written is None:
+        assert d.status is None and not [e for e in d.events if e.reason == "NetworkIsolationRequired"]
+        return
+    assert (s["phase"], s["reason"], s["message"]) == (*written, ISOLATION)
+    assert s["completionTime"] == ts(60) and s["observedGeneration"] == 1
+    assert [(e.type, e.reason, e.message) for e in d.events] == [("Warning", "NetworkIsolationRequired", ISOLATION)]
+    # A refusal creates nothing, keeps no log, sets no TTL and labels nothing.
+    assert (d.ensure_children, d.create_head, d.capture_log, d.requeue_after, d.job_labels) == (False, None, None, None, None)
+
+
+@pytest.mark.parametrize(("isolation", "require", "metadata", "refused"), [
+    (False, False, {}, False),
+    (True, True, {}, False),
+    (False, True, {}, True),
+    # Held by a finalizer, it is still refused: its pods go at once, not when the finalizer lets it go.
+    (False, True, {"deletionTimestamp": ts(), "finalizers": ["example.com/hold"]}, True),
+])
+def test_the_isolation_rule_refuses_only_open_jobs_of_an_operator_that_requires_it(
+    isolation: bool, require: bool, metadata: dict[str, Any], refused: bool,
+) -> None:
+    d = step(parsed_job(network={"isolation": isolation}, metadata=metadata), Observed(require_isolation=require), T0)
+    assert (d.status is not None and d.status.reason == "NetworkIsolationRequired") == refused
+
+
+@pytest.mark.parametrize(("status", "problems", "written"), [
+    pytest.param(None, ["spec.head.cpu: too small", "spec.workers: no"], "spec.head.cpu: too small; spec.workers: no",
+                 id="new"),
+    pytest.param(running_status(), ["x" * 3000], "x" * PROBLEMS_MESSAGE_CHARS, id="cut"),
+    pytest.param({**running_status(), "phase": "Failed", "reason": "ValidationFailed", "message": "spec.x: bad"},
+                 ["spec.x: bad"], None, id="refused-before"),
+    pytest.param({**running_status(), "phase": "Failed", "reason": "BackoffLimitExceeded", "message": "attempt 3 failed"},
+                 ["spec.x: bad"], "spec.x: bad", id="failed-otherwise"),
+])
+def test_a_job_that_does_not_parse_is_failed_once_and_torn_down(
+    status: dict[str, Any] | None, problems: list[str], written: str | None,
+) -> None:
+    d = invalid(JobStatus.model_validate(status or {}), 3, problems, RUNNING_CLUSTER, REFUSED_AT)
+    assert (d.delete_pods, d.delete_workers) == (["demo-head-1"], True)
+    if written is None:
+        assert d.status is None and not d.events
+        return
+    s = merged(d, status)
+    assert (s["phase"], s["reason"], s["message"], s["observedGeneration"]) == ("Failed", "ValidationFailed", written, 3)
+    assert [(c["type"], c["status"], c["reason"]) for c in s["conditions"]] == (
+        [("ClusterReady", "False", "ValidationFailed")] if status else []) + [("Failed", "True", "ValidationFailed")]
+    assert [(e.type, e.reason, e.message) for e in d.events] == [("Warning", "ValidationFailed", written)]
+
+
+QUOTA = CreateProblem(refused=True, message="cannot create Pod demo-head-1: exceeded quota")
+POLICY = CreateProblem(refused=True, message="cannot create NetworkPolicy demo-head: denied by policy")
+TAKEN = CreateProblem(refused=False, message="Service demo-head already exists and belongs to an earlier RLTrainingJob")
+
+
+@pytest.mark.parametrize(("problems", "reason", "event_type", "message", "waiting"), [
+    ([QUOTA], "CreateFailed", "Warning", QUOTA.message, False),
+    # A refusal is named before any wait, and alone: waiting would not end it.
+    ([TAKEN, QUOTA, POLICY], "CreateFailed", "Warning", f"{QUOTA.message}; {POLICY.message}", False),
+    ([TAKEN, TAKEN], "WaitingForOldChildren", "Normal", f"{TAKEN.message}; {TAKEN.message}", True),
+    ([CreateProblem(refused=True, message="y" * 3000)], "CreateFailed", "Warning", "y" * PROBLEMS_MESSAGE_CHARS, False),
+])
+def test_a_pass_that_could_not_create_a_child_stays_where_it_was_decided_and_says_why(
+    problems: list[CreateProblem], reason: str, event_type: str, message: str, waiting: bool,
+) -> None:
+    decided = step(parsed_job(), Observed(), T0).status
+    assert decided is not None
+    b = blocked(decided, None, problems)
+    assert (b.status.phase, b.status.reason, b.status.message, b.waiting) == ("Pending", reason, message, waiting)
+    assert (b.event.type, b.event.reason, b.event.message) == (event_type, reason, message)
+    assert b.status.model_copy(update={"reason": decided.reason, "message": decided.message}) == decided
+
+
+@pytest.mark.parametrize(("current", "expected"), [
+    (None, {"reason": "CreateFailed", "message": QUOTA.message, "conditions": []}),
+    # The decision changed nothing: the job's own status, without the progress only the progress reader writes.
+    (running_status(progress={"iteration": 3}), {**running_status(), "reason": "CreateFailed", "message": QUOTA.message}),
+])
+def test_a_failed_creation_amends_the_jobs_own_status_when_nothing_was_decided(
+    current: dict[str, Any] | None, expected: dict[str, Any],
+) -> None:
+    b = blocked(None, JobStatus.model_validate(current) if current is not None else None, [QUOTA])
+    assert b.status.wire() == expected
+

@@ -589,4 +589,37 @@ def test_a_job_refused_after_it_started_loses_its_pods() -> None:
     asyncio.run(rec.reconcile(key))
     ((_, status, _),) = kube.patches
     assert status["phase"] == "Failed" and status["reason"] == "NetworkIsolationRequired"
-    assert kube.deleted == [("StatefulSet", "open-workers", "s1"), ("Pod", "open-head-1", "p1")]
+    # The head first, as every decision deletes, then the workers; the finished head stays (it holds nothing).
+    assert kube.deleted == [("Pod", "open-head-1", "p1"), ("StatefulSet", "open-workers", "s1")]
+
+
+def test_a_job_that_does_not_parse_is_failed_by_its_body_and_loses_its_pods() -> None:
+    """A rule this version added since the job was created: the job is read as far as it can be, and ended."""
+    from rljob.controller.observe import WorkersObservation
+    from tests.builders import minimal_job
+
+    key = ("ns1", "old")
+    kube = TearingDownKube()
+    pods = {key: [PodObservation("old-head-1", "head", 1, "Running", controller_uid="u1", uid="p1"),
+                  PodObservation("old-head-1", "head", 1, "Running", controller_uid="u0", uid="p0")]}  # another instance's
+    workers = {key: [WorkersObservation(exists=True, replicas=2, controller_uid="u1", name="old-workers", uid="s1")]}
+    rec = Reconciler(kube, resources.BuildContext(), pods=pods, workers=workers,  # type: ignore[arg-type]
+                     clock=lambda: datetime(2026, 12, 4, 0, 0, 10, tzinfo=timezone.utc))
+    body = minimal_job("old", entrypoint={"recipe": "no-such-recipe"})
+    body["metadata"].update(uid="u1", generation=4, resourceVersion="7")
+    body["status"] = {"phase": "Running", "attempts": 1, "reason": "SomeNewerReason", "progress": {"iteration": 9}}
+    rec.jobs[key] = body
+    asyncio.run(rec.reconcile(key))
+    ((_, status, rv),) = kube.patches
+    assert (status["phase"], status["reason"], rv) == ("Failed", "ValidationFailed", "7")
+    assert "spec.entrypoint.recipe" in status["message"] and "progress" not in status
+    assert (status["observedGeneration"], status["completionTime"]) == (4, "2026-12-04T00:00:10Z")
+    assert kube.events == [("Warning", "ValidationFailed")]
+    assert kube.deleted == [("Pod", "old-head-1", "p1"), ("StatefulSet", "old-workers", "s1")]
+    body["status"] = {**body["status"], **status}  # as the watch delivers our write
+    body["metadata"]["resourceVersion"] = "8"
+    rec.jobs[key] = body
+    kube.deleted.clear()
+    asyncio.run(rec.reconcile(key))
+    assert len(kube.patches) == 1 and len(kube.events) == 1  # written once; the pods go on every pass
+    assert kube.deleted == [("Pod", "old-head-1", "p1"), ("StatefulSet", "old-workers", "s1")]

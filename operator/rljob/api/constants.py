@@ -155,3 +155,12 @@ KUEUE_FRAMEWORK = f"{KIND}.{VERSION}.{GROUP}"  # how Kueue's integrations.extern
 PODSET_HEAD = "head"
 PODSET_WORKERS = "workers"
 COMPONENT_WORKLOAD = "workload"
+
+# The kinds of a job's children, as (apiVersion, kind): built by rljob.resources under these names, and created,
+# watched, patched and deleted by the operator under the same ones.
+POD = ("v1", "Pod")
+STATEFULSET = ("apps/v1", "StatefulSet")
+SERVICE = ("v1", "Service")
+NETWORK_POLICY = ("networking.k8s.io/v1", "NetworkPolicy")
+CLAIM = ("v1", "PersistentVolumeClaim")
+WORKLOAD = (KUEUE_API_VERSION, "Workload")

@@ -1,4 +1,5 @@
-"""Carries out a Decision with API calls, and nothing else: every choice was made in phases.step."""
+"""Carries out a Decision with API calls, and nothing else: every choice was made in the phase machine (phases.step,
+phases.invalid), and what a failed creation changes is its choice too (phases.blocked), made on what apply found."""
 from __future__ import annotations
 
 import asyncio
@@ -11,13 +12,12 @@ from .. import resources
 from ..api import constants as c
 from ..api import names
 from ..api.models import ATTEMPT_LOG_CHARS, MAX_ATTEMPT_LOGS, AttemptLog, JobStatus, RLTrainingJob
-from ..api.vocabulary import EventType, Reason
 from . import conditions as cond
-from . import kueue, observe
+from . import kueue, observe, phases
 from .kube import ApiException, Kube, error_text, object_path
-from .objects import controller_uid, resource_version
+from .objects import owning_job_uid, resource_version
 from .pacing import StatusPacer
-from .phases import Decision
+from .phases import CreateProblem, Decision, Event
 
 log = logging.getLogger(__name__)
 
@@ -26,46 +26,94 @@ LOG_TAIL_CHARS = 4000
 
 
 @dataclass(frozen=True)
-class Problem:
-    """Why a job stays where it is after creating children failed: the API server refused one (CreateFailed:
-    quota, admission), or its name is still taken by a deleted job's child that the garbage collector is
-    removing (WaitingForOldChildren)."""
+class Target:
+    """The job a decision is carried out on, as the decision found it: its name, its instance and its status (None:
+    it has none yet). Read from the parsed job, or from the body of one that does not parse."""
 
-    reason: Reason
-    message: str
+    namespace: str
+    name: str
+    uid: str
+    status: JobStatus | None
+
+    @classmethod
+    def of(cls, job: RLTrainingJob | None, body: dict[str, Any]) -> Target:
+        if job is not None:
+            return cls(job.namespace, job.name, job.metadata.uid or "", job.status)
+        meta = body.get("metadata") or {}
+        raw = body.get("status")
+        return cls(meta.get("namespace") or "default", meta["name"], meta.get("uid") or "",
+                   JobStatus.read(raw) if raw is not None else None)
 
 
 async def apply(
-    kube: Kube, ctx: resources.BuildContext, job: RLTrainingJob, body: dict[str, Any], decision: Decision,
+    kube: Kube, ctx: resources.BuildContext, job: RLTrainingJob | None, body: dict[str, Any], decision: Decision,
     workload: observe.WorkloadObservation | None = None, pacer: StatusPacer | None = None,
     observed: observe.Observed | None = None,
 ) -> dict[str, Any] | None:
     """Returns the job's new body when its status was patched (fresher than the watch), else None.
 
-    `job` is the job as its pods are built: for a job Kueue admitted, with its flavors' placement added. `pacer`
-    may hold back a status write that only changes a count of ready workers (it requeues the job). Deletes carry the
-    uid of the object the decision saw (`observed`), so that a namesake created since is never deleted for it."""
-    uids = {p.name: p.uid for p in observed.pods} if observed is not None else {}
-    workers_uid = observed.workers.uid if observed is not None and observed.workers.exists else ""
-    ns = job.namespace
-    status = decision.status
-    problems: list[Problem] = []
+    `job` is the job as its pods are built: for a job Kueue admitted, with its flavors' placement added; None for a
+    job that does not parse, whose decision (a refusal) builds nothing. `pacer` may hold back a status write that
+    only changes a count of ready workers (it requeues the job). Deletes carry the uid of the object the decision saw
+    (`observed`), so that a namesake created since is never deleted for it."""
+    target = Target.of(job, body)
+    status, events = decision.status, decision.events
     new_body: dict[str, Any] | None = None
     written = False
-
     if decision.capture_log:  # before the pod may go
-        tail = await kube.pod_log_tail(ns, decision.capture_log, LOG_TAIL_LINES)
-        if tail:
-            status = _amended(job, status, driver_log_tail=tail[-LOG_TAIL_CHARS:])
-            if decision.capture_attempt is not None:
-                status = status.model_copy(update={
-                    "attempt_logs": with_attempt_log(status.attempt_logs, decision.capture_attempt, tail)})
+        status = await _with_log_tail(kube, target, decision, status)
     if status is not None and (decision.delete_pods or decision.delete_workers):
         # The decision is written first, and only onto the version of the job it was made from: a replica
         # that acts on a stale view (a frozen former leader) gets a conflict here and deletes nothing.
-        new_body = await _write_status(kube, job, status, body)
+        new_body = await _write_status(kube, target, status, body)
         written = True
+    problems: list[CreateProblem] = []
+    if job is not None:
+        await _workload_writes(kube, ctx, job, decision, workload)
+        problems = await _create_children(kube, ctx, job, decision, status)
+        if not problems and decision.create_head is not None and decision.head_created is not None:
+            status, events, written = decision.head_created, [*events, *decision.head_created_events], False
+    elif _builds(decision):
+        raise TypeError("a decision that builds children needs the parsed job")
+    await _delete_and_scale(kube, target, decision, observed)
+    setback = phases.blocked(status, target.status, problems) if problems else None
+    if setback is not None:
+        status, written = setback.status, False
+        await kube.event(body, setback.event.type, setback.event.reason, setback.event.message)
+    if status is not None and not written:
+        new_body = await _write_status(kube, target, status, new_body or body, pacer) or new_body
+    labelled = await _label_and_announce(kube, target, decision, events, new_body or body)
+    if labelled is not None and (new_body is None or resource_version(labelled) > resource_version(new_body)):
+        new_body = labelled
+    if decision.delete_job:
+        await kube.delete(c.API_VERSION, c.KIND, target.namespace, target.name, uid=target.uid)
+    if setback is not None:
+        # Stay where the job is, and retry: no pod was created after a refused NetworkPolicy, Service or claim.
+        raise ChildCreationFailed(setback.status.message or "", waiting=setback.waiting)
+    return new_body
 
+
+def _builds(decision: Decision) -> bool:
+    return (decision.ensure_children or decision.create_head is not None or decision.ensure_workload
+            or decision.workload_active is not None or decision.replace_workload
+            or decision.release_workload is not None or decision.finish_workload is not None)
+
+
+async def _with_log_tail(kube: Kube, target: Target, decision: Decision, status: JobStatus | None) -> JobStatus | None:
+    """The status with the finished head's log tail kept (as the last one, and as its attempt's)."""
+    tail = await kube.pod_log_tail(target.namespace, decision.capture_log or "", LOG_TAIL_LINES)
+    if not tail:
+        return status
+    base = phases.as_decided(status, target.status)
+    update: dict[str, Any] = {"driver_log_tail": tail[-LOG_TAIL_CHARS:]}
+    if decision.capture_attempt is not None:
+        update["attempt_logs"] = with_attempt_log(base.attempt_logs, decision.capture_attempt, tail)
+    return base.model_copy(update=update)
+
+
+async def _workload_writes(
+    kube: Kube, ctx: resources.BuildContext, job: RLTrainingJob, decision: Decision, workload: observe.WorkloadObservation | None,
+) -> None:
     if decision.ensure_workload:
         await kueue.ensure(kube, ctx, job)
     if decision.workload_active is not None:
@@ -77,60 +125,52 @@ async def apply(
     if decision.finish_workload is not None:
         await kueue.write_status(kube, job, "finished", *decision.finish_workload)
 
+
+async def _create_children(
+    kube: Kube, ctx: resources.BuildContext, job: RLTrainingJob, decision: Decision, status: JobStatus | None,
+) -> list[CreateProblem]:
+    """The static children concurrently (independent of each other), then the workers, then the head: all of them
+    before any pod exists, so that no pod ever runs without its NetworkPolicies. What was not created, and why."""
+    problems: list[CreateProblem] = []
     if decision.ensure_children:
-        # Independent of each other, so created concurrently; all of them before any pod exists,
-        # so no pod ever runs without its NetworkPolicies.
-        static = resources.static_children(job, ctx)
-        for found in await asyncio.gather(*(_create(kube, obj) for obj in static)):
+        for found in await asyncio.gather(*(_create(kube, obj) for obj in resources.static_children(job, ctx))):
             problems += found
         if not problems:
             problems += await _create(kube, resources.workers_statefulset(job, ctx))
-    events = decision.events
     if decision.create_head is not None and not problems:
         current = status if status is not None else job.status
-        pod = resources.head_pod(job, ctx, decision.create_head, _coordination_deadline(job, current))
-        problems += await _create(kube, pod)
-        if not problems and decision.head_created is not None:
-            status, events, written = decision.head_created, [*events, *decision.head_created_events], False
+        problems += await _create(kube, resources.head_pod(job, ctx, decision.create_head, _coordination_deadline(job, current)))
+    return problems
+
+
+async def _delete_and_scale(kube: Kube, target: Target, decision: Decision, observed: observe.Observed | None) -> None:
+    uids = {p.name: p.uid for p in observed.pods} if observed is not None else {}
+    workers_uid = observed.workers.uid if observed is not None and observed.workers.exists else ""
     for pod_name in decision.delete_pods:
-        await kube.delete("v1", "Pod", ns, pod_name, uid=uids.get(pod_name, ""))
+        await kube.delete(*c.POD, target.namespace, pod_name, uid=uids.get(pod_name, ""))
     if decision.delete_workers:
-        await kube.delete("apps/v1", "StatefulSet", ns, names.workers(job.name), uid=workers_uid)
+        await kube.delete(*c.STATEFULSET, target.namespace, names.workers(target.name), uid=workers_uid)
     if decision.scale_workers is not None:
-        await kube.merge_patch(object_path("apps/v1", "StatefulSet", ns, names.workers(job.name)),
+        await kube.merge_patch(object_path(*c.STATEFULSET, target.namespace, names.workers(target.name)),
                                {"spec": {"replicas": decision.scale_workers}})
 
-    if problems:
-        # Stay where we are, say why, and retry: a quota or an admission policy may change, a deleted job's
-        # children go. No pod was created after a refused NetworkPolicy, Service or claim.
-        refused = [p for p in problems if p.reason == Reason.CREATE_FAILED]
-        reason = Reason.CREATE_FAILED if refused else Reason.WAITING_FOR_OLD_CHILDREN
-        message = "; ".join(p.message for p in (refused or problems))[:2000]
-        status = _amended(job, status, reason=reason, message=message)
-        # On every look, as Kubernetes' own controllers do: the same event is counted up on one Event object
-        # (Kube.event), so `kubectl describe` shows how long and how often it has been tried, not a list of copies.
-        await kube.event(body, EventType.WARNING if refused else EventType.NORMAL, reason, message)
-        written = False
-    if status is not None and not written:
-        new_body = await _write_status(kube, job, status, new_body or body, pacer) or new_body
-    involved = new_body or body
 
-    async def post_events() -> None:  # one after another: `kubectl describe` lists them in this order
+async def _label_and_announce(
+    kube: Kube, target: Target, decision: Decision, events: list[Event], involved: dict[str, Any],
+) -> dict[str, Any] | None:
+    """Posts the events on `involved`, one after another (`kubectl describe` lists them in this order), and beside
+    them (neither waits on the other) merges the job's labels; the labelled body, if labels were merged."""
+
+    async def post_events() -> None:
         for event in events:
             await kube.event(involved, event.type, event.reason, event.message)
 
-    if decision.job_labels:  # beside the events: neither waits on the other
-        path = object_path(c.API_VERSION, c.KIND, ns, job.name)
-        _, labelled = await asyncio.gather(post_events(), kube.merge_patch(path, {"metadata": {"labels": decision.job_labels}}))
-        if new_body is None or resource_version(labelled["metadata"]) > resource_version(new_body["metadata"]):
-            new_body = labelled
-    else:
+    if not decision.job_labels:
         await post_events()
-    if decision.delete_job:
-        await kube.delete(c.API_VERSION, c.KIND, ns, job.name, uid=job.metadata.uid or "")
-    if problems:
-        raise ChildCreationFailed(status.message if status is not None else "", waiting=not refused)
-    return new_body
+        return None
+    path = object_path(c.API_VERSION, c.KIND, target.namespace, target.name)
+    _, labelled = await asyncio.gather(post_events(), kube.merge_patch(path, {"metadata": {"labels": decision.job_labels}}))
+    return labelled
 
 
 def with_attempt_log(logs: list[AttemptLog] | None, attempt: int, tail: str) -> list[AttemptLog]:
@@ -144,22 +184,16 @@ def with_attempt_log(logs: list[AttemptLog] | None, attempt: int, tail: str) -> 
     return sorted(kept, key=lambda entry: entry.attempt)[-MAX_ATTEMPT_LOGS:]
 
 
-def _amended(job: RLTrainingJob, status: JobStatus | None, **fields: Any) -> JobStatus:
-    """The decided status (or, when the phase machine changed nothing, the job's own) with `fields` set."""
-    base = status if status is not None else (job.status.operator_fields() if job.status else JobStatus())
-    return base.model_copy(update=fields)
-
-
 async def _write_status(
-    kube: Kube, job: RLTrainingJob, status: JobStatus, decided_on: dict[str, Any], pacer: StatusPacer | None = None,
+    kube: Kube, target: Target, status: JobStatus, decided_on: dict[str, Any], pacer: StatusPacer | None = None,
 ) -> dict[str, Any] | None:
     """Writes what differs from the status the decision was made on; nothing when nothing does, or when the pacer
     holds a count-only change back."""
-    patch = status.merge_patch(job.status)
-    key = (job.namespace, job.name)
+    patch = status.merge_patch(target.status)
+    key = (target.namespace, target.name)
     if (pacer is not None and pacer.hold(key, patch)) or not patch:
         return None
-    written = await kube.patch_job_status(job.namespace, job.name, patch, decided_on)
+    written = await kube.patch_job_status(target.namespace, target.name, patch, decided_on)
     if pacer is not None:
         pacer.written(key)
     return written
@@ -174,7 +208,7 @@ class ChildCreationFailed(Exception):
         self.waiting = waiting
 
 
-async def _create(kube: Kube, obj: dict[str, Any], retries_on_404: int = 5) -> list[Problem]:
+async def _create(kube: Kube, obj: dict[str, Any], retries_on_404: int = 5) -> list[CreateProblem]:
     """Creates `obj`; one that exists already counts as created only when it belongs to this job instance."""
     kind, name = obj["kind"], obj["metadata"]["name"]
     for attempt in range(retries_on_404 + 1):
@@ -183,14 +217,12 @@ async def _create(kube: Kube, obj: dict[str, Any], retries_on_404: int = 5) -> l
             if created:
                 log.info("created %s %s/%s", kind, obj["metadata"]["namespace"], name)
                 return []
-            uid = controller_uid(obj["metadata"])
-            holder = controller_uid(existing["metadata"]) if existing else uid
+            uid = owning_job_uid(obj["metadata"])
+            holder = owning_job_uid(existing["metadata"]) if existing else uid
             if uid is not None and holder != uid:
                 whose = f"an earlier {c.KIND} of this name (uid {holder})" if holder else "no job (it was not created by rljob)"
-                return [Problem(
-                    Reason.WAITING_FOR_OLD_CHILDREN,
-                    f"{kind} {name} already exists and belongs to {whose}; waiting until it is deleted",
-                )]
+                return [CreateProblem(
+                    refused=False, message=f"{kind} {name} already exists and belongs to {whose}; waiting until it is deleted")]
             return []
         except ApiException as exc:
             if exc.status == 404 and attempt < retries_on_404:
@@ -199,7 +231,7 @@ async def _create(kube: Kube, obj: dict[str, Any], retries_on_404: int = 5) -> l
                 await asyncio.sleep(0.2 * (attempt + 1))
                 continue
             if exc.status in (400, 403, 404, 422):  # admission, quota, validation: report, do not crash
-                return [Problem(Reason.CREATE_FAILED, f"cannot create {kind} {name}: {error_text(exc)}")]
+                return [CreateProblem(refused=True, message=f"cannot create {kind} {name}: {error_text(exc)}")]
             raise
     return []
 

@@ -4,14 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from ..api.models import Condition
-from ..api.vocabulary import ConditionType
-
-CLUSTER_READY = ConditionType.CLUSTER_READY
-RUNNING = ConditionType.RUNNING
-COMPLETE = ConditionType.COMPLETE
-FAILED = ConditionType.FAILED
-SUSPENDED = ConditionType.SUSPENDED
-ALL = tuple(ConditionType)
+from ..api.vocabulary import ConditionType, Reason
 
 
 def timestamp(now: datetime) -> str:
@@ -28,12 +21,13 @@ def set_condition(
     conditions: list[Condition],
     type_: ConditionType,
     status: bool,
-    reason: str,
+    reason: Reason | str,
     message: str,
     now: datetime,
     generation: int | None,
 ) -> list[Condition]:
-    """Returns a new list: `conditions` with `type_` set. Order of types is kept stable for readers."""
+    """Returns a new list: `conditions` with `type_` set. Order of types is kept stable for readers: the vocabulary's,
+    then those of other writers."""
     value = "True" if status else "False"
     existing = {cond.type: cond for cond in conditions}
     old = existing.get(type_)
@@ -42,6 +36,7 @@ def set_condition(
         type=type_, status=value, reason=reason, message=message,
         last_transition_time=transition, observed_generation=generation,
     )
-    ordered = [existing[t] for t in ALL if t in existing]
-    ordered += [cond for t, cond in existing.items() if t not in ALL]
+    order = list(ConditionType)
+    ordered = [existing[t] for t in order if t in existing]
+    ordered += [cond for t, cond in existing.items() if t not in order]
     return ordered

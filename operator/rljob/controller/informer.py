@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from ..api import constants as c
 from .kube import ApiException, Kube
-from .objects import Key, controller_uid
+from .objects import Key, job_key, key_of, owning_job_uid
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +325,7 @@ class JobFeed(Stream):
             return key
         if not self.serves(meta.get("namespace", "")):
             return None
-        key = (meta.get("namespace", ""), meta.get("name", ""))
+        key = key_of(obj)
         scope.members[uid] = key
         self.on_upsert(obj)
         return key
@@ -377,12 +377,11 @@ class Departures(Stream):
             self._forget(key, name)
             if key is not None:
                 # Gone while the watch was away (a fresh list no longer has it): no last state, no owner to check.
-                owner = controller_uid(meta) if meta.get("name") else None
+                owner = owning_job_uid(meta) if meta.get("name") else None
                 self.on_gone(key, owner, f"{self.kind} {name}".strip())
             return None
-        job = (meta.get("labels") or {}).get(c.LABEL_JOB)
-        if job and self.serves(meta.get("namespace", "")):
-            key = (meta.get("namespace", ""), job)
+        key = job_key(obj)
+        if key is not None and self.serves(key[0]):
             scope.members[uid] = key
             self.names[uid] = meta.get("name", "")
             self._by_job.setdefault(key, set()).add(f"{self.kind} {self.names[uid]}")

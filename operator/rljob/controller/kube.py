@@ -28,20 +28,21 @@ log = logging.getLogger(__name__)
 # As kopf's own requests: long enough for a slow API server, short enough to retry a lost connection.
 REQUEST_TIMEOUT_SECONDS = 60.0
 
+EVENT = ("v1", "Event")
 # (apiVersion, kind) → (path prefix, plural). Namespaced resources only.
 _PATHS: dict[tuple[str, str], tuple[str, str]] = {
-    ("v1", "Pod"): ("/api/v1", "pods"),
-    ("v1", "Service"): ("/api/v1", "services"),
+    c.POD: ("/api/v1", "pods"),
+    c.SERVICE: ("/api/v1", "services"),
     ("v1", "ServiceAccount"): ("/api/v1", "serviceaccounts"),
-    ("v1", "PersistentVolumeClaim"): ("/api/v1", "persistentvolumeclaims"),
+    c.CLAIM: ("/api/v1", "persistentvolumeclaims"),
     ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
-    ("v1", "Event"): ("/api/v1", "events"),
-    ("apps/v1", "StatefulSet"): ("/apis/apps/v1", "statefulsets"),
-    ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
+    EVENT: ("/api/v1", "events"),
+    c.STATEFULSET: ("/apis/apps/v1", "statefulsets"),
+    c.NETWORK_POLICY: ("/apis/networking.k8s.io/v1", "networkpolicies"),
     ("rbac.authorization.k8s.io/v1", "Role"): ("/apis/rbac.authorization.k8s.io/v1", "roles"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     (c.API_VERSION, c.KIND): (f"/apis/{c.API_VERSION}", c.PLURAL),
-    (c.KUEUE_API_VERSION, "Workload"): (f"/apis/{c.KUEUE_API_VERSION}", "workloads"),
+    c.WORKLOAD: (f"/apis/{c.KUEUE_API_VERSION}", "workloads"),
 }
 
 
@@ -230,7 +231,7 @@ class Kube:
         return await self.merge_patch(object_path(c.API_VERSION, c.KIND, namespace, name) + "/status", patch)
 
     async def pod_log_tail(self, namespace: str, name: str, lines: int = 40) -> str | None:
-        path = object_path("v1", "Pod", namespace, name) + "/log"
+        path = object_path(*c.POD, namespace, name) + "/log"
         try:
             data = await self._send("GET", path, query=[("tailLines", str(lines))])
             return data.decode("utf-8", "replace")
@@ -252,7 +253,7 @@ class Kube:
         try:
             if not occurrence.first:
                 try:
-                    await self.merge_patch(object_path("v1", "Event", namespace, occurrence.name),
+                    await self.merge_patch(object_path(*EVENT, namespace, occurrence.name),
                                            {"count": occurrence.count, "lastTimestamp": now})
                     return
                 except ApiException as exc:
@@ -278,7 +279,7 @@ class Kube:
                 "lastTimestamp": now,
                 "count": 1,
             }
-            await self.request("POST", collection_path("v1", "Event", namespace), body)
+            await self.request("POST", collection_path(*EVENT, namespace), body)
         except ApiException as exc:  # events are best effort; never fail a reconcile for them
             self.events.forget(key)
             log.warning("could not post event %s on %s/%s: %s", reason, namespace, meta["name"], exc.reason)

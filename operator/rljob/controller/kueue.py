@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def workload_path(namespace: str, job: str) -> str:
-    return object_path(c.KUEUE_API_VERSION, "Workload", namespace, names.workload(job))
+    return object_path(*c.WORKLOAD, namespace, names.workload(job))
 
 
 class Flavors:
@@ -60,7 +60,7 @@ async def set_active(kube: Kube, job: RLTrainingJob, active: bool) -> None:
 
 
 async def replace(kube: Kube, job: RLTrainingJob, workload: WorkloadObservation | None) -> None:
-    await kube.delete(c.KUEUE_API_VERSION, "Workload", job.namespace, names.workload(job.name),
+    await kube.delete(*c.WORKLOAD, job.namespace, names.workload(job.name),
                       uid=workload.uid if workload is not None else "")
 
 

@@ -19,7 +19,7 @@ from ..api import constants as c
 from ..api import names
 from .informer import Stream
 from .kube import ApiException, Kube, error_text, object_path, resource
-from .objects import Key, controller_uid
+from .objects import Key, owning_job_uid
 from .observe import PodObservation
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,6 @@ IDENTITY_KINDS = (
     ("rbac.authorization.k8s.io/v1", "Role"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
 )
-POLICY = ("networking.k8s.io/v1", "NetworkPolicy")
 
 
 @dataclass
@@ -55,7 +54,7 @@ class LegacyCleanup:
                 key = self._owner(meta)
                 if key is not None and meta["name"] in (names.service_account(key[1]), names.progress_role(key[1])):
                     self.pending.setdefault(key, Leftovers()).deletes.append((api_version, kind, meta["name"], meta["uid"]))
-        for obj in await self._list(*POLICY, f"{managed},{c.LABEL_APP_COMPONENT}={c.COMPONENT_NETWORK}"):
+        for obj in await self._list(*c.NETWORK_POLICY, f"{managed},{c.LABEL_APP_COMPONENT}={c.COMPONENT_NETWORK}"):
             meta, spec = obj["metadata"], obj.get("spec") or {}
             key = self._owner(meta)
             if key is not None and meta["name"] == names.network_policy(key[1], c.NETWORK_POLICY_HEAD) \
@@ -69,7 +68,7 @@ class LegacyCleanup:
 
     def _owner(self, meta: dict) -> Key | None:
         job = (meta.get("labels") or {}).get(c.LABEL_JOB)
-        if not job or controller_uid(meta) is None:
+        if not job or owning_job_uid(meta) is None:
             return None  # not a job's child: not ours to delete
         return meta.get("namespace", ""), job
 
@@ -108,7 +107,7 @@ class LegacyCleanup:
         for name, uid in left.policies:
             patch = {"metadata": {"uid": uid}, "spec": {"policyTypes": ["Ingress"], "egress": None}}
             try:
-                await self.kube.merge_patch(object_path(*POLICY, ns, name), patch)
+                await self.kube.merge_patch(object_path(*c.NETWORK_POLICY, ns, name), patch)
             except ApiException as exc:
                 if exc.status not in (404, 409, 422):
                     raise

@@ -14,7 +14,7 @@ from ..api import constants as c
 from ..api import names
 from ..api.models import Progress, termination_progress
 from ..api.vocabulary import KueueCondition
-from .objects import controller_uid, controlling_owner_uid, resource_version
+from .objects import controlling_owner_uid, owning_job_uid, resource_version
 
 # A pod's own phases (core/v1), not a job's: the two in which its containers have stopped for good.
 POD_RUNNING, POD_SUCCEEDED, POD_FAILED = "Running", "Succeeded", "Failed"
@@ -114,8 +114,8 @@ class Observed:
 
     pods: tuple[PodObservation, ...] = ()
     workers: WorkersObservation = field(default_factory=WorkersObservation)
-    foreign: tuple[str, ...] = ()  # children by this job's name that belong to another instance (a deleted job's)
     kueue: bool = False  # the operator admits jobs labelled with a Kueue queue name through Kueue
+    require_isolation: bool = False  # the operator runs only jobs whose pods are isolated (--require-network-isolation)
     workload: WorkloadObservation | None = None  # the job's Workload, when Kueue admits it
     # Its other children (Service, NetworkPolicies, identity) seen deleted while it lives, e.g. "NetworkPolicy x".
     children_gone: tuple[str, ...] = ()
@@ -134,9 +134,6 @@ class Observed:
         """Heads of other attempts whose containers may still run, terminating ones included: a driver
         that is still writing its last checkpoint must be gone before the next one starts on the same volume."""
         return [p for p in self.pods if p.role == c.ROLE_HEAD and p.attempt != attempt and not p.finished]
-
-    def worker_pods(self) -> list[PodObservation]:
-        return [p for p in self.pods if p.role == c.ROLE_WORKER]
 
     def startup_problems(self, attempt: int) -> list[PodObservation]:
         """The attempt's pods (its head, the workers) that cannot start, the head first: what a job waiting for its
@@ -185,8 +182,8 @@ def observe_pod(body: Mapping[str, Any]) -> PodObservation:
         exit_code=exit_code,
         reason=reason,
         message=(message or "")[:500] or None,
-        resource_version=resource_version(meta),
-        controller_uid=controller_uid(meta),
+        resource_version=resource_version(body),
+        controller_uid=owning_job_uid(meta),
         uid=meta.get("uid", ""),
         owner_uid=controlling_owner_uid(meta),
         ip=str(status.get("podIP") or ""),
@@ -204,8 +201,8 @@ def observe_workers(body: Mapping[str, Any]) -> WorkersObservation:
         replicas=int((body.get("spec") or {}).get("replicas") or 0),
         ready=int(status.get("readyReplicas") or 0),
         deleting=bool(meta.get("deletionTimestamp")),
-        resource_version=resource_version(meta),
-        controller_uid=controller_uid(meta),
+        resource_version=resource_version(body),
+        controller_uid=owning_job_uid(meta),
         name=meta.get("name", ""),
         uid=meta.get("uid", ""),
         size_hash=str((meta.get("annotations") or {}).get(c.ANNOTATION_POD_SIZE) or ""),
@@ -230,7 +227,7 @@ def observe_workload(body: Mapping[str, Any]) -> WorkloadObservation:
     return WorkloadObservation(
         name=meta.get("name", ""),
         uid=meta.get("uid", ""),
-        controller_uid=controller_uid(meta),
+        controller_uid=owning_job_uid(meta),
         active=spec.get("active", True) is not False,
         admitted=true(KueueCondition.ADMITTED),
         quota_reserved=bool(admission),
@@ -243,15 +240,8 @@ def observe_workload(body: Mapping[str, Any]) -> WorkloadObservation:
         counts=tuple((str(p.get("name", "")), int(p.get("count") or 0)) for p in spec.get("podSets") or []),
         queue_name=str(spec.get("queueName") or ""),
         deleting=bool(meta.get("deletionTimestamp")),
-        resource_version=resource_version(meta),
+        resource_version=resource_version(body),
     )
-
-
-def job_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(namespace, job) for a child, from its rljob.dev/job label."""
-    meta = body.get("metadata", {}) or {}
-    job = (meta.get("labels") or {}).get(c.LABEL_JOB)
-    return (meta.get("namespace", ""), job) if job else None
 
 
 def merge(
@@ -261,7 +251,7 @@ def merge(
     workloads: Iterable[WorkloadObservation] = (),
     kueue: bool = False,
 ) -> Observed:
-    """The children of the job instance `uid`; those of another instance are named in `foreign` only.
+    """The children of the job instance `uid`; those of another instance are left out.
 
     Children are found by the job-name label, which a deleted job's leftovers share with a new job of
     the same name: its Succeeded head would otherwise end the new job, its terminating one fail it.
@@ -271,14 +261,12 @@ def merge(
         return uid is None or o.controller_uid is None or o.controller_uid == uid
 
     pods, workers = list(pods), [w for w in workers if w.exists]
-    foreign = sorted({o.name for o in [*pods, *workers] if not ours(o)})
     live_workers = [w for w in workers if ours(w)]
     live_workloads = [w for w in workloads if ours(w)]
     current = max(live_workers, key=lambda w: w.resource_version) if live_workers else WorkersObservation()
     return Observed(
         pods=tuple(sorted((p for p in pods if ours(p)), key=lambda p: p.name)),
         workers=_with_ready_pods(current, pods),
-        foreign=tuple(foreign),
         kueue=kueue,
         workload=max(live_workloads, key=lambda w: w.resource_version) if live_workloads else None,
     )

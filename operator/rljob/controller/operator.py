@@ -27,7 +27,7 @@ from .kube import ApiException, Kube, resource
 from .leader import LeaderElector
 from .legacy import LegacyCleanup
 from .metrics import OperatorMetrics
-from .objects import Key
+from .objects import Key, job_key
 from .observe import PodObservation
 from .progress import ProgressReader
 from .reconciler import KEPT_CHILDREN, Reconciler
@@ -49,20 +49,20 @@ class Operator:
 
         selector = selector_string(MANAGED)
         self.pods: informer.Informer[observe.PodObservation] = informer.Informer(
-            self.kube, "/api/v1", "pods", selector, _keyed(observe.observe_pod), namespaces, on_change=self._pods_changed)
+            self.kube, *resource(*c.POD), selector, _keyed(observe.observe_pod), namespaces, on_change=self._pods_changed)
         self.statefulsets: informer.Informer[observe.WorkersObservation] = informer.Informer(
-            self.kube, "/apis/apps/v1", "statefulsets", selector, _keyed(observe.observe_workers), namespaces,
+            self.kube, *resource(*c.STATEFULSET), selector, _keyed(observe.observe_workers), namespaces,
             on_change=self._child_changed)
         self.workloads: informer.Informer[observe.WorkloadObservation] | None = None
         if config.kueue:
             self.workloads = informer.Informer(
-                self.kube, f"/apis/{c.KUEUE_API_VERSION}", "workloads", selector, _keyed(observe.observe_workload),
+                self.kube, *resource(*c.WORKLOAD), selector, _keyed(observe.observe_workload),
                 namespaces, on_change=self._child_changed)
         self.departures = [
             informer.Departures(self.kube, *resource(api_version, kind), kind, selector, self._child_gone, namespaces)
             for api_version, kind in KEPT_CHILDREN
         ]
-        self.job_feed = informer.JobFeed(self.kube, f"/apis/{c.API_VERSION}", c.PLURAL, self._job_changed,
+        self.job_feed = informer.JobFeed(self.kube, *resource(c.API_VERSION, c.KIND), self._job_changed,
                                          self._job_deleted, namespaces)
 
         self.metrics = OperatorMetrics(self._exported_jobs, self._progress_reads) if config.metrics_port else None
@@ -253,7 +253,7 @@ def _stop_acting() -> None:
 
 def _keyed(reduce: Callable[[Mapping[str, Any]], Any]) -> Callable[[Mapping[str, Any]], tuple[Any, Any] | None]:
     def keyed(body: Mapping[str, Any]) -> tuple[Any, Any] | None:
-        key = observe.job_key(body)
+        key = job_key(body)
         return (key, reduce(body)) if key else None
 
     return keyed

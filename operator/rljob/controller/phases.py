@@ -23,6 +23,10 @@
     Suspended      spec.suspend false                            Pending        Resumed (new attempt)
     Init/Running   pods built before an edit of head or workers  Pending        Resumed (pods replaced, new attempt)
     any            deleted, finalizers hold it                   -              nothing: the collector's turn
+    any            does not parse (`invalid`)                    Failed         ValidationFailed (pods deleted)
+    not finished   isolation off, the operator requires it       Failed         NetworkIsolationRequired (pods deleted)
+    any            creating a child refused (`blocked`)          unchanged      CreateFailed (warning; retried, backing off)
+    any            a child's name held by a deleted job's child  unchanged      WaitingForOldChildren (looked at again soon)
   With Kueue (a job labelled kueue.x-k8s.io/queue-name, operator run with --kueue): one Workload per job
     (new)          -                                             Suspended      Queued (Workload created)
     Suspended      Workload admitted                             Pending        Admitted (new attempt)
@@ -37,22 +41,19 @@ decision twice is harmless.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ..api import constants as c
 from ..api import names
 from ..api.models import JobStatus, RLTrainingJob
-from ..api.vocabulary import ACTIVE_PHASES, ConditionType, EventType, Phase, Reason
+from ..api.vocabulary import TERMINAL_PHASES, ConditionType, EventType, Phase, Reason
 from ..resources.meta import pod_size_hash, selector_string
 from ..resources.workers import worker_selector
 from ..resources.workload import pod_set_counts
 from . import conditions as cond
 from .observe import POD_UNSCHEDULABLE, Observed, PodObservation
-
-PENDING, INITIALIZING, RUNNING = Phase.PENDING, Phase.INITIALIZING, Phase.RUNNING
-SUCCEEDED, FAILED, SUSPENDED = Phase.SUCCEEDED, Phase.FAILED, Phase.SUSPENDED
-ACTIVE = ACTIVE_PHASES
 
 # How often to look again while waiting on something that has no event (a deadline ahead).
 POLL_SECONDS = 30.0
@@ -62,13 +63,37 @@ TIMESTAMP_RESOLUTION = timedelta(seconds=1)
 # How long a running cluster may be short of ready pods before it is ClusterDegraded (a warning): longer than a head
 # takes to stop Ray after its driver finished (the pod's stop grace, 40 s, and its readiness probe's 15 s).
 DEGRADED_AFTER = timedelta(seconds=60)
+# A refusal's or a failed creation's message at most: the API server's own errors (every field a validation names)
+# can be long, and the status and the event show them whole up to here.
+PROBLEMS_MESSAGE_CHARS = 2000
+ISOLATION_REQUIRED = ("spec.network.isolation is false, but this cluster's operator requires isolated jobs "
+                      "(--require-network-isolation): re-create the job without it")
 
 
 @dataclass(frozen=True)
 class Event:
     type: EventType
-    reason: str
+    reason: Reason
     message: str
+
+
+@dataclass(frozen=True)
+class CreateProblem:
+    """A child that a pass could not create, as apply found it: the API server refused it (`refused`: a quota, an
+    admission policy, validation), or its name is taken by an object that is not this job instance's (a deleted
+    job's child that the garbage collector has yet to remove)."""
+
+    refused: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """What a pass whose creations failed writes and posts in place of what it decided (`blocked`)."""
+
+    status: JobStatus
+    event: Event
+    waiting: bool  # only names a deleted job's children still hold: looked at again soon, not backed off
 
 
 @dataclass
@@ -101,18 +126,21 @@ class Decision:
 
 
 def step(job: RLTrainingJob, observed: Observed, now: datetime) -> Decision:
+    status = job.status.operator_fields() if job.status is not None else JobStatus()
+    phase = status.phase
+    if observed.require_isolation and not job.spec.network.isolation and phase not in TERMINAL_PHASES:
+        # Also a job that started before (an operator restarted with the rule), and one being deleted.
+        return _refuse(status, job.metadata.generation, Reason.NETWORK_ISOLATION_REQUIRED, ISOLATION_REQUIRED, observed, now)
     if job.metadata.deletion_timestamp:
         # Deleted, and held by finalizers (`kubectl delete --cascade=foreground`, or anyone's): the garbage collector
         # takes the children, and nothing is created, retried or reported failed in their place.
         return Decision()
-    status = job.status.operator_fields() if job.status is not None else JobStatus()
-    phase = status.phase
     machine = _Machine(job, observed, now, status)
     if phase is None:
         decision = machine.new()
-    elif phase in (SUCCEEDED, FAILED):
+    elif phase in TERMINAL_PHASES:
         decision = machine.finished()
-    elif phase == SUSPENDED:
+    elif phase == Phase.SUSPENDED:
         decision = machine.suspended()
     else:
         decision = machine.active()
@@ -120,6 +148,57 @@ def step(job: RLTrainingJob, observed: Observed, now: datetime) -> Decision:
         # So that `kubectl get rltj -l rljob.dev/experiment=NAME` finds the job itself, not only its children.
         decision.job_labels = {c.LABEL_EXPERIMENT: job.spec.experiment}
     return decision
+
+
+def invalid(status: JobStatus, generation: int | None, problems: Sequence[str], observed: Observed, now: datetime) -> Decision:
+    """A job that does not parse (`problems`, one per field): it breaks a rule the API server cannot express, or one
+    this version added since the job was created. `status` is what could be read of its own."""
+    return _refuse(status.operator_fields(), generation, Reason.VALIDATION_FAILED, "; ".join(problems), observed, now)
+
+
+def _refuse(old: JobStatus, generation: int | None, reason: Reason, message: str, observed: Observed, now: datetime) -> Decision:
+    """Ends a job the operator will not run: its pods go on every pass, and nothing is created again. The status and
+    the warning are written once: a job already Failed with this message is only torn down. No TTL, no log tail and
+    no experiment label, which are for jobs that ran as they were meant to."""
+    decision = Decision(delete_pods=[p.name for p in observed.live_heads()],
+                        delete_workers=observed.workers.exists and not observed.workers.deleting)
+    message = message[:PROBLEMS_MESSAGE_CHARS]
+    if old.phase == Phase.FAILED and old.message == message:
+        return decision
+    new = old.model_copy(deep=True)
+    new.phase, new.reason, new.message = Phase.FAILED, reason, message
+    new.conditions = cond.set_condition(new.conditions, ConditionType.FAILED, True, reason, message, now, generation)
+    for type_ in (ConditionType.RUNNING, ConditionType.CLUSTER_READY):
+        if new.condition(type_) is not None:
+            new.conditions = cond.set_condition(new.conditions, type_, False, reason, message, now, generation)
+    new.observed_generation, new.completion_time = generation, cond.timestamp(now)
+    decision.status = new
+    decision.events = [Event(EventType.WARNING, reason, message)]
+    return decision
+
+
+def blocked(decided: JobStatus | None, current: JobStatus | None, problems: Sequence[CreateProblem]) -> Blocked:
+    """A pass that could not create every child: the job stays where the decision put it (`decided`, or its `current`
+    status when the decision changed nothing) and says why, and the pass is tried again (a quota or an admission
+    policy may change; a deleted job's children go). A refusal is named before any wait: waiting does not end it.
+    The event is posted on every look, as Kubernetes' own controllers do: Kube.event counts a repeat up on one Event,
+    so `kubectl describe` shows how long and how often it has been tried, not a list of copies."""
+    refused = [p for p in problems if p.refused]
+    reason = Reason.CREATE_FAILED if refused else Reason.WAITING_FOR_OLD_CHILDREN
+    message = "; ".join(p.message for p in (refused or problems))[:PROBLEMS_MESSAGE_CHARS]
+    return Blocked(
+        status=as_decided(decided, current).model_copy(update={"reason": reason, "message": message}),
+        event=Event(EventType.WARNING if refused else EventType.NORMAL, reason, message),
+        waiting=not refused,
+    )
+
+
+def as_decided(decided: JobStatus | None, current: JobStatus | None) -> JobStatus:
+    """The status a pass writes: the one decided, or (when the decision changed nothing) the job's own, progress
+    aside; what apply adds to it (a log tail, why a creation failed) is added to this."""
+    if decided is not None:
+        return decided
+    return current.operator_fields() if current is not None else JobStatus()
 
 
 class _Machine:
@@ -139,7 +218,7 @@ class _Machine:
         if self._queue() is not None:
             return self._suspend(Reason.QUEUED, self._queued_message())
         self._start_attempt(attempt=1, failures=0, fresh_start=True)
-        self._phase(PENDING, Reason.ACCEPTED, "creating the Ray cluster")
+        self._phase(Phase.PENDING, Reason.ACCEPTED, "creating the Ray cluster")
         self._event(EventType.NORMAL, Reason.ACCEPTED, f"creating head pod and {self.spec.workers.replicas} worker(s)")
         return self._done()
 
@@ -152,8 +231,8 @@ class _Machine:
             return self._done()
         attempt = (self.old.attempts or 0) + 1
         self._start_attempt(attempt=attempt, failures=self.old.failed_attempts or 0, fresh_start=True)
-        self._phase(PENDING, Reason.RESUMED, f"resuming with attempt {attempt}")
-        self._set(cond.SUSPENDED, False, Reason.RESUMED, "spec.suspend is false")
+        self._phase(Phase.PENDING, Reason.RESUMED, f"resuming with attempt {attempt}")
+        self._set(ConditionType.SUSPENDED, False, Reason.RESUMED, "spec.suspend is false")
         self._event(EventType.NORMAL, Reason.RESUMED, f"starting attempt {attempt} from the latest checkpoint")
         return self._done()
 
@@ -171,7 +250,7 @@ class _Machine:
             return self._suspend(*lost)
         if self._deadline_exceeded():
             return self._done()
-        if phase in (INITIALIZING, RUNNING) or (head is not None and head.finished):
+        if phase in (Phase.INITIALIZING, Phase.RUNNING) or (head is not None and head.finished):
             if head is not None and head.succeeded:
                 return self._succeed(head)
             if head is None or head.failed or head.deleting:
@@ -179,26 +258,27 @@ class _Machine:
         stale = self._built_before_an_edit(attempt, head)
         if stale:
             return self._rebuild(attempt, stale)
-        if phase in (PENDING, INITIALIZING) and self._coordination_timed_out(attempt, head):
+        if phase in (Phase.PENDING, Phase.INITIALIZING) and self._coordination_timed_out(attempt, head):
             return self._done()
-        if phase == PENDING:
+        if phase == Phase.PENDING:
             if head is None:
                 self.decision.ensure_children = True
                 self.decision.requeue_after = 2.0
                 if not self._wait_for_earlier_heads(attempt):
                     self.decision.create_head = attempt
                 return self._done()
-            self._phase(INITIALIZING, Reason.CLUSTER_STARTING, self._waiting_for_cluster(head.name))
+            self._phase(Phase.INITIALIZING, Reason.CLUSTER_STARTING, self._waiting_for_cluster(head.name))
             self._event(EventType.NORMAL, Reason.CLUSTER_STARTING, _head_created(head.name))
         self._ensure_workers()
         ready = head is not None and head.ready and self._workers_ready()
-        if self.old.phase != RUNNING and self.status.phase != RUNNING and ready:
+        if self.old.phase != Phase.RUNNING and self.status.phase != Phase.RUNNING and ready:
             self.status.cluster_ready_time = cond.timestamp(self.now)
-            self._phase(RUNNING, Reason.CLUSTER_READY, f"Ray cluster ready: head and {self.spec.workers.replicas} worker(s); training")
-            self._set(cond.CLUSTER_READY, True, Reason.CLUSTER_READY, "head and all workers are ready")
-            self._set(cond.RUNNING, True, Reason.DRIVER_RUNNING, "the driver is training")
+            replicas = self.spec.workers.replicas
+            self._phase(Phase.RUNNING, Reason.CLUSTER_READY, f"Ray cluster ready: head and {replicas} worker(s); training")
+            self._set(ConditionType.CLUSTER_READY, True, Reason.CLUSTER_READY, "head and all workers are ready")
+            self._set(ConditionType.RUNNING, True, Reason.DRIVER_RUNNING, "the driver is training")
             self._event(EventType.NORMAL, Reason.CLUSTER_READY, f"head and {self.spec.workers.replicas} worker(s) ready; training")
-        elif self.old.phase == RUNNING:
+        elif self.old.phase == Phase.RUNNING:
             self._track_cluster_health(ready, attempt)
         elif head is not None and not ready:
             self._report_startup_problems(attempt, head.name)
@@ -282,8 +362,8 @@ class _Machine:
             attempt = (self.old.attempts or 0) + 1
             self._start_attempt(attempt=attempt, failures=self.old.failed_attempts or 0, fresh_start=True)
             where = f"ClusterQueue {wl.cluster_queue}" if wl.cluster_queue else "Kueue"
-            self._phase(PENDING, Reason.ADMITTED, f"admitted by {where}: starting attempt {attempt}")
-            self._set(cond.SUSPENDED, False, Reason.ADMITTED, f"admitted by {where}")
+            self._phase(Phase.PENDING, Reason.ADMITTED, f"admitted by {where}: starting attempt {attempt}")
+            self._set(ConditionType.SUSPENDED, False, Reason.ADMITTED, f"admitted by {where}")
             self._event(EventType.NORMAL, Reason.ADMITTED, f"admitted by {where} with the head and {self.spec.workers.replicas} "
                         f"worker(s); starting attempt {attempt}" + (" from the latest checkpoint" if attempt > 1 else ""))
             return self._done()
@@ -305,7 +385,7 @@ class _Machine:
             self.status.completion_time = None
         self.status.attempts, self.status.failed_attempts = attempt, failures
         self.status.attempt_start_time, self.status.head_pod = stamp, None
-        self._set(cond.CLUSTER_READY, False, Reason.STARTING, "the Ray cluster is being created")
+        self._set(ConditionType.CLUSTER_READY, False, Reason.STARTING, "the Ray cluster is being created")
         self.decision.ensure_children = True
         self.decision.requeue_after = 2.0
         if not self._wait_for_earlier_heads(attempt):
@@ -331,8 +411,8 @@ class _Machine:
         self._start_attempt(attempt=attempt + 1, failures=self.old.failed_attempts or 0, fresh_start=False)
         what = ", ".join(stale)
         message = f"head or workers were edited while suspended: {what} built before the edit replaced by attempt {attempt + 1}"
-        self._phase(PENDING, Reason.RESUMED, message)
-        self._set(cond.RUNNING, False, Reason.RESUMED, message)
+        self._phase(Phase.PENDING, Reason.RESUMED, message)
+        self._set(ConditionType.RUNNING, False, Reason.RESUMED, message)
         self._event(EventType.NORMAL, Reason.RESUMED, message)
         return self._done()
 
@@ -374,11 +454,11 @@ class _Machine:
         """ClusterReady while Running. A cluster that stops being ready is WorkersNotReady at once, and only
         ClusterDegraded, with a warning, once that has lasted DEGRADED_AFTER: a driver that finished stops Ray, and its
         workers lose the head before the head pod is seen Succeeded, which is no degradation to warn about."""
-        was = self.old.condition(cond.CLUSTER_READY)
+        was = self.old.condition(ConditionType.CLUSTER_READY)
         was_ready = was is not None and was.status == "True"
         if ready and not was_ready:
             self.status.cluster_ready_time = cond.timestamp(self.now)
-            self._set(cond.CLUSTER_READY, True, Reason.CLUSTER_READY, "head and all workers are ready")
+            self._set(ConditionType.CLUSTER_READY, True, Reason.CLUSTER_READY, "head and all workers are ready")
             if was is not None and was.reason == Reason.CLUSTER_DEGRADED:
                 self._event(EventType.NORMAL, Reason.CLUSTER_RECOVERED, "all workers are ready again")
         elif not ready:
@@ -389,12 +469,12 @@ class _Machine:
                 msg += f"; {_problems_text(problems)}"
             since = cond.parse_timestamp(was.last_transition_time) if was is not None and not was_ready else None
             if was is not None and was.reason == Reason.CLUSTER_DEGRADED:
-                self._set(cond.CLUSTER_READY, False, Reason.CLUSTER_DEGRADED, msg)
+                self._set(ConditionType.CLUSTER_READY, False, Reason.CLUSTER_DEGRADED, msg)
             elif since is not None and self.now >= since + TIMESTAMP_RESOLUTION + DEGRADED_AFTER:
-                self._set(cond.CLUSTER_READY, False, Reason.CLUSTER_DEGRADED, msg)
+                self._set(ConditionType.CLUSTER_READY, False, Reason.CLUSTER_DEGRADED, msg)
                 self._event(EventType.WARNING, Reason.CLUSTER_DEGRADED, msg)
             else:
-                self._set(cond.CLUSTER_READY, False, Reason.WORKERS_NOT_READY, msg)
+                self._set(ConditionType.CLUSTER_READY, False, Reason.WORKERS_NOT_READY, msg)
                 left = DEGRADED_AFTER if since is None else since + TIMESTAMP_RESOLUTION + DEGRADED_AFTER - self.now
                 self._requeue(left.total_seconds())
 
@@ -403,19 +483,19 @@ class _Machine:
         message and ClusterReady's reason at once, with a warning event when that reason changes, rather than only in
         the coordination timeout's message, half an hour later."""
         problems = self.obs.startup_problems(attempt)
-        was = self.old.condition(cond.CLUSTER_READY)
+        was = self.old.condition(ConditionType.CLUSTER_READY)
         was_reason = was.reason if was is not None else None
         if problems:
             reason = (Reason.UNSCHEDULABLE if any(p.reason == POD_UNSCHEDULABLE for p in problems)
                       else Reason.CONTAINERS_NOT_STARTING)
             detail = _problems_text(problems)
             self.status.message = f"{self._waiting_for_cluster(head)}; {detail}"
-            self._set(cond.CLUSTER_READY, False, reason, detail)
+            self._set(ConditionType.CLUSTER_READY, False, reason, detail)
             if was_reason != reason:
                 self._event(EventType.WARNING, reason, detail)
         elif was_reason in (Reason.UNSCHEDULABLE, Reason.CONTAINERS_NOT_STARTING):
             self.status.message = self._waiting_for_cluster(head)
-            self._set(cond.CLUSTER_READY, False, Reason.STARTING, "the Ray cluster is being created")
+            self._set(ConditionType.CLUSTER_READY, False, Reason.STARTING, "the Ray cluster is being created")
 
     def _active_seconds(self) -> int:
         """Active time before this stretch plus this stretch: what the run budget has used up."""
@@ -461,8 +541,8 @@ class _Machine:
         return True
 
     def _succeed(self, head: PodObservation) -> Decision:
-        self._terminal(SUCCEEDED, Reason.DRIVER_SUCCEEDED, f"the driver in {head.name} finished successfully", head)
-        self._set(cond.COMPLETE, True, Reason.DRIVER_SUCCEEDED, "training finished")
+        self._terminal(Phase.SUCCEEDED, Reason.DRIVER_SUCCEEDED, f"the driver in {head.name} finished successfully", head)
+        self._set(ConditionType.COMPLETE, True, Reason.DRIVER_SUCCEEDED, "training finished")
         self._event(EventType.NORMAL, Reason.SUCCEEDED, f"training finished (head pod {head.name} exited 0)")
         return self._done()
 
@@ -470,16 +550,16 @@ class _Machine:
         failures = (self.old.failed_attempts or 0) + 1
         what = _describe_failure(attempt, head)
         if head is not None and head.exit_code == c.EXIT_CONFIG_ERROR:
-            self._terminal(FAILED, Reason.DRIVER_FAILED, f"{what}: a configuration error, not retried", head)
+            self._terminal(Phase.FAILED, Reason.DRIVER_FAILED, f"{what}: a configuration error, not retried", head)
             self.status.failed_attempts = failures
-            self._set(cond.FAILED, True, Reason.DRIVER_FAILED, self.status.message or "")
+            self._set(ConditionType.FAILED, True, Reason.DRIVER_FAILED, self.status.message or "")
             self._event(EventType.WARNING, Reason.DRIVER_FAILED, self.status.message or "")
             return self._done()
         if failures > self.spec.backoff_limit:
             msg = f"{what}; backoffLimit {self.spec.backoff_limit} reached"
-            self._terminal(FAILED, Reason.BACKOFF_LIMIT_EXCEEDED, msg, head)
+            self._terminal(Phase.FAILED, Reason.BACKOFF_LIMIT_EXCEEDED, msg, head)
             self.status.failed_attempts = failures
-            self._set(cond.FAILED, True, Reason.BACKOFF_LIMIT_EXCEEDED, msg)
+            self._set(ConditionType.FAILED, True, Reason.BACKOFF_LIMIT_EXCEEDED, msg)
             self._event(EventType.WARNING, Reason.BACKOFF_LIMIT_EXCEEDED, msg)
             return self._done()
         if head is not None and head.failed:
@@ -489,8 +569,8 @@ class _Machine:
         if head is not None and head.exit_code is not None:
             self.status.last_exit_code = head.exit_code
         self._start_attempt(attempt=attempt + 1, failures=failures, fresh_start=False)
-        self._phase(PENDING, Reason.ATTEMPT_FAILED, f"{what}; starting attempt {attempt + 1} of {self.spec.backoff_limit + 1}")
-        self._set(cond.RUNNING, False, Reason.ATTEMPT_FAILED, what)
+        self._phase(Phase.PENDING, Reason.ATTEMPT_FAILED, f"{what}; starting attempt {attempt + 1} of {self.spec.backoff_limit + 1}")
+        self._set(ConditionType.RUNNING, False, Reason.ATTEMPT_FAILED, what)
         self._event(EventType.WARNING, Reason.ATTEMPT_FAILED, f"{what}; starting attempt {attempt + 1} from the latest checkpoint")
         return self._done()
 
@@ -503,23 +583,23 @@ class _Machine:
             if head.finished:
                 self.decision.capture_log = head.name
                 self.decision.capture_attempt = head.attempt if head.attempt is not None else self.status.attempts
-        self._set(cond.RUNNING, False, reason, message)
-        self._set(cond.CLUSTER_READY, False, reason, "the Ray cluster was released")
+        self._set(ConditionType.RUNNING, False, reason, message)
+        self._set(ConditionType.CLUSTER_READY, False, reason, "the Ray cluster was released")
         self.decision.delete_workers = self.obs.workers.exists
         ttl = self.spec.ttl_seconds_after_finished
         if ttl is not None:
             self.decision.requeue_after = max(float(ttl), 0.5)
 
     def _fail(self, reason: Reason, message: str) -> None:
-        self._terminal(FAILED, reason, message, None)
-        self._set(cond.FAILED, True, reason, message)
+        self._terminal(Phase.FAILED, reason, message, None)
+        self._set(ConditionType.FAILED, True, reason, message)
         self._event(EventType.WARNING, reason, message)
 
     def _suspend(self, reason: Reason, message: str) -> Decision:
-        self._phase(SUSPENDED, reason, message)
-        self._set(cond.SUSPENDED, True, reason, message)
-        self._set(cond.RUNNING, False, reason, message)
-        self._set(cond.CLUSTER_READY, False, reason, "pods removed while suspended")
+        self._phase(Phase.SUSPENDED, reason, message)
+        self._set(ConditionType.SUSPENDED, True, reason, message)
+        self._set(ConditionType.RUNNING, False, reason, message)
+        self._set(ConditionType.CLUSTER_READY, False, reason, "pods removed while suspended")
         self._observe_workers()
         self._remove_pods()
         self._event(EventType.WARNING if reason == Reason.EVICTED else EventType.NORMAL, reason, message)
@@ -533,7 +613,7 @@ class _Machine:
     def _phase(self, phase: Phase, reason: Reason, message: str) -> None:
         self.status.phase, self.status.reason, self.status.message = phase, reason, message
         attempt = self.status.attempts
-        if attempt and phase != SUSPENDED:
+        if attempt and phase != Phase.SUSPENDED:
             self.status.head_pod = names.head_pod(self.job.name, attempt)
 
     def _set(self, type_: ConditionType, value: bool, reason: Reason, message: str) -> None:
@@ -555,11 +635,11 @@ class _Machine:
             self.status.worker_selector = selector_string(worker_selector(self.job))
             self.decision.status = self.status
         attempt = self.decision.create_head
-        if attempt is not None and self.status.phase == PENDING and self.status.reason != Reason.ATTEMPT_FAILED:
+        if attempt is not None and self.status.phase == Phase.PENDING and self.status.reason != Reason.ATTEMPT_FAILED:
             # (A failed attempt's Pending, with what failed, is written first: the next one's head comes after.)
             head = names.head_pod(self.job.name, attempt)
             created = self.status.model_copy(deep=True)
-            created.phase, created.reason = INITIALIZING, Reason.CLUSTER_STARTING
+            created.phase, created.reason = Phase.INITIALIZING, Reason.CLUSTER_STARTING
             created.message = self._waiting_for_cluster(head)
             # The count from the start, as the move to Initializing always carried it: else the next pass writes it alone.
             self._observe_workers(created)

@@ -17,22 +17,19 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from pydantic import ValidationError
-
 from .. import resources
 from ..api import constants as c
 from ..api import names
 from ..api.manifest import ManifestError, parse_job
 from ..api.models import JobStatus, RLTrainingJob
-from ..api.vocabulary import TERMINAL_PHASES, EventType, Phase, Reason
-from . import conditions as cond
-from . import kueue, observe
+from ..api.vocabulary import Phase
+from . import kueue, observe, phases
 from .apply import ChildCreationFailed, apply
 from .expectations import HeadExpectations
 from .kube import ApiException, Kube, error_text
-from .objects import Key, controller_uid, resource_version
+from .objects import Key, key_of, owning_job_uid, resource_version
 from .pacing import StatusPacer
-from .phases import step
+from .phases import Decision
 from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -47,12 +44,8 @@ CLUSTER_UP_PHASES = (Phase.INITIALIZING, Phase.RUNNING)
 # The children besides pods and the StatefulSet that are created again when deleted while their job lives
 # (apiVersion, kind; the operator's departure streams watch them for deletions). Not the checkpoint claim: Kubernetes keeps a
 # claim in use, and one deleted on purpose is a person's choice to start afresh, which the next attempt makes.
-KEPT_CHILDREN = (("v1", "Service"), ("networking.k8s.io/v1", "NetworkPolicy"))
+KEPT_CHILDREN = (c.SERVICE, c.NETWORK_POLICY)
 KEPT_KINDS = tuple(kind for _, kind in KEPT_CHILDREN)
-
-
-def _rv(body: Mapping[str, Any]) -> int:
-    return resource_version(body.get("metadata") or {})
 
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -128,9 +121,9 @@ class Reconciler:
     # ── feeding ────────────────────────────────────────────────────────────────────────────────
 
     def upsert_job(self, body: Mapping[str, Any]) -> None:
-        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        key = key_of(body)
         old = self.jobs.get(key)
-        if old is not None and _rv(body) < _rv(old):
+        if old is not None and resource_version(body) < resource_version(old):
             self.enqueue(key)
             return
         self.jobs[key] = cached_body(body)
@@ -180,17 +173,17 @@ class Reconciler:
         # this job instance's: a new job of the same name keeps its own. A failure here still lets the pods go.
         if any(p.role == c.ROLE_HEAD for p in pods):
             try:
-                service = await self.kube.get("v1", "Service", key[0], names.head_service(key[1]), cached=True)
+                service = await self.kube.get(*c.SERVICE, key[0], names.head_service(key[1]), cached=True)
                 meta = (service or {}).get("metadata") or {}
-                if meta.get("uid") and controller_uid(meta) == uid:
-                    await self.kube.delete("v1", "Service", key[0], meta["name"], uid=meta["uid"])
+                if meta.get("uid") and owning_job_uid(meta) == uid:
+                    await self.kube.delete(*c.SERVICE, key[0], meta["name"], uid=meta["uid"])
             except Exception as exc:  # best effort, as below
                 log.info("deleting the head Service of deleted job %s/%s: %s", *key, error_text(exc))
         try:
             # The StatefulSet first, or its controller would replace the pods deleted next.
             for sts in statefulsets:
-                await self.kube.delete("apps/v1", "StatefulSet", key[0], sts.name, uid=sts.uid)
-            await asyncio.gather(*(self.kube.delete("v1", "Pod", key[0], p.name, uid=p.uid) for p in pods))
+                await self.kube.delete(*c.STATEFULSET, key[0], sts.name, uid=sts.uid)
+            await asyncio.gather(*(self.kube.delete(*c.POD, key[0], p.name, uid=p.uid) for p in pods))
         except Exception as exc:  # best effort: the garbage collector does it anyway
             log.info("releasing the pods of deleted job %s/%s: %s", *key, error_text(exc))
 
@@ -295,35 +288,50 @@ class Reconciler:
         body = self.jobs.get(key)
         if body is None or not self.may_act():
             return None
+        meta = body.get("metadata") or {}
         try:
             job = self._parse(key, body)
         except ManifestError as exc:
-            return await self._refuse(key, body, Reason.VALIDATION_FAILED, "; ".join(exc.problems))
-        if self.ctx.require_isolation and not job.spec.network.isolation and not (
-                job.status is not None and job.status.phase in TERMINAL_PHASES):
-            return await self._refuse(
-                key, body, Reason.NETWORK_ISOLATION_REQUIRED,
-                "spec.network.isolation is false, but this cluster's operator requires isolated jobs "
-                "(--require-network-isolation): re-create the job without it",
-            )
+            observed = self._observed(key, meta.get("uid"))
+            decision = phases.invalid(JobStatus.read(body.get("status")), meta.get("generation"), exc.problems,
+                                      observed, self.clock())
+            return await self._carry_out(key, None, body, observed, decision)
         self._restore_missing_children(key, job)
-        observed = observe.merge(
-            self.expected.with_expected(key, self.pods.get(key, ())), self.workers.get(key, ()), job.metadata.uid,
-            workloads=self.workloads.get(key, ()) if self.workloads is not None else (), kueue=self.workloads is not None,
-        )
         gone = tuple(sorted(self._gone.get(key, ())))
-        if gone:
-            observed = replace(observed, children_gone=gone)
-        decision = step(job, observed, self.clock())
+        observed = self._observed(key, job.metadata.uid, gone)
+        decision = phases.step(job, observed, self.clock())
         if log.isEnabledFor(logging.DEBUG):
             log.debug("reconcile %s/%s (generation %s, suspend %s): phase %s -> %s; workload %s", *key,
                       job.metadata.generation, job.spec.suspend, job.status.phase if job.status else None,
                       decision.status.phase if decision.status else "(unchanged)", observed.workload)
+        new_body = await self._carry_out(key, job, body, observed, decision)
+        if gone and key in self._gone:  # created again (or no longer needed); a deletion seen meanwhile stays
+            left = self._gone[key] - set(gone)
+            if left:
+                self._gone[key] = left
+            else:
+                del self._gone[key]
+        return new_body
+
+    def _observed(self, key: Key, uid: str | None, gone: tuple[str, ...] = ()) -> observe.Observed:
+        """What the phase machine sees of job instance `uid` besides the job: its children in the streams' indexes
+        (with a head just created that the pod watch has yet to show), and the operator's own rules."""
+        observed = observe.merge(
+            self.expected.with_expected(key, self.pods.get(key, ())), self.workers.get(key, ()), uid,
+            workloads=self.workloads.get(key, ()) if self.workloads is not None else (), kueue=self.workloads is not None,
+        )
+        return replace(observed, children_gone=gone, require_isolation=self.ctx.require_isolation)
+
+    async def _carry_out(
+        self, key: Key, job: RLTrainingJob | None, body: dict[str, Any], observed: observe.Observed, decision: Decision,
+    ) -> dict[str, Any] | None:
+        """Applies the decision (`job` None: the job does not parse), keeps what it wrote and schedules the next look."""
         placed = job
-        if (decision.ensure_children or decision.create_head is not None) and observed.workload is not None \
-                and observed.workload.admitted and job.metadata.labels.get(c.KUEUE_QUEUE_LABEL):
+        if job is not None and (decision.ensure_children or decision.create_head is not None) \
+                and observed.workload is not None and observed.workload.admitted \
+                and job.metadata.labels.get(c.KUEUE_QUEUE_LABEL):
             placed = await self.flavors.admitted(job, observed.workload)  # where Kueue's flavors put the pods
-        if decision.create_head is not None:
+        if job is not None and decision.create_head is not None:
             self.expected.expect(key, names.head_pod(job.name, decision.create_head), decision.create_head, job.metadata.uid or "")
         try:
             new_body = await apply(self.kube, self.ctx, placed, body, decision, observed.workload, self.pacer, observed)
@@ -331,12 +339,6 @@ class Reconciler:
             if decision.create_head is not None:
                 self.expected.forget(key)  # the job stays Pending: the next pass looks for its head again
             raise
-        if gone and key in self._gone:  # created again (or no longer needed); a deletion seen meanwhile stays
-            left = self._gone[key] - set(gone)
-            if left:
-                self._gone[key] = left
-            else:
-                del self._gone[key]
         if new_body is not None and key in self.jobs:
             self.upsert_job_quietly(new_body)
         if decision.requeue_after is not None and key in self.jobs:
@@ -348,7 +350,7 @@ class Reconciler:
         and every decision only reads the model. Only the most recently reconciled jobs' models are kept (a model
         is about 10 KB, twice its body): the pod events of a burst come for the jobs just created, and a quiet job
         parsed again costs a fraction of a millisecond."""
-        version = _rv(body)
+        version = resource_version(body)
         cached = self._parsed.get(key)
         if cached is not None and cached[0] == version and version:
             self._parsed.move_to_end(key)
@@ -362,9 +364,9 @@ class Reconciler:
 
     def upsert_job_quietly(self, body: Mapping[str, Any]) -> None:
         """Our own write is newer than the watch: keep it, but it is not a reason to reconcile again."""
-        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        key = key_of(body)
         old = self.jobs.get(key)
-        if old is None or _rv(body) >= _rv(old):
+        if old is None or resource_version(body) >= resource_version(old):
             self.jobs[key] = cached_body(body)
 
     def _restore_missing_children(self, key: Key, job: RLTrainingJob) -> None:
@@ -380,43 +382,3 @@ class Reconciler:
                    if o["kind"] in KEPT_KINDS} - present
         if missing:
             self._gone.setdefault(key, set()).update(missing)
-
-    async def _refuse(self, key: Key, body: dict[str, Any], reason: Reason, message: str) -> dict[str, Any] | None:
-        """Ends a job the operator will not run: rules the API server cannot express (ValidationFailed), or an
-        admin's (NetworkIsolationRequired), also one refused after it started (an operator restarted with a stricter
-        rule): its pods go, with nothing created again."""
-        old = _status_of(body)
-        message = message[:2000]
-        new_body = body
-        if not (old.phase == Phase.FAILED and old.message == message):
-            now = self.clock()
-            generation = (body.get("metadata") or {}).get("generation")
-            new = old.operator_fields()
-            new.phase, new.reason, new.message = Phase.FAILED, reason, message
-            new.conditions = cond.set_condition(new.conditions, cond.FAILED, True, reason, message, now, generation)
-            for type_ in (cond.RUNNING, cond.CLUSTER_READY):
-                if new.condition(type_) is not None:
-                    new.conditions = cond.set_condition(new.conditions, type_, False, reason, message, now, generation)
-            new.observed_generation, new.completion_time = generation, cond.timestamp(now)
-            new_body = await self.kube.patch_job_status(key[0], key[1], new.merge_patch(old), body)
-            await self.kube.event(new_body, EventType.WARNING, reason, message)
-            self.upsert_job_quietly(new_body)
-        await self._tear_down(key, (body.get("metadata") or {}).get("uid"))
-        return new_body
-
-    async def _tear_down(self, key: Key, uid: str | None) -> None:
-        """The live pods and the StatefulSet of job instance `uid`, deleted (each by its own uid)."""
-        for sts in self.workers.get(key, ()):
-            if sts.exists and not sts.deleting and sts.uid and sts.controller_uid in (None, uid):
-                await self.kube.delete("apps/v1", "StatefulSet", key[0], sts.name, uid=sts.uid)
-        for pod in self.pods.get(key, ()):
-            if pod.role == c.ROLE_HEAD and not pod.finished and not pod.deleting and pod.controller_uid in (None, uid):
-                await self.kube.delete("v1", "Pod", key[0], pod.name, uid=pod.uid)
-
-
-def _status_of(body: Mapping[str, Any]) -> JobStatus:
-    """The status of a job whose spec did not parse; a status this operator did not write counts as none."""
-    try:
-        return JobStatus.model_validate(body.get("status") or {})
-    except ValidationError:
-        return JobStatus()

@@ -18,7 +18,7 @@ from ..api import constants as c
 from ..api import names
 from ..api.models import RLTrainingJob
 from . import pods
-from .meta import owner_reference
+from .meta import owner_reference, type_meta
 
 COMPONENT_FETCH = "checkpoint-reader"
 MANAGED_BY_CLI = "rljob-cli"
@@ -104,8 +104,7 @@ def reader_pod(
         pod_spec.pop("affinity", None)
     owner = {**owner_reference(job), "controller": False, "blockOwnerDeletion": False}
     return {
-        "apiVersion": "v1",
-        "kind": "Pod",
+        **type_meta(c.POD),
         "metadata": {
             "name": name or reader_pod_name(job.name),
             "namespace": job.namespace,

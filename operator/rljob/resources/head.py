@@ -9,7 +9,7 @@ from ..api import names
 from ..api.models import RLTrainingJob
 from . import pods
 from .context import BuildContext
-from .meta import object_meta, pod_size_hash
+from .meta import object_meta, pod_size_hash, type_meta
 
 HEAD_PORTS = (c.PORT_GCS, c.PORT_DASHBOARD, c.PORT_CLIENT, c.PORT_RAY_METRICS, c.PORT_METRICS)
 
@@ -50,8 +50,7 @@ def head_pod(job: RLTrainingJob, ctx: BuildContext, attempt: int, coordination_d
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     return {
-        "apiVersion": "v1",
-        "kind": "Pod",
+        **type_meta(c.POD),
         "metadata": {
             **object_meta(job, names.head_pod(job.name, attempt), c.ROLE_HEAD,
                           **{c.LABEL_ROLE: c.ROLE_HEAD, c.LABEL_ATTEMPT: str(attempt)}),

@@ -9,6 +9,13 @@ from ..api import constants as c
 from ..api.models import RLTrainingJob
 
 
+def type_meta(kind: tuple[str, str]) -> dict[str, str]:
+    """An object's apiVersion and kind, from the (apiVersion, kind) pair constants names it by: the operator creates,
+    watches and deletes each kind of child by that same pair."""
+    api_version, name = kind
+    return {"apiVersion": api_version, "kind": name}
+
+
 def selector_string(labels: dict[str, str]) -> str:
     """Equality labels as a label selector's text (`kubectl -l`, a list's labelSelector, a scale's selector)."""
     return ",".join(f"{k}={v}" for k, v in labels.items())

@@ -14,7 +14,7 @@ from ..api import constants as c
 from ..api import names
 from ..api.models import RLTrainingJob
 from .context import BuildContext
-from .meta import object_meta, selector_labels
+from .meta import object_meta, selector_labels, type_meta
 from .services import head_selector
 
 DNS_PORT = 53
@@ -28,8 +28,7 @@ PRIVATE_RANGES = {4: ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0
 
 def _policy(job: RLTrainingJob, purpose: str, pod_selector: dict[str, str], spec: dict[str, Any]) -> dict[str, Any]:
     return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
+        **type_meta(c.NETWORK_POLICY),
         "metadata": object_meta(job, names.network_policy(job.name, purpose), c.COMPONENT_NETWORK),
         "spec": {"podSelector": {"matchLabels": pod_selector}, **spec},
     }

@@ -13,7 +13,7 @@ from ..api import constants as c
 from ..api import names
 from ..api.models import RLTrainingJob
 from .head import HEAD_PORTS
-from .meta import object_meta
+from .meta import object_meta, type_meta
 
 
 def head_selector(job: RLTrainingJob) -> dict[str, str]:
@@ -22,8 +22,7 @@ def head_selector(job: RLTrainingJob) -> dict[str, str]:
 
 def head_service(job: RLTrainingJob) -> dict[str, Any]:
     return {
-        "apiVersion": "v1",
-        "kind": "Service",
+        **type_meta(c.SERVICE),
         "metadata": object_meta(job, names.head_service(job.name), c.ROLE_HEAD),
         "spec": {
             "clusterIP": "None",

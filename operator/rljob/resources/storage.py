@@ -6,7 +6,7 @@ from typing import Any
 from ..api import constants as c
 from ..api import names
 from ..api.models import RLTrainingJob
-from .meta import object_meta
+from .meta import object_meta, type_meta
 
 
 def checkpoint_claim(job: RLTrainingJob) -> dict[str, Any] | None:
@@ -20,8 +20,7 @@ def checkpoint_claim(job: RLTrainingJob) -> dict[str, Any] | None:
     if ckpt.storage_class_name:
         spec["storageClassName"] = ckpt.storage_class_name
     return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
+        **type_meta(c.CLAIM),
         "metadata": object_meta(job, names.checkpoint_claim(job.name), c.COMPONENT_STORAGE),
         "spec": spec,
     }

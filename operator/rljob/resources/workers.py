@@ -15,7 +15,7 @@ from ..api.models import RLTrainingJob
 from . import pods
 from .context import BuildContext
 from .head import image
-from .meta import labels, object_meta, pod_size_hash
+from .meta import labels, object_meta, pod_size_hash, type_meta
 
 
 def worker_selector(job: RLTrainingJob) -> dict[str, str]:
@@ -39,8 +39,7 @@ def workers_statefulset(job: RLTrainingJob, ctx: BuildContext) -> dict[str, Any]
     }
     pod_labels = labels(job, c.ROLE_WORKER, **{c.LABEL_ROLE: c.ROLE_WORKER})
     return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
+        **type_meta(c.STATEFULSET),
         "metadata": {
             **object_meta(job, names.workers(job.name), c.ROLE_WORKER, **{c.LABEL_ROLE: c.ROLE_WORKER}),
             "annotations": {c.ANNOTATION_POD_SIZE: pod_size_hash(job)},

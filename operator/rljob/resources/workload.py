@@ -18,7 +18,7 @@ from ..api.models import RLTrainingJob, Toleration
 from ..api.vocabulary import KueueCondition
 from .context import BuildContext
 from .head import head_pod
-from .meta import object_meta
+from .meta import object_meta, type_meta
 from .workers import workers_statefulset
 
 
@@ -43,8 +43,7 @@ def workload(job: RLTrainingJob, ctx: BuildContext, active: bool = True) -> dict
     pod_sets = [{"name": name, "count": count, "template": templates[name]} for name, count in pod_set_counts(job)]
     spec: dict[str, Any] = {"queueName": queue_name(job) or "", "podSets": pod_sets, "active": active}
     return {
-        "apiVersion": c.KUEUE_API_VERSION,
-        "kind": "Workload",
+        **type_meta(c.WORKLOAD),
         "metadata": object_meta(job, names.workload(job.name), c.COMPONENT_WORKLOAD),
         "spec": spec,
     }
