@@ -131,7 +131,7 @@ def test_status_words_are_the_vocabularys_members_and_other_words_are_kept_as_wr
     assert (job.status.reason, job.status.conditions[0].type) == ("SomethingNewer", "Throttled")
     assert not isinstance(job.status.reason, Reason) and not isinstance(job.status.conditions[0].type, ConditionType)
     assert job.status.wire()["reason"] == "SomethingNewer" and job.status.merge_patch(job.status) == {}
-    with pytest.raises(ManifestError, match="status.reason"):
+    with pytest.raises(ManifestError, match=r"status\.reason"):
         parse_job(minimal_job(status={"reason": "x" * 129}))
 
 

@@ -11,6 +11,8 @@ import kopf
 import pytest
 
 from rljob import resources
+from rljob.api import JobStatus
+from rljob.api.vocabulary import Phase
 from rljob.controller import handlers
 from rljob.controller.config import OperatorConfig
 from rljob.controller.credentials import Credentials
@@ -115,7 +117,7 @@ def test_a_jobs_events_reach_the_reconciler_and_its_deletion_every_part_that_kee
             "phase": "Succeeded", "startTime": "2026-12-01T10:00:00Z", "completionTime": "2026-12-01T11:00:00Z"})
         op.job_feed.apply(scope, "ADDED", finished)
         assert key in op.reconciler.jobs and len(op.reconciler.queue) == 1
-        op.metrics.observe_reconcile(key, op.reconciler.jobs[key], op.reconciler.jobs[key], 0.01, False)
+        op.metrics.observe_reconcile(key, op.reconciler.status(key), op.reconciler.status(key), 0.01, False)
         op.progress.touch(key)
         assert exported(op) == [key]
 
@@ -124,9 +126,9 @@ def test_a_jobs_events_reach_the_reconciler_and_its_deletion_every_part_that_kee
         # Forgotten by the metrics: the same name created again, and seen to finish, is counted.
         count = "rljob_job_duration_seconds_count"
         before = op.metrics.registry.get_sample_value(count, {"phase": "Succeeded"}) or 0.0
-        fresh = minimal_job("done", namespace="ns", uid="u2", status={"phase": "Running", "startTime": "2026-12-01T12:00:00Z"})
-        op.metrics.observe_reconcile(key, fresh, {**fresh, "status": {
-            "phase": "Succeeded", "startTime": "2026-12-01T12:00:00Z", "completionTime": "2026-12-01T12:30:00Z"}}, 0.01, False)
+        fresh = JobStatus.model_validate({"phase": "Running", "startTime": "2026-12-01T12:00:00Z"})
+        op.metrics.observe_reconcile(key, fresh, fresh.model_copy(update={
+            "phase": Phase.SUCCEEDED, "completion_time": "2026-12-01T12:30:00Z"}), 0.01, False)
         assert op.metrics.registry.get_sample_value(count, {"phase": "Succeeded"}) == before + 1
 
     asyncio.run(scenario())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
+from rljob.api import JobStatus
 from rljob.controller.metrics import OperatorMetrics
 
 
@@ -11,15 +12,16 @@ def _count(metrics: OperatorMetrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(f"{name}_count", labels) or 0.0
 
 
-def finished(name: str, completed: str, ready: str) -> dict:
-    return {"metadata": {"namespace": "ns", "name": name}, "status": {
+def finished(name: str, completed: str, ready: str) -> JobStatus:
+    """The status of job `name` once it finished (the name says which job a test means, as the key does)."""
+    return JobStatus.model_validate({
         "phase": "Succeeded", "startTime": "2026-12-01T10:00:00Z", "attemptStartTime": "2026-12-01T10:00:00Z",
-        "clusterReadyTime": ready, "completionTime": completed}}
+        "clusterReadyTime": ready, "completionTime": completed})
 
 
-def running(name: str) -> dict:
-    return {"metadata": {"namespace": "ns", "name": name}, "status": {
-        "phase": "Running", "startTime": "2026-12-01T10:00:00Z", "attemptStartTime": "2026-12-01T10:00:00Z"}}
+def running(name: str) -> JobStatus:
+    return JobStatus.model_validate({
+        "phase": "Running", "startTime": "2026-12-01T10:00:00Z", "attemptStartTime": "2026-12-01T10:00:00Z"})
 
 
 def test_jobs_finished_before_this_process_saw_them_are_not_counted_again() -> None:
@@ -77,6 +79,9 @@ def test_the_operator_exports_what_rljob_api_metrics_defines_for_it() -> None:
             "phase": "Running", "attempts": 2, "readyWorkers": 3,
             "progress": {"iteration": 7, "envSteps": 7000, "timeTotalSeconds": 70.5, "episodeReturnMean": -19.5,
                          "envStepsPerSecond": 100.0}}},
+        # Written by someone else: the phase no operator writes, a figure out of range. What reads is exported.
+        ("ns", "odd"): {"spec": {"experiment": "sweep", "workers": {"replicas": 1}}, "status": {
+            "phase": "Paused", "attempts": 1, "progress": {"iteration": -1}}},
     }
     metrics = OperatorMetrics(jobs=jobs.items, progress_reads=lambda: (5, 1))
     families = list(metrics.registry.collect())
@@ -94,6 +99,9 @@ def test_the_operator_exports_what_rljob_api_metrics_defines_for_it() -> None:
     assert samples[("rljob_job_ready_workers", busy)] == 3
     assert samples[("rljob_job_desired_workers", busy)] == 3
     assert samples[("rljob_jobs", (("phase", "Running"),))] == 1
+    odd = (("namespace", "ns"), ("rltrainingjob", "odd"))
+    assert samples[("rljob_jobs", (("phase", "Paused"),))] == 1 and samples[("rljob_job_attempt", odd)] == 1
+    assert ("rljob_job_training_iterations_total", odd) not in samples
     assert ("rljob_job_training_iterations_total", (("namespace", "ns"), ("rltrainingjob", "fresh"))) not in samples
     assert samples[("rljob_progress_reads_total", (("result", "ok"),))] == 4
     assert samples[("rljob_progress_reads_total", (("result", "failed"),))] == 1

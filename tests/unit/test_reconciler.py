@@ -122,14 +122,16 @@ def test_a_job_whose_cluster_exists_goes_before_new_jobs_and_each_lane_keeps_its
             rec.upsert_job(job(name))
         for name, phase in (("up-1", "Running"), ("pending", "Pending"), ("up-2", "Initializing")):
             rec.upsert_job({**job(name), "status": {"phase": phase}})
+        rec.upsert_job({**job("up-odd"), "status": {"phase": "Running", "attempts": "two"}})  # its phase still reads
         rec.upsert_job({**job("head-created"), "status": {"phase": "Pending"}})  # its head pod's event
         rec.upsert_job(job("new-3"))
         rec.start()
-        await rec.settled(7)
+        await rec.settled(8)
         await rec.stop()
         return rec.calls
 
-    assert [name for _, name in run(scenario())] == ["up-1", "up-2", "head-created", "new-1", "new-2", "pending", "new-3"]
+    assert [name for _, name in run(scenario())] == [
+        "up-1", "up-2", "up-odd", "head-created", "new-1", "new-2", "pending", "new-3"]
 
 
 def test_a_queued_new_job_whose_pods_appear_moves_up_and_is_reconciled_once() -> None:

@@ -28,7 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from ..api import metrics as m
-from ..api.models import PHASES, JobSpec
+from ..api.models import PHASES, JobSpec, JobStatus
 from ..api.vocabulary import TERMINAL_PHASES, Phase
 from . import conditions as cond
 from .objects import Key
@@ -38,13 +38,13 @@ RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 JOB_DURATION_BUCKETS = (60, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, 259200)
 CLUSTER_READY_BUCKETS = (1, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 
-# status.progress field -> the metric it feeds (the same names the driver exports).
+# A field of status.progress (Progress) -> the metric it feeds (the same names the driver exports).
 PROGRESS_METRICS: dict[str, m.Metric] = {
     "iteration": m.TRAINING_ITERATIONS,
-    "envSteps": m.ENV_STEPS,
-    "timeTotalSeconds": m.TRAINING_SECONDS,
-    "episodeReturnMean": m.EPISODE_RETURN_MEAN,
-    "envStepsPerSecond": m.ENV_STEPS_PER_SECOND,
+    "env_steps": m.ENV_STEPS,
+    "time_total_seconds": m.TRAINING_SECONDS,
+    "episode_return_mean": m.EPISODE_RETURN_MEAN,
+    "env_steps_per_second": m.ENV_STEPS_PER_SECOND,
 }
 
 # What a scrape reads: the jobs to export, as (key, body); the progress reader's (reads, failures).
@@ -79,32 +79,32 @@ class OperatorMetrics:
         self._known: set[Key] = set()
         self._port: int | None = None
 
-    def observe_reconcile(self, key: Key, before: dict[str, Any] | None, after: dict[str, Any] | None,
+    def observe_reconcile(self, key: Key, before: JobStatus | None, after: JobStatus | None,
                           seconds: float, failed: bool) -> None:
-        """`before` is the job as this reconcile found it, `after` as it left it (the same when nothing changed)."""
+        """`before` is the job's status as this reconcile found it (None: no such job), `after` as it left it (the same
+        when nothing changed)."""
         self.reconcile_seconds.observe(seconds)
         if failed:
             self.reconcile_errors.inc()
         if key not in self._known and before is not None:
             self._known.add(key)
-            found = before.get("status") or {}
-            if found.get("clusterReadyTime"):
-                self._seen_ready.setdefault(key, set()).add(found["clusterReadyTime"])
-            if found.get("completionTime") and found.get("phase") in TERMINAL_PHASES:
+            if before.cluster_ready_time:
+                self._seen_ready.setdefault(key, set()).add(before.cluster_ready_time)
+            if before.completion_time and before.phase in TERMINAL_PHASES:
                 self._seen_finished.add(key)
-        if key not in self._known:
+        status = after if after is not None else before
+        if key not in self._known or status is None:
             return
-        status = (after or before or {}).get("status") or {}
-        start = cond.parse_timestamp(status.get("attemptStartTime"))
-        ready = cond.parse_timestamp(status.get("clusterReadyTime"))
-        if start and ready and ready >= start and status["clusterReadyTime"] not in self._seen_ready.get(key, ()):
-            self._seen_ready.setdefault(key, set()).add(status["clusterReadyTime"])
+        start = cond.parse_timestamp(status.attempt_start_time)
+        ready = cond.parse_timestamp(status.cluster_ready_time)
+        if start and ready and ready >= start and status.cluster_ready_time not in self._seen_ready.get(key, ()):
+            self._seen_ready.setdefault(key, set()).add(status.cluster_ready_time)
             self.cluster_ready.observe((ready - start).total_seconds())
-        done = cond.parse_timestamp(status.get("completionTime"))
-        began = cond.parse_timestamp(status.get("startTime"))
-        if done and began and key not in self._seen_finished and status.get("phase") in TERMINAL_PHASES:
+        done = cond.parse_timestamp(status.completion_time)
+        began = cond.parse_timestamp(status.start_time)
+        if done and began and key not in self._seen_finished and status.phase in TERMINAL_PHASES:
             self._seen_finished.add(key)
-            self.job_duration.labels(phase=status["phase"]).observe(max(0.0, (done - began).total_seconds()))
+            self.job_duration.labels(phase=str(status.phase)).observe(max(0.0, (done - began).total_seconds()))
 
     def forget_job(self, key: Key) -> None:
         """A deleted job: a new one of the same name is counted afresh."""
@@ -140,18 +140,17 @@ class JobsCollector(Collector):
         progress_families = {field: family(metric) for field, metric in PROGRESS_METRICS.items()}
         attempt, ready, desired = family(m.ATTEMPT), family(m.READY_WORKERS), family(m.DESIRED_WORKERS)
         for (ns, name), body in self.jobs():
-            status = body.get("status") or {}
-            phase = status.get("phase") or Phase.PENDING
+            status = JobStatus.read(body.get("status"))
+            phase = str(status.phase or Phase.PENDING)
             counts[phase] = counts.get(phase, 0) + 1
             experiment = (body.get("spec") or {}).get("experiment") or DEFAULT_EXPERIMENT
             info.add_metric([ns, name], {"experiment": str(experiment), "phase": phase})
-            progress = status.get("progress") or {}
             for field, fam in progress_families.items():
-                value = progress.get(field)
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = getattr(status.progress, field) if status.progress is not None else None
+                if value is not None:
                     fam.add_metric([ns, name], float(value))
-            for fam, value in ((attempt, status.get("attempts")), (ready, status.get("readyWorkers")),
-                               (desired, ((body.get("spec") or {}).get("workers") or {}).get("replicas"))):
+            replicas = ((body.get("spec") or {}).get("workers") or {}).get("replicas")
+            for fam, value in ((attempt, status.attempts), (ready, status.ready_workers), (desired, replicas)):
                 if isinstance(value, int) and not isinstance(value, bool):
                     fam.add_metric([ns, name], float(value))
         for phase, n in counts.items():

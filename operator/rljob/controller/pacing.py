@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..api.models import JobStatus
 from .objects import Key
 
-# status fields (as written) whose change alone may wait
-COUNT_FIELDS = frozenset({"workers", "readyWorkers"})
+# The status fields whose change alone may wait, by their names in a status patch.
+COUNT_FIELDS = frozenset(JobStatus.model_fields[name].alias or name for name in ("workers", "ready_workers"))
 SETTLE_SECONDS = 1.0
 INTERVAL_SECONDS = 2.0
 

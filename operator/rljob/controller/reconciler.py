@@ -85,7 +85,7 @@ class Reconciler:
         ctx: resources.BuildContext,
         concurrency: int = 16,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-        on_reconciled: Callable[[Key, dict[str, Any] | None, dict[str, Any] | None, float, bool], None] | None = None,
+        on_reconciled: Callable[[Key, JobStatus | None, JobStatus | None, float, bool], None] | None = None,
         *,
         pods: Mapping[Key, Iterable[observe.PodObservation]] | None = None,
         workers: Mapping[Key, Iterable[observe.WorkersObservation]] | None = None,
@@ -114,6 +114,7 @@ class Reconciler:
         self._waiting: dict[Key, float] = {}  # since when a job waits for a deleted job's children to go
         self._gone: dict[Key, set[str]] = {}  # children of live jobs seen deleted, to create again ("Service x")
         self._parsed: OrderedDict[Key, tuple[int, RLTrainingJob]] = OrderedDict()  # least recently used first
+        self._statuses: dict[Key, tuple[Mapping[str, Any], JobStatus]] = {}  # (the cached body, its status read)
         self.pacer = pacer if pacer is not None else StatusPacer(requeue=self.enqueue)
         self.expected = HeadExpectations()  # head pods created, not yet shown by the pod watch
         self._releases: set[asyncio.Task[None]] = set()
@@ -149,6 +150,7 @@ class Reconciler:
         self._gone.pop(key, None)
         self._checked.discard(key)
         self._parsed.pop(key, None)
+        self._statuses.pop(key, None)
         self.expected.forget(key)
         self.pacer.forget(key)
         self._waiting.pop(key, None)
@@ -192,10 +194,24 @@ class Reconciler:
 
     def _lane(self, key: Key) -> int:
         """0: the job's children exist (it has pods), a reconcile is at most a status write; 1: anything else."""
-        status = (self.jobs.get(key) or {}).get("status") or {}
-        if status.get("phase") in CLUSTER_UP_PHASES or next(iter(self.pods.get(key, ())), None) is not None:
+        if next(iter(self.pods.get(key, ())), None) is not None:
             return 0
-        return 1
+        status = self.status(key)
+        return 0 if status is not None and status.phase in CLUSTER_UP_PHASES else 1
+
+    def status(self, key: Key) -> JobStatus | None:
+        """The cached job's status (None: no such job), read once per version of the job, when first asked for: the
+        lanes ask on every event of the job's pods, most of them for a job that has not changed since."""
+        body = self.jobs.get(key)
+        if body is None:
+            self._statuses.pop(key, None)
+            return None
+        cached = self._statuses.get(key)
+        if cached is not None and cached[0] is body:
+            return cached[1]
+        status = JobStatus.read(body.get("status"))
+        self._statuses[key] = (body, status)
+        return status
 
     # ── running ────────────────────────────────────────────────────────────────────────────────
 
@@ -219,7 +235,7 @@ class Reconciler:
 
     async def _reconcile_safely(self, key: Key) -> None:
         started = time.monotonic()
-        before, body, failed = self.jobs.get(key), None, False
+        before, body, failed = self.status(key), None, False
         try:
             body = await self.reconcile(key)
             self.queue.forget(key)
@@ -237,8 +253,8 @@ class Reconciler:
             self._backoff(key, exc)
         if self.on_reconciled:
             try:
-                self.on_reconciled(key, before, body if body is not None else self.jobs.get(key),
-                                   time.monotonic() - started, failed)
+                after = self.status(key) if key in self.jobs or body is None else JobStatus.read(body.get("status"))
+                self.on_reconciled(key, before, after, time.monotonic() - started, failed)
             except Exception:  # a hook (metrics) never costs a worker or a decision
                 log.exception("reconcile %s/%s: the post-reconcile hook failed", *key)
 
