@@ -42,6 +42,9 @@ def test_no_cluster_scan_needs_exact_namespaces() -> None:
         operator_cli.check_scope(parse("--no-cluster-scan"))
     with pytest.raises(SystemExit, match="not patterns"):
         operator_cli.check_scope(parse("--no-cluster-scan", "-n", "team-*"))
+    # A list is a pattern as the streams read it (kopf's syntax): it would be served by a cluster-wide watch.
+    with pytest.raises(SystemExit, match="not patterns"):
+        operator_cli.check_scope(parse("--no-cluster-scan", "-n", "team-a,team-b"))
 
 
 def _free_port() -> int:

@@ -150,7 +150,6 @@ KUEUE_GROUP = "kueue.x-k8s.io"
 KUEUE_VERSION = "v1beta2"
 KUEUE_API_VERSION = f"{KUEUE_GROUP}/{KUEUE_VERSION}"
 KUEUE_QUEUE_LABEL = f"{KUEUE_GROUP}/queue-name"
-KUEUE_PRIORITY_LABEL = f"{KUEUE_GROUP}/priority-class"
 KUEUE_FRAMEWORK = f"{KIND}.{VERSION}.{GROUP}"  # how Kueue's integrations.externalFrameworks names this kind
 PODSET_HEAD = "head"
 PODSET_WORKERS = "workers"

@@ -170,7 +170,6 @@ class EnvVar(Model):
     )
 
 
-_NODE_FIELDS_DOC = "Scheduling and size of the {role} pod{s}."
 # /dev/shm unless set; named in the message that refuses a pod too small for it.
 HEAD_SHM_DEFAULT, WORKER_SHM_DEFAULT = "2Gi", "1Gi"
 
@@ -627,10 +626,6 @@ class JobStatus(Model):
 
     def condition(self, type_: ConditionType) -> Condition | None:
         return next((cond for cond in self.conditions if cond.type == type_), None)
-
-    def is_true(self, type_: ConditionType) -> bool:
-        cond = self.condition(type_)
-        return cond is not None and cond.status == "True"
 
     def operator_fields(self) -> JobStatus:
         """A deep copy without status.progress, which the progress reader writes, never a decision."""

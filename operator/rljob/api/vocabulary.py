@@ -22,7 +22,6 @@ class Phase(StrEnum):
     SUSPENDED = "Suspended"
 
 
-ACTIVE_PHASES = (Phase.PENDING, Phase.INITIALIZING, Phase.RUNNING)
 TERMINAL_PHASES = (Phase.SUCCEEDED, Phase.FAILED)
 
 

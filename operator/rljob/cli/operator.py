@@ -99,11 +99,13 @@ def _labels(text: str) -> tuple[tuple[str, str], ...]:
 
 def check_scope(args: argparse.Namespace) -> None:
     """Patterns are served through cluster-wide watches, exact names through a watch in each namespace."""
+    from ..controller.informer import is_pattern
+
     if not args.no_cluster_scan:
         return
     if not args.namespace:
         raise SystemExit("rljob operator: --no-cluster-scan needs --namespace (an operator for every namespace follows them)")
-    patterns = [ns for ns in args.namespace if any(ch in ns for ch in "*?[!")]
+    patterns = [ns for ns in args.namespace if is_pattern(ns)]
     if patterns:
         raise SystemExit(f"rljob operator: --no-cluster-scan takes exact --namespace names, not patterns: {patterns}")
 

@@ -6,17 +6,9 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from .arguments import positive_int
+
 EXIT_BAD_INPUT = 2
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,9 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "2 no usable checkpoint.",
     )
     p.add_argument("path", type=Path, metavar="CHECKPOINT_OR_RUN_DIR")
-    p.add_argument("--games", "--episodes", dest="episodes", type=_positive_int, default=20, metavar="N",
+    p.add_argument("--games", "--episodes", dest="episodes", type=positive_int, default=20, metavar="N",
                    help="games to play and score (default 20)")
-    p.add_argument("--max-steps", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--max-steps", type=positive_int, default=None, metavar="N",
                    help="cut each episode off after N agent steps (default: the env's own limit)")
     p.add_argument("--sample", action="store_true",
                    help="draw actions from the policy's distribution (default: greedy, its most likely action)")
@@ -43,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     gif.add_argument("--gif", type=Path, metavar="OUT.gif",
                      help="where the GIF of a filmed game (seed --seed) goes (default: play-<checkpoint>.gif here)")
     gif.add_argument("--no-gif", action="store_true", help="write no GIF")
-    p.add_argument("--gif-every", type=_positive_int, default=None, metavar="K",
+    p.add_argument("--gif-every", type=positive_int, default=None, metavar="K",
                    help="keep every K-th step in the GIF (default 2: half the steps, still played in real time)")
     p.add_argument("--export", choices=("torchscript", "torch-export"), default=None,
                    help="also write the policy network alone (observations in, action logits out) for serving")

@@ -5,12 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
+from .arguments import positive_int
 
 
 def _seconds(text: str) -> float:
@@ -31,15 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "130 interrupted (a checkpoint was saved).",
     )
     p.add_argument("-f", "--file", dest="file", type=Path, required=True, metavar="JOB.yaml", help="the job manifest")
-    p.add_argument("--max-iterations", type=_positive_int, metavar="N", help="stop after N iterations in this run")
+    p.add_argument("--max-iterations", type=positive_int, metavar="N", help="stop after N iterations in this run")
     p.add_argument("--max-duration", type=_seconds, metavar="SECONDS", help="stop after this much time in this run")
     p.add_argument("--output", type=Path, metavar="DIR", help="output folder (default: runs/<job name>/)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output folder")
-    p.add_argument("--num-env-runners", type=_positive_int, metavar="N",
+    p.add_argument("--num-env-runners", type=positive_int, metavar="N",
                    help="env runners (default: workers.replicas x workers.cpu, capped by this machine's cores)")
     p.add_argument("--source-dir", type=Path, metavar="DIR",
                    help="where a script entrypoint's files are (default: the manifest's folder)")
-    p.add_argument("--metrics-port", type=_positive_int, metavar="PORT",
+    p.add_argument("--metrics-port", type=positive_int, metavar="PORT",
                    help="also serve Prometheus metrics on 127.0.0.1:PORT")
     p.add_argument("-v", "--verbose", action="store_true", help="show Ray's and RLlib's own logs")
     p.set_defaults(func=run)
