@@ -246,15 +246,29 @@ def test_an_env_the_runner_cannot_sample_is_refused_with_the_reason(env_config: 
         _counting_runner(env_config)
 
 
-def test_checkpoints_that_name_the_runners_former_path_still_load() -> None:
-    """Configs pickled before the runner moved name rljob.trainer.recipes.atari_runner.AtariEnvRunner."""
+def test_checkpoints_that_name_the_runners_former_path_still_load_and_sample() -> None:
+    """Configs pickled before the runner moved name rljob.trainer.recipes.atari_runner.AtariEnvRunner, and their
+    env_config names no env factory: that class makes the Atari env the runner used to make itself."""
     import pickle
 
+    from rljob.trainer.recipes.atari_runner import AtariEnvRunner
     from rljob.trainer.sampling.runner import LeanEnvRunner
 
-    config = RECIPE.build_config(RECIPE.parse_args([]), ResourcePlan(1, 1.0, 1, 0))
+    options = RECIPE.parse_args(["--model", "tiny", "--envs-per-env-runner", str(NUM_ENVS), "--seed", "5"])
+    config = RECIPE.build_config(options, ResourcePlan(0, 1.0, 1, 0))
     assert config.env_runner_cls is LeanEnvRunner
+    config.env_config.pop("vector_env")  # as configs were built then
     new = pickle.dumps(config, protocol=0)
     old = new.replace(b"crljob.trainer.sampling.runner\nLeanEnvRunner\n", b"crljob.trainer.recipes.atari_runner\nAtariEnvRunner\n")
     assert old != new
-    assert pickle.loads(old).env_runner_cls is LeanEnvRunner
+    restored = pickle.loads(old)
+    assert restored.env_runner_cls is AtariEnvRunner and issubclass(AtariEnvRunner, LeanEnvRunner)
+    runner = restored.env_runner_cls(config=restored)
+    try:
+        episodes = runner.sample(num_timesteps=NUM_ENVS * 20, explore=True)
+    finally:
+        runner.stop()
+    assert sum(len(e) for e in episodes) >= NUM_ENVS * 20
+    assert np.asarray(episodes[0].get_observations(0)).shape == (4, 64, 64)
+    with pytest.raises(ValueError, match="got None"):
+        LeanEnvRunner(config=restored)  # the generic runner guesses no env

@@ -38,6 +38,9 @@ from .fragments import AsyncVectorEnv, EpisodeStats, Fragment, FragmentCollector
 class LeanEnvRunner(SingleAgentEnvRunner):
     """Samples the config's vector env through `FragmentCollector`; selected with `config.env_runners(env_runner_cls=...)`."""
 
+    # The factory where env_config names none; None: env_config must name one.
+    default_vector_env: str | None = None
+
     def __init__(self, *, config: Any, **kwargs: Any) -> None:
         # The base constructor calls make_env(), and only on runners that sample (not the driver's local one).
         self._collector: FragmentCollector | None = None
@@ -48,7 +51,7 @@ class LeanEnvRunner(SingleAgentEnvRunner):
         if self.env is not None:
             self.env.close()
         settings = dict(self.config.env_config)
-        factory = vector_env_factory(settings.get(VECTOR_ENV_KEY))
+        factory = vector_env_factory(settings.get(VECTOR_ENV_KEY, self.default_vector_env))
         inference_threads = settings.get(INFERENCE_THREADS_KEY)
         if inference_threads and self._device.type == "cpu":
             torch.set_num_threads(int(inference_threads))
