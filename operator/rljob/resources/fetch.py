@@ -102,21 +102,24 @@ def reader_pod(
         pod_spec["nodeName"] = node_name
         pod_spec.pop("nodeSelector", None)
         pod_spec.pop("affinity", None)
+    return {**type_meta(c.POD), "metadata": _reader_meta(job, name or reader_pod_name(job.name)), "spec": pod_spec}
+
+
+def _reader_meta(job: RLTrainingJob, name: str) -> dict[str, Any]:
+    """The CLI's pod, not the operator's: labelled as the job's (its selectors find it) but managed by the CLI, and
+    owned by the job without controlling it, so the garbage collector takes it with the job and no controller adopts
+    it."""
     owner = {**owner_reference(job), "controller": False, "blockOwnerDeletion": False}
     return {
-        **type_meta(c.POD),
-        "metadata": {
-            "name": name or reader_pod_name(job.name),
-            "namespace": job.namespace,
-            "labels": {
-                c.LABEL_APP_NAME: c.APP_NAME,
-                c.LABEL_APP_INSTANCE: job.name,
-                c.LABEL_APP_COMPONENT: COMPONENT_FETCH,
-                c.LABEL_APP_PART_OF: c.APP_NAME,
-                c.LABEL_APP_MANAGED_BY: MANAGED_BY_CLI,
-                c.LABEL_JOB: job.name,
-            },
-            "ownerReferences": [owner],
+        "name": name,
+        "namespace": job.namespace,
+        "labels": {
+            c.LABEL_APP_NAME: c.APP_NAME,
+            c.LABEL_APP_INSTANCE: job.name,
+            c.LABEL_APP_COMPONENT: COMPONENT_FETCH,
+            c.LABEL_APP_PART_OF: c.APP_NAME,
+            c.LABEL_APP_MANAGED_BY: MANAGED_BY_CLI,
+            c.LABEL_JOB: job.name,
         },
-        "spec": pod_spec,
+        "ownerReferences": [owner],
     }
