@@ -1,4 +1,5 @@
-"""The phase machine: a pure function of (job, observed children, now) → Decision.
+"""The phase machine: pure functions of (job, observed children, now) → Decision. `step` decides for a job that
+parses, `invalid` for one that does not, and `blocked` what a pass whose creations failed writes instead.
 
     phase          observation                                   → next phase    reason / event
     ─────────────  ────────────────────────────────────────────  ─────────────  ─────────────────────────────
