@@ -320,8 +320,15 @@ state = "{RUN_DIR / 'containerd-state'}"
                 raise RuntimeError(f"image {ref} is not in the local Docker daemon (hack/images.sh builds rljob's)")
             full = normalized(ref)
             mark = CONTAINERD_ROOT / f"imported-{hashlib.sha256(full.encode()).hexdigest()[:16]}"
-            if mark.exists() and mark.read_text() == image_id and full in listed:
+            imported = mark.read_text() if mark.exists() else ""
+            if imported == image_id and full in listed:
                 continue
+            # An older build of this name goes first, by its name and by the image-ID name the CRI gave it, with
+            # containerd's garbage collection run at once: an import over the name alone leaves the old layers
+            # referenced, and the cache grew by a runtime image (about 7 GB) with every dependency change.
+            stale = [ref for ref in (full, imported) if ref and ref in listed]
+            if stale:
+                self.ctr("images", "rm", "--sync", *stale, check=False)
             t = time.monotonic()
             save = subprocess.Popen(["docker", "save", ref], stdout=subprocess.PIPE)
             assert save.stdout is not None
