@@ -162,7 +162,7 @@ def find_bin_dir(bin_dir: str | os.PathLike[str] | None = None, required: Sequen
 # Manifests
 
 
-def _dump_manifest(obj: Any) -> str:
+def dump_manifest(obj: Any) -> str:
     """kubectl's stdin: YAML text as is, objects dumped (a list as a multi-document stream)."""
     if isinstance(obj, str):
         return obj
@@ -354,7 +354,7 @@ class ControlPlane:
             f"--cache-dir={self.workdir / 'kubectl-cache'}",
             *map(str, args),
         ]
-        text = None if input is None else _dump_manifest(input)
+        text = None if input is None else dump_manifest(input)
         res = subprocess.run(cmd, input=text, capture_output=True, text=True, timeout=timeout)
         if check and res.returncode != 0:
             raise KubectlError(res.returncode, cmd, res.stdout, res.stderr)

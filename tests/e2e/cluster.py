@@ -592,7 +592,7 @@ state = "{RUN_DIR / 'containerd-state'}"
 OPERATOR_NAMESPACE = "rljob-system"
 
 
-def _helm(c: Cluster, home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def helm(c: Cluster, home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     from tests.e2e.target import tool
 
     home.mkdir(parents=True, exist_ok=True)
@@ -603,7 +603,7 @@ def _helm(c: Cluster, home: Path, *args: str, timeout: float = 300) -> subproces
 
 def operator_installed(c: Cluster, home: Path) -> bool:
     """Whether the release `rljob` is installed in the operator's namespace already."""
-    return _helm(c, home, "status", "rljob", "--namespace", OPERATOR_NAMESPACE, timeout=60).returncode == 0
+    return helm(c, home, "status", "rljob", "--namespace", OPERATOR_NAMESPACE, timeout=60).returncode == 0
 
 
 def install_operator(c: Cluster, values: dict[str, Any], home: Path) -> float:
@@ -615,7 +615,7 @@ def install_operator(c: Cluster, values: dict[str, Any], home: Path) -> float:
     home.mkdir(parents=True, exist_ok=True)
     values_file = home / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
-    res = _helm(c, home, "install", "rljob", str(ROOT / "charts" / "rljob"), "--namespace", OPERATOR_NAMESPACE,
+    res = helm(c, home, "install", "rljob", str(ROOT / "charts" / "rljob"), "--namespace", OPERATOR_NAMESPACE,
                 "-f", str(values_file), "--wait", "--timeout", "240s")
     if res.returncode != 0:
         pods = c.kubectl("get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "wide", check=False).stdout

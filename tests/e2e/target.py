@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from tests.cluster.controlplane import KubectlError
+from tests.cluster.controlplane import KubectlError, dump_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = next(
@@ -92,8 +90,7 @@ class ExternalCluster:
     def kubectl(self, *args: str, input: str | Mapping[str, Any] | Sequence[Any] | None = None, check: bool = True,
                 timeout: float = 120) -> subprocess.CompletedProcess[str]:
         cmd = [tool("kubectl"), f"--kubeconfig={self.kubeconfig}", *map(str, args)]
-        text = input if input is None or isinstance(input, str) else yaml.safe_dump_all(
-            input if isinstance(input, Sequence) else [input])
+        text = None if input is None else dump_manifest(input)
         res = subprocess.run(cmd, input=text, capture_output=True, text=True, timeout=timeout)
         if check and res.returncode != 0:
             raise KubectlError(res.returncode, cmd, res.stdout, res.stderr)

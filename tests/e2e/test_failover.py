@@ -25,7 +25,7 @@ LEASE = "rljob-operator"  # the chart's leaderElection.leaseName
 
 
 def helm_upgrade(cluster: e2e.Cluster, home: Path, *values: str) -> None:
-    res = e2e._helm(cluster, home, "upgrade", "rljob", str(ROOT / "charts" / "rljob"), "--namespace",
+    res = e2e.helm(cluster, home, "upgrade", "rljob", str(ROOT / "charts" / "rljob"), "--namespace",
                     e2e.OPERATOR_NAMESPACE, "--reuse-values", *values, "--wait", "--timeout", "300s", timeout=360)
     assert res.returncode == 0, res.stdout + res.stderr
 
