@@ -222,9 +222,16 @@ def test_a_job_held_by_finalizers_after_its_deletion_is_left_to_the_garbage_coll
     body["metadata"]["deletionTimestamp"] = ts(5)
     deleting = parse_job(body)
     assert deleting.metadata.deletion_timestamp == ts(5)
-    gone = Observed(pods=(head(deleting=True),), workers=workers(exists=False))
-    d = step(deleting, gone, T0 + timedelta(seconds=6))
-    assert d == Decision()
+    going = Observed(pods=(head(deleting=True),), workers=workers(exists=False))
+    d = step(deleting, going, T0 + timedelta(seconds=6))
+    # Nothing to do, and the log says so: once while its pods remain, once when the last one has gone (the moment a
+    # live job's lost head is a failed attempt), whatever the pods do in between.
+    assert d == Decision(note="is being deleted (its pods remain): nothing to do, its children are left to the garbage "
+                              "collector")
+    assert step(deleting, Observed(pods=(head(),), workers=workers()), T0).note == d.note
+    gone = Observed(workers=workers(exists=False))
+    assert step(deleting, gone, T0 + timedelta(seconds=6)) == Decision(
+        note="is being deleted (no pods left): nothing to do, its children are left to the garbage collector")
     # The same observation without the deletion is an attempt that failed, and the next one starts.
     retry = step(parsed_job(running_status(), backoffLimit=3), gone, T0 + timedelta(seconds=6))
     assert retry.status is not None and retry.status.reason == "AttemptFailed"

@@ -4,16 +4,19 @@ The tests wait on what the reconciler did (an event set by each reconcile), neve
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
+
+import pytest
 
 from rljob import resources
 from rljob.controller.kube import ApiException
 from rljob.controller.objects import Key
 from rljob.controller.observe import PodObservation
 from rljob.controller.reconciler import Reconciler
-from tests.builders import minimal_job
+from tests.builders import minimal_job, running_status, ts
 
 WAIT_SECONDS = 5.0  # a bound on every wait: a reconciler that never gets there fails the test instead of hanging it
 
@@ -383,6 +386,92 @@ def test_a_deleted_jobs_workers_then_pods_go_at_once_each_by_its_own_uid() -> No
     assert asyncio.run(scenario(True, service_owner="job-2", expect=3)) == [
         ("StatefulSet", "gone-workers", "s1"), ("Pod", "gone-head-1", "p1"), ("Pod", "gone-workers-0", "p2")]
     assert asyncio.run(scenario(False)) == []  # a standby writes nothing (and starts no release to wait for)
+
+
+class Lines(logging.Handler):
+    """The reconciler's log lines, each with the objects `kube` had deleted by the time it was written."""
+
+    def __init__(self, kube: ReleasingKube) -> None:
+        super().__init__(logging.INFO)
+        self.kube, self.written = kube, asyncio.Event()
+        self.lines: list[tuple[str, int]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.getMessage(), len(self.kube.deleted)))
+        self.written.set()
+
+
+def test_a_deleted_job_leaves_one_line_in_the_log_written_once_its_children_are_dealt_with(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Whether the operator saw a job go, and what it did with its children: a person asks that of the log, and a
+    test waits for it as proof that the operator has acted. Said after the deletes it made, not before."""
+    from rljob.controller.observe import WorkersObservation
+
+    caplog.set_level(logging.INFO, logger="rljob.controller.reconciler")
+    key = ("ns1", "gone")
+    pods = [PodObservation("gone-head-1", "head", 1, "Running", controller_uid="job-1", uid="p1"),
+            PodObservation("gone-workers-0", "worker", None, "Running", controller_uid="job-1", uid="p2")]
+    workers = [WorkersObservation(exists=True, controller_uid="job-1", name="gone-workers", uid="s1")]
+
+    async def scenario(may_act: bool, *removed: tuple[Key, str | None]) -> list[tuple[str, int]]:
+        kube = ReleasingKube()
+        lines = Lines(kube)
+        logging.getLogger("rljob.controller.reconciler").addHandler(lines)
+        try:
+            rec = Reconciler(kube, resources.BuildContext(), concurrency=1,  # type: ignore[arg-type]
+                             pods={key: pods}, workers={key: workers}, may_act=lambda: may_act)
+            rec.start()
+            for gone, uid in removed:
+                rec.remove_job(gone, uid)
+            if may_act:
+                await asyncio.wait_for(lines.written.wait(), WAIT_SECONDS)
+            await rec.stop()
+            return lines.lines
+        finally:
+            logging.getLogger("rljob.controller.reconciler").removeHandler(lines)
+
+    # Deleted plainly: its head Service, workers and pods first (4 deletes), then the line.
+    assert asyncio.run(scenario(True, (key, "job-1"))) == [
+        ("ns1/gone is gone; 1 StatefulSet(s) and 2 pod(s) of it deleted at once, the rest left to the garbage "
+         "collector", 4)]
+    # Deleted through finalizers (`--cascade=orphan` or `foreground`), or while the watch was away: nothing deleted.
+    assert asyncio.run(scenario(True, (key, None))) == [
+        ("ns1/gone is gone; its children are left to the garbage collector", 0)]
+    # An instance that has none of these children left (a new one's are another uid's): nothing deleted either.
+    assert asyncio.run(scenario(True, (key, "job-0"))) == [
+        ("ns1/gone is gone; its children are left to the garbage collector", 0)]
+    assert asyncio.run(scenario(False, (key, "job-1"), (key, None))) == []  # a standby acts on nothing, and says so
+
+
+def test_a_job_held_by_finalizers_after_its_deletion_is_left_alone_and_the_log_says_so_once_per_change(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A job deleted through finalizers (foreground, anyone's) is reconciled on every event of its pods, and does
+    nothing: the log says so when there is something new to say (its last pod gone), not on every pass."""
+    caplog.set_level(logging.INFO, logger="rljob.controller.reconciler")
+    key = ("ns1", "fg")
+    kube = FakeKube()
+    pods = {key: [PodObservation("fg-head-1", "head", 1, "Running", controller_uid="u1", uid="p1", deleting=True)]}
+    rec = Reconciler(kube, resources.BuildContext(), pods=pods)  # type: ignore[arg-type]
+    body = minimal_job("fg", status=running_status(headPod="fg-head-1"))
+    body["metadata"].update(uid="u1", generation=2, resourceVersion="7", deletionTimestamp=ts(5),
+                            finalizers=["foregroundDeletion", "example.com/hold"])
+
+    def reconcile() -> list[str]:
+        rec.jobs[key] = body
+        caplog.clear()
+        asyncio.run(rec.reconcile(key))
+        return [r.getMessage() for r in caplog.records]
+
+    remain = "ns1/fg is being deleted (its pods remain): nothing to do, its children are left to the garbage collector"
+    assert reconcile() == [remain]
+    assert reconcile() == []
+    pods[key] = []  # the collector deleted the head: a live job's failed attempt, nothing here
+    left = "ns1/fg is being deleted (no pods left): nothing to do, its children are left to the garbage collector"
+    assert reconcile() == [left]
+    assert reconcile() == []
+    assert kube.patches == [] and kube.events == []
+    rec.remove_job(key)  # gone; a job of that name made since is a new one, which has its own say
+    assert reconcile() == [left]
 
 
 def test_the_cached_job_leaves_managed_fields_and_the_last_applied_manifest_out() -> None:

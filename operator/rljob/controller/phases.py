@@ -23,7 +23,7 @@ parses, `invalid` for one that does not, and `blocked` what a pass whose creatio
     Init/Running   its Service or a NetworkPolicy gone        -              ChildrenRestored (created again)
     Suspended      spec.suspend false                            Pending        Resumed (new attempt)
     Init/Running   pods built before an edit of head or workers  Pending        Resumed (pods replaced, new attempt)
-    any            deleted, finalizers hold it                   -              nothing: the collector's turn
+    any            deleted, finalizers hold it                   -              nothing: the collector's turn (logged)
     any            does not parse (`invalid`)                    Failed         ValidationFailed (pods deleted)
     not finished   isolation off, the operator requires it       Failed         NetworkIsolationRequired (pods deleted)
     any            creating a child refused (`blocked`)          unchanged      CreateFailed (warning; retried, backing off)
@@ -124,6 +124,10 @@ class Decision:
     # waits for a deleted job's children, `status` (Pending, with why) is written instead.
     head_created: JobStatus | None = None
     head_created_events: list[Event] = field(default_factory=list)
+    # For the operator's log: why a pass that changes nothing does nothing, for a job whose state calls for no event
+    # (one being deleted). The reconciler logs it when it differs from the job's last one: a person who wonders why
+    # a job is not retried, and a test that waits for proof that the operator looked, read it there.
+    note: str | None = None
 
 
 def step(job: RLTrainingJob, observed: Observed, now: datetime) -> Decision:
@@ -135,7 +139,7 @@ def step(job: RLTrainingJob, observed: Observed, now: datetime) -> Decision:
     if job.metadata.deletion_timestamp:
         # Deleted, and held by finalizers (`kubectl delete --cascade=foreground`, or anyone's): the garbage collector
         # takes the children, and nothing is created, retried or reported failed in their place.
-        return Decision()
+        return Decision(note=deleting_note(observed))
     machine = _Machine(job, observed, now, status)
     if phase is None:
         decision = machine.new()
@@ -149,6 +153,14 @@ def step(job: RLTrainingJob, observed: Observed, now: datetime) -> Decision:
         # So that `kubectl get rltj -l rljob.dev/experiment=NAME` finds the job itself, not only its children.
         decision.job_labels = {c.LABEL_EXPERIMENT: job.spec.experiment}
     return decision
+
+
+def deleting_note(observed: Observed) -> str:
+    """What the log says of a job held by finalizers after its deletion: that it still has pods, then that it has
+    none (when a live job's head going would be a failed attempt), and no line per pod. Whether its children go or
+    are orphaned is the deleter's choice, which the garbage collector carries out."""
+    pods = "its pods remain" if observed.pods else "no pods left"
+    return f"is being deleted ({pods}): nothing to do, its children are left to the garbage collector"
 
 
 def invalid(status: JobStatus, generation: int | None, problems: Sequence[str], observed: Observed, now: datetime) -> Decision:

@@ -49,6 +49,9 @@ KEPT_KINDS = tuple(kind for _, kind in KEPT_CHILDREN)
 
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# What the log says of a deleted job's children that the operator does not delete itself (all of them, when the job
+# was deleted through finalizers, as `--cascade=orphan` and `foreground` do: orphaned ones stay).
+LEFT_TO_COLLECTOR = "its children are left to the garbage collector"
 
 
 def _decision_view(body: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -115,6 +118,7 @@ class Reconciler:
         self._gone: dict[Key, set[str]] = {}  # children of live jobs seen deleted, to create again ("Service x")
         self._parsed: OrderedDict[Key, tuple[int, RLTrainingJob]] = OrderedDict()  # least recently used first
         self._statuses: dict[Key, tuple[Mapping[str, Any], JobStatus]] = {}  # (the cached body, its status read)
+        self._notes: dict[Key, str] = {}  # the last Decision.note logged of each job, so that a repeat is not logged
         self.pacer = pacer if pacer is not None else StatusPacer(requeue=self.enqueue)
         self.expected = HeadExpectations()  # head pods created, not yet shown by the pod watch
         self._releases: set[asyncio.Task[None]] = set()
@@ -154,11 +158,16 @@ class Reconciler:
         self.expected.forget(key)
         self.pacer.forget(key)
         self._waiting.pop(key, None)
+        self._notes.pop(key, None)
         self.queue.remove(key)
-        if uid and self.queue.started and self.may_act():
+        if not (self.queue.started and self.may_act()):
+            return  # a standby acts on nothing, and says nothing of it
+        if uid:
             task = asyncio.create_task(self._release(key, uid), name=f"rljob-release-{key[0]}/{key[1]}")
             self._releases.add(task)
             task.add_done_callback(self._releases.discard)
+        else:
+            log.info("%s/%s is gone; %s", *key, LEFT_TO_COLLECTOR)
 
     async def _release(self, key: Key, uid: str) -> None:
         """A deleted job's head Service, workers and pods, deleted at once by name: the garbage collector would take
@@ -168,6 +177,7 @@ class Reconciler:
         statefulsets = [w for w in self.workers.get(key, ()) if w.controller_uid == uid and not w.deleting]
         pods = [p for p in self.pods.get(key, ()) if p.controller_uid == uid and not p.deleting]
         if not statefulsets and not pods:
+            log.info("%s/%s is gone; %s", *key, LEFT_TO_COLLECTOR)
             return
         # The head's Service before a head pod: else the endpoint controllers rewrite the Service's Endpoints and
         # EndpointSlice as the pod terminates and again as it goes (2.4 writes per job in the benchmark's burst), for
@@ -187,7 +197,11 @@ class Reconciler:
                 await self.kube.delete(*c.STATEFULSET, key[0], sts.name, uid=sts.uid)
             await asyncio.gather(*(self.kube.delete(*c.POD, key[0], p.name, uid=p.uid) for p in pods))
         except Exception as exc:  # best effort: the garbage collector does it anyway
-            log.info("releasing the pods of deleted job %s/%s: %s", *key, error_text(exc))
+            log.info("%s/%s is gone; releasing its pods failed, %s: %s", *key, LEFT_TO_COLLECTOR, error_text(exc))
+            return
+        # Said once its deletes are made, so that the line is proof of what the operator did with the job's children.
+        log.info("%s/%s is gone; %d StatefulSet(s) and %d pod(s) of it deleted at once, the rest left to the garbage "
+                 "collector", *key, len(statefulsets), len(pods))
 
     def enqueue(self, key: Key, delay: float = 0.0) -> None:
         self.queue.add(key, delay)
@@ -321,6 +335,7 @@ class Reconciler:
                       job.metadata.generation, job.spec.suspend, job.status.phase if job.status else None,
                       decision.status.phase if decision.status else "(unchanged)", observed.workload)
         new_body = await self._carry_out(key, job, body, observed, decision)
+        self._log_note(key, decision.note)
         if gone and key in self._gone:  # created again (or no longer needed); a deletion seen meanwhile stays
             left = self._gone[key] - set(gone)
             if left:
@@ -328,6 +343,15 @@ class Reconciler:
             else:
                 del self._gone[key]
         return new_body
+
+    def _log_note(self, key: Key, note: str | None) -> None:
+        """Logs why a pass did nothing (Decision.note), after it was carried out, and only when it changed: a job
+        being deleted is reconciled on every event of its pods."""
+        if note is None:
+            self._notes.pop(key, None)
+        elif self._notes.get(key) != note:
+            self._notes[key] = note
+            log.info("%s/%s %s", *key, note)
 
     def _observed(self, key: Key, uid: str | None, gone: tuple[str, ...] = ()) -> observe.Observed:
         """What the phase machine sees of job instance `uid` besides the job: its children in the streams' indexes
