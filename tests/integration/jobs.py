@@ -1,5 +1,6 @@
 """What the integration tests share about jobs on the test control plane: reading one, waiting for its phase,
-applying one and waiting for it to run, and running the `rljob` command against the control plane.
+applying one and waiting for it to run, reading what the operator logged, and running the `rljob` command against
+the control plane.
 
 The jobs themselves come from tests/builders.py.
 """
@@ -11,7 +12,7 @@ import subprocess
 from typing import Any
 
 from tests.cluster.controlplane import ControlPlane, wait_for
-from tests.cluster.operator_process import rljob_executable
+from tests.cluster.operator_process import OperatorProcess, rljob_executable
 
 
 def get_job(cp: ControlPlane, ns: str, name: str) -> dict[str, Any]:
@@ -48,6 +49,14 @@ def run_to(cp: ControlPlane, ns: str, body: dict[str, Any], phase: str = "Runnin
     """Applies the job and waits for `phase`; its status then."""
     cp.apply(body)
     return wait_phase(cp, ns, body["metadata"]["name"], phase, timeout)
+
+
+def log_since(proc: OperatorProcess, mark: int) -> str:
+    """What the operator logged after `mark`, an offset in its log taken before a test's action
+    (`proc.log_path.stat().st_size`): a line found here was written after it, not by an earlier test's job."""
+    with open(proc.log_path, "rb") as f:
+        f.seek(mark)
+        return f.read().decode("utf-8", "replace")
 
 
 def rljob(cp: ControlPlane, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:

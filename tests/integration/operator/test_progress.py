@@ -38,7 +38,7 @@ from rljob.api.models import JobStatus
 from tests.builders import small_job
 from tests.cluster.controlplane import ControlPlane, KubectlError, wait_for
 from tests.cluster.operator_process import OperatorProcess, rljob_executable
-from tests.integration.jobs import get_job, run_to, status, wait_phase
+from tests.integration.jobs import get_job, log_since, run_to, status, wait_phase
 from tests.tooling import ROOT
 
 FAST = ("--progress-interval", "0.5")
@@ -235,12 +235,6 @@ def reader(control_plane: ControlPlane, operator: OperatorProcess, tmp_path_fact
 def fast(reader: OperatorProcess) -> Iterator[OperatorProcess]:
     """The module's operator, running; its log during the test is shown when the test fails."""
     yield from reader.running_with_log()
-
-
-def log_since(proc: OperatorProcess, mark: int) -> str:
-    with open(proc.log_path, "rb") as f:
-        f.seek(mark)
-        return f.read().decode("utf-8", "replace")
 
 
 # ── reading progress ─────────────────────────────────────────────────────────────────────────────────
