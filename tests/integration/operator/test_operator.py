@@ -19,7 +19,7 @@ from tests import invalid_manifests
 from tests.builders import small_job
 from tests.cluster.controlplane import ControlPlane, wait_for
 from tests.cluster.operator_process import OperatorProcess
-from tests.integration.jobs import get_job, run_to, status, wait_phase
+from tests.integration.jobs import get_job, log_since, run_to, status, wait_phase
 from tests.tooling import ROOT
 
 CHILD_KINDS = "pods,statefulsets,services,networkpolicies,serviceaccounts,roles,rolebindings,persistentvolumeclaims"
@@ -48,6 +48,24 @@ def pod_names(cp: ControlPlane, ns: str, name: str) -> set[str]:
 def events(cp: ControlPlane, ns: str, name: str) -> list[str]:
     items = cp.get_json("events", "-n", ns, "--field-selector", f"involvedObject.name={name}")["items"]
     return [e["reason"] for e in sorted(items, key=lambda e: e.get("lastTimestamp") or "")]
+
+
+def event_counts(cp: ControlPlane, ns: str, name: str, reason: str) -> list[int]:
+    """The count of each Event of `reason` on the job. The operator raises one Event's count for each repeat
+    (`kubectl describe` shows "x3 over 4s"): their sum is how often it happened, their number how many Events."""
+    items = cp.get_json("events", "-n", ns, "--field-selector", f"involvedObject.name={name}")["items"]
+    return [e.get("count") or 1 for e in items if e["reason"] == reason]
+
+
+def wait_for_looks(cp: ControlPlane, ns: str, name: str, reason: str, looks: int = 3) -> None:
+    """Until the operator has made `looks` passes over the job that ended in `reason` (each a retry after the first)."""
+    wait_for(lambda: sum(event_counts(cp, ns, name, reason)) >= looks, timeout=60, interval=0.3,
+             description=f"{ns}/{name}: {looks} passes ending in {reason}")
+
+
+def wait_for_log(proc: OperatorProcess, mark: int, line: str) -> None:
+    """Until the operator has logged `line` after `mark` (an offset in its log taken before the test's action)."""
+    wait_for(lambda: line in log_since(proc, mark), timeout=30, interval=0.3, description=f"the operator logging {line!r}")
 
 
 def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -208,8 +226,11 @@ def test_deleting_with_cascade_orphan_keeps_the_children(
     run_to(cp, namespace, body)
     before = child_names(cp, namespace, "kept")
     assert expected_names(body) <= before
+    mark = live_operator.log_path.stat().st_size
+    # Returns once the job is gone, which the collector lets happen only after it orphaned the children.
     cp.kubectl("delete", "rltj", "kept", "-n", namespace, "--cascade=orphan", "--wait=true", "--timeout=30s")
-    time.sleep(5)  # the operator has seen the deletion (it acts within a second) and the collector has orphaned them
+    # Proof that the operator has seen the job go: what it did with the children, logged once it was done.
+    wait_for_log(live_operator, mark, f"{namespace}/kept is gone; ")
     after = children(cp, namespace, "kept")
     assert {f"{o['kind']}/{o['metadata']['name']}" for o in after} == before
     assert not [o for o in after if o["metadata"].get("deletionTimestamp")]
@@ -225,9 +246,12 @@ def test_a_foreground_deletion_is_not_a_failed_attempt(
     body = small_job("fg", namespace, backoffLimit=2)
     body["metadata"]["finalizers"] = ["example.com/hold"]
     run_to(cp, namespace, body)
+    mark = live_operator.log_path.stat().st_size
     cp.kubectl("delete", "rltj", "fg", "-n", namespace, "--cascade=foreground", "--wait=false")
     wait_for(lambda: not pod_names(cp, namespace, "fg"), timeout=30, description="the collector deleting the pods")
-    time.sleep(5)  # what the operator would do in reaction has been done by now
+    # Proof that the operator has looked at the job since its pods went (when a live job's would be a failed attempt):
+    # it logs what it decided, after carrying it out.
+    wait_for_log(live_operator, mark, f"{namespace}/fg is being deleted (no pods left): nothing to do")
     st = status(cp, namespace, "fg")
     assert (st["phase"], st.get("attempts")) == ("Running", 1), st
     assert not pod_names(cp, namespace, "fg")
@@ -475,8 +499,8 @@ def test_refused_children_are_reported_and_retried(control_plane: ControlPlane, 
     st = wait_for(lambda: (s := status(cp, namespace, "quota")).get("reason") == "CreateFailed" and s, timeout=30,
                   description="CreateFailed")
     assert st["phase"] == "Pending" and "exceeded quota" in st["message"] and "quota-head-1" in st["message"]
-    time.sleep(6)  # several retries with backoff
-    assert events(cp, namespace, "quota").count("CreateFailed") == 1
+    wait_for_looks(cp, namespace, "quota", "CreateFailed")  # the first pass and two retries, backing off
+    assert len(event_counts(cp, namespace, "quota", "CreateFailed")) == 1, "one Event, counted up by each retry"
     cp.kubectl("delete", "resourcequota", "no-pods", "-n", namespace)
     wait_phase(cp, namespace, "quota", "Running", 90)
 
@@ -557,7 +581,7 @@ def test_no_pod_before_its_network_policies(control_plane: ControlPlane, live_op
         st = wait_for(lambda: (s := status(cp, namespace, "fenced")).get("reason") == "CreateFailed" and s, timeout=30,
                       description="CreateFailed")
         assert st["phase"] == "Pending" and "NetworkPolicies are frozen" in st["message"]
-        time.sleep(4)  # retries with backoff: still nothing that runs
+        wait_for_looks(cp, namespace, "fenced", "CreateFailed")  # retries with backoff: still nothing that runs
         kinds = {o["kind"] for o in children(cp, namespace, "fenced")}
         assert not kinds & {"Pod", "StatefulSet"}, kinds
     finally:
