@@ -29,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 
 from ..api import constants as C
+from .devices import check_visible_gpus
 from .env_contract import PodResources, parse_spec, pod_resources
 from .errors import ConfigError, TrainerError
 from .sizing import object_store_bytes
@@ -223,6 +224,7 @@ def run_head(env: Mapping[str, str] = os.environ, ports: RayPorts = RayPorts()) 
     signals = _Signals()
     ensure_home(env)
     res = pod_resources(env)
+    check_visible_gpus(res.gpus)
     spec = parse_spec(env.get(C.ENV_JOB_SPEC, "") or "{}", env.get(C.ENV_JOB_NAME, "job"))
     target = install_packages(spec.pip_packages, env)
     environment = child_env(env, ports.gcs, target)
