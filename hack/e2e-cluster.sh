@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The e2e cluster: one real node (containerd + runc + kubelet + kube-proxy + CoreDNS, CNI bridge, kube-router's
-# NetworkPolicy controller) joined to the project's control plane, all inside the network namespace "rljob-e2e"
+# The e2e cluster: two real nodes (each containerd + runc + kubelet + kube-proxy, CNI bridge, kube-router's
+# NetworkPolicy controller; CoreDNS once) joined to the project's control plane, each inside a network namespace
+# of its own ("rljob-e2e", "rljob-e2e-gpu": a CPU node and a GPU pool's node) with routes between them
 # (see tests/e2e/cluster.py).
 #
 #   hack/e2e-cluster.sh prereqs   apt-get install what is missing (docker.io, containerd, runc, CNI plugins, ...)
@@ -95,12 +96,8 @@ images() {
 
 down() {
   "$PY" - <<'EOF'
-from pathlib import Path
 from tests.e2e import cluster as c
-cl = c.Cluster(Path("/tmp/rljob-e2e-down"))
-cl._kill_containers()
-cl._cleanup_leftovers()
-c.delete_netns()
+c.down()
 EOF
 }
 

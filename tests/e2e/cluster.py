@@ -1,19 +1,26 @@
-"""A one-node Kubernetes cluster with real containers, for the end-to-end tests and `make e2e-cluster`.
+"""A two-node Kubernetes cluster with real containers, for the end-to-end tests and `make e2e-cluster`.
 
-Everything runs on this machine inside one network namespace made for it (``rljob-e2e``): the process that
-starts the cluster joins it first (``setns``), so every process it starts lives there too:
+Each node is a network namespace of this machine (:data:`NODES`): ``rljob-e2e`` holds the control plane and the
+CPU node (:data:`NODE_NAME`), ``rljob-e2e-gpu`` the GPU pool's node (:data:`GPU_NODE`: labelled and tainted as
+a cloud's GPU node pool is, advertising one ``nvidia.com/gpu`` as a device plugin would, though no GPU is
+there). A veth pair joins the two namespaces, with a route to each node's address and pod CIDR: pod traffic
+between nodes is routed, unmasqueraded, through both nodes' filter tables, where each node's kube-router polices
+its own pods. The process that starts the cluster joins the first namespace (``setns``); the second node's
+processes are started in theirs with ``nsenter --net``. Per node:
 
-* the project's control plane (:class:`tests.cluster.controlplane.ControlPlane`, no kwok nodes) with
-  kube-apiserver on :data:`NODE_IP`, an address on the namespace's loopback device,
 * containerd (Debian's) with runc and the CRI plugin, its own socket/state/root (images stay cached in
-  ``~/.cache/rljob/e2e/containerd``), CNI ``bridge`` + ``host-local`` (Debian's containernetworking-plugins)
-  on :data:`POD_CIDR`, a sandbox image built from ``hack/e2e/pause``,
-* kubelet v1.35 (cgroup v1 accepted with ``failCgroupV1: false``, cgroupfs driver) as node :data:`NODE_NAME`,
-* kube-proxy (iptables mode) for Services, CoreDNS (``hack/e2e/coredns``, a trimmed build) as cluster DNS,
+  ``~/.cache/rljob/e2e/containerd*``), CNI ``bridge`` + ``host-local`` (Debian's containernetworking-plugins)
+  on the node's pod CIDR, a sandbox image built from ``hack/e2e/pause``,
+* kubelet v1.35 (cgroup v1 accepted with ``failCgroupV1: false``, cgroupfs driver, a cgroup root of its own),
+* kube-proxy (iptables mode) for Services,
 * kube-router v2.1.0 with only its network policy controller (iptables + ipset) enforcing NetworkPolicies,
 * images from the local Docker daemon, loaded with ``docker save | ctr images import`` (no registry).
 
-Nothing listens outside the namespace; the namespace has no route out. Binaries: ``hack/e2e-cluster.sh bins``.
+Once: the project's control plane (:class:`tests.cluster.controlplane.ControlPlane`, no kwok nodes) with
+kube-apiserver on :data:`NODE_IP` (an address on the first namespace's loopback device), and CoreDNS
+(``hack/e2e/coredns``, a trimmed build) as cluster DNS.
+
+Nothing listens outside the namespaces; they have no route out. Binaries: ``hack/e2e-cluster.sh bins``.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,26 +49,87 @@ from tests.cluster.pki import PKI, write_kubeconfig
 from tests.cluster.processes import die_with_parent, tail
 
 ROOT = Path(__file__).resolve().parents[2]
-NETNS = "rljob-e2e"
-NODE_NAME = "rljob-e2e-node"
-NODE_IP = "10.250.0.1"
-POD_CIDR = "10.244.0.0/24"
-CLUSTER_DNS = "10.96.0.10"
 CACHE = Path(os.environ.get("RLJOB_CACHE") or Path.home() / ".cache" / "rljob")
 RUN_DIR = Path("/run/rljob-e2e")  # sockets and runtime state (tmpfs)
-STATE_DIR = Path("/var/lib/rljob-e2e")  # kubelet's root, CNI IPAM
-CONTAINERD_ROOT = CACHE / "e2e" / "containerd"  # images survive between runs
+STATE_DIR = Path("/var/lib/rljob-e2e")  # kubelets' roots, CNI IPAM, the checkpoint volumes
+CLUSTER_CIDR = "10.244.0.0/16"  # every node's pod CIDR lies in it
+CLUSTER_DNS = "10.96.0.10"
 PAUSE_IMAGE = "rljob.local/pause:1"
 COREDNS_IMAGE = "rljob.local/coredns:1"
 E2E_BINARIES = ("kubelet", "kube-proxy", "kube-router", "coredns", "pause")
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 CLONE_NEWNET = 0x40000000
-#: Whether something on this node enforces NetworkPolicies (see images/README.md, "NetworkPolicy enforcement").
+#: Whether something on these nodes enforces NetworkPolicies (see images/README.md, "NetworkPolicy enforcement").
 NETWORK_POLICY_ENFORCER = True  # kube-router's network policy controller (Cluster._start_netpol)
 NO_ENFORCER_REASON = ""
 #: A rule kube-router appends to its top-level chains at the end of every completed full sync: once it is in
 #: the filter table, the policies that existed when the sync began are enforced.
 KUBE_ROUTER_SYNCED = "rule to explicitly ACCEPT traffic that comply to network policies"
+#: How a GPU node pool marks its nodes: the label NVIDIA's GPU feature discovery sets, and the taint GKE and AKS
+#: put on GPU pools, so that only pods that tolerate it (and ask for the pool) land there.
+GPU_LABEL = ("nvidia.com/gpu.present", "true")
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node: its network namespace, addresses, and the directories its containerd and kubelet own."""
+
+    name: str
+    netns: str
+    ip: str  # on the namespace's loopback device; the kubelet's, kube-proxy's and kube-router's node address
+    pod_cidr: str
+    suffix: str  # "" for the first node: its paths are the ones a one-node cluster had
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: tuple[dict[str, str], ...] = ()
+    #: Advertised in the node's status as a device plugin would (https://kubernetes.io/docs/tasks/administer-cluster/
+    #: extended-resource-node/): the scheduler places pods that ask for it, no device is there.
+    extended_resources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        return RUN_DIR / self.suffix if self.suffix else RUN_DIR
+
+    @property
+    def state_dir(self) -> Path:
+        return STATE_DIR / self.suffix if self.suffix else STATE_DIR
+
+    @property
+    def containerd_root(self) -> Path:
+        """Kept between runs: the images stay imported."""
+        return CACHE / "e2e" / (f"containerd-{self.suffix}" if self.suffix else "containerd")
+
+    @property
+    def containerd_sock(self) -> Path:
+        return self.run_dir / "containerd" / "containerd.sock"
+
+    @property
+    def kubelet_root(self) -> Path:
+        return self.state_dir / "kubelet"
+
+    @property
+    def cgroup_root(self) -> str:
+        """Each kubelet keeps its pods' cgroups under a root of its own: a kubelet kills the processes of pod cgroups
+        it does not know under its root, which would be the other node's pods with a shared one."""
+        return f"/rljob-e2e-{self.suffix}" if self.suffix else "/"
+
+    def proc(self, name: str) -> str:
+        return f"{name}-{self.suffix}" if self.suffix else name
+
+    def run_in(self) -> list[str]:
+        """The prefix that starts a command in this node's network namespace (only that namespace: mounts and
+        cgroups stay the host's, as kubelet and containerd need)."""
+        return ["nsenter", f"--net={netns_path(self.netns)}"]
+
+
+CPU_NODE = Node("rljob-e2e-node", "rljob-e2e", "10.250.0.1", "10.244.0.0/24", "")
+GPU_NODE = Node("rljob-e2e-gpu", "rljob-e2e-gpu", "10.250.0.2", "10.244.1.0/24", "gpu",
+                labels={GPU_LABEL[0]: GPU_LABEL[1]}, taints=(GPU_TAINT,), extended_resources={"nvidia.com/gpu": "1"})
+NODES = (CPU_NODE, GPU_NODE)
+# The first node's facts under their one-node names: the control plane and the test process live in its namespace.
+NETNS, NODE_NAME, NODE_IP, POD_CIDR = CPU_NODE.netns, CPU_NODE.name, CPU_NODE.ip, CPU_NODE.pod_cidr
+#: The veth pair between the two namespaces, by namespace.
+LINKS = {CPU_NODE.netns: "e2e-to-gpu", GPU_NODE.netns: "e2e-to-cpu"}
 
 
 def bin_dir() -> Path:
@@ -92,24 +161,38 @@ def sh(*args: str | os.PathLike[str], check: bool = True, input: bytes | str | N
 # The network namespace
 
 
-def netns_path() -> Path:
-    return Path("/run/netns") / NETNS
+def netns_path(name: str = CPU_NODE.netns) -> Path:
+    return Path("/run/netns") / name
 
 
 def ensure_netns() -> None:
-    """Create the namespace (idempotent): loopback up, the node address on it, br_netfilter-style sysctls."""
-    if not netns_path().exists():
-        sh("ip", "netns", "add", NETNS)
-    ns = ["ip", "netns", "exec", NETNS]
-    sh(*ns, "ip", "link", "set", "lo", "up")
-    if NODE_IP not in sh(*ns, "ip", "-4", "addr", "show", "dev", "lo").stdout:
-        sh(*ns, "ip", "addr", "add", f"{NODE_IP}/32", "dev", "lo")
-    for key, value in (
-        ("net.ipv4.ip_forward", "1"),
-        # Pod-to-Service traffic between pods on the same bridge must go through iptables (kube-proxy's DNAT).
-        ("net.bridge.bridge-nf-call-iptables", "1"),
-    ):
-        sh(*ns, "sysctl", "-qw", f"{key}={value}", check=False)
+    """Create the nodes' namespaces and the link between them (idempotent): loopback up with the node's address,
+    forwarding and br_netfilter-style sysctls, a route to the other node's address and to its pod CIDR."""
+    for node in NODES:
+        if not netns_path(node.netns).exists():
+            sh("ip", "netns", "add", node.netns)
+        ip = ["ip", "-n", node.netns]
+        sh(*ip, "link", "set", "lo", "up")
+        if node.ip not in sh(*ip, "-4", "addr", "show", "dev", "lo").stdout:
+            sh(*ip, "addr", "add", f"{node.ip}/32", "dev", "lo")
+        for key, value in (
+            ("net.ipv4.ip_forward", "1"),
+            # Pod-to-Service traffic between pods on the same bridge must go through iptables (kube-proxy's DNAT).
+            ("net.bridge.bridge-nf-call-iptables", "1"),
+            # Replies from the other node come in on the link whatever their source: no reverse-path filter.
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.default.rp_filter", "0"),
+        ):
+            sh("ip", "netns", "exec", node.netns, "sysctl", "-qw", f"{key}={value}", check=False)
+    a, b = NODES
+    if sh("ip", "-n", a.netns, "link", "show", LINKS[a.netns], check=False).returncode != 0:
+        sh("ip", "-n", a.netns, "link", "add", LINKS[a.netns], "type", "veth", "peer", "name", LINKS[b.netns],
+           "netns", b.netns)  # fmt: skip
+    for node, other in ((a, b), (b, a)):
+        ip, link = ["ip", "-n", node.netns], LINKS[node.netns]
+        sh(*ip, "link", "set", link, "up")
+        sh(*ip, "route", "replace", f"{other.ip}/32", "dev", link, "src", node.ip)
+        sh(*ip, "route", "replace", other.pod_cidr, "via", other.ip, "dev", link, "onlink")
 
 
 def enter_netns() -> None:
@@ -179,16 +262,15 @@ def build_tiny_image(ref: str, binary: Path, entrypoint: Sequence[str], user: st
 class Cluster:
     """Start with :meth:`start` (after :func:`ensure_netns` + :func:`enter_netns`), stop with :meth:`stop`."""
 
-    def __init__(self, workdir: Path, images: Sequence[str] = ()) -> None:
+    def __init__(self, workdir: Path, images: Sequence[str] = (), nodes: Sequence[Node] = NODES) -> None:
         self.workdir = workdir.resolve()
         self.images = list(images)
+        self.nodes = tuple(nodes)
         self.cp: ControlPlane | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = self.workdir / "logs"
         self.timings: dict[str, float] = {}
         self.bin = bin_dir()
-        self.containerd_sock = RUN_DIR / "containerd" / "containerd.sock"
-        self.kubelet_root = STATE_DIR / "kubelet"
 
     # ---- helpers ----
 
@@ -201,8 +283,9 @@ class Cluster:
         assert self.cp is not None
         return self.cp.kubectl(*args, input=input, check=check, timeout=timeout)
 
-    def ctr(self, *args: str, check: bool = True, input: bytes | None = None, timeout: float = 900) -> subprocess.CompletedProcess[Any]:
-        cmd = ["ctr", "--address", str(self.containerd_sock), "--namespace", "k8s.io", *args]
+    def ctr(self, *args: str, node: Node = CPU_NODE, check: bool = True, input: bytes | None = None,
+            timeout: float = 900) -> subprocess.CompletedProcess[Any]:
+        cmd = ["ctr", "--address", str(node.containerd_sock), "--namespace", "k8s.io", *args]
         return subprocess.run(cmd, check=check, capture_output=True, input=input, timeout=timeout)
 
     def _spawn(self, name: str, args: Sequence[str | os.PathLike[str]], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -227,6 +310,9 @@ class Cluster:
         fn()
         self.timings[name] = round(time.monotonic() - t, 1)
 
+    def _each_node(self, fn: Any) -> Any:
+        return lambda: [fn(node) for node in self.nodes]
+
     # ---- start ----
 
     def start(self) -> Cluster:
@@ -236,10 +322,10 @@ class Cluster:
         try:
             self._phase("cleanup", self._cleanup_leftovers)
             self._phase("control-plane", self._start_control_plane)
-            self._phase("containerd", self._start_containerd)
+            self._phase("containerd", self._each_node(self._start_containerd))
             self._phase("images", self._load_images)
-            self._phase("kubelet", self._start_kubelet)
-            self._phase("kube-proxy", self._start_kube_proxy)
+            self._phase("kubelet", self._start_kubelets)
+            self._phase("kube-proxy", self._each_node(self._start_kube_proxy))
             self._phase("netpol", self._start_netpol)
             self._phase("dns", self._start_dns)
         except BaseException:
@@ -253,9 +339,9 @@ class Cluster:
                                apiserver_address=NODE_IP, start_timeout=180)  # fmt: skip
         self.cp.start()
 
-    def _containerd_config(self) -> Path:
+    def _containerd_config(self, node: Node) -> Path:
         cni_bin = next(d for d in CNI_BIN_DIRS if os.access(Path(d) / "bridge", os.X_OK))
-        conf_dir = RUN_DIR / "cni" / "net.d"
+        conf_dir = node.run_dir / "cni" / "net.d"
         conf_dir.mkdir(parents=True, exist_ok=True)
         (conf_dir / "10-rljob.conflist").write_text(json.dumps({
             "cniVersion": "1.0.0",
@@ -263,17 +349,17 @@ class Cluster:
             "plugins": [
                 {
                     "type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": False, "hairpinMode": True,
-                    "ipam": {"type": "host-local", "dataDir": str(STATE_DIR / "cni-ipam"),
-                             "ranges": [[{"subnet": POD_CIDR}]], "routes": [{"dst": "0.0.0.0/0"}]},
+                    "ipam": {"type": "host-local", "dataDir": str(node.state_dir / "cni-ipam"),
+                             "ranges": [[{"subnet": node.pod_cidr}]], "routes": [{"dst": "0.0.0.0/0"}]},
                 },
                 {"type": "portmap", "capabilities": {"portMappings": True}},
             ],
         }, indent=2))  # fmt: skip
         config = f"""version = 2
-root = "{CONTAINERD_ROOT}"
-state = "{RUN_DIR / 'containerd-state'}"
+root = "{node.containerd_root}"
+state = "{node.run_dir / 'containerd-state'}"
 [grpc]
-  address = "{self.containerd_sock}"
+  address = "{node.containerd_sock}"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE_IMAGE}"
   enable_selinux = false
@@ -288,71 +374,117 @@ state = "{RUN_DIR / 'containerd-state'}"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
-        Root = "{RUN_DIR / 'runc'}"
+        Root = "{node.run_dir / 'runc'}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{cni_bin}"
     conf_dir = "{conf_dir}"
 """
-        path = RUN_DIR / "containerd.toml"
+        path = node.run_dir / "containerd.toml"
         path.write_text(config)
         return path
 
-    def _start_containerd(self) -> None:
-        for d in (RUN_DIR, STATE_DIR, CONTAINERD_ROOT, self.containerd_sock.parent):
+    def _start_containerd(self, node: Node) -> None:
+        for d in (node.run_dir, node.state_dir, node.containerd_root, node.containerd_sock.parent):
             d.mkdir(parents=True, exist_ok=True)
-        self._spawn("containerd", ["containerd", "--config", self._containerd_config()])
+        name = node.proc("containerd")
+        self._spawn(name, [*node.run_in(), "containerd", "--config", self._containerd_config(node)])
 
         def up() -> bool:
-            self._alive("containerd")
-            return self.ctr("version", check=False).returncode == 0
+            self._alive(name)
+            return self.ctr("version", node=node, check=False).returncode == 0
 
-        wait_for(up, 60, 0.2, "containerd")
+        wait_for(up, 60, 0.2, name)
 
     def _load_images(self) -> None:
         build_tiny_image(PAUSE_IMAGE, self.bin / "pause", ["/pause"])
         build_tiny_image(COREDNS_IMAGE, self.bin / "coredns", ["/coredns"])
-        listed = self.ctr("images", "ls").stdout.decode()
-        marks = STATE_DIR / "imported"
-        marks.mkdir(parents=True, exist_ok=True)
-        for ref in [PAUSE_IMAGE, COREDNS_IMAGE, *self.images]:
+        self.load_images([PAUSE_IMAGE, COREDNS_IMAGE, *self.images])
+
+    def load_images(self, refs: Sequence[str]) -> None:
+        """Each image into every node that lacks this build of it, from one `docker save` streamed to them all."""
+        listed = {node.name: self.ctr("images", "ls", node=node).stdout.decode() for node in self.nodes}
+        for ref in refs:
             image_id = docker_image_id(ref)
             if image_id is None:
                 raise RuntimeError(f"image {ref} is not in the local Docker daemon (hack/images.sh builds rljob's)")
             full = normalized(ref)
-            mark = CONTAINERD_ROOT / f"imported-{hashlib.sha256(full.encode()).hexdigest()[:16]}"
-            imported = mark.read_text() if mark.exists() else ""
-            if imported == image_id and full in listed:
+            marks = {n.name: n.containerd_root / f"imported-{hashlib.sha256(full.encode()).hexdigest()[:16]}"
+                     for n in self.nodes}  # fmt: skip
+            stale = [n for n in self.nodes if not (marks[n.name].exists() and marks[n.name].read_text() == image_id
+                                                   and full in listed[n.name])]  # fmt: skip
+            if not stale:
                 continue
-            # An older build of this name goes first, by its name and by the image-ID name the CRI gave it, with
-            # containerd's garbage collection run at once: an import over the name alone leaves the old layers
-            # referenced, and the cache grew by a runtime image (about 7 GB) with every dependency change.
-            stale = [ref for ref in (full, imported) if ref and ref in listed]
-            if stale:
-                self.ctr("images", "rm", "--sync", *stale, check=False)
+            for node in stale:
+                # An older build of this name goes first, by its name and by the image-ID name the CRI gave it, with
+                # containerd's garbage collection run at once: an import over the name alone leaves the old layers
+                # referenced, and the cache grew by a runtime image (about 7 GB) with every dependency change.
+                imported = marks[node.name].read_text() if marks[node.name].exists() else ""
+                old = [r for r in (full, imported) if r and r in listed[node.name]]
+                if old:
+                    self.ctr("images", "rm", "--sync", *old, node=node, check=False)
             t = time.monotonic()
-            save = subprocess.Popen(["docker", "save", ref], stdout=subprocess.PIPE)
-            assert save.stdout is not None
-            res = subprocess.run(
-                ["ctr", "--address", str(self.containerd_sock), "--namespace", "k8s.io", "images", "import",
-                 "-"],
-                stdin=save.stdout, capture_output=True, timeout=1800,
-            )  # fmt: skip
-            save.stdout.close()
-            if save.wait() != 0 or res.returncode != 0:
-                raise RuntimeError(f"loading {ref} into containerd failed: {res.stderr.decode()[-2000:]}")
-            mark.write_text(image_id)
-            self.timings[f"import {ref}"] = round(time.monotonic() - t, 1)
+            self._import(ref, stale)
+            for node in stale:
+                self._discard_layers(node, full)
+                marks[node.name].write_text(image_id)
+            self.timings[f"import {ref} ({len(stale)} node(s))"] = round(time.monotonic() - t, 1)
 
-    def _kubelet_credentials(self) -> tuple[Path, Path]:
+    def _import(self, ref: str, nodes: Sequence[Node]) -> None:
+        with contextlib.ExitStack() as stack:
+            errors = [stack.enter_context(tempfile.TemporaryFile()) for _ in nodes]
+            save = subprocess.Popen(["docker", "save", ref], stdout=subprocess.PIPE)
+            imports = [
+                subprocess.Popen(["ctr", "--address", str(n.containerd_sock), "--namespace", "k8s.io", "images",
+                                  "import", "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
+                for n, err in zip(nodes, errors, strict=True)
+            ]  # fmt: skip
+            assert save.stdout is not None
+            sinks = [imp.stdin for imp in imports if imp.stdin is not None]
+            try:
+                while chunk := save.stdout.read(1 << 20):
+                    for sink in sinks:
+                        with contextlib.suppress(BrokenPipeError):  # its exit code and stderr say why, below
+                            sink.write(chunk)
+            finally:
+                save.stdout.close()
+                for sink in sinks:
+                    with contextlib.suppress(BrokenPipeError):
+                        sink.close()
+            failed = [] if save.wait() == 0 else [f"docker save {ref} exited with {save.returncode}"]
+            for node, imp, err in zip(nodes, imports, errors, strict=True):
+                if imp.wait(timeout=1800) != 0:
+                    err.seek(0)
+                    failed.append(f"{node.name}'s containerd: {err.read().decode()[-2000:]}")
+        if failed:
+            raise RuntimeError(f"loading {ref} failed: " + "; ".join(failed))
+
+    def _discard_layers(self, node: Node, ref: str) -> None:
+        """The layer tarballs an import leaves in the content store, once unpacked into snapshots: containers start
+        from the snapshots, so each node keeps one copy of an image instead of two (what the CRI's
+        ``discard_unpacked_layers`` does for pulled images; ctr 1.6's import has no such flag)."""
+        listed = self.ctr("images", "ls", node=node).stdout.decode().splitlines()
+        digests = [line.split()[2] for line in listed if line.split()[:1] == [ref]]
+        layers: list[str] = []
+        while digests:
+            blob = json.loads(self.ctr("content", "get", digests.pop(), node=node).stdout)
+            digests += [m["digest"] for m in blob.get("manifests", [])]
+            layers += [layer["digest"] for layer in blob.get("layers", [])]
+        if layers:
+            self.ctr("content", "rm", *layers, node=node, check=False)
+
+    def _kubelet_credentials(self, node: Node) -> Path:
         assert self.cp is not None
-        pki = PKI(self.cp.pki_dir)
-        crt, key = pki.make_cert("kubelet-client", f"system:node:{NODE_NAME}", ["system:nodes"], client=True)
-        kubeconfig = write_kubeconfig(self.workdir / "kubelet.conf", self.cp.server, self.cp.ca_crt, crt, key,
-                                       f"system:node:{NODE_NAME}")  # fmt: skip
-        proxy_crt, proxy_key = pki.make_cert("kube-proxy", "system:kube-proxy", client=True)
-        proxy_conf = write_kubeconfig(self.workdir / "kube-proxy.conf", self.cp.server, self.cp.ca_crt, proxy_crt,
-                                       proxy_key, "system:kube-proxy")  # fmt: skip
-        # The API server's kubelet client (logs, exec) may use the kubelet API; kube-proxy gets its usual role.
+        crt, key = PKI(self.cp.pki_dir).make_cert(f"kubelet-client-{node.name}", f"system:node:{node.name}",
+                                                  ["system:nodes"], client=True)  # fmt: skip
+        return write_kubeconfig(self.workdir / f"kubelet-{node.name}.conf", self.cp.server, self.cp.ca_crt, crt, key,
+                                f"system:node:{node.name}")  # fmt: skip
+
+    def _cluster_roles(self) -> None:
+        """The API server's kubelet client (logs, exec) may use the kubelet API; kube-proxy gets its usual role."""
+        assert self.cp is not None
+        crt, key = PKI(self.cp.pki_dir).make_cert("kube-proxy", "system:kube-proxy", client=True)
+        self.proxy_kubeconfig = write_kubeconfig(self.workdir / "kube-proxy.conf", self.cp.server, self.cp.ca_crt,
+                                                 crt, key, "system:kube-proxy")  # fmt: skip
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([
             {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
              "metadata": {"name": "rljob-e2e:apiserver-kubelet-client"},
@@ -363,20 +495,25 @@ state = "{RUN_DIR / 'containerd-state'}"
              "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:node-proxier"},
              "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:kube-proxy"}]},
         ]))  # fmt: skip
-        return kubeconfig, proxy_conf
 
-    def _start_kubelet(self) -> None:
+    def _start_kubelets(self) -> None:
+        self._cluster_roles()
+        for node in self.nodes:
+            self._start_kubelet(node)
+        for node in self.nodes:
+            self._wait_ready(node)
+
+    def _kubelet_config(self, node: Node) -> dict[str, Any]:
         assert self.cp is not None
-        kubeconfig, self.proxy_kubeconfig = self._kubelet_credentials()
-        self.kubelet_root.mkdir(parents=True, exist_ok=True)
-        config = {
+        return {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
             # This kernel offers cgroup v1 only; kubelet 1.35 refuses it unless told so.
             "failCgroupV1": False,
             "cgroupDriver": "cgroupfs",
-            "containerRuntimeEndpoint": f"unix://{self.containerd_sock}",
-            "address": NODE_IP,
+            "cgroupRoot": node.cgroup_root,
+            "containerRuntimeEndpoint": f"unix://{node.containerd_sock}",
+            "address": node.ip,
             "port": 10250,
             "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1",
@@ -403,55 +540,75 @@ state = "{RUN_DIR / 'containerd-state'}"
             "fileCheckFrequency": "10s",
             "shutdownGracePeriod": "0s",
             "localStorageCapacityIsolation": True,
+            "registerWithTaints": list(node.taints),
             "logging": {"format": "text"},
         }  # fmt: skip
-        path = self.workdir / "kubelet-config.yaml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self._spawn("kubelet", [
+
+    def _start_kubelet(self, node: Node) -> None:
+        kubeconfig = self._kubelet_credentials(node)
+        node.kubelet_root.mkdir(parents=True, exist_ok=True)
+        make_cgroup_root(node.cgroup_root)
+        path = self.workdir / f"kubelet-config-{node.name}.yaml"
+        path.write_text(yaml.safe_dump(self._kubelet_config(node), sort_keys=False))
+        labels = ",".join(f"{k}={v}" for k, v in {"rljob.dev/e2e": "true", **node.labels}.items())
+        self._spawn(node.proc("kubelet"), [
+            *node.run_in(),
             self.bin / "kubelet",
             f"--config={path}",
             f"--kubeconfig={kubeconfig}",
-            f"--root-dir={self.kubelet_root}",
-            f"--hostname-override={NODE_NAME}",
-            f"--node-ip={NODE_IP}",
-            "--node-labels=rljob.dev/e2e=true",
+            f"--root-dir={node.kubelet_root}",
+            f"--hostname-override={node.name}",
+            f"--node-ip={node.ip}",
+            f"--node-labels={labels}",
             "--v=1",
         ])  # fmt: skip
 
+    def _wait_ready(self, node: Node) -> None:
         def ready() -> bool:
-            self._alive("kubelet")
-            node = self.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
-            if node.returncode != 0:
+            self._alive(node.proc("kubelet"))
+            got = self.kubectl("get", "node", node.name, "-o", "json", check=False)
+            if got.returncode != 0:
                 return False
-            conditions = {c["type"]: c["status"] for c in json.loads(node.stdout)["status"].get("conditions", [])}
+            conditions = {c["type"]: c["status"] for c in json.loads(got.stdout)["status"].get("conditions", [])}
             return conditions.get("Ready") == "True"
 
-        wait_for(ready, 180, 1.0, f"node {NODE_NAME} Ready")
+        wait_for(ready, 180, 1.0, f"node {node.name} Ready")
+        if node.extended_resources:
+            patch = [{"op": "add", "path": f"/status/capacity/{k.replace('/', '~1')}", "value": v}
+                     for k, v in node.extended_resources.items()]  # fmt: skip
+            self.kubectl("patch", "node", node.name, "--subresource=status", "--type=json", "-p", json.dumps(patch))
 
-    def _start_kube_proxy(self) -> None:
+            def advertised() -> bool:
+                allocatable = json.loads(self.kubectl("get", "node", node.name, "-o", "json").stdout)["status"]["allocatable"]
+                return all(allocatable.get(k) == v for k, v in node.extended_resources.items())
+
+            wait_for(advertised, 60, 0.5, f"{node.name} allocatable {node.extended_resources}")
+
+    def _start_kube_proxy(self, node: Node) -> None:
         config = {
             "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
             "kind": "KubeProxyConfiguration",
             "mode": "iptables",
             "clientConnection": {"kubeconfig": str(self.proxy_kubeconfig)},
-            "clusterCIDR": POD_CIDR,
-            "hostnameOverride": NODE_NAME,
-            "bindAddress": NODE_IP,
+            "clusterCIDR": CLUSTER_CIDR,
+            "hostnameOverride": node.name,
+            "bindAddress": node.ip,
             "healthzBindAddress": "127.0.0.1:10256",
             "metricsBindAddress": "127.0.0.1:10249",
             # Inside a network namespace nf_conntrack_max is the host's: leave it alone.
             "conntrack": {"maxPerCore": 0, "min": 0},
         }
-        path = self.workdir / "kube-proxy-config.yaml"
+        path = self.workdir / f"kube-proxy-config-{node.name}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self._spawn("kube-proxy", [self.bin / "kube-proxy", f"--config={path}", "--v=1"])
+        name = node.proc("kube-proxy")
+        self._spawn(name, [*node.run_in(), self.bin / "kube-proxy", f"--config={path}", "--v=1"])
 
         def synced() -> bool:
-            self._alive("kube-proxy")
-            rules = sh("iptables-save", "-t", "nat", check=False).stdout
+            self._alive(name)
+            rules = sh(*node.run_in(), "iptables-save", "-t", "nat", check=False).stdout
             return "KUBE-SVC-" in rules and "default/kubernetes:https" in rules
 
-        wait_for(synced, 60, 0.5, "kube-proxy's rules for the kubernetes Service")
+        wait_for(synced, 60, 0.5, f"{name}'s rules for the kubernetes Service")
 
     def _kube_router_kubeconfig(self) -> Path:
         """kube-router's own identity with what its network policy controller reads (it builds informers for
@@ -488,27 +645,31 @@ state = "{RUN_DIR / 'containerd-state'}"
         iptables after kube-proxy's DNAT, so Service traffic is judged by its real endpoint) and OUTPUT.
         """
         kubeconfig = self._kube_router_kubeconfig()
-        self._spawn("kube-router", [
-            self.bin / "kube-router",
-            f"--kubeconfig={kubeconfig}",
-            f"--hostname-override={NODE_NAME}",
-            "--run-firewall=true",
-            "--run-router=false",
-            "--run-service-proxy=false",
-            "--enable-cni=false",
-            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-            # Its health server would listen on every address of the namespace, pods' gateway included, and
-            # nothing here asks it: readiness is read from the filter table (below). Metrics stay off by default.
-            "--health-port=0",
-            "--v=1",
-        ])  # fmt: skip
+        for node in self.nodes:
+            self._spawn(node.proc("kube-router"), [
+                *node.run_in(),
+                self.bin / "kube-router",
+                f"--kubeconfig={kubeconfig}",
+                f"--hostname-override={node.name}",
+                "--run-firewall=true",
+                "--run-router=false",
+                "--run-service-proxy=false",
+                "--enable-cni=false",
+                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                # Its health server would listen on every address of the namespace, pods' gateway included, and
+                # nothing here asks it: readiness is read from the filter table (below). Metrics stay off by default.
+                "--health-port=0",
+                "--v=1",
+            ])  # fmt: skip
+        for node in self.nodes:
+            name = node.proc("kube-router")
 
-        def synced() -> bool:
-            self._alive("kube-router")
-            rules = sh("iptables-save", "-t", "filter", check=False).stdout
-            return "-j KUBE-ROUTER-FORWARD" in rules and KUBE_ROUTER_SYNCED in rules
+            def synced(node: Node = node, name: str = name) -> bool:
+                self._alive(name)
+                rules = sh(*node.run_in(), "iptables-save", "-t", "filter", check=False).stdout
+                return "-j KUBE-ROUTER-FORWARD" in rules and KUBE_ROUTER_SYNCED in rules
 
-        wait_for(synced, 90, 0.5, "kube-router's first network policy sync")
+            wait_for(synced, 90, 0.5, f"{name}'s first network policy sync")
 
     def _start_dns(self) -> None:
         manifest = (Path(__file__).resolve().parent / "manifests" / "coredns.yaml").read_text()
@@ -518,18 +679,22 @@ state = "{RUN_DIR / 'containerd-state'}"
     # ---- stop ----
 
     def stop(self) -> None:
-        """Delete every pod (kubelet tears them down), stop the processes, remove leftovers. Idempotent."""
-        if self.cp is not None and self.procs.get("kubelet") and self.procs["kubelet"].poll() is None:
+        """Delete every pod (the kubelets tear them down), stop the processes, remove leftovers. Idempotent."""
+        kubelets = [n for n in self.nodes if (p := self.procs.get(n.proc("kubelet"))) and p.poll() is None]
+        if self.cp is not None and kubelets:
             with contextlib.suppress(Exception):
                 # Controllers first (they would recreate the pods), then every pod: kubelet tears them down properly.
                 self.kubectl("delete", "deployments,statefulsets,daemonsets,replicasets,jobs", "--all", "-A",
                              "--wait=false", check=False, timeout=30)  # fmt: skip
                 self.kubectl("delete", "pods", "--all", "-A", "--wait=false", "--grace-period=3", check=False, timeout=30)
-                wait_for(lambda: not self.ctr("tasks", "ls", "-q", timeout=10).stdout.strip(), 40, 1.0, "containers gone")
-        for name in ("kube-router", "kube-proxy", "kubelet"):
-            self._terminate(name)
-        self._kill_containers()
-        self._terminate("containerd")
+                wait_for(lambda: not any(self.ctr("tasks", "ls", "-q", node=n, timeout=10).stdout.strip() for n in kubelets),
+                         40, 1.0, "containers gone")  # fmt: skip
+        for node in self.nodes:
+            for name in ("kube-router", "kube-proxy", "kubelet"):
+                self._terminate(node.proc(name))
+        for node in self.nodes:
+            self._kill_containers(node)
+            self._terminate(node.proc("containerd"))
         if self.cp is not None:
             self.cp.stop()
         self._cleanup_leftovers()
@@ -547,46 +712,68 @@ state = "{RUN_DIR / 'containerd-state'}"
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
 
-    def _kill_containers(self) -> None:
-        if not self.containerd_sock.exists():
+    def _kill_containers(self, node: Node) -> None:
+        if not node.containerd_sock.exists():
             return
+
+        def ctr(*args: str) -> list[str]:
+            return self.ctr(*args, node=node, check=False, timeout=30).stdout.decode().split()
+
         with contextlib.suppress(Exception):
-            for task in self.ctr("tasks", "ls", "-q", check=False, timeout=30).stdout.decode().split():
-                self.ctr("tasks", "kill", "-s", "SIGKILL", "--all", task, check=False, timeout=30)
+            for task in ctr("tasks", "ls", "-q"):
+                ctr("tasks", "kill", "-s", "SIGKILL", "--all", task)
             time.sleep(1)
-            for task in self.ctr("tasks", "ls", "-q", check=False, timeout=30).stdout.decode().split():
-                self.ctr("tasks", "delete", "-f", task, check=False, timeout=30)
-            for container in self.ctr("containers", "ls", "-q", check=False, timeout=30).stdout.decode().split():
-                self.ctr("containers", "delete", container, check=False, timeout=30)
+            for task in ctr("tasks", "ls", "-q"):
+                ctr("tasks", "delete", "-f", task)
+            for container in ctr("containers", "ls", "-q"):
+                ctr("containers", "delete", container)
 
     def _cleanup_leftovers(self) -> None:
-        """What a killed run can leave: shims of our containerd, processes in kubelet's cgroups, mounts under our
-        state directories, pod network namespaces, CNI IP reservations."""
-        sock = str(self.containerd_sock)
+        """What a killed run can leave: shims of our containerds, processes in the kubelets' cgroups, mounts under
+        our state directories, pod network namespaces, CNI IP reservations."""
+        socks = [str(n.containerd_sock).encode() for n in self.nodes]
         for proc in glob.glob("/proc/[0-9]*/cmdline"):
             with contextlib.suppress(OSError):
                 argv = Path(proc).read_bytes().split(b"\0")
-                if argv and argv[0].endswith(b"containerd-shim-runc-v2") and sock.encode() in argv:
+                if argv and argv[0].endswith(b"containerd-shim-runc-v2") and set(socks) & set(argv):
                     os.kill(int(proc.split("/")[2]), signal.SIGKILL)
-        for procs in glob.glob("/sys/fs/cgroup/*/kubepods/**/cgroup.procs", recursive=True):
-            with contextlib.suppress(OSError):
-                for pid in Path(procs).read_text().split():
-                    os.kill(int(pid), signal.SIGKILL)
+        pod_cgroups = [f"/sys/fs/cgroup/*{n.cgroup_root.rstrip('/')}/kubepods" for n in self.nodes]
+        for root in pod_cgroups:
+            for procs in glob.glob(f"{root}/**/cgroup.procs", recursive=True):
+                with contextlib.suppress(OSError):
+                    for pid in Path(procs).read_text().split():
+                        os.kill(int(pid), signal.SIGKILL)
         time.sleep(0.5)
         mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
-        ours = [m for m in mounts if m.startswith((str(STATE_DIR), str(RUN_DIR), str(CONTAINERD_ROOT)))]
-        for m in sorted(ours, key=len, reverse=True):
+        prefixes = (str(STATE_DIR), str(RUN_DIR), *(str(n.containerd_root) for n in self.nodes))
+        for m in sorted((m for m in mounts if m.startswith(prefixes)), key=len, reverse=True):
             sh("umount", "-l", m, check=False)
-        for d in (STATE_DIR / "kubelet", STATE_DIR / "cni-ipam", RUN_DIR / "containerd-state"):
-            shutil.rmtree(d, ignore_errors=True)
+        for n in self.nodes:
+            for d in (n.state_dir / "kubelet", n.state_dir / "cni-ipam", n.run_dir / "containerd-state"):
+                shutil.rmtree(d, ignore_errors=True)
         # Pod network namespaces containerd created (cni-<uuid>); the veths die with them.
         for ns in glob.glob("/run/netns/cni-*"):
             sh("umount", ns, check=False)
             with contextlib.suppress(OSError):
                 os.unlink(ns)
-        for cg in sorted(glob.glob("/sys/fs/cgroup/*/kubepods/**/", recursive=True), key=len, reverse=True):
-            with contextlib.suppress(OSError):
-                os.rmdir(cg)
+        for root in pod_cgroups:
+            for cg in sorted(glob.glob(f"{root}/**/", recursive=True), key=len, reverse=True):
+                with contextlib.suppress(OSError):
+                    os.rmdir(cg)
+
+
+def make_cgroup_root(root: str) -> None:
+    """A kubelet's --cgroup-root must exist in every hierarchy (cgroup v1); cpuset's new group starts with no CPUs
+    and no memory nodes, so it gets its parent's."""
+    if root == "/":
+        return
+    for hierarchy in glob.glob("/sys/fs/cgroup/*/"):
+        path = Path(hierarchy) / root.strip("/")
+        with contextlib.suppress(OSError):
+            path.mkdir(exist_ok=True)
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                if (path / name).exists() and not (path / name).read_text().strip():
+                    (path / name).write_text((Path(hierarchy) / name).read_text())
 
 
 OPERATOR_NAMESPACE = "rljob-system"
@@ -625,8 +812,19 @@ def install_operator(c: Cluster, values: dict[str, Any], home: Path) -> float:
 
 
 def delete_netns() -> None:
-    if netns_path().exists():
-        sh("ip", "netns", "delete", NETNS, check=False)
+    """The namespaces, and with them the link between them."""
+    for node in NODES:
+        if netns_path(node.netns).exists():
+            sh("ip", "netns", "delete", node.netns, check=False)
+
+
+def down() -> None:
+    """What a killed run left behind: containers, mounts, processes, the namespaces."""
+    leftover = Cluster(Path(tempfile.gettempdir()) / "rljob-e2e-down")
+    for node in leftover.nodes:
+        leftover._kill_containers(node)
+    leftover._cleanup_leftovers()
+    delete_netns()
 
 
 def up(workdir: Path, images: Sequence[str]) -> Cluster:
