@@ -28,6 +28,9 @@ TINY_PONG_ARGS = [
     "--circular-buffer-num-batches", "1", "--broadcast-interval", "1", "--seed", "1",
 ]  # fmt: skip
 JOB_LABEL = "rljob.dev/job"
+#: What puts a pod on the GPU pool: its nodes' label, and a toleration of their taint (tests/e2e/cluster.py).
+GPU_POOL = {"nodeSelector": {e2e.GPU_LABEL[0]: e2e.GPU_LABEL[1]},
+            "tolerations": [{"key": e2e.GPU_TAINT["key"], "operator": "Exists", "effect": e2e.GPU_TAINT["effect"]}]}
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
@@ -52,6 +55,27 @@ def job_manifest(name: str, *, workers: int = 2, iterations: int | None = 3, **s
         },
     }
     return body
+
+
+def gpu_pool_nodes(cluster: e2e.Cluster) -> list[str]:
+    """The nodes of the GPU pool: the local cluster's second node; on a user's cluster, whatever nodes carry the
+    label (none: the tests place the head wherever the scheduler likes)."""
+    selector = "{}={}".format(*e2e.GPU_LABEL)
+    names = [n["metadata"]["name"] for n in get_json(cluster, "nodes", "-l", selector)["items"]]
+    assert names or TARGET.external, f"the local e2e cluster has no node labelled {selector}"
+    return names
+
+
+def on_gpu_pool(body: dict[str, Any], pool: list[str]) -> dict[str, Any]:
+    """The job's head placed on the GPU pool by its selector and tolerations, as a GPU head is on a cloud's GPU
+    node pool (it asks for no GPU here: no CUDA device is there); the workers stay on the other nodes."""
+    if pool:
+        body["spec"]["head"] = {**body["spec"]["head"], **GPU_POOL}
+    return body
+
+
+def node_of(cluster: e2e.Cluster, ns: str, pod: str) -> str:
+    return str(get_json(cluster, "pod", pod, "-n", ns)["spec"].get("nodeName", ""))
 
 
 def apply(cluster: e2e.Cluster, ns: str, body: dict[str, Any]) -> None:
@@ -93,13 +117,14 @@ def diagnostics(cluster: e2e.Cluster, ns: str) -> str:
 
 
 def progress_lines(text: str) -> list[dict[str, Any]]:
-    """The driver's JSON line per iteration."""
+    """The driver's JSON line per iteration (also where another process's unfinished output line runs into it: the
+    driver and the Ray workers' forwarded logs share the container's log)."""
     out = []
     for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("{") and '"iteration"' in line:
+        start = line.find('{"iteration"')
+        if start >= 0:
             try:
-                out.append(json.loads(line))
+                out.append(json.loads(line[start:]))
             except ValueError:
                 continue
     return out

@@ -1,5 +1,9 @@
-"""End to end on a real node: every row of the isolation a job's NetworkPolicies promise (README.md, "What the operator
-creates"), each checked by a real TCP connection, with kube-router enforcing the policies.
+"""End to end on real nodes: every row of the isolation a job's NetworkPolicies promise (README.md, "What the operator
+creates"), each checked by a real TCP connection, with kube-router enforcing the policies on each node.
+
+The job's head runs on the GPU pool's node and everything else on the other node, so the rows to and from the head
+cross between nodes (each node's kube-router polices its own pods) and the rows among the rest stay on one node;
+the table says which each row was.
 
 Each probe runs in a pod (the job's own, through exec, or a client pod of no job) and connects to a pod address: a
 connection is `CONNECTED`, a policy's refusal a timeout or `REFUSED` (kube-router rejects with ICMP port unreachable);
@@ -20,7 +24,7 @@ import yaml
 from rljob.api import constants as c
 from tests.cluster.controlplane import KubectlError, wait_for
 from tests.e2e import cluster as e2e
-from tests.e2e.jobs import TARGET, apply, get_json, job_manifest, pods, wait_job
+from tests.e2e.jobs import TARGET, apply, get_json, gpu_pool_nodes, job_manifest, on_gpu_pool, pods, wait_job
 
 ALLOWED_PORT, OTHER_PORT = 8080, 8081
 BLOCKED = ("TIMEOUT", "REFUSED")
@@ -97,6 +101,18 @@ def run_rows(cluster: e2e.Cluster, rows: list[tuple[str, str, str, int, str, str
     return seen
 
 
+def pod_nodes(cluster: e2e.Cluster, namespaces: list[str]) -> dict[str, str]:
+    """The node of every pod of these namespaces, by "namespace/name" and by pod IP."""
+    out: dict[str, str] = {}
+    for ns in namespaces:
+        for p in get_json(cluster, "pods", "-n", ns)["items"]:
+            node = p["spec"].get("nodeName", "")
+            out[f"{ns}/{p['metadata']['name']}"] = node
+            if p["status"].get("podIP"):
+                out[p["status"]["podIP"]] = node
+    return out
+
+
 @pytest.fixture
 def operator_namespace_client(cluster: e2e.Cluster, operator: str) -> Iterator[str]:
     """A client pod in the operator's namespace: where the operator reads the heads' progress from."""
@@ -119,10 +135,11 @@ def test_every_row_of_the_jobs_isolation_holds(
     bystander_ip = start_pod(cluster, ns, pod_body("bystander", ["sleep", "3600"]))
     assert outsider_ip and bystander_ip
 
-    # A job that may reach the server's ALLOWED_PORT (an egress rule).
+    # A job that may reach the server's ALLOWED_PORT (an egress rule), its head on the GPU pool's node.
     name = "matrix"
-    apply(cluster, ns, job_manifest(name, workers=1, iterations=None,
-                                    network={"egress": [{"cidr": f"{server}/32", "ports": [{"port": ALLOWED_PORT}]}]}))
+    pool = gpu_pool_nodes(cluster)
+    apply(cluster, ns, on_gpu_pool(job_manifest(name, workers=1, iterations=None, network={
+        "egress": [{"cidr": f"{server}/32", "ports": [{"port": ALLOWED_PORT}]}]}), pool))
     # Progress read from the head proves its metrics port serves (the operator read it through the policy).
     wait_job(cluster, ns, name, lambda j: (j.get("status", {}).get("progress") or {}).get("iteration"), 600,
              "the operator reading the head's progress")
@@ -149,6 +166,7 @@ def test_every_row_of_the_jobs_isolation_holds(
         (operator, operator_namespace_client, worker_ip, c.PORT_NODE_MANAGER, "the operator's namespace: not the workers", "BLOCKED"),
     ]
     seen = run_rows(cluster, rows)
+    nodes = pod_nodes(cluster, [ns, other, operator])
     cluster.kubectl("delete", "rltj", name, "-n", ns, "--wait=false")
     # Then, on the CPUs that job leaves (a node of 2 CPUs holds one job), a head-only job with allowInternetEgress: it
     # may reach public addresses, which a pod's address is not.
@@ -162,12 +180,21 @@ def test_every_row_of_the_jobs_isolation_holds(
                  "allowInternetEgress: DNS and the job's own pods as before", "CONNECTED"))
     seen.update({len(rows) - 2 + k: v for k, v in enumerate(probe(cluster, ns, f"{open_job}-head-1",
                                                                    [(r[2], r[3]) for r in rows[-2:]]))})
+    nodes.update(pod_nodes(cluster, [ns]))
+    nodes[head_dns] = nodes[f"{ns}/{head}"]
+    nodes[f"{open_job}-head.{ns}.svc.cluster.local"] = nodes[f"{ns}/{open_job}-head-1"]
     wrong = []
     table = []
+    crossing: set[str] = set()
     for i, (src_ns, src, host, port, promise, expected) in enumerate(rows):
         got = seen[i]
         ok = got == expected if expected != "BLOCKED" else got in BLOCKED
-        table.append(f"{'ok ' if ok else 'BAD'} {src_ns}/{src} -> {host}:{port}: {got} (expected {expected}: {promise})")
+        across = nodes[f"{src_ns}/{src}"] != nodes[host]
+        crossing |= {expected} if across else set()
+        table.append(f"{'ok ' if ok else 'BAD'} {src_ns}/{src} -> {host}:{port} ({'across nodes' if across else 'one node'}): "
+                     f"{got} (expected {expected}: {promise})")  # fmt: skip
         wrong += [] if ok else [i]
     cluster.kubectl("delete", "rltj", open_job, "-n", ns, "--wait=false")
     assert not wrong, "\n".join(table)
+    # Between nodes the policies both let through and refuse (when the cluster has the GPU pool the head went to).
+    assert not pool or crossing == {"CONNECTED", "BLOCKED"}, "\n".join(table)

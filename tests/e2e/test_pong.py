@@ -1,8 +1,8 @@
-"""End to end on a real node: the operator (installed with the chart, running as a pod) runs Pong jobs whose Ray
+"""End to end on real nodes: the operator (installed with the chart, running as a pod) runs Pong jobs whose Ray
 head and workers are real containers of the runtime image.
 
 Sized for a 2-core machine: head 0.8 CPU, two workers 0.45 CPU each (requests = limits), the tiny Pong network
-with 64-step iterations. See tests/e2e/conftest.py for the cluster.
+with 64-step iterations. See tests/e2e/conftest.py for the cluster: its two nodes share the machine's cores.
 """
 
 from __future__ import annotations
@@ -22,10 +22,13 @@ from tests.e2e.jobs import (
     TARGET,
     apply,
     get_json,
+    gpu_pool_nodes,
     job,
     job_manifest,
     leftovers,
     logs,
+    node_of,
+    on_gpu_pool,
     pods,
     progress_lines,
     wait_job,
@@ -35,9 +38,12 @@ from tests.e2e.jobs import (
 
 
 def test_pong_job_runs_on_real_pods(cluster: e2e.Cluster, namespace: str) -> None:
+    """The Ray cluster spans two nodes: the head on the GPU pool (by its selector and tolerations), the workers on
+    the other node, where the pool's taint keeps them."""
     ns, name = namespace, "pong"
     t0 = time.monotonic()
-    apply(cluster, ns, job_manifest(name, iterations=3))
+    pool = gpu_pool_nodes(cluster)
+    apply(cluster, ns, on_gpu_pool(job_manifest(name, iterations=3), pool))
 
     # The head pod and the worker StatefulSet's two pods start, as real containers.
     def all_running() -> bool:
@@ -48,6 +54,9 @@ def test_pong_job_runs_on_real_pods(cluster: e2e.Cluster, namespace: str) -> Non
     wait_for(all_running, 420, 3.0, "head + 2 worker pods Running", ignore=(KubectlError,))
     started = time.monotonic() - t0
     head = f"{name}-head-1"
+    if pool:
+        workers_on = {node_of(cluster, ns, p["metadata"]["name"]) for p in pods(cluster, ns, name, "worker")}
+        assert node_of(cluster, ns, head) in pool and workers_on and not workers_on & set(pool), (pool, workers_on)
     # No Kubernetes credentials in any pod of the job: no token mounted, no ServiceAccount of its own.
     for pod in pods(cluster, ns, name):
         assert pod["spec"].get("automountServiceAccountToken") is False, pod["spec"]
@@ -55,7 +64,7 @@ def test_pong_job_runs_on_real_pods(cluster: e2e.Cluster, namespace: str) -> Non
     token_dir = cluster.kubectl("exec", "-n", ns, head, "--", "python3", "-c",
                                 f"import os; print('EXISTS' if os.path.exists('{SA_DIR}') else 'ABSENT')", timeout=60)
     assert token_dir.stdout.strip() == "ABSENT", token_dir.stdout + token_dir.stderr
-    # The workers joined the head's Ray cluster: the driver says so.
+    # The workers joined the head's Ray cluster, from the other node: the driver says so.
     wait_for(lambda: "Ray cluster ready: 3 nodes (1 head + 2 workers)" in logs(cluster, ns, head), 420, 3.0,
              "the driver's 'Ray cluster ready: 3 nodes' line")  # fmt: skip
     # RLlib iterates; the operator reflects it in status.progress and the printer columns.
@@ -71,7 +80,7 @@ def test_pong_job_runs_on_real_pods(cluster: e2e.Cluster, namespace: str) -> Non
     wait_for(lambda: not pods(cluster, ns, name, "worker"), 180, 2.0, "worker pods removed", ignore=(KubectlError,))
     driver_log = logs(cluster, ns, head)
     lines = progress_lines(driver_log)
-    assert [rec["iteration"] for rec in lines][:3] == [1, 2, 3], driver_log[-3000:]
+    assert [rec["iteration"] for rec in lines][:3] == [1, 2, 3], [line for line in driver_log.splitlines() if "iteration" in line]
     # The attempt's last record, left by the driver as the head container's termination message, is the job's progress
     # (the operator reads it once the head has ended), and it stays after the head pod is gone.
     (terminated,) = [cs["state"]["terminated"] for cs in get_json(cluster, "pod", head, "-n", ns)["status"]["containerStatuses"]]
