@@ -9,10 +9,10 @@ export RLJOB_CACHE ?= $(HOME)/.cache/rljob
 
 help:
 	@echo "make demo          install everything and train Pong on this machine (CPU, bounded time)"
-	@echo "make test          lint + unit + integration (real API server) + end-to-end (a real node) tests"
+	@echo "make test          lint + unit + integration (real API server) + end-to-end (two real nodes) tests"
 	@echo "make unit          unit tests only (no cluster, about a minute)"
 	@echo "make integration   integration tests against a real local control plane (builds it first)"
-	@echo "make e2e           end-to-end tests on a real node (root, Docker's daemon, ~15 GB of disk);"
+	@echo "make e2e           end-to-end tests on two real nodes (root, Docker's daemon, ~30 GB of disk);"
 	@echo "                   make e2e REGISTRY=... KUBECONFIG=...: the same tests against your cluster"
 	@echo "make lint          ruff over the package, the tests and the benchmarks"
 	@echo "make images        build the operator and runtime images (hack/images.sh; REGISTRY=... PUSH=1 pushes, multi-arch)"
