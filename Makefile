@@ -77,8 +77,9 @@ e2e-prepare:
 	@bash hack/e2e-cluster.sh prereqs
 	@bash hack/e2e-cluster.sh bins
 	@bash hack/e2e-cluster.sh images
+	@$(PY) -m tests.e2e.releases
 
-# `make e2e`: this machine's real node. `make e2e REGISTRY=ghcr.io/you KUBECONFIG=~/.kube/config`: the same tests
+# `make e2e`: this machine's two real nodes. `make e2e REGISTRY=ghcr.io/you KUBECONFIG=~/.kube/config`: the same tests
 # against your cluster, its nodes pulling REGISTRY/operator and REGISTRY/runtime (pushed by `REGISTRY=... PUSH=1
 # make images`); the tests that read this machine's node skip. Needs kubectl and helm on PATH, a default
 # StorageClass and a network plugin that enforces NetworkPolicies (tests/e2e/target.py).
