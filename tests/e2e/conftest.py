@@ -1,5 +1,5 @@
-"""Fixtures for the end-to-end tests: one real node (tests/e2e/cluster.py) per session, the operator installed with
-the project's Helm chart, the runtime image loaded into the node's containerd; or a user's cluster with pushed
+"""Fixtures for the end-to-end tests: two real nodes (tests/e2e/cluster.py) per session, the operator installed with
+the project's Helm chart, the runtime image loaded into the nodes' containerd; or a user's cluster with pushed
 images (tests/e2e/target.py: `make e2e REGISTRY=... KUBECONFIG=...`).
 
 Every test here is marked ``e2e``. They run only with ``RLJOB_E2E=1`` (``make e2e`` sets it): on this machine they
@@ -42,7 +42,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             needs_cluster = bool({"cluster", "operator", "namespace"} & set(getattr(item, "fixturenames", ())))
             if needs_cluster and os.environ.get("RLJOB_E2E") != "1":
                 item.add_marker(pytest.mark.skip(reason=(
-                    "end-to-end test on a real node (root, Docker, containerd, ~7 GB of images; ~8 min when cached): "
+                    "end-to-end test on two real nodes (root, Docker, containerd, ~7 GB of images each; cached: minutes): "
                     "run `make e2e` (sets RLJOB_E2E=1)")))  # fmt: skip
 
 

@@ -1,7 +1,7 @@
-"""Where the end-to-end tests run: this machine's own real node (the default, `make e2e`), or a cluster of the user's
+"""Where the end-to-end tests run: this machine's own two real nodes (the default, `make e2e`), or a cluster of the user's
 (`make e2e REGISTRY=... KUBECONFIG=...`), to check an installation there with pushed images.
 
-On a user's cluster nothing of this machine's node is reached: no images are built or imported (the nodes pull
+On a user's cluster nothing of this machine's nodes is reached: no images are built or imported (the nodes pull
 REGISTRY/operator:VERSION and REGISTRY/runtime:VERSION-cpu, as `REGISTRY=... PUSH=1 make images` pushed them), the
 checkpoint claims come from the cluster's default StorageClass, and the tests that read the node's own files skip.
 What such a cluster needs: a default StorageClass, a network plugin that enforces NetworkPolicies, about 4 free CPUs
@@ -35,7 +35,7 @@ LOCAL_REGISTRY = "rljob"
 @dataclass(frozen=True)
 class Target:
     registry: str
-    kubeconfig: Path | None = None  # a user's cluster; None: this machine's node
+    kubeconfig: Path | None = None  # a user's cluster; None: this machine's nodes
 
     @property
     def external(self) -> bool:
