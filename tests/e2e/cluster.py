@@ -108,6 +108,12 @@ class Node:
         return self.state_dir / "kubelet"
 
     @property
+    def pod_logs_dir(self) -> Path:
+        """Where the kubelet keeps its containers' logs: a kubelet removes the log directories of pods it does not
+        know under its own, which with a shared one were the other node's running pods' (their logs were cut)."""
+        return self.state_dir / "pod-logs" if self.suffix else Path("/var/log/pods")
+
+    @property
     def cgroup_root(self) -> str:
         """Each kubelet keeps its pods' cgroups under a root of its own: a kubelet kills the processes of pod cgroups
         it does not know under its root, which would be the other node's pods with a shared one."""
@@ -512,6 +518,7 @@ state = "{node.run_dir / 'containerd-state'}"
             "failCgroupV1": False,
             "cgroupDriver": "cgroupfs",
             "cgroupRoot": node.cgroup_root,
+            "podLogsDir": str(node.pod_logs_dir),
             "containerRuntimeEndpoint": f"unix://{node.containerd_sock}",
             "address": node.ip,
             "port": 10250,
@@ -749,7 +756,8 @@ state = "{node.run_dir / 'containerd-state'}"
         for m in sorted((m for m in mounts if m.startswith(prefixes)), key=len, reverse=True):
             sh("umount", "-l", m, check=False)
         for n in self.nodes:
-            for d in (n.state_dir / "kubelet", n.state_dir / "cni-ipam", n.run_dir / "containerd-state"):
+            for d in (n.state_dir / "kubelet", n.state_dir / "cni-ipam", n.run_dir / "containerd-state",
+                      *([n.pod_logs_dir] if n.suffix else [])):  # fmt: skip
                 shutil.rmtree(d, ignore_errors=True)
         # Pod network namespaces containerd created (cni-<uuid>); the veths die with them.
         for ns in glob.glob("/run/netns/cni-*"):
