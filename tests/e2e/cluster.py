@@ -11,7 +11,8 @@ processes are started in theirs with ``nsenter --net``. Per node:
 * containerd (Debian's) with runc and the CRI plugin, its own socket/state/root (images stay cached in
   ``~/.cache/rljob/e2e/containerd*``), CNI ``bridge`` + ``host-local`` (Debian's containernetworking-plugins)
   on the node's pod CIDR, a sandbox image built from ``hack/e2e/pause``,
-* kubelet v1.35 (cgroup v1 accepted with ``failCgroupV1: false``, cgroupfs driver, a cgroup root of its own),
+* kubelet v1.35 (cgroup v1 accepted with ``failCgroupV1: false``, cgroupfs driver, a cgroup root and a pod log
+  directory of its own),
 * kube-proxy (iptables mode) for Services,
 * kube-router v2.1.0 with only its network policy controller (iptables + ipset) enforcing NetworkPolicies,
 * images from the local Docker daemon, loaded with ``docker save | ctr images import`` (no registry).
