@@ -504,10 +504,14 @@ state = "{node.run_dir / 'containerd-state'}"
         ]))  # fmt: skip
 
     def _start_kubelets(self) -> None:
+        """One node at a time. Every kubelet serves device-plugin registration on one fixed path,
+        /var/lib/kubelet/device-plugins/kubelet.sock (not under --root-dir), and empties that directory just before
+        it binds: two kubelets starting together race there, and the loser fails with "bind: address already in
+        use". Started in turn, the later kubelet replaces the earlier one's socket file, which no device plugin on
+        these nodes uses."""
         self._cluster_roles()
         for node in self.nodes:
             self._start_kubelet(node)
-        for node in self.nodes:
             self._wait_ready(node)
 
     def _kubelet_config(self, node: Node) -> dict[str, Any]:
