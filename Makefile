@@ -4,6 +4,9 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 RLJOB := .venv/bin/rljob
 export RLJOB_CACHE ?= $(HOME)/.cache/rljob
+# Unit and integration tests run in this many pytest-xdist workers, each with its own control plane and operator:
+# the integration tests wait on the API server and the operator about half the time (2 cores: ~47% idle with one).
+TEST_WORKERS ?= 2
 
 .PHONY: help venv cluster-bins test unit integration lint crd demo dev-cluster e2e-cluster e2e-prepare e2e clean
 
@@ -38,14 +41,14 @@ unit: venv
 	$(PY) -m pytest tests/unit -q
 
 integration: venv cluster-bins
-	$(PY) -m pytest tests/integration -q
+	$(PY) -m pytest tests/integration -q -n $(TEST_WORKERS)
 
 # The end-to-end tests need root, Docker's daemon (installed and started by hack/e2e-cluster.sh prereqs) and
 # ~15 GB of disk; a cached run adds about 10 minutes, a fresh machine about 30 (images, kubelet, CoreDNS). Their
 # binaries and images are built before pytest starts, so each test's time limit covers the test alone; they run
 # in a pytest run of their own (it moves into the node's network namespace), also when the first one failed.
 test: venv cluster-bins lint e2e-prepare
-	@rc=0; $(PY) -m pytest tests/unit tests/integration -q || rc=$$?; \
+	@rc=0; $(PY) -m pytest tests/unit tests/integration -q -n $(TEST_WORKERS) || rc=$$?; \
 	RLJOB_E2E=1 $(PY) -m pytest tests/e2e -q -p no:cacheprovider || rc=$$?; exit $$rc
 
 demo: venv

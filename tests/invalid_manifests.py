@@ -10,9 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from tests.builders import minimal_job
-
-DELETE = object()
+from tests.builders import DELETE, minimal_job
 
 CASES: list[tuple[str, Any, str]] = [
     ("spec.entrypoint", DELETE, "entrypoint"),

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rljob.api.constants import API_VERSION, KIND, MAX_JOB_NAME_LENGTH
+from tests.builders import DELETE
 
 PathKey = str | int
 
-DELETE: Any = object()  # a Case value: remove the key instead of setting it
 
 _TOLERATION = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoExecute",
                "tolerationSeconds": 60}
