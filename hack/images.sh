@@ -193,11 +193,12 @@ host_python() {
   if [[ -n ${PYTHON:-} ]]; then echo "$PYTHON"; elif [[ -x $ROOT/.venv/bin/python ]]; then echo "$ROOT/.venv/bin/python"; else echo python3; fi
 }
 
-# Every dependency of both extras as a wheel, once. `pip wheel` re-resolves against what is already there.
+# Every dependency of both extras as a wheel, once. `pip wheel` re-resolves against what is already there. The
+# stamp covers what is downloaded, those two extras' pins, so a change to another extra (dev) downloads nothing.
 fetch_wheels() {
   mkdir -p "$WHEELS"
   local stamp="$WHEELS/.requirements" want
-  want=$(sed -n '/^dependencies/,/^\[tool/p' "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)
+  want=$(requirements operator trainer | sha256sum | cut -c1-16)
   if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
     log "wheels: up to date in $WHEELS"
     return
