@@ -44,9 +44,10 @@ integration: venv cluster-bins
 	$(PY) -m pytest tests/integration -q -n $(TEST_WORKERS)
 
 # The end-to-end tests need root, Docker's daemon (installed and started by hack/e2e-cluster.sh prereqs) and
-# ~15 GB of disk; a cached run adds about 10 minutes, a fresh machine about 30 (images, kubelet, CoreDNS). Their
-# binaries and images are built before pytest starts, so each test's time limit covers the test alone; they run
-# in a pytest run of their own (it moves into the node's network namespace), also when the first one failed.
+# ~30 GB of disk. With caches they take about 18 minutes; a fresh machine first spends about 13 more (Debian's
+# packages, kubelet, kube-router, CoreDNS, the images and their import into both nodes; README.md has the figures).
+# Their binaries and images are built before pytest starts, so each test's time limit covers the test alone; they
+# run in a pytest run of their own (it moves into the node's network namespace), also when the first one failed.
 test: venv cluster-bins lint e2e-prepare
 	@rc=0; $(PY) -m pytest tests/unit tests/integration -q -n $(TEST_WORKERS) || rc=$$?; \
 	RLJOB_E2E=1 $(PY) -m pytest tests/e2e -q -p no:cacheprovider || rc=$$?; exit $$rc
