@@ -18,7 +18,6 @@ from rljob.controller.phases import Decision
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 
 
-
 class _Delete:
     """A table value meaning "remove this key". Its repr is fixed because test ids are built from reprs, and
     pytest-xdist requires every worker to collect the same ids (an ``object()`` prints its address)."""
@@ -29,6 +28,7 @@ class _Delete:
 
 #: Put at a path of a manifest in a table of cases: the key is removed instead of set.
 DELETE: Any = _Delete()
+
 
 # Requests every kwok node of the test control plane fits, so that a job's head and two workers are scheduled.
 SMALL_HEAD = {"cpu": "1", "memory": "2Gi", "shmSize": "512Mi"}

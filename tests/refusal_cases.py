@@ -32,7 +32,6 @@ from tests.builders import DELETE
 
 PathKey = str | int
 
-
 _TOLERATION = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoExecute",
                "tolerationSeconds": 60}
 _AFFINITY = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
