@@ -11,22 +11,24 @@
 # A binary already there is skipped. The last line printed on stdout is that
 # bin dir, so callers can do:  BIN=$(hack/cluster-bins.sh | tail -n1)
 #
-# Everything is built from source from the Go module proxy through the wrapper
-# modules in hack/k8s/*/ (go.mod + go.sum pin every dependency). GOPATH,
+# Everything is built from source from the Go module proxy through one wrapper
+# module, hack/k8s (go.mod + go.sum pin every dependency, one version of each for
+# all the programs, so shared packages compile once). GOPATH,
 # GOMODCACHE and GOCACHE are left at Go's defaults (~/go, ~/.cache/go-build) so
 # that later runs reuse the downloaded modules and compiled packages.
 #
-# The pinned modules need Go >= 1.26.0 (etcd, kwok, helm) and >= 1.25 (k8s).
+# The pinned modules need Go >= 1.26.0.
 # If a future bump needs a newer Go than the installed one, export e.g.
 #   GOTOOLCHAIN=go1.27.3
 # (the module proxy serves toolchains) before running this script.
 set -euo pipefail
 
-K8S_VERSION=v1.35.4      # must match hack/k8s/kubernetes/go.mod
-ETCD_VERSION=v3.6.16     # must match hack/k8s/etcd/go.mod
-KWOK_VERSION=v0.8.0      # must match hack/k8s/kwok/go.mod
-HELM_VERSION=v3.22.0     # must match hack/k8s/helm/go.mod
-KUEUE_VERSION=v0.17.0    # must match hack/k8s/kueue/go.mod
+# Each must match hack/k8s/go.mod (checked below).
+K8S_VERSION=v1.36.3
+ETCD_VERSION=v3.6.16
+KWOK_VERSION=v0.8.0
+HELM_VERSION=v3.21.4
+KUEUE_VERSION=v0.17.0
 TINYPROXY_VERSION=1.11.1-2.1+deb12u1  # Debian bookworm's; another release's is taken when this one is gone
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -77,11 +79,23 @@ build_into() {
   log "built ${names[*]} in $(($(date +%s) - start))s"
 }
 
-go_build() { # go_build MODULE_DIR LDFLAGS PKG...   (into $OUT)
-  local dir=$1 ldflags=$2
-  shift 2
-  (cd "$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$OUT/" "$@")
+go_build() { # go_build LDFLAGS PKG...   (into $OUT)
+  local ldflags=$1
+  shift
+  (cd "$MODS" && go build -trimpath -ldflags "-s -w $ldflags" -o "$OUT/" "$@")
 }
+
+# The versions above are the ones the module pins (a bump edits both).
+check_versions() {
+  local mod want have
+  for want in "k8s.io/kubernetes $K8S_VERSION" "go.etcd.io/etcd/server/v3 $ETCD_VERSION" "sigs.k8s.io/kwok $KWOK_VERSION" \
+    "helm.sh/helm/v3 $HELM_VERSION" "sigs.k8s.io/kueue $KUEUE_VERSION"; do
+    mod=${want% *}
+    have=$(awk -v m="$mod" '$1 == m { print $1 " " $2 }' "$MODS/go.mod")
+    [[ $have == "$want" ]] || { echo "cluster-bins: hack/k8s/go.mod pins '${have:-no $mod}', this script '$want'" >&2; exit 1; }
+  done
+}
+check_versions
 
 # --- kube-apiserver, kube-controller-manager, kube-scheduler, kubectl ---------
 # One `go build` for all four so the shared packages compile once.
@@ -97,18 +111,18 @@ k8s_build() {
     ld+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
     ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
   done
-  go_build "$MODS/kubernetes" "$ld" \
+  go_build "$ld" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler \
     k8s.io/kubernetes/cmd/kubectl
 }
 
-# The wrapper module's main package is named after its last path element: etcd.
-etcd_build() { go_build "$MODS/etcd" "" .; }
+# ./etcd is a main package named after its directory, so the binary is etcd.
+etcd_build() { go_build "" ./etcd; }
 
 kwok_build() {
-  go_build "$MODS/kwok" "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" sigs.k8s.io/kwok/cmd/kwok
+  go_build "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" sigs.k8s.io/kwok/cmd/kwok
 }
 
 # As helm's release builds do: the Kubernetes version `helm template` and `helm lint` assume without a cluster is
@@ -116,7 +130,7 @@ kwok_build() {
 # kubeVersion refuses.
 helm_ldflags() {
   local v major minor
-  v=$(cd "$MODS/helm" && go list -m -f '{{.Version}}' k8s.io/client-go)
+  v=$(cd "$MODS" && go list -m -f '{{.Version}}' k8s.io/client-go)
   v=${v#v}
   major=$((${v%%.*} + 1))
   minor=${v#*.}
@@ -129,7 +143,7 @@ helm_ldflags() {
 }
 
 helm_build() {
-  go_build "$MODS/helm" "$(helm_ldflags)" helm.sh/helm/v3/cmd/helm
+  go_build "$(helm_ldflags)" helm.sh/helm/v3/cmd/helm
 }
 
 # --- Kueue: the binary and, from the same module, its CRDs and webhook configurations -----------------------
@@ -145,9 +159,9 @@ kueue_build() {
   start=$(date +%s)
   log "build kueue $KUEUE_VERSION ..."
   mkdir -p "$KUEUE/crds"
-  (cd "$MODS/kueue" && go build -trimpath -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION" \
+  (cd "$MODS" && go build -trimpath -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION" \
     -o "$KUEUE/kueue.tmp" sigs.k8s.io/kueue/cmd/kueue) >&2
-  src=$(cd "$MODS/kueue" && go list -m -f '{{.Dir}}' sigs.k8s.io/kueue)
+  src=$(cd "$MODS" && go list -m -f '{{.Dir}}' sigs.k8s.io/kueue)
   cp "$src"/config/components/crd/bases/*.yaml "$KUEUE/crds/"
   cp "$src/config/components/webhook/manifests.yaml" "$KUEUE/webhooks.yaml.tmp"
   chmod -R u+w "$KUEUE"
@@ -157,7 +171,8 @@ kueue_build() {
 }
 
 total_start=$(date +%s)
-# Small ones first so a broken k8s build still leaves them usable.
+# The largest first: the others find most of their packages compiled by it (Go's build cache).
+build_into kube-apiserver kube-controller-manager kube-scheduler kubectl -- k8s_build
 build_into etcd -- etcd_build
 build_into kwok -- kwok_build
 # A helm built before the release flags above assumes Kubernetes 1.20: rebuilt when its flags differ.
@@ -166,7 +181,6 @@ if [[ -x $BIN/helm && "$(cat "$BIN/.helm-ldflags" 2>/dev/null)" != "$(helm_ldfla
 fi
 build_into helm -- helm_build
 helm_ldflags >"$BIN/.helm-ldflags"
-build_into kube-apiserver kube-controller-manager kube-scheduler kubectl -- k8s_build
 kueue_build
 
 # Debian's tinyproxy-bin: one binary that needs only libc; downloaded (apt's lists refreshed first if they do

@@ -5,8 +5,8 @@
 # (see tests/e2e/cluster.py).
 #
 #   hack/e2e-cluster.sh prereqs   apt-get install what is missing (docker.io, containerd, runc, CNI plugins, ...)
-#   hack/e2e-cluster.sh bins      build kubelet, kube-proxy (k8s v1.35.4), kube-router (v2.1.0), CoreDNS (trimmed)
-#                                 and the pause binary into ${RLJOB_CACHE:-~/.cache/rljob}/k8s/v1.35.4/bin (skipped
+#   hack/e2e-cluster.sh bins      build kubelet, kube-proxy (k8s v1.36.3), kube-router (v2.1.0), CoreDNS (trimmed),
+#                                 all from hack/k8s, and the pause binary into ${RLJOB_CACHE:-~/.cache/rljob}/k8s/v1.36.3/bin (skipped
 #                                 when present; the tests' cluster fixture runs this, so `make test` builds them)
 #   hack/e2e-cluster.sh images    IMAGE_BASE=debootstrap hack/images.sh operator runtime (offline, cached)
 #   hack/e2e-cluster.sh up        all of the above, then the cluster (+ the operator, installed with the Helm chart)
@@ -20,8 +20,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE="${RLJOB_CACHE:-$HOME/.cache/rljob}"
-K8S_VERSION=v1.35.4 # must match hack/cluster-bins.sh
-KUBE_ROUTER_VERSION=v2.1.0 # must match hack/k8s/kube-router/go.mod
+K8S_VERSION=v1.36.3 # must match hack/cluster-bins.sh
+KUBE_ROUTER_VERSION=v2.1.0 # must match hack/k8s/go.mod
 BIN="$CACHE/k8s/$K8S_VERSION/bin"
 PY="$ROOT/.venv/bin/python"
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml" | head -n1)
@@ -51,16 +51,17 @@ prereqs() {
 bins() {
   bash "$ROOT/hack/cluster-bins.sh" >/dev/null
   export CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false"
-  local start ld="" pkg
+  local start ld="" pkg minor=${K8S_VERSION#v1.}
+  minor=${minor%%.*}
   if [[ ! -x $BIN/kubelet || ! -x $BIN/kube-proxy ]]; then
     start=$(date +%s)
     log "building kubelet, kube-proxy $K8S_VERSION ..."
     for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-      ld+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=35 -X $pkg.gitTreeState=clean"
+      ld+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
     done
     local tmp
     tmp=$(mktemp -d "$BIN/.build.XXXXXX")
-    (cd "$ROOT/hack/k8s/kubernetes" && nice -n 10 go build -trimpath -ldflags "-s -w $ld" -o "$tmp/" \
+    (cd "$ROOT/hack/k8s" && nice -n 10 go build -trimpath -ldflags "-s -w $ld" -o "$tmp/" \
       k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
     mv -f "$tmp/kubelet" "$tmp/kube-proxy" "$BIN/" && rm -rf "$tmp"
     log "built kubelet, kube-proxy in $(($(date +%s) - start))s"
@@ -72,18 +73,21 @@ bins() {
   if [[ $have != *" version $KUBE_ROUTER_VERSION,"* ]]; then
     start=$(date +%s)
     log "building kube-router $KUBE_ROUTER_VERSION ..."
-    (cd "$ROOT/hack/k8s/kube-router" && nice -n 10 go build -trimpath \
+    (cd "$ROOT/hack/k8s" && nice -n 10 go build -trimpath \
       -ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION" \
       -o "$BIN/kube-router.tmp" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router)
     mv -f "$BIN/kube-router.tmp" "$BIN/kube-router"
     log "built kube-router in $(($(date +%s) - start))s"
   fi
-  local name
+  # CoreDNS from the same module (./coredns); pause, standard library only, from a module of its own.
+  local name dir
   for name in coredns pause; do
     [[ -x $BIN/$name ]] && continue
     start=$(date +%s)
     log "building $name ..."
-    (cd "$ROOT/hack/e2e/$name" && nice -n 10 go build -trimpath -ldflags "-s -w" -o "$BIN/$name.tmp" .)
+    dir=$ROOT/hack/k8s/$name
+    [[ $name == pause ]] && dir=$ROOT/hack/e2e/pause
+    (cd "$dir" && nice -n 10 go build -trimpath -ldflags "-s -w" -o "$BIN/$name.tmp" .)
     mv -f "$BIN/$name.tmp" "$BIN/$name"
     log "built $name in $(($(date +%s) - start))s"
   done

@@ -3,7 +3,7 @@ platform teams put in front of their GPUs, built from the Go module proxy by hac
 
 hack/cluster-bins.sh leaves, beside the control plane's bin directory, `kueue-VERSION/kueue`, Kueue's CRDs
 (`kueue-VERSION/crds/`) and its webhook configurations (`kueue-VERSION/webhooks.yaml`), VERSION being the one
-hack/k8s/kueue/go.mod pins. This starts the binary outside the cluster
+hack/k8s/go.mod pins. This starts the binary outside the cluster
 with a serving certificate for 127.0.0.1 and points the webhook configurations of Kueue's own API (queues, flavors,
 workloads) at it; the webhooks of the job kinds Kueue integrates natively are left out, since no such integration is
 enabled here and their pod and Deployment webhooks would see every object the other tests create.
@@ -38,11 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def kueue_version() -> str:
-    for line in (ROOT / "hack" / "k8s" / "kueue" / "go.mod").read_text().splitlines():
+    for line in (ROOT / "hack" / "k8s" / "go.mod").read_text().splitlines():
         parts = line.split()
         if parts[:2] == ["require", "sigs.k8s.io/kueue"] or parts[:1] == ["sigs.k8s.io/kueue"]:
             return parts[-1]
-    raise ValueError("hack/k8s/kueue/go.mod does not require sigs.k8s.io/kueue")
+    raise ValueError("hack/k8s/go.mod does not require sigs.k8s.io/kueue")
 
 
 def kueue_dir(cp: ControlPlane) -> Path:

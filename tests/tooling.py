@@ -29,7 +29,7 @@ IMAGES_SETTINGS = ("REGISTRY", "TAG", "VARIANT", "PUSH", "DRY_RUN", "DOCKER", "D
 # `helm template` assumes the Kubernetes version helm was built against; the project's helm, built from the Go module
 # proxy without release flags, assumes 1.20, which the chart's kubeVersion (>=1.30) refuses. Render for the control
 # plane's version.
-KUBE_VERSION = "1.35.0"
+KUBE_VERSION = "1.36.0"
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:

@@ -87,8 +87,8 @@ __all__ = [
     "wait_for",
 ]
 
-#: Version of the Kubernetes binaries; keep in sync with hack/cluster-bins.sh and hack/k8s/kubernetes/go.mod.
-K8S_VERSION = "v1.35.4"
+#: Version of the Kubernetes binaries; keep in sync with hack/cluster-bins.sh and hack/k8s/go.mod.
+K8S_VERSION = "v1.36.3"
 #: Binaries the harness runs (helm is built by hack/cluster-bins.sh too, but the control plane does not need it).
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
 

@@ -11,7 +11,7 @@ processes are started in theirs with ``nsenter --net``. Per node:
 * containerd (Debian's) with runc and the CRI plugin, its own socket/state/root (images stay cached in
   ``~/.cache/rljob/e2e/containerd*``), CNI ``bridge`` + ``host-local`` (Debian's containernetworking-plugins)
   on the node's pod CIDR, a sandbox image built from ``hack/e2e/pause``,
-* kubelet v1.35 (cgroup v1 accepted with ``failCgroupV1: false``, cgroupfs driver, a cgroup root and a pod log
+* kubelet v1.36 (cgroup v1 accepted with ``failCgroupV1: false``, cgroupfs driver, a cgroup root and a pod log
   directory of its own),
 * kube-proxy (iptables mode) for Services,
 * kube-router v2.1.0 with only its network policy controller (iptables + ipset) enforcing NetworkPolicies,
@@ -19,7 +19,7 @@ processes are started in theirs with ``nsenter --net``. Per node:
 
 Once: the project's control plane (:class:`tests.cluster.controlplane.ControlPlane`, no kwok nodes) with
 kube-apiserver on :data:`NODE_IP` (an address on the first namespace's loopback device), and CoreDNS
-(``hack/e2e/coredns``, a trimmed build) as cluster DNS.
+(``hack/k8s/coredns``, a trimmed build) as cluster DNS.
 
 Nothing listens outside the namespaces; they have no route out. Binaries: ``hack/e2e-cluster.sh bins``.
 """
@@ -519,7 +519,7 @@ state = "{node.run_dir / 'containerd-state'}"
         return {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
-            # This kernel offers cgroup v1 only; kubelet 1.35 refuses it unless told so.
+            # This kernel offers cgroup v1 only; kubelet (since 1.35) refuses it unless told so.
             "failCgroupV1": False,
             "cgroupDriver": "cgroupfs",
             "cgroupRoot": node.cgroup_root,

@@ -1,6 +1,6 @@
 // Command coredns is the e2e cluster's DNS server: CoreDNS with only the plugins a one-node test cluster needs
 // (the full plugin set pulls every cloud provider's SDK and takes many minutes to build on two cores).
-// Built by hack/e2e-cluster.sh; the Corefile is in hack/e2e/manifests/coredns.yaml.
+// Built by hack/e2e-cluster.sh bins; the Corefile is in tests/e2e/manifests/coredns.yaml.
 package main
 
 import (
