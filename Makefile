@@ -8,7 +8,8 @@ export RLJOB_CACHE ?= $(HOME)/.cache/rljob
 # the integration tests wait on the API server and the operator about half the time (2 cores: ~47% idle with one).
 TEST_WORKERS ?= 2
 
-.PHONY: help venv cluster-bins test unit integration lint crd demo dev-cluster e2e-cluster e2e-prepare e2e clean
+.PHONY: help venv cluster-bins test unit-integration unit integration lint crd demo dev-cluster e2e-cluster e2e-prepare \
+	e2e-prereqs e2e-bins e2e-images e2e-release e2e-preload e2e clean
 
 help:
 	@echo "make demo          install everything and train Pong on this machine (CPU, bounded time)"
@@ -44,13 +45,22 @@ integration: venv cluster-bins
 	$(PY) -m pytest tests/integration -q -n $(TEST_WORKERS)
 
 # The end-to-end tests need root, Docker's daemon (installed and started by hack/e2e-cluster.sh prereqs) and
-# ~30 GB of disk. With caches they take about 18 minutes; a fresh machine first spends about 13 more (Debian's
-# packages, kubelet, kube-router, CoreDNS, the images and their import into both nodes; README.md has the figures).
-# Their binaries and images are built before pytest starts, so each test's time limit covers the test alone; they
-# run in a pytest run of their own (it moves into the node's network namespace), also when the first one failed.
-test: venv cluster-bins lint e2e-prepare
-	@rc=0; $(PY) -m pytest tests/unit tests/integration -q -n $(TEST_WORKERS) || rc=$$?; \
-	RLJOB_E2E=1 $(PY) -m pytest tests/e2e -q -p no:cacheprovider || rc=$$?; exit $$rc
+# ~30 GB of disk. They run in a pytest run of their own (it moves into the node's network namespace), after the unit
+# and integration tests, also when those failed. What each step needs is built first, in TEST_JOBS parallel make jobs
+# where one step does not need another: the control plane's Go builds (CPU) beside the Python environment, Debian's
+# packages and the images (mostly downloads and disk); the e2e binaries and the images' import into both nodes beside
+# the unit and integration tests. So each test's time limit covers the test alone. README.md has the figures.
+TEST_JOBS ?= 4
+# (The exit status of the first part waits in a file: `make -n test` runs a line that calls $(MAKE), so that line
+# must not also start the e2e tests.)
+test:
+	@mkdir -p .cache; rm -f .cache/test-rc; $(MAKE) --no-print-directory -k -j$(TEST_JOBS) unit-integration e2e-prepare; \
+	echo $$? > .cache/test-rc
+	@rc=$$(cat .cache/test-rc); rm -f .cache/test-rc; RLJOB_E2E=1 $(PY) -m pytest tests/e2e -q -p no:cacheprovider || rc=$$?; \
+	exit $$rc
+
+unit-integration: venv cluster-bins lint
+	$(PY) -m pytest tests/unit tests/integration -q -n $(TEST_WORKERS)
 
 demo: venv
 	$(RLJOB) run -f examples/pong-local.yaml --max-duration $${DEMO_SECONDS:-600} --resume
@@ -77,11 +87,25 @@ release:
 e2e-cluster: venv cluster-bins
 	@bash hack/e2e-cluster.sh up
 
-e2e-prepare:
+# Each step is skipped when its output is there (cached under $(RLJOB_CACHE)); `make -j4 e2e-prepare` runs them in
+# parallel. The preload imports the operator and runtime images into both nodes' containerd (minutes for a changed
+# runtime image, mostly disk), so the cluster the tests start finds them there.
+e2e-prepare: e2e-prereqs e2e-bins e2e-images e2e-release e2e-preload
+
+e2e-prereqs:
 	@bash hack/e2e-cluster.sh prereqs
+
+e2e-bins: cluster-bins
 	@bash hack/e2e-cluster.sh bins
+
+e2e-images: venv e2e-prereqs
 	@bash hack/e2e-cluster.sh images
+
+e2e-release: venv e2e-images
 	@$(PY) -m tests.e2e.releases
+
+e2e-preload: venv e2e-prereqs e2e-images
+	@bash hack/e2e-cluster.sh preload
 
 # `make e2e`: this machine's two real nodes. `make e2e REGISTRY=ghcr.io/you KUBECONFIG=~/.kube/config`: the same tests
 # against your cluster, its nodes pulling REGISTRY/operator and REGISTRY/runtime (pushed by `REGISTRY=... PUSH=1

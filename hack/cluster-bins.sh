@@ -201,7 +201,8 @@ tinyproxy_fetch() {
   else
     tmp=$(mktemp -d)
     if ! (cd "$tmp" && apt-get download -q "tinyproxy-bin=$TINYPROXY_VERSION" >/dev/null 2>&1); then
-      if [[ $(id -u) == 0 ]]; then apt-get update -qq >/dev/null; fi
+      # One apt at a time: hack/e2e-cluster.sh prereqs may be installing beside this (make -j).
+      if [[ $(id -u) == 0 ]]; then flock "${TMPDIR:-/tmp}/rljob-apt.lock" apt-get update -qq >/dev/null; fi
       (cd "$tmp" && apt-get download -q "tinyproxy-bin=$TINYPROXY_VERSION" >/dev/null 2>&1 || apt-get download -q tinyproxy-bin >/dev/null) \
         || { echo "cluster-bins: cannot download Debian's tinyproxy-bin (apt-get download)" >&2; rm -rf "$tmp"; exit 1; }
     fi

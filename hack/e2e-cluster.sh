@@ -9,6 +9,8 @@
 #                                 all from hack/k8s, and the pause binary into ${RLJOB_CACHE:-~/.cache/rljob}/k8s/v1.36.3/bin (skipped
 #                                 when present; the tests' cluster fixture runs this, so `make test` builds them)
 #   hack/e2e-cluster.sh images    IMAGE_BASE=debootstrap hack/images.sh operator runtime (offline, cached)
+#   hack/e2e-cluster.sh preload   import the images into both nodes' containerd (which then stop), so that the
+#                                 cluster starts without importing them (skipped while a cluster is running)
 #   hack/e2e-cluster.sh up        all of the above, then the cluster (+ the operator, installed with the Helm chart)
 #                                 in the foreground until Ctrl-C
 #   hack/e2e-cluster.sh check     all of the above, start the cluster, print the timings, stop
@@ -26,6 +28,7 @@ BIN="$CACHE/k8s/$K8S_VERSION/bin"
 PY="$ROOT/.venv/bin/python"
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml" | head -n1)
 IMAGES=("rljob/operator:$VERSION" "rljob/runtime:$VERSION-cpu")
+APT_LOCK="${TMPDIR:-/tmp}/rljob-apt.lock"
 
 log() { echo "e2e-cluster: $*" >&2; }
 
@@ -43,8 +46,9 @@ prereqs() {
   command -v openssl >/dev/null || missing+=(openssl)
   if ((${#missing[@]})); then
     log "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # One apt at a time: hack/cluster-bins.sh may be refreshing the lists beside this (make -j).
+    flock "$APT_LOCK" apt-get update -qq
+    flock "$APT_LOCK" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 }
 
@@ -119,6 +123,7 @@ case "${1:-up}" in
     [[ ${1:-up} == check ]] && args+=(--check)
     exec "$PY" -m tests.e2e.cluster "${args[@]}" "${IMAGES[@]}"
     ;;
+  preload) exec "$PY" -m tests.e2e.cluster --preload "${IMAGES[@]}" ;;
   down) down ;;
-  *) echo "usage: $0 [prereqs|bins|images|up|check|down]" >&2; exit 2 ;;
+  *) echo "usage: $0 [prereqs|bins|images|preload|up|check|down]" >&2; exit 2 ;;
 esac
