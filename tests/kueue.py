@@ -112,7 +112,7 @@ class Kueue:
         self.cp.kubectl("apply", "--server-side", "-f", str(self.home / "crds"))
         for crd in sorted((self.home / "crds").glob("*.yaml")):
             name = yaml.safe_load(crd.read_text())["metadata"]["name"]
-            self.cp.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+            self.cp.wait_established(name)
         self.cp.kubectl("create", "namespace", KUEUE_NAMESPACE, check=False)
         port, health, metrics = _free_port(), _free_port(), _free_port()
         ca = serving_certificate(self.workdir / "certs")

@@ -400,6 +400,27 @@ class ControlPlane:
         with urllib.request.urlopen(url, context=self._ssl, timeout=timeout) as resp:
             return resp.read()
 
+    def wait_established(self, *names: str, timeout: float = 60.0) -> None:
+        """Until each named CustomResourceDefinition (every one there, with no names) serves its API: condition
+        Established. Not `kubectl wait --for=condition=Established`: kubectl 1.36 fails at once on a CRD whose status
+        has no conditions yet (".status.conditions accessor error: <nil>"), which a busy API server shows for a
+        moment after the create."""
+
+        def pending() -> list[str]:
+            listed = self.get_json("customresourcedefinitions")["items"]
+            by_name = {crd["metadata"]["name"]: crd for crd in listed}
+            return [
+                name
+                for name in (names or list(by_name))
+                if not any(
+                    cond.get("type") == "Established" and cond.get("status") == "True"
+                    for cond in (by_name.get(name, {}).get("status") or {}).get("conditions") or []
+                )
+            ]
+
+        wait_for(lambda: not pending(), timeout, description=f"CRDs {', '.join(names) or '(all)'} to be Established",
+                 ignore=(KubectlError,))  # fmt: skip
+
     def raw(self, path: str) -> Any:
         """GET an API path (e.g. ``/version``) as admin; parsed JSON."""
         return json.loads(self.kubectl("get", "--raw", path).stdout)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rljob.api import constants as c
 from rljob.api.crd import crd_yaml
 
 from .controlplane import ControlPlaneError, format_timings, start_control_plane
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_timings(cp), flush=True)
         cp.apply(DEFAULT_STORAGE_CLASS)
         cp.apply(crd_yaml())
-        cp.kubectl("wait", "--for=condition=Established", "crd/rltrainingjobs.rljob.dev", "--timeout=30s")
+        cp.wait_established(c.CRD_NAME)
         cp.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
         log = base / "operator.log"
         log.unlink(missing_ok=True)

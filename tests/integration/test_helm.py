@@ -86,7 +86,7 @@ def service_monitor_crd(control_plane: ControlPlane) -> Iterator[None]:
     """The Prometheus Operator's ServiceMonitor and PodMonitor kinds (their CRDs, reduced)."""
     names = [crd["metadata"]["name"] for crd in (SERVICE_MONITOR_CRD, POD_MONITOR_CRD)]
     control_plane.apply([SERVICE_MONITOR_CRD, POD_MONITOR_CRD])
-    control_plane.kubectl("wait", "--for=condition=Established", *[f"crd/{n}" for n in names], "--timeout=30s")
+    control_plane.wait_established(*names)
     try:
         yield
     finally:
@@ -97,7 +97,7 @@ def install_chart_crds(cp: ControlPlane) -> None:
     """What `helm install` does with crds/ (the dry run cannot create them: later objects need their kinds)."""
     for path in sorted((CHART / "crds").glob("*.yaml")):
         cp.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=rljob-tests", "-f", str(path))
-    cp.kubectl("wait", "--for=condition=Established", *[f"crd/{name}" for name in sorted(CHART_CRDS)], "--timeout=30s")
+    cp.wait_established(*sorted(CHART_CRDS))
 
 
 def test_template_passes_server_side_dry_run(

@@ -106,7 +106,7 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
         pytest.fail(f"the audited control plane did not start: {e}", pytrace=False)
     try:
         cp.apply((ROOT / "crds" / f"{c.CRD_NAME}.yaml").read_text())
-        cp.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
+        cp.wait_established()
         cp.kubectl("create", "namespace", OPERATOR_NS)
         yield cp
     finally:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from rljob.api import constants as c
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.operator_process import OperatorProcess
 
@@ -18,7 +19,7 @@ def crd_installed(control_plane: ControlPlane) -> None:
     from rljob.api.crd import crd_yaml
 
     control_plane.apply(crd_yaml())
-    control_plane.kubectl("wait", "--for=condition=Established", "crd/rltrainingjobs.rljob.dev", "--timeout=30s")
+    control_plane.wait_established(c.CRD_NAME)
     control_plane.kubectl("create", "namespace", "rljob-system", check=False)
 
 

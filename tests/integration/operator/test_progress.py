@@ -592,7 +592,7 @@ def test_upgrade_from_the_previous_version_with_a_job_running(
         # As the previous version's tests installed it: its CRD, and its driver policy (client-side).
         cp.apply(old_crd)
         cp.kubectl("apply", "-f", "-", input=policy)
-        cp.kubectl("wait", "--for=condition=Established", "crd/rltrainingjobs.rljob.dev", "--timeout=30s")
+        cp.wait_established(c.CRD_NAME)
         with python_path(previous_version / "operator"):
             old.start()
         st = run_to(cp, namespace, tiny_job(name, namespace, workers=1), timeout=60)
@@ -607,7 +607,7 @@ def test_upgrade_from_the_previous_version_with_a_job_running(
         old.stop()
 
         cp.apply(crd_yaml())
-        cp.kubectl("wait", "--for=condition=Established", "crd/rltrainingjobs.rljob.dev", "--timeout=30s")
+        cp.wait_established(c.CRD_NAME)
         # The new schema's bounds (date-time formats, lengths) accept the previous version's status: written whole
         # to a job whose status was empty, every field of it is validated (none is exempt as unchanged).
         old_status = status(cp, namespace, name)
@@ -649,7 +649,7 @@ def test_upgrade_from_the_previous_version_with_a_job_running(
         for obj in policy:
             cp.kubectl("delete", obj["kind"], obj["metadata"]["name"], "--ignore-not-found", check=False)
         cp.apply(crd_yaml())
-        cp.kubectl("wait", "--for=condition=Established", "crd/rltrainingjobs.rljob.dev", "--timeout=30s")
+        cp.wait_established(c.CRD_NAME)
         if not fast.alive():
             fast.start()
 

@@ -21,7 +21,9 @@ import pytest
 
 from rljob.api import constants as C
 
-from .conftest import free_port
+# Not handed out twice by this process: a `ray start` here names six ports before anything binds them, and Ray
+# refuses a port named for two of its components.
+from tests.cluster.processes import free_port
 
 RUNNER = """
 import sys
