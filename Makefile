@@ -8,8 +8,8 @@ export RLJOB_CACHE ?= $(HOME)/.cache/rljob
 # the integration tests wait on the API server and the operator about half the time (2 cores: ~47% idle with one).
 TEST_WORKERS ?= 2
 
-.PHONY: help venv cluster-bins test unit-integration unit integration lint crd demo dev-cluster e2e-cluster e2e-prepare \
-	e2e-prereqs e2e-bins e2e-images e2e-release e2e-preload e2e clean
+.PHONY: help venv cluster-bins test unit-integration unit integration lint crd demo dev-cluster e2e-cluster \
+	e2e-prepare e2e-prereqs e2e-bins e2e-images e2e-release e2e-preload e2e clean
 
 help:
 	@echo "make demo          install everything and train Pong on this machine (CPU, bounded time)"
@@ -56,8 +56,8 @@ TEST_JOBS ?= 4
 test:
 	@mkdir -p .cache; rm -f .cache/test-rc; $(MAKE) --no-print-directory -k -j$(TEST_JOBS) unit-integration e2e-prepare; \
 	echo $$? > .cache/test-rc
-	@rc=$$(cat .cache/test-rc); rm -f .cache/test-rc; RLJOB_E2E=1 $(PY) -m pytest tests/e2e -q -p no:cacheprovider || rc=$$?; \
-	exit $$rc
+	@rc=$$(cat .cache/test-rc); rm -f .cache/test-rc; \
+	RLJOB_E2E=1 $(PY) -m pytest tests/e2e -q -p no:cacheprovider || rc=$$?; exit $$rc
 
 unit-integration: venv cluster-bins lint
 	$(PY) -m pytest tests/unit tests/integration -q -n $(TEST_WORKERS)

@@ -88,11 +88,14 @@ go_build() { # go_build LDFLAGS PKG...   (into $OUT)
 # The versions above are the ones the module pins (a bump edits both).
 check_versions() {
   local mod want have
-  for want in "k8s.io/kubernetes $K8S_VERSION" "go.etcd.io/etcd/server/v3 $ETCD_VERSION" "sigs.k8s.io/kwok $KWOK_VERSION" \
-    "helm.sh/helm/v3 $HELM_VERSION" "sigs.k8s.io/kueue $KUEUE_VERSION"; do
+  for want in "k8s.io/kubernetes $K8S_VERSION" "go.etcd.io/etcd/server/v3 $ETCD_VERSION" \
+    "sigs.k8s.io/kwok $KWOK_VERSION" "helm.sh/helm/v3 $HELM_VERSION" "sigs.k8s.io/kueue $KUEUE_VERSION"; do
     mod=${want% *}
     have=$(awk -v m="$mod" '$1 == m { print $1 " " $2 }' "$MODS/go.mod")
-    [[ $have == "$want" ]] || { echo "cluster-bins: hack/k8s/go.mod pins '${have:-no $mod}', this script '$want'" >&2; exit 1; }
+    if [[ $have != "$want" ]]; then
+      echo "cluster-bins: hack/k8s/go.mod pins '${have:-no $mod}', this script '$want'" >&2
+      exit 1
+    fi
   done
 }
 check_versions

@@ -5,9 +5,10 @@
 # (see tests/e2e/cluster.py).
 #
 #   hack/e2e-cluster.sh prereqs   apt-get install what is missing (docker.io, containerd, runc, CNI plugins, ...)
-#   hack/e2e-cluster.sh bins      build kubelet, kube-proxy (k8s v1.36.3), kube-router (v2.1.0), CoreDNS (trimmed),
-#                                 all from hack/k8s, and the pause binary into ${RLJOB_CACHE:-~/.cache/rljob}/k8s/v1.36.3/bin (skipped
-#                                 when present; the tests' cluster fixture runs this, so `make test` builds them)
+#   hack/e2e-cluster.sh bins      build kubelet, kube-proxy (k8s v1.36.3), kube-router (v2.1.0), CoreDNS
+#                                 (trimmed), all from hack/k8s, and the pause binary into
+#                                 ${RLJOB_CACHE:-~/.cache/rljob}/k8s/v1.36.3/bin (skipped when present; the tests'
+#                                 cluster fixture runs this, so `make test` builds them)
 #   hack/e2e-cluster.sh images    IMAGE_BASE=debootstrap hack/images.sh operator runtime (offline, cached)
 #   hack/e2e-cluster.sh preload   import the images into both nodes' containerd (which then stop), so that the
 #                                 cluster starts without importing them (skipped while a cluster is running)
