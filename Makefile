@@ -45,22 +45,22 @@ integration: venv cluster-bins
 	$(PY) -m pytest tests/integration -q -n $(TEST_WORKERS)
 
 # The end-to-end tests need root, Docker's daemon (installed and started by hack/e2e-cluster.sh prereqs) and
-# ~30 GB of disk. They run in a pytest run of their own (it moves into the node's network namespace), after the unit
-# and integration tests, also when those failed. What each step needs is built first, in TEST_JOBS parallel make jobs
-# where one step does not need another: the control plane's Go builds (CPU) beside the Python environment, Debian's
-# packages and the images (mostly downloads and disk); the e2e binaries and the images' import into both nodes beside
-# the unit and integration tests. So each test's time limit covers the test alone. README.md has the figures.
+# ~30 GB of disk. They run in a pytest run of their own (it moves into the node's network namespace), at the same
+# time as the unit and integration tests once their binaries and images are ready: their pods mostly wait (about
+# half of the CPU idles in them), and each run goes on when the other fails. What each step needs is built first, in
+# TEST_JOBS parallel make jobs where one step does not need another: the control plane's Go builds (CPU) beside the
+# Python environment, Debian's packages and the images (mostly downloads and disk); the e2e binaries and the images'
+# import into the nodes beside the unit and integration tests. So each test's time limit covers the test alone.
+# The two runs share the terminal: each line of theirs starts with the run's name. README.md has the figures.
 TEST_JOBS ?= 4
-# (The exit status of the first part waits in a file: `make -n test` runs a line that calls $(MAKE), so that line
-# must not also start the e2e tests.)
 test:
-	@mkdir -p .cache; rm -f .cache/test-rc; $(MAKE) --no-print-directory -k -j$(TEST_JOBS) unit-integration e2e-prepare; \
-	echo $$? > .cache/test-rc
-	@rc=$$(cat .cache/test-rc); rm -f .cache/test-rc; \
-	RLJOB_E2E=1 $(PY) -m pytest tests/e2e -q -p no:cacheprovider || rc=$$?; exit $$rc
+	@$(MAKE) --no-print-directory -k -j$(TEST_JOBS) unit-integration e2e REGISTRY= TAG_LINES=1
+
+# $(call tagged,COMMAND,NAME): COMMAND, its output lines prefixed with [NAME] when TAG_LINES is set (make test).
+tagged = $(if $(TAG_LINES),set -o pipefail; $(1) 2>&1 | sed -u 's/^/[$(2)] /',$(1))
 
 unit-integration: venv cluster-bins lint
-	$(PY) -m pytest tests/unit tests/integration -q -n $(TEST_WORKERS)
+	$(call tagged,$(PY) -m pytest tests/unit tests/integration -q -n $(TEST_WORKERS),unit+integration)
 
 demo: venv
 	$(RLJOB) run -f examples/pong-local.yaml --max-duration $${DEMO_SECONDS:-600} --resume
@@ -113,7 +113,7 @@ e2e-preload: venv e2e-prereqs e2e-images
 # StorageClass and a network plugin that enforces NetworkPolicies (tests/e2e/target.py).
 ifeq ($(strip $(REGISTRY)),)
 e2e: venv cluster-bins e2e-prepare
-	RLJOB_E2E=1 $(PY) -m pytest tests/e2e -v -p no:cacheprovider
+	$(call tagged,RLJOB_E2E=1 $(PY) -m pytest tests/e2e -v -p no:cacheprovider,e2e)
 else
 e2e: venv
 	RLJOB_E2E=1 RLJOB_E2E_REGISTRY=$(REGISTRY) RLJOB_E2E_KUBECONFIG=$(KUBECONFIG) $(PY) -m pytest tests/e2e -v -p no:cacheprovider

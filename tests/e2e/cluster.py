@@ -15,7 +15,8 @@ processes are started in theirs with ``nsenter --net``. Per node:
   directory of its own),
 * kube-proxy (iptables mode) for Services,
 * kube-router v2.1.0 with only its network policy controller (iptables + ipset) enforcing NetworkPolicies,
-* images from the local Docker daemon, loaded with ``docker save | ctr images import`` (no registry).
+* images from the local Docker daemon, loaded with ``docker save | ctr images import`` into the first node (no
+  registry); the second node's image store is a copy of the first's, made of hard links.
 
 Once: the project's control plane (:class:`tests.cluster.controlplane.ControlPlane`, no kwok nodes) with
 kube-apiserver on :data:`NODE_IP` (an address on the first namespace's loopback device), and CoreDNS
@@ -410,33 +411,72 @@ state = "{node.run_dir / 'containerd-state'}"
         self.load_images([PAUSE_IMAGE, COREDNS_IMAGE, *self.images])
 
     def load_images(self, refs: Sequence[str]) -> None:
-        """Each image into every node that lacks this build of it, from one `docker save` streamed to them all."""
+        """Each image that a node lacks (this build of it) imported into the first node, from `docker save`; every
+        other node that lacks one then gets a copy of the first node's image store (:meth:`_copy_store`), so the
+        machine's disk writes and unpacks a runtime image (about 7 GB) once, not once per node."""
+        primary = self.nodes[0]
         listed = {node.name: self.ctr("images", "ls", node=node).stdout.decode() for node in self.nodes}
+        lacking: dict[str, list[str]] = {node.name: [] for node in self.nodes}
         for ref in refs:
             image_id = docker_image_id(ref)
             if image_id is None:
                 raise RuntimeError(f"image {ref} is not in the local Docker daemon (hack/images.sh builds rljob's)")
             full = normalized(ref)
-            marks = {n.name: n.containerd_root / f"imported-{hashlib.sha256(full.encode()).hexdigest()[:16]}"
-                     for n in self.nodes}  # fmt: skip
-            stale = [n for n in self.nodes if not (marks[n.name].exists() and marks[n.name].read_text() == image_id
-                                                   and full in listed[n.name])]  # fmt: skip
-            if not stale:
+            for node in self.nodes:
+                mark = self._mark(node, full)
+                if not (mark.exists() and mark.read_text() == image_id and full in listed[node.name]):
+                    lacking[node.name].append(ref)
+            if ref not in lacking[primary.name]:
                 continue
-            for node in stale:
-                # An older build of this name goes first, by its name and by the image-ID name the CRI gave it, with
-                # containerd's garbage collection run at once: an import over the name alone leaves the old layers
-                # referenced, and the cache grew by a runtime image (about 7 GB) with every dependency change.
-                imported = marks[node.name].read_text() if marks[node.name].exists() else ""
-                old = [r for r in (full, imported) if r and r in listed[node.name]]
-                if old:
-                    self.ctr("images", "rm", "--sync", *old, node=node, check=False)
+            # An older build of this name goes first, by its name and by the image-ID name the CRI gave it, with
+            # containerd's garbage collection run at once: an import over the name alone leaves the old layers
+            # referenced, and the cache grew by a runtime image (about 7 GB) with every dependency change.
+            mark = self._mark(primary, full)
+            imported = mark.read_text() if mark.exists() else ""
+            old = [r for r in (full, imported) if r and r in listed[primary.name]]
+            if old:
+                self.ctr("images", "rm", "--sync", *old, node=primary, check=False)
             t = time.monotonic()
-            self._import(ref, stale)
-            for node in stale:
-                self._discard_layers(node, full)
-                marks[node.name].write_text(image_id)
-            self.timings[f"import {ref} ({len(stale)} node(s))"] = round(time.monotonic() - t, 1)
+            self._import(ref, [primary])
+            self._discard_layers(primary, full)
+            mark.write_text(image_id)
+            self.timings[f"import {ref}"] = round(time.monotonic() - t, 1)
+        copies = [node for node in self.nodes[1:] if lacking[node.name]]
+        if copies:
+            t = time.monotonic()
+            self._copy_store(primary, copies)
+            self.timings[f"copy to {len(copies)} node(s)"] = round(time.monotonic() - t, 1)
+
+    @staticmethod
+    def _mark(node: Node, full_ref: str) -> Path:
+        """The file beside a node's store that names the Docker image ID imported under this name."""
+        return node.containerd_root / f"imported-{hashlib.sha256(full_ref.encode()).hexdigest()[:16]}"
+
+    def _copy_store(self, source: Node, nodes: Sequence[Node]) -> None:
+        """Each node's containerd root replaced by a copy of the source node's, made of hard links, with the
+        containerds stopped meanwhile (before any kubelet runs: nothing of a node's own is lost). What containerd
+        changes in place, its bolt databases, is copied; the rest it writes once and never changes (content blobs,
+        unpacked layers: a container's writes go to a snapshot of its own), so the nodes share those files on disk
+        as nodes made from one disk image share their image layers."""
+        self._kill_containers(source)
+        for node in (source, *nodes):
+            self._terminate(node.proc("containerd"))
+        for node in nodes:
+            root = node.containerd_root
+            fresh, old = root.with_name(root.name + ".copy"), root.with_name(root.name + ".old")
+            for leftover in (fresh, old):
+                shutil.rmtree(leftover, ignore_errors=True)
+            sh("cp", "-a", "--link", source.containerd_root, fresh)
+            for db in fresh.glob("*/*.db"):
+                db.unlink()
+                shutil.copy2(source.containerd_root / db.relative_to(fresh), db)
+            (fresh / "io.containerd.grpc.v1.introspection" / "uuid").unlink(missing_ok=True)  # each its own
+            if root.exists():
+                root.rename(old)
+            fresh.rename(root)
+            shutil.rmtree(old, ignore_errors=True)
+        for node in (source, *nodes):
+            self._start_containerd(node)
 
     def _import(self, ref: str, nodes: Sequence[Node]) -> None:
         with contextlib.ExitStack() as stack:
