@@ -5,7 +5,7 @@ images (tests/e2e/target.py: `make e2e REGISTRY=... KUBECONFIG=...`).
 Every test here is marked ``e2e``. They run only with ``RLJOB_E2E=1`` (``make e2e`` sets it): on this machine they
 need root, Docker, containerd, a few GB of images and several minutes. This pytest process moves into the local
 cluster's network namespace, so run the e2e tests in a pytest session of their own (``make test`` runs them in a
-second pytest run after the others).
+second pytest run beside the others).
 """
 
 from __future__ import annotations
