@@ -48,6 +48,12 @@ LOCALHOST = "127.0.0.1"
 T = TypeVar("T")
 
 
+#: Every wait's limit is multiplied by this (``RLJOB_TEST_TIMEOUT_SCALE``, default 3). A limit only says when to give
+#: up, never how fast something must be: `make test` runs the e2e tests' pods beside the integration tests, and on 2
+#: saturated cores a wait that takes seconds alone was seen to take over 30.
+TIMEOUT_SCALE = float(os.environ.get("RLJOB_TEST_TIMEOUT_SCALE") or 3)
+
+
 def wait_for(
     predicate: Callable[[], T],
     timeout: float = 30.0,
@@ -56,7 +62,9 @@ def wait_for(
     ignore: tuple[type[BaseException], ...] = (),
 ) -> T:
     """Call ``predicate`` until it returns something truthy, and return that; raise ``TimeoutError`` after
-    ``timeout`` seconds. Exceptions of the ``ignore`` types count as "not yet" (the last one is reported)."""
+    ``timeout`` seconds times :data:`TIMEOUT_SCALE`. Exceptions of the ``ignore`` types count as "not yet" (the last
+    one is reported)."""
+    timeout *= TIMEOUT_SCALE
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
     while True:
