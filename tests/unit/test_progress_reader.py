@@ -180,6 +180,17 @@ def test_before_the_first_iteration_nothing_is_written() -> None:
     assert kube.patches == [] and reader.failures == 0
 
 
+def test_a_running_head_whose_attempt_the_status_does_not_name_yet_is_looked_at_again() -> None:
+    """The head's pod can be seen Running before the job's update that names its attempt (two watches, in no set
+    order). That update touches nothing in the reader, so the visit must ask to come back: else the job's progress
+    stayed empty until its pods changed again (seen under load as a job never read)."""
+    async def good(_: web.Request) -> web.Response:
+        return web.json_response(GOOD)
+
+    kube, reader, asked = visit(good, status={"attempts": None})
+    assert asked == [] and reader.reads == 0 and kube.patches == []  # not this attempt's head yet: not read
+
+
 async def garbage(_: web.Request) -> web.Response:
     return web.Response(body=b"\x00\xffnot json at all")
 

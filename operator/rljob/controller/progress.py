@@ -201,9 +201,13 @@ class ProgressReader:
             return False
         if not self.may_act():
             return True  # a standby keeps the schedule, and reads once it leads
-        kind, pod = source(body, self.pods(key))
+        pods = list(self.pods(key))
+        kind, pod = source(body, pods)
         if pod is None:
-            return False  # the next pod change schedules it again
+            # Nothing to read yet; the next pod change schedules it again. But a head seen Running before the job's
+            # own update that names its attempt (two watches, in no set order) gets no further pod change: that
+            # update touches nothing here, so such a job is looked at again after the interval.
+            return any(p.role == c.ROLE_HEAD and p.phase == "Running" and p.ip and not p.deleting for p in pods)
         if kind == "final":
             assert pod.progress is not None
             try:
