@@ -49,8 +49,8 @@ T = TypeVar("T")
 
 
 #: Every wait's limit is multiplied by this (``RLJOB_TEST_TIMEOUT_SCALE``, default 3). A limit only says when to give
-#: up, never how fast something must be: `make test` runs the e2e tests' pods beside the integration tests, and on 2
-#: saturated cores a wait that takes seconds alone was seen to take over 30.
+#: up, never how fast something must be, and `make test` runs the e2e tests' pods beside the integration tests on the
+#: same cores.
 TIMEOUT_SCALE = float(os.environ.get("RLJOB_TEST_TIMEOUT_SCALE") or 3)
 
 
