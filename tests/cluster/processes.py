@@ -50,7 +50,7 @@ T = TypeVar("T")
 
 #: Every wait's limit is multiplied by this (``RLJOB_TEST_TIMEOUT_SCALE``, default 3). A limit only says when to give
 #: up, never how fast something must be, and `make test` runs the e2e tests' pods beside the integration tests on the
-#: same cores.
+#: same cores. pytest-timeout's per-test limit is scaled by it too (tests/conftest.py).
 TIMEOUT_SCALE = float(os.environ.get("RLJOB_TEST_TIMEOUT_SCALE") or 3)
 
 
