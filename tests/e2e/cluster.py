@@ -428,18 +428,18 @@ state = "{node.run_dir / 'containerd-state'}"
                     lacking[node.name].append(ref)
             if ref not in lacking[primary.name]:
                 continue
-            # An older build of this name goes first, by its name and by the image-ID name the CRI gave it, with
-            # containerd's garbage collection run at once: an import over the name alone leaves the old layers
-            # referenced, and the cache grew by a runtime image (about 7 GB) with every dependency change.
+            # The new build is imported over the name first, then the older build's image-ID name (the one the CRI
+            # gave it) is removed with containerd's garbage collection run at once: the layers the two builds share
+            # stay unpacked (a change to the operator rebuilds only the top layer of a runtime image of about 7 GB),
+            # and the older build's own layers go, so the cache does not grow with every change.
             mark = self._mark(primary, full)
-            imported = mark.read_text() if mark.exists() else ""
-            old = [r for r in (full, imported) if r and r in listed[primary.name]]
-            if old:
-                self.ctr("images", "rm", "--sync", *old, node=primary, check=False)
+            previous = mark.read_text() if mark.exists() else ""
             t = time.monotonic()
-            self._import(ref, [primary])
+            self._import(ref, primary)
             self._discard_layers(primary, full)
             mark.write_text(image_id)
+            if previous and previous != image_id and previous in listed[primary.name]:
+                self.ctr("images", "rm", "--sync", previous, node=primary, check=False)
             self.timings[f"import {ref}"] = round(time.monotonic() - t, 1)
         copies = [node for node in self.nodes[1:] if lacking[node.name]]
         if copies:
@@ -478,32 +478,18 @@ state = "{node.run_dir / 'containerd-state'}"
         for node in (source, *nodes):
             self._start_containerd(node)
 
-    def _import(self, ref: str, nodes: Sequence[Node]) -> None:
-        with contextlib.ExitStack() as stack:
-            errors = [stack.enter_context(tempfile.TemporaryFile()) for _ in nodes]
+    def _import(self, ref: str, node: Node) -> None:
+        with tempfile.TemporaryFile() as err:
             save = subprocess.Popen(["docker", "save", ref], stdout=subprocess.PIPE)
-            imports = [
-                subprocess.Popen(["ctr", "--address", str(n.containerd_sock), "--namespace", "k8s.io", "images",
-                                  "import", "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
-                for n, err in zip(nodes, errors, strict=True)
-            ]  # fmt: skip
             assert save.stdout is not None
-            sinks = [imp.stdin for imp in imports if imp.stdin is not None]
-            try:
-                while chunk := save.stdout.read(1 << 20):
-                    for sink in sinks:
-                        with contextlib.suppress(BrokenPipeError):  # its exit code and stderr say why, below
-                            sink.write(chunk)
-            finally:
-                save.stdout.close()
-                for sink in sinks:
-                    with contextlib.suppress(BrokenPipeError):
-                        sink.close()
+            imp = subprocess.run(["ctr", "--address", str(node.containerd_sock), "--namespace", "k8s.io", "images",
+                                  "import", "-"], stdin=save.stdout, stdout=subprocess.DEVNULL, stderr=err,
+                                 timeout=1800, check=False)  # fmt: skip
+            save.stdout.close()  # a ctr that failed early leaves docker save a closed pipe, so it exits too
             failed = [] if save.wait() == 0 else [f"docker save {ref} exited with {save.returncode}"]
-            for node, imp, err in zip(nodes, imports, errors, strict=True):
-                if imp.wait(timeout=1800) != 0:
-                    err.seek(0)
-                    failed.append(f"{node.name}'s containerd: {err.read().decode()[-2000:]}")
+            if imp.returncode != 0:
+                err.seek(0)
+                failed.append(f"{node.name}'s containerd: {err.read().decode()[-2000:]}")
         if failed:
             raise RuntimeError(f"loading {ref} failed: " + "; ".join(failed))
 
