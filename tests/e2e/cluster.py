@@ -43,7 +43,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -294,8 +294,10 @@ class Cluster:
         return self.cp.kubectl(*args, input=input, check=check, timeout=timeout)
 
     def ctr(self, *args: str, node: Node = CPU_NODE, check: bool = True, input: bytes | None = None,
-            timeout: float = 900) -> subprocess.CompletedProcess[Any]:
+            stdin: IO[bytes] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[Any]:
         cmd = ["ctr", "--address", str(node.containerd_sock), "--namespace", "k8s.io", *args]
+        if stdin is not None:
+            return subprocess.run(cmd, check=check, capture_output=True, stdin=stdin, timeout=timeout)
         return subprocess.run(cmd, check=check, capture_output=True, input=input, timeout=timeout)
 
     def _spawn(self, name: str, args: Sequence[str | os.PathLike[str]], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -479,17 +481,13 @@ state = "{node.run_dir / 'containerd-state'}"
             self._start_containerd(node)
 
     def _import(self, ref: str, node: Node) -> None:
-        with tempfile.TemporaryFile() as err:
-            save = subprocess.Popen(["docker", "save", ref], stdout=subprocess.PIPE)
-            assert save.stdout is not None
-            imp = subprocess.run(["ctr", "--address", str(node.containerd_sock), "--namespace", "k8s.io", "images",
-                                  "import", "-"], stdin=save.stdout, stdout=subprocess.DEVNULL, stderr=err,
-                                 timeout=1800, check=False)  # fmt: skip
-            save.stdout.close()  # a ctr that failed early leaves docker save a closed pipe, so it exits too
-            failed = [] if save.wait() == 0 else [f"docker save {ref} exited with {save.returncode}"]
-            if imp.returncode != 0:
-                err.seek(0)
-                failed.append(f"{node.name}'s containerd: {err.read().decode()[-2000:]}")
+        save = subprocess.Popen(["docker", "save", ref], stdout=subprocess.PIPE)
+        assert save.stdout is not None
+        imp = self.ctr("images", "import", "-", node=node, check=False, stdin=save.stdout, timeout=1800)
+        save.stdout.close()  # a ctr that failed early leaves docker save a closed pipe, so it exits too
+        failed = [] if save.wait() == 0 else [f"docker save {ref} exited with {save.returncode}"]
+        if imp.returncode != 0:
+            failed.append(f"{node.name}'s containerd: {imp.stderr.decode()[-2000:]}")
         if failed:
             raise RuntimeError(f"loading {ref} failed: " + "; ".join(failed))
 
